@@ -1,0 +1,340 @@
+"""Settings: one TOML mapping file (``STSYNC_CONFIG``) plus the environment for secrets (F10, F11).
+
+Validated at start-up. A bad value stops the process with a ``ConfigError`` that names the key, the
+value and what is allowed. Credentials are ``SecretStr`` and never appear in ``repr``, logs or task
+arguments. Nothing falls back silently: every default is written in the model and documented in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from clients.errors import ConfigError
+from mappers.rules import ConnectionRules
+
+CONFIG_ENV = "STSYNC_CONFIG"
+DATA_DIR_ENV = "STSYNC_DATA_DIR"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceTradeSettings(Section):
+    base_url: str = "http://127.0.0.1:8801"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: ServiceTrade's system name for stsync's external ids is per connection (see connections)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ServiceTradeSettings:
+        if not (self.client_id and self.client_secret) and not (self.username and self.password):
+            raise ValueError(
+                "set SERVICETRADE_CLIENT_ID and SERVICETRADE_CLIENT_SECRET (OAuth2) or "
+                "SERVICETRADE_USERNAME and SERVICETRADE_PASSWORD (legacy session)"
+            )
+        return self
+
+    @property
+    def auth_mode(self) -> Literal["oauth", "session"]:
+        return "oauth" if self.client_id and self.client_secret else "session"
+
+
+class ConnectionSettings(Section):
+    """One Spectrum company / instance (F11)."""
+
+    name: str
+    base_url: str
+    authorization_id: SecretStr
+    infolink_url: str
+    #: key under which this connection's Spectrum ids are written into ServiceTrade ``externalIds``
+    external_id_key: str = "spectrum"
+    support_emails: list[str] = Field(default_factory=list)
+    #: at most this many Spectrum writes in flight per connection (Spectrum faults under load)
+    max_in_flight: int = Field(default=2, ge=1, le=64)
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    rules: ConnectionRules
+
+    @property
+    def company_code(self) -> str:
+        return self.rules.company_code
+
+
+class IngestSettings(Section):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    dedupe_ttl_s: int = Field(default=86_400, ge=1)
+    #: header carrying the token of the "send job" endpoint
+    send_job_token: SecretStr | None = None
+
+
+class ScheduleSettings(Section):
+    catch_up_day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    catch_up_hour: int = Field(default=2, ge=0, le=23)
+    catch_up_minute: int = Field(default=0, ge=0, le=59)
+    sweep_every_s: int = Field(default=600, ge=10)
+    sweep_overlap_s: int = Field(default=120, ge=0)
+    po_poll_every_s: int = Field(default=900, ge=10)
+
+
+class AlertSettings(Section):
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "stsync@localhost"
+    #: 0 = one e-mail per problem; N = at most one digest e-mail per N minutes
+    digest_minutes: int = Field(default=0, ge=0)
+
+
+class FlowerSettings(Section):
+    user: str | None = None
+    password: SecretStr | None = None
+    port: int = Field(default=5555, ge=1, le=65535)
+
+
+class ReliabilitySettings(Section):
+    """Celery and ledger limits (reasons in shared/reference/celery-reliability.md §7)."""
+
+    task_time_limit_s: int = Field(default=300, ge=5)
+    task_soft_time_limit_s: int = Field(default=240, ge=4)
+    retry_backoff_s: int = Field(default=2, ge=1)
+    retry_backoff_max_s: int = Field(default=600, ge=1)
+    max_retries: int = Field(default=8, ge=0)
+    visibility_timeout_s: int = Field(default=3600, ge=10)
+    unacked_restore_interval_s: int = Field(default=10, ge=1)
+    #: a record whose task has started this many times without finishing is marked failed
+    start_cap: int = Field(default=5, ge=1)
+    #: how long a claim on a record holds before another worker may take it over
+    lease_s: int = Field(default=330, ge=1)
+    worker_concurrency: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _limits(self) -> ReliabilitySettings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        need = self.task_time_limit_s + self.retry_backoff_max_s
+        if self.visibility_timeout_s <= need:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
+                f"task_time_limit_s + retry_backoff_max_s ({need}), or Redis redelivers "
+                "tasks that are still running or waiting to retry"
+            )
+        return self
+
+
+class Settings(Section):
+    """The whole validated configuration of a deployment."""
+
+    config_path: str | None = None
+    timezone: str = "America/New_York"
+    data_dir: str = ".stsync"
+    broker_url: str | None = None
+    database_url: str = ""
+    webhook_secret: SecretStr
+    webhook_previous_secret: SecretStr | None = None
+    default_connection: str
+    servicetrade: ServiceTradeSettings
+    connections: dict[str, ConnectionSettings]
+    ingest: IngestSettings = IngestSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+    alerts: AlertSettings = AlertSettings()
+    flower: FlowerSettings = FlowerSettings()
+    reliability: ReliabilitySettings = ReliabilitySettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_connection not in self.connections:
+            raise ValueError(
+                f"default_connection {self.default_connection!r} is not one of "
+                f"{sorted(self.connections)}"
+            )
+        keys = [c.external_id_key for c in self.connections.values()]
+        if len(set(keys)) != len(keys):
+            raise ValueError("connections must use distinct external_id_key values")
+        if len(self.webhook_secret.get_secret_value()) < 16:
+            raise ValueError("webhook_secret must be at least 16 characters (WEBHOOK_SECRET)")
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unknown zone
+            raise ValueError(f"timezone {self.timezone!r} is not a known IANA zone") from exc
+        return self
+
+    def connection(self, name: str | None = None) -> ConnectionSettings:
+        """The named connection (default when None); ConfigError naming the choices otherwise."""
+        key = name or self.default_connection
+        try:
+            return self.connections[key]
+        except KeyError:
+            raise ConfigError(
+                f"unknown connection {key!r}; configured: {', '.join(sorted(self.connections))}",
+                field="connection",
+                value=key,
+            ) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+# --- loading -------------------------------------------------------------------------------------
+_CONNECTION_KEYS = {
+    "base_url",
+    "authorization_id_env",
+    "infolink_url",
+    "external_id_key",
+    "support_emails",
+    "max_in_flight",
+    "timeout_s",
+    "connect_timeout_s",
+}
+
+
+def _format_errors(exc: ValidationError, source: str, data: Mapping[str, Any]) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        value = err.get("input")
+        shown = "<secret>" if "secret" in loc or "password" in loc or "authorization" in loc else value
+        if isinstance(shown, dict):
+            shown = "{...}"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'} = {shown!r}: {msg}")
+    return "\n".join(lines)
+
+
+def _build_connection(
+    name: str, raw: Mapping[str, Any], env: Mapping[str, str], is_default: bool
+) -> dict[str, Any]:
+    rules = {k: v for k, v in raw.items() if k not in _CONNECTION_KEYS}
+    auth_env = raw.get("authorization_id_env", "SPECTRUM_AUTHORIZATION_ID" if is_default else "")
+    out: dict[str, Any] = {
+        "name": name,
+        "base_url": raw.get("base_url", ""),
+        "infolink_url": raw.get("infolink_url", ""),
+        "authorization_id": env.get(auth_env, "") if auth_env else "",
+        "rules": rules,
+    }
+    for key in ("external_id_key", "support_emails", "max_in_flight", "timeout_s",
+                "connect_timeout_s"):
+        if key in raw:
+            out[key] = raw[key]
+    if not is_default and "external_id_key" not in raw:
+        out["external_id_key"] = f"spectrum_{name}"
+    if is_default:
+        for env_key, target in (
+            ("SPECTRUM_BASE_URL", "base_url"),
+            ("SPECTRUM_INFOLINK_URL", "infolink_url"),
+        ):
+            if env.get(env_key):
+                out[target] = env[env_key]
+        if env.get("SPECTRUM_COMPANY_CODE"):
+            out["rules"] = {**rules, "company_code": env["SPECTRUM_COMPANY_CODE"]}
+    missing = [k for k in ("base_url", "infolink_url") if not out[k]]
+    if missing:
+        hint = "SPECTRUM_BASE_URL / SPECTRUM_INFOLINK_URL" if is_default else "the TOML file"
+        raise ConfigError(
+            f"connections.{name}: {', '.join(missing)} not set (set it in {hint})",
+            field=f"connections.{name}.{missing[0]}",
+        )
+    if not out["authorization_id"]:
+        raise ConfigError(
+            f"connections.{name}: Authorization ID missing: set the environment variable "
+            f"{auth_env or '(authorization_id_env)'}",
+            field=f"connections.{name}.authorization_id_env",
+        )
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the TOML file and the environment; ConfigError on any problem."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(
+            f"no configuration file: set {CONFIG_ENV} to the path of stsync.toml",
+            field=CONFIG_ENV,
+        )
+    p = Path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found", field=CONFIG_ENV) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}", field=CONFIG_ENV) from None
+
+    connections_raw = raw.pop("connections", {})
+    if not isinstance(connections_raw, dict) or not connections_raw:
+        raise ConfigError(f"{p}: at least one [connections.<name>] table is required",
+                          field="connections")
+    default = raw.pop("default_connection", next(iter(connections_raw)))
+    connections = {
+        name: _build_connection(name, conn, env, name == default)
+        for name, conn in connections_raw.items()
+    }
+    st = dict(raw.pop("servicetrade", {}))
+    for env_key, target in (
+        ("SERVICETRADE_BASE_URL", "base_url"),
+        ("SERVICETRADE_CLIENT_ID", "client_id"),
+        ("SERVICETRADE_CLIENT_SECRET", "client_secret"),
+        ("SERVICETRADE_USERNAME", "username"),
+        ("SERVICETRADE_PASSWORD", "password"),
+    ):
+        if env.get(env_key):
+            st[target] = env[env_key]
+    data_dir = env.get(DATA_DIR_ENV) or raw.pop("data_dir", ".stsync")
+    raw.pop("data_dir", None)
+    ingest = dict(raw.pop("ingest", {}))
+    if env.get("STSYNC_SEND_JOB_TOKEN"):
+        ingest["send_job_token"] = env["STSYNC_SEND_JOB_TOKEN"]
+    flower = dict(raw.pop("flower", {}))
+    if env.get("FLOWER_USER"):
+        flower["user"] = env["FLOWER_USER"]
+    if env.get("FLOWER_PASSWORD"):
+        flower["password"] = env["FLOWER_PASSWORD"]
+    alerts = dict(raw.pop("alerts", {}))
+    if env.get("SMTP_PASSWORD"):
+        alerts["password"] = env["SMTP_PASSWORD"]
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'ledger.sqlite'}"
+    data: dict[str, Any] = {
+        **raw,
+        "config_path": str(p),
+        "data_dir": str(data_dir),
+        "broker_url": env.get("BROKER_URL") or None,
+        "database_url": database_url,
+        "webhook_secret": env.get("WEBHOOK_SECRET", ""),
+        "webhook_previous_secret": env.get("WEBHOOK_PREVIOUS_SECRET") or None,
+        "default_connection": default,
+        "servicetrade": st,
+        "connections": connections,
+        "ingest": ingest,
+        "flower": flower,
+        "alerts": alerts,
+    }
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(p), data)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once from the environment."""
+    return load_settings()
