@@ -1,0 +1,77 @@
+"""The Celery task shape shared by every sync task (thin; policy in the decorator)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Task
+
+from clients.errors import TransientError
+from worker.celery_app import Queue, app
+from worker.context import get_context
+from worker.ledger import RecordKey, Status
+from worker.settings import ReliabilitySettings
+
+log = logging.getLogger("stsync.tasks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_DEFAULTS = ReliabilitySettings()
+
+
+class SyncTask(Task):  # type: ignore[misc]
+    """Base of sync tasks: records "gave up" in the ledger when Celery's retries run out."""
+
+    record_type: str = ""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        if not isinstance(exc, TransientError) or not self.record_type or not args:
+            return
+        from tasks._pipeline import record_alert
+
+        ctx = get_context()
+        source_id = str(args[0])
+        connection = ctx.connection(args[1] if len(args) > 1 else None).name
+        key = RecordKey(connection, self.record_type, source_id)
+        reason = f"gave up after {self.max_retries} retries: {exc}"
+        rec = ctx.ledger.get(key)
+        if rec is not None and rec.status in (Status.PENDING, Status.IN_FLIGHT):
+            ctx.ledger.mark(key, Status.FAILED, error_kind="retries_exhausted", reason=reason,
+                            state=rec.state)
+            record_alert(ctx, key, "retries_exhausted", f"{key}: {reason}")
+
+
+def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Callable[[F], F]:
+    """Decorator for a thin sync task: late ack, autoretry on TransientError with jittered backoff."""
+
+    def wrap(fn: F) -> F:
+        task = app.task(
+            name=name,
+            base=SyncTask,
+            bind=False,
+            queue=queue.value,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            autoretry_for=(TransientError,),
+            retry_backoff=_DEFAULTS.retry_backoff_s,
+            retry_backoff_max=_DEFAULTS.retry_backoff_max_s,
+            retry_jitter=True,
+            max_retries=_DEFAULTS.max_retries,
+            ignore_result=True,
+            record_type=record_type,
+        )(fn)
+        return task  # type: ignore[no-any-return]
+
+    return wrap
+
+
+def apply_reliability(settings: ReliabilitySettings) -> None:
+    """Copy the configured retry policy onto every registered sync task."""
+    for task in app.tasks.values():
+        if isinstance(task, SyncTask) and task.record_type:
+            task.retry_backoff = settings.retry_backoff_s
+            task.retry_backoff_max = settings.retry_backoff_max_s
+            task.max_retries = settings.max_retries

@@ -1,0 +1,303 @@
+"""The steps every record sync shares: claim, start cap, recovery points, create-or-adopt, outcome.
+
+A ``sync_<record>`` function hands its record-specific body to ``run_record``. The body works on a
+``Run`` (the claimed ledger row plus a mutable ``state`` dict that is saved at each recovery point)
+and returns an ``Outcome``. ``run_record`` turns what the body raises into ledger states:
+
+- ``RecordSkipped``       -> ``skipped`` with the reason
+- ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
+- ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
+- ``TransientError``      -> ``pending`` with the reason, re-raised so Celery retries with backoff
+- anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
+
+Concurrency: only the claim holder writes. A record held by a live worker raises ``RecordBusy``
+(transient: retried later). A holder that died is detected (lease expired, or same host and the
+process is gone) and counted; after ``reliability.start_cap`` such crashes the record is failed
+instead of looping (redeliveries do not count toward Celery's ``max_retries``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from clients.errors import (
+    AlreadyExists,
+    PermanentError,
+    PrerequisiteMissing,
+    RecordBusy,
+    RecordSkipped,
+    TransientError,
+)
+from clients.spectrum.models import SpectrumRequest
+from worker.context import SyncContext, working_on
+from worker.ledger import Record, RecordKey, Status
+
+log = logging.getLogger("stsync.sync")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a sync did: ``synced``, ``adopted``, ``unchanged``, ``skipped``, ``failed``."""
+
+    result: str
+    key: RecordKey
+    spectrum_key: str | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("synced", "adopted", "unchanged")
+
+
+@dataclass
+class Run:
+    """One claimed attempt at a record."""
+
+    ctx: SyncContext
+    key: RecordKey
+    record: Record
+    state: dict[str, Any] = field(default_factory=dict)
+    recovered: bool = False
+
+    @property
+    def connection(self) -> str:
+        return self.key.connection
+
+    def save(self, *, step: str | None = None, spectrum_key: str | None = None) -> None:
+        """A recovery point: persist progress before the next external write."""
+        self.record = self.ctx.ledger.update_progress(
+            self.key, step=step, spectrum_key=spectrum_key, state=dict(self.state)
+        )
+
+    def done(
+        self, result: str, spectrum_key: str | None, *, digest: str | None = None, message: str = ""
+    ) -> Outcome:
+        self.record = self.ctx.ledger.mark_done(
+            self.key, spectrum_key=spectrum_key, payload_digest=digest, state=dict(self.state)
+        )
+        return Outcome(result, self.key, spectrum_key, message)
+
+    def step_done(self, step: str) -> bool:
+        return step in self.state.get("steps", [])
+
+    def finish_step(self, step: str) -> None:
+        steps = list(self.state.get("steps", []))
+        if step not in steps:
+            steps.append(step)
+        self.state["steps"] = steps
+        self.save(step=step)
+
+
+Body = Callable[[Run], Outcome]
+OnPermanent = Callable[[Run, PermanentError], None]
+
+
+def problem_key(text: str) -> str:
+    """A short stable digest of a problem, so one alert/comment is sent per distinct problem."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def record_alert(ctx: SyncContext, key: RecordKey, kind: str, message: str) -> bool:
+    """Store an alert for a person (the alerts task mails unsent ones); True when new."""
+    new = ctx.ledger.record_alert(key, kind=kind, problem_key=problem_key(message), message=message)
+    if new:
+        log.warning(
+            "alert recorded", extra={"record": str(key), "alert_kind": kind, "outcome": "alert"}
+        )
+    return new
+
+
+def run_record(
+    ctx: SyncContext,
+    key: RecordKey,
+    body: Body,
+    *,
+    reclaim_done: bool = False,
+    on_permanent: OnPermanent | None = None,
+) -> Outcome:
+    """Claim ``key``, run ``body``, record the outcome. See the module docstring."""
+    rel = ctx.settings.reliability
+    started = time.monotonic()
+    claim = ctx.ledger.claim(key, lease_s=rel.lease_s, reclaim_done=reclaim_done)
+    rec = claim.record
+    if not claim.held:
+        if rec.status is Status.IN_FLIGHT:
+            wait = 5.0
+            if rec.lease_until is not None:
+                wait = max(1.0, (rec.lease_until - datetime.now(UTC)).total_seconds())
+            raise RecordBusy(f"{key} is being synced by {rec.lease_owner}", retry_after=wait)
+        result = {"done": "unchanged", "skipped": "skipped"}.get(rec.status.value, "failed")
+        ctx.ledger.audit(
+            system="stsync", service="noop", outcome="noop", key=key,
+            detail=f"already {rec.status.value}; nothing sent",
+        )
+        return Outcome(result, key, rec.spectrum_key, rec.last_error or "")
+    if rec.crashes >= rel.start_cap:
+        reason = (
+            f"{key}: the sync started {rec.attempts} times and its worker died each time "
+            f"({rec.crashes} crashes); stopped so it cannot loop. Check the worker logs, fix, "
+            "then `stsync retry`"
+        )
+        ctx.ledger.mark(key, Status.FAILED, error_kind="poison", reason=reason, state=rec.state)
+        record_alert(ctx, key, "poison", reason)
+        return Outcome("failed", key, rec.spectrum_key, reason)
+
+    run = Run(ctx, key, rec, dict(rec.state), recovered=claim.recovered)
+    if claim.recovered:
+        run.state["recovered"] = int(run.state.get("recovered", 0)) + 1
+    with working_on(key):
+        try:
+            outcome = body(run)
+        except RecordSkipped as exc:
+            ctx.ledger.mark(key, Status.SKIPPED, error_kind="skipped", reason=str(exc),
+                            state=run.state)
+            outcome = Outcome("skipped", key, rec.spectrum_key, str(exc))
+        except PrerequisiteMissing as exc:
+            ctx.ledger.mark(key, Status.FAILED, error_kind="prerequisite", reason=str(exc),
+                            state=run.state)
+            record_alert(ctx, key, "prerequisite", str(exc))
+            if on_permanent:
+                _safe_hook(on_permanent, run, exc)
+            outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
+        except PermanentError as exc:
+            ctx.ledger.mark(key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc),
+                            state=run.state)
+            if on_permanent:
+                _safe_hook(on_permanent, run, exc)
+            outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
+        except TransientError as exc:
+            ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason=str(exc),
+                            state=run.state)
+            _log(key, "retry", started, rec.attempts, str(exc))
+            raise
+        except Exception as exc:
+            ctx.ledger.mark(key, Status.FAILED, error_kind="internal",
+                            reason=f"internal error: {type(exc).__name__}: {exc}", state=run.state)
+            _log(key, "internal_error", started, rec.attempts, repr(exc))
+            raise
+    _log(key, outcome.result, started, rec.attempts, outcome.message)
+    return outcome
+
+
+def _safe_hook(hook: OnPermanent, run: Run, exc: PermanentError) -> None:
+    # The failure is already recorded; a failing notification (e.g. ServiceTrade down while
+    # commenting) must not turn a permanent failure into a retry loop.
+    try:
+        hook(run, exc)
+    except Exception:  # noqa: BLE001
+        log.exception("failure notification failed", extra={"record": str(run.key)})
+
+
+def _log(key: RecordKey, outcome: str, started: float, attempt: int, message: str) -> None:
+    log.info(
+        "%s %s",
+        key,
+        outcome,
+        extra={
+            "record_type": key.record_type,
+            "record_id": key.source_id,
+            "connection": key.connection,
+            "attempt": attempt,
+            "outcome": outcome,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "detail": message[:500],
+        },
+    )
+
+
+# --- create-or-adopt -------------------------------------------------------------------------
+Finder = Callable[[], dict[str, Any] | None]
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+def create_or_adopt(
+    run: Run,
+    request: SpectrumRequest,
+    *,
+    find: Finder,
+    matches: Matcher,
+    what: str,
+) -> str:
+    """Send an add-only request once; adopt what Spectrum already has when it is ours.
+
+    A ``sent:<service>`` flag is saved *before* the write. When it is set on entry (an earlier
+    attempt sent the request and then failed or crashed), Spectrum is asked first: a matching record
+    is adopted instead of added again. "Already exists" on the add is resolved the same way. A record
+    under our code that does not match is a collision, reported, never overwritten.
+    Returns ``"created"`` or ``"adopted"``.
+    """
+    flag = f"sent:{request.service}:{request.values.get(_unique_column(request), '')}"
+    if run.state.get(flag):
+        existing = find()
+        if existing is not None:
+            if matches(existing):
+                return "adopted"
+            raise PermanentError(_collision(what, request), field=_unique_column(request))
+    run.state[flag] = True
+    run.save()
+    try:
+        run.ctx.spectrum_for(run.connection).put(request)
+    except AlreadyExists as exc:
+        existing = find()
+        if existing is not None and matches(existing):
+            return "adopted"
+        raise PermanentError(_collision(what, request), field=_unique_column(request)) from exc
+    return "created"
+
+
+def _unique_column(request: SpectrumRequest) -> str:
+    from clients.spectrum.services import UNIQUE_KEYS
+
+    return UNIQUE_KEYS.get(request.service, "")
+
+
+def _collision(what: str, request: SpectrumRequest) -> str:
+    col = _unique_column(request)
+    return (
+        f"{what}: Spectrum already has {col} {request.values.get(col)!r} for a different record; "
+        "stsync never overwrites it. Check the code range / prefix in the configuration"
+    )
+
+
+def same_text(a: object, b: object) -> bool:
+    """Compare Spectrum text values the way Spectrum stores them (trimmed, case-insensitive)."""
+    return str(a or "").strip().upper() == str(b or "").strip().upper()
+
+
+# --- codes -----------------------------------------------------------------------------------
+def allocate_code(
+    run: Run,
+    *,
+    kind: str,
+    start: int,
+    end: int,
+    render: Callable[[int], str],
+    taken_in_spectrum: Callable[[str], bool],
+    max_skips: int = 1000,
+) -> str:
+    """The record's code: the one stored on its ledger row, else the next free one from the range.
+
+    The code is saved on the row *before* any remote write (it is the client token that makes a
+    retry after a timeout find the same record). Codes Spectrum already uses for records stsync did
+    not create are skipped, never reused.
+    """
+    if run.record.spectrum_key:
+        return run.record.spectrum_key
+    for _ in range(max_skips):
+        code = render(run.ctx.ledger.next_code_value(run.connection, kind, start=start, end=end))
+        if not taken_in_spectrum(code):
+            run.save(spectrum_key=code)
+            return code
+        log.warning("code already used in Spectrum; skipped", extra={"record": str(run.key),
+                                                                       "code": code})
+    raise PermanentError(
+        f"{run.key}: {max_skips} consecutive {kind} codes are already used in Spectrum; "
+        "move the configured range",
+        field=f"{kind}.codes",
+    )

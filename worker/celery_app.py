@@ -1,0 +1,157 @@
+"""The Celery application: broker resolution, reliability settings, queues, per-process clients.
+
+Settings follow shared/reference/celery-reliability.md §7: JSON only, late acks with requeue on a
+lost worker (the sync tasks are idempotent), prefetch 1, explicit time limits, a Redis visibility
+timeout above the longest time limit plus the longest retry countdown, kombu's unacked-restore
+sweep, cancelling late-ack tasks on connection loss. Redeliveries do not count toward Celery's
+``max_retries``: the ledger's start cap (``reliability.start_cap``) stops a poison record.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from clients.errors import ConfigError
+from worker.settings import CONFIG_ENV, Settings, get_settings
+
+
+class Queue(StrEnum):
+    """Every queue stsync uses, named in one place."""
+
+    SYNC = "stsync.sync"  # one record's sync (ServiceTrade -> Spectrum, PO lines back)
+    SCHEDULE = "stsync.schedule"  # sweeps, catch-up, PO polls, alert digests
+
+
+#: modules holding tasks; those not written yet are simply not loaded
+TASK_MODULES = (
+    "tasks.customer",
+    "tasks.site",
+    "tasks.job",
+    "tasks.invoice",
+    "tasks.timecard",
+    "tasks.sweep",
+    "tasks.purchase_order",
+    "tasks.ops",
+)
+
+
+def _existing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is not None]
+
+
+def resolve_broker_url(settings: Settings, *, start: bool = False) -> str:
+    """``BROKER_URL``, or the embedded Redis of the data directory (started when ``start``)."""
+    if settings.broker_url:
+        return settings.broker_url
+    from worker import embedded_redis
+
+    data_dir = Path(settings.data_dir)
+    if start:
+        return embedded_redis.ensure_running(data_dir)
+    url = embedded_redis.running_url(data_dir)
+    if url is None:
+        raise ConfigError(
+            "no broker: set BROKER_URL (redis://...) or start the embedded one with "
+            "`stsync broker start` (the demo does this)",
+            field="BROKER_URL",
+        )
+    return url
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    """Celery settings for this deployment."""
+    rel = settings.reliability
+    transport: dict[str, Any] = {}
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        transport = {
+            "visibility_timeout": rel.visibility_timeout_s,
+            "unacked_restore_interval": rel.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+            "retry_on_timeout": True,
+        }
+    else:
+        raise ConfigError(
+            f"BROKER_URL {broker_url.split('://')[0]}:// is not supported: stsync runs on Redis "
+            "(redis://, rediss://, unix://); the SQL and filesystem transports strand messages",
+            field="BROKER_URL",
+        )
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport,
+        "visibility_timeout": rel.visibility_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": rel.worker_concurrency,
+        "worker_max_tasks_per_child": 500,
+        "task_time_limit": rel.task_time_limit_s,
+        "task_soft_time_limit": rel.task_soft_time_limit_s,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 30,
+        "task_default_queue": Queue.SYNC.value,
+        "task_queues_names": [q.value for q in Queue],
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": settings.timezone,
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+app = Celery("stsync", include=_existing(TASK_MODULES))
+
+
+def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
+    """Configure the app for ``settings`` (broker resolved now) and return it."""
+    broker_url = resolve_broker_url(settings, start=start_broker)
+    conf = celery_config(settings, broker_url)
+    conf.pop("task_queues_names")
+    app.conf.update(conf)
+    from kombu import Queue as KQueue
+
+    app.conf.task_queues = [KQueue(q.value, routing_key=q.value) for q in Queue]
+    try:
+        import beat_schedule
+
+        app.conf.beat_schedule = beat_schedule.build_schedule(settings)
+    except ImportError:  # pragma: no cover - the module ships with the package
+        pass
+    return app
+
+
+# A process started with a config file (celery worker -A worker.celery_app, beat, flower) is
+# configured at import; tests and the CLI call configure() explicitly.
+if os.environ.get(CONFIG_ENV) and os.environ.get("STSYNC_AUTOCONFIGURE", "1") == "1":
+    configure(get_settings())
+
+
+@worker_process_init.connect
+def _open_clients(**_: Any) -> None:
+    """Each pool process builds its own clients after fork (never shared across processes)."""
+    from worker.context import open_process_context
+
+    open_process_context()
+
+
+@worker_process_shutdown.connect
+def _close_clients(**_: Any) -> None:
+    from worker.context import close_process_context
+
+    close_process_context()

@@ -1,0 +1,193 @@
+"""The per-process sync context: settings, ledger and clients, built after fork, closed at exit.
+
+Tasks get it with ``get_context()``; tests build their own ``SyncContext`` around in-process
+sandbox transports. Every external call the clients make is written to the ledger's audit table
+for the record being synced (``current_record``), so ``stsync history`` can show it (F19).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from clients.http import CallRecord
+from clients.servicetrade.client import ServiceTradeClient
+from clients.spectrum.client import SpectrumClient
+from clients.spectrum.infolink import InfoLinkReader
+from worker.ledger import Ledger, RecordKey
+from worker.settings import ConnectionSettings, Settings, get_settings
+
+#: the record a sync is working on, for audit rows written by client hooks
+current_record: ContextVar[RecordKey | None] = ContextVar("current_record", default=None)
+
+Enqueue = Callable[[str, tuple[Any, ...]], None]
+
+
+@dataclass
+class SyncContext:
+    """Everything a ``sync_*`` function needs; no globals."""
+
+    settings: Settings
+    ledger: Ledger
+    st: ServiceTradeClient
+    spectrum: dict[str, SpectrumClient]
+    infolink: dict[str, InfoLinkReader]
+    #: enqueue a task by name with positional args (Celery in production, a list in tests)
+    enqueue: Enqueue
+    _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def connection(self, name: str | None = None) -> ConnectionSettings:
+        return self.settings.connection(name)
+
+    def spectrum_for(self, name: str) -> SpectrumClient:
+        return self.spectrum[self.settings.connection(name).name]
+
+    def infolink_for(self, name: str) -> InfoLinkReader:
+        return self.infolink[self.settings.connection(name).name]
+
+    def cached(self, key: str, ttl_s: float, load: Callable[[], Any]) -> Any:
+        """A per-process cache with expiry (reference data such as template phases)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._cache[key] = (now + ttl_s, value)
+        return value
+
+    def close(self) -> None:
+        self.st.close()
+        for c in self.spectrum.values():
+            c.close()
+        for r in self.infolink.values():
+            r.close()
+        self.ledger.dispose()
+
+
+def audit_hook(ledger: Ledger) -> Callable[[CallRecord], None]:
+    """A client ``on_call`` hook that writes an audit row for the current record."""
+
+    def hook(rec: CallRecord) -> None:
+        ledger.audit(
+            system=rec.system,
+            service=rec.service,
+            method=rec.method,
+            outcome=rec.outcome,
+            key=current_record.get(),
+            request_digest=rec.request_digest,
+            status_code=rec.status,
+            duration_ms=rec.duration_ms,
+            detail=rec.detail,
+        )
+
+    return hook
+
+
+def build_context(
+    settings: Settings,
+    *,
+    enqueue: Enqueue | None = None,
+    st_transport: httpx.BaseTransport | None = None,
+    spectrum_transport: httpx.BaseTransport | None = None,
+    retry_wait_s: float = 1.0,
+    ledger: Ledger | None = None,
+) -> SyncContext:
+    """Build clients and the ledger from ``settings`` (transports injectable for tests)."""
+    ledger = ledger or Ledger(settings.database_url)
+    hook = audit_hook(ledger)
+    st_cfg = settings.servicetrade
+    st = ServiceTradeClient(
+        st_cfg.base_url,
+        client_id=st_cfg.client_id,
+        client_secret=st_cfg.client_secret.get_secret_value() if st_cfg.client_secret else None,
+        username=st_cfg.username,
+        password=st_cfg.password.get_secret_value() if st_cfg.password else None,
+        timeout_s=st_cfg.timeout_s,
+        connect_timeout_s=st_cfg.connect_timeout_s,
+        transport=st_transport,
+        retry_wait_s=retry_wait_s,
+        on_call=hook,
+    )
+    spectrum = {
+        name: SpectrumClient(
+            conn.base_url,
+            authorization_id=conn.authorization_id.get_secret_value(),
+            company_code=conn.company_code,
+            timeout_s=conn.timeout_s,
+            connect_timeout_s=conn.connect_timeout_s,
+            transport=spectrum_transport,
+            retry_wait_s=retry_wait_s,
+            on_call=hook,
+        )
+        for name, conn in settings.connections.items()
+    }
+    infolink = {
+        name: InfoLinkReader(conn.infolink_url, conn.company_code)
+        for name, conn in settings.connections.items()
+    }
+    return SyncContext(
+        settings=settings,
+        ledger=ledger,
+        st=st,
+        spectrum=spectrum,
+        infolink=infolink,
+        enqueue=enqueue or celery_enqueue,
+    )
+
+
+def celery_enqueue(task_name: str, args: tuple[Any, ...]) -> None:
+    """Send a task by name on its configured queue (ids only in args)."""
+    from worker.celery_app import app
+
+    app.send_task(task_name, args=args)
+
+
+_process_context: SyncContext | None = None
+_process_lock = threading.Lock()
+
+
+def open_process_context() -> SyncContext:
+    global _process_context
+    with _process_lock:
+        if _process_context is None:
+            _process_context = build_context(get_settings())
+        return _process_context
+
+
+def close_process_context() -> None:
+    global _process_context
+    with _process_lock:
+        if _process_context is not None:
+            _process_context.close()
+            _process_context = None
+
+
+def get_context() -> SyncContext:
+    """This process's context (built on first use)."""
+    return _process_context or open_process_context()
+
+
+def set_process_context(ctx: SyncContext | None) -> None:
+    """Install a context for this process (tests, the inline CLI runner)."""
+    global _process_context
+    with _process_lock:
+        _process_context = ctx
+
+
+@contextmanager
+def working_on(key: RecordKey) -> Iterator[None]:
+    token = current_record.set(key)
+    try:
+        yield
+    finally:
+        current_record.reset(token)
