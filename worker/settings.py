@@ -64,6 +64,9 @@ class ConnectionSettings(Section):
     support_emails: list[str] = Field(default_factory=list)
     #: at most this many Spectrum writes in flight per connection (Spectrum faults under load)
     max_in_flight: int = Field(default=2, ge=1, le=64)
+    #: webhook and sweep events flow to this connection automatically (default: only the default
+    #: connection); other connections receive records sent to them explicitly (send-job, CLI)
+    auto_sync: bool = False
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     rules: ConnectionRules
@@ -187,6 +190,10 @@ class Settings(Section):
                 value=key,
             ) from None
 
+    def auto_sync_connections(self) -> list[str]:
+        """Connections that receive webhook and sweep events."""
+        return [name for name, c in self.connections.items() if c.auto_sync]
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -202,6 +209,7 @@ _CONNECTION_KEYS = {
     "max_in_flight",
     "timeout_s",
     "connect_timeout_s",
+    "auto_sync",
 }
 
 
@@ -230,6 +238,7 @@ def _build_connection(
         "authorization_id": env.get(auth_env, "") if auth_env else "",
         "rules": rules,
     }
+    out["auto_sync"] = raw.get("auto_sync", is_default)
     for key in ("external_id_key", "support_emails", "max_in_flight", "timeout_s",
                 "connect_timeout_s"):
         if key in raw:

@@ -1,0 +1,198 @@
+"""Webhook ingest (F12): verify the URL secret, parse, de-duplicate, enqueue ids, answer fast.
+
+ServiceTrade signs nothing, so the secret is the last path segment, compared in constant time
+against the current and the previous secret (rotation). ServiceTrade counts any 2xx-4xx as
+delivered and retries only on 5xx/timeouts (reference §7), so:
+- wrong secret -> 404 (plain, no echo of the path); body over the cap -> 413;
+- malformed JSON or wrong shape -> 400 with what is wrong, nothing enqueued;
+- unknown entity types and deletions -> acknowledged and ignored;
+- broker unreachable -> 503, so ServiceTrade tries again (the dedupe key is released).
+The secret is in the request line: uvicorn's access log is off for this app and errors never
+include the path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from clients.servicetrade.models import WebhookDelivery
+from worker.routing import ENTITY_TASKS, SYNC_ACTIONS
+from worker.settings import Settings
+
+log = logging.getLogger("stsync.ingest")
+
+Send = Callable[[str, tuple[Any, ...]], None]
+
+DEDUPE_PREFIX = "stsync:seen:"
+
+
+def _secret_ok(given: str, settings: Settings) -> bool:
+    ok = False
+    for secret in (settings.webhook_secret, settings.webhook_previous_secret):
+        if secret is not None:
+            # evaluate both so timing does not tell which one matched
+            ok |= hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+    return ok
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def create_ingest_app(
+    settings: Settings,
+    *,
+    redis_client: redis.Redis | None = None,
+    send: Send | None = None,
+    ledger_ping: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default)."""
+    app = FastAPI(title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None)
+    max_body = settings.ingest.max_body_bytes
+    ttl = settings.ingest.dedupe_ttl_s
+    connections = settings.auto_sync_connections()
+
+    def _redis() -> redis.Redis:
+        nonlocal redis_client
+        if redis_client is None:
+            from worker.celery_app import resolve_broker_url
+
+            redis_client = redis.Redis.from_url(
+                resolve_broker_url(settings), socket_connect_timeout=2, socket_timeout=2
+            )
+        return redis_client
+
+    def _send(name: str, args: tuple[Any, ...]) -> None:
+        if send is not None:
+            send(name, args)
+            return
+        from worker.celery_app import app as celery_app
+
+        celery_app.send_task(
+            name,
+            args=args,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )
+
+    @app.post("/webhooks/servicetrade/{secret}")
+    async def receive(secret: str, request: Request) -> Response:
+        started = time.perf_counter()
+        if not _secret_ok(secret, settings):
+            return PlainTextResponse("not found", status_code=404)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body:
+            return PlainTextResponse(f"body over {max_body} bytes", status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_body:
+                return PlainTextResponse(f"body over {max_body} bytes", status_code=413)
+        try:
+            delivery = WebhookDelivery.model_validate_json(bytes(body))
+        except ValidationError as exc:
+            msg = _validation_message(exc)
+            log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg[:300]})
+            return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
+        counts = {"enqueued": 0, "duplicates": 0, "ignored": 0}
+        try:
+            r = _redis()
+            for event in delivery.data:
+                route = ENTITY_TASKS.get(event.entity.type)
+                if route is None or event.action not in SYNC_ACTIONS:
+                    counts["ignored"] += 1
+                    continue
+                task_name, _record = route
+                dedupe = (
+                    f"{DEDUPE_PREFIX}{delivery.message_id}:{event.entity.type}:"
+                    f"{event.entity.id}:{event.action}"
+                )
+                if not r.set(dedupe, 1, nx=True, ex=ttl):
+                    counts["duplicates"] += 1
+                    continue
+                try:
+                    for conn in connections:
+                        _send(task_name, (event.entity.id, conn))
+                except Exception:
+                    r.delete(dedupe)  # let ServiceTrade's retry enqueue it
+                    raise
+                counts["enqueued"] += 1
+        except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
+            log.error(
+                "webhook not enqueued: broker unavailable",
+                extra={"outcome": "broker_down", "detail": type(exc).__name__},
+            )
+            return JSONResponse({"error": "broker unavailable; retry later"}, status_code=503)
+        log.info(
+            "webhook accepted",
+            extra={
+                "outcome": "accepted",
+                "message_id": delivery.message_id,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                **counts,
+            },
+        )
+        return JSONResponse(counts, status_code=202)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        status: dict[str, str] = {}
+        try:
+            _redis().ping()
+            status["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            status["broker"] = f"down: {type(exc).__name__}"
+        try:
+            if ledger_ping is not None:
+                ledger_ping()
+            else:
+                from worker.ledger import make_engine
+
+                with make_engine(settings.database_url).connect() as c:
+                    c.execute(text("select 1"))
+            status["ledger"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            status["ledger"] = f"down: {type(exc).__name__}"
+        code = 200 if all(v == "ok" for v in status.values()) else 503
+        return JSONResponse(status, status_code=code)
+
+    @app.post("/jobs/{job_id}/send")
+    async def send_job(job_id: int, request: Request, connection: str | None = None) -> Response:
+        """"Send Job to Spectrum" (F4/F11): enqueue the job's send for a named connection."""
+        token = settings.ingest.send_job_token
+        given = request.headers.get("x-stsync-token", "")
+        if token is None or not hmac.compare_digest(given.encode(),
+                                                    token.get_secret_value().encode()):
+            return PlainTextResponse("unauthorized", status_code=401)
+        if job_id < 1 or job_id > 2**63 - 1:
+            return JSONResponse({"error": "job id out of range"}, status_code=400)
+        name = connection or settings.default_connection
+        if name not in settings.connections:
+            return JSONResponse(
+                {"error": f"unknown connection {name!r}; configured: "
+                          f"{', '.join(sorted(settings.connections))}"},
+                status_code=400,
+            )
+        try:
+            _send("sync.job.send", (job_id, name))
+        except Exception:  # noqa: BLE001
+            return JSONResponse({"error": "broker unavailable; retry later"}, status_code=503)
+        return JSONResponse({"enqueued": "sync.job.send", "job": job_id, "connection": name},
+                            status_code=202)
+
+    return app
