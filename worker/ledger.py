@@ -692,8 +692,10 @@ class Ledger:
                 .on_conflict_do_nothing(
                     index_elements=["connection", "record_type", "source_id", "problem_key"]
                 )
+                .returning(alert.c.id)
             )
-            return bool(res.rowcount)
+            # rowcount is unreliable here (-1 with implicit RETURNING on psycopg): ask for the id
+            return res.first() is not None
 
     def unsent_alerts(self, connection: str | None = None) -> list[dict[str, Any]]:
         q = select(alert).where(alert.c.sent_at.is_(None)).order_by(alert.c.id)
