@@ -216,7 +216,11 @@ _CONNECTION_KEYS = {
 def _format_errors(exc: ValidationError, source: str, data: Mapping[str, Any]) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        parts = [str(p) for p in err["loc"] if p != "__root__"]
+        # rules sit directly under [connections.<name>] in the file; "rules" is internal
+        if len(parts) > 2 and parts[0] == "connections" and parts[2] == "rules":
+            del parts[2]
+        loc = ".".join(parts)
         value = err.get("input")
         shown = "<secret>" if "secret" in loc or "password" in loc or "authorization" in loc else value
         if isinstance(shown, dict):

@@ -1,0 +1,174 @@
+"""Webhook ingest: secret, size cap, validation, de-duplication, routing, broker down (F12)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from sandbox import credentials
+from tests.conftest import DEMO_CONFIG, demo_env
+from worker.ingest import create_ingest_app
+from worker.settings import Settings, load_settings
+
+SECRET = credentials.WEBHOOK_SECRET
+
+
+@pytest.fixture
+def ingest_settings(tmp_path: Path) -> Settings:
+    env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://")
+    return load_settings(DEMO_CONFIG, env)
+
+
+class Harness:
+    def __init__(self, settings: Settings, r: Any) -> None:
+        self.sent: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail_send = False
+        self.app = create_ingest_app(settings, redis_client=r, send=self._send,
+                                     ledger_ping=lambda: None)
+        self.client = TestClient(self.app)
+
+    def _send(self, name: str, args: tuple[Any, ...]) -> None:
+        if self.fail_send:
+            raise ConnectionError("broker down")
+        self.sent.append((name, args))
+
+    def post(self, body: Any, secret: str = SECRET) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.client.post(f"/webhooks/servicetrade/{secret}", content=data,
+                                headers={"content-type": "application/json"})
+
+
+@pytest.fixture
+def h(ingest_settings: Settings) -> Harness:
+    return Harness(ingest_settings, fakeredis.FakeRedis())
+
+
+def delivery(*events: tuple[str, int, str], message_id: str = "m-1") -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "timestamp": "1401833057",
+        "data": [
+            {"action": action, "timestamp": 1401833052, "userId": None,
+             "entity": {"type": etype, "id": eid, "uri": f"https://x/api/{etype}/{eid}"}}
+            for etype, eid, action in events
+        ],
+    }
+
+
+def test_batched_delivery_enqueues_one_task_per_entity(h: Harness) -> None:
+    r = h.post(delivery(("company", 5, "created"), ("location", 9, "created"),
+                        ("invoice", 44, "updated")))
+    assert r.status_code == 202
+    assert r.json() == {"enqueued": 3, "duplicates": 0, "ignored": 0}
+    assert h.sent == [("sync.customer", (5, "main")), ("sync.site", (9, "main")),
+                      ("sync.invoice", (44, "main"))]
+
+
+def test_same_delivery_three_times_enqueues_once(h: Harness) -> None:
+    body = delivery(("company", 5, "created"))
+    codes = [h.post(body).status_code for _ in range(3)]
+    assert codes == [202, 202, 202]
+    assert h.sent == [("sync.customer", (5, "main"))]
+
+
+def test_new_message_about_same_entity_is_enqueued_again(h: Harness) -> None:
+    h.post(delivery(("job", 7, "updated"), message_id="a"))
+    h.post(delivery(("job", 7, "updated"), message_id="b"))
+    assert len(h.sent) == 2  # a real second change; the task itself is idempotent
+
+
+def test_wrong_secret_is_a_plain_404_enqueueing_nothing(h: Harness) -> None:
+    r = h.post(delivery(("company", 5, "created")), secret="x" * 36)
+    assert r.status_code == 404
+    assert r.text == "not found"
+    assert SECRET not in r.text
+    assert h.sent == []
+
+
+def test_previous_secret_still_accepted_during_rotation(tmp_path: Path) -> None:
+    env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://",
+                   extra={"WEBHOOK_SECRET": "n" * 40, "WEBHOOK_PREVIOUS_SECRET": SECRET})
+    hh = Harness(load_settings(DEMO_CONFIG, env), fakeredis.FakeRedis())
+    assert hh.post(delivery(("company", 1, "created"))).status_code == 202
+    assert hh.post(delivery(("company", 2, "created")), secret="n" * 40).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "malformed"),
+        (b'{"messageId": "m", "data": "nope"}', "data"),
+        (b'{"data": []}', "messageId"),
+        (b'{"messageId": "m", "data": [{"action": "exploded", "entity": {"type": "job", "id": 1}}]}',
+         "action"),
+        (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": -4}}]}',
+         "id"),
+        (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": 99999999999999999999999}}]}',
+         "id"),
+        (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job"}}]}', "id"),
+        (b"[" * 5000 + b"]" * 5000, "malformed"),
+    ],
+)
+def test_malformed_bodies_are_400_and_enqueue_nothing(h: Harness, body: bytes, fragment: str) -> None:
+    r = h.post(body)
+    assert r.status_code == 400
+    assert fragment in r.json()["error"]
+    assert h.sent == []
+
+
+def test_body_over_the_cap_is_413(h: Harness) -> None:
+    big = json.dumps(delivery(("company", 1, "created"))).encode() + b" " * (1_048_576 + 10)
+    r = h.post(big)
+    assert r.status_code == 413
+    assert h.sent == []
+
+
+def test_unknown_entity_types_and_deletions_are_acknowledged_and_ignored(h: Harness) -> None:
+    r = h.post(delivery(("appointment", 3, "updated"), ("job", 4, "deleted"),
+                        ("company", 8, "updated")))
+    assert r.status_code == 202
+    assert r.json() == {"enqueued": 1, "duplicates": 0, "ignored": 2}
+    assert h.sent == [("sync.customer", (8, "main"))]
+
+
+def test_broker_down_is_503_and_the_event_is_not_marked_seen(h: Harness) -> None:
+    h.fail_send = True
+    body = delivery(("company", 5, "created"))
+    assert h.post(body).status_code == 503
+    h.fail_send = False
+    assert h.post(body).status_code == 202  # ServiceTrade's retry gets through
+    assert h.sent == [("sync.customer", (5, "main"))]
+
+
+def test_redis_down_is_503(ingest_settings: Settings) -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    hh = Harness(ingest_settings, dead)
+    assert hh.post(delivery(("company", 5, "created"))).status_code == 503
+    assert hh.sent == []
+    health = hh.client.get("/healthz")
+    assert health.status_code == 503 and health.json()["broker"].startswith("down")
+
+
+def test_healthz_ok(h: Harness) -> None:
+    r = h.client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"broker": "ok", "ledger": "ok"}
+
+
+def test_send_job_endpoint_needs_the_token(tmp_path: Path) -> None:
+    env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://",
+                   extra={"STSYNC_SEND_JOB_TOKEN": "t" * 32})
+    hh = Harness(load_settings(DEMO_CONFIG, env), fakeredis.FakeRedis())
+    assert hh.client.post("/jobs/12/send?connection=main").status_code == 401
+    assert hh.client.post("/jobs/12/send?connection=main",
+                          headers={"x-stsync-token": "wrong"}).status_code == 401
+    r = hh.client.post("/jobs/12/send?connection=nope", headers={"x-stsync-token": "t" * 32})
+    assert r.status_code == 400 and "unknown connection" in r.json()["error"]
+    r = hh.client.post("/jobs/12/send?connection=main", headers={"x-stsync-token": "t" * 32})
+    assert r.status_code == 202
+    assert hh.sent == [("sync.job.send", (12, "main"))]
