@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,12 +13,22 @@ from clients.errors import TransientError
 from worker.celery_app import Queue, app
 from worker.context import get_context
 from worker.ledger import RecordKey, Status
-from worker.settings import ReliabilitySettings
+from worker.settings import CONFIG_ENV, ReliabilitySettings
 
 log = logging.getLogger("stsync.tasks")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_DEFAULTS = ReliabilitySettings()
+def _configured_reliability() -> ReliabilitySettings:
+    # A worker started with a config file gets its retry policy at import (task decoration);
+    # other processes (tests, CLI) call apply_reliability() after loading settings.
+    if os.environ.get(CONFIG_ENV):
+        from worker.settings import get_settings
+
+        return get_settings().reliability
+    return ReliabilitySettings()
+
+
+_DEFAULTS = _configured_reliability()
 
 
 class SyncTask(Task):  # type: ignore[misc]

