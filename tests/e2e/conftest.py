@@ -1,0 +1,203 @@
+"""End-to-end harness: real sandbox servers, the real Redis, real Celery worker subprocesses.
+
+No eager mode. Each test gets a fresh Redis database on 127.0.0.1:6379 (flushed), fresh sandbox
+servers on free loopback ports, a fresh SQLite ledger (or PostgreSQL with ``stack_pg``), an
+ingest server in a thread, and worker subprocesses it can SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+import uvicorn
+
+from sandbox.credentials import WEBHOOK_SECRET
+from tests.conftest import REPO, fast_settings_toml
+
+REDIS_URL = os.environ.get("STSYNC_TEST_REDIS", "redis://127.0.0.1:6379/7")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class ThreadServer:
+    def __init__(self, app: Any, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    access_log=False, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 10, 0.02, "ingest server start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    sandbox: Any
+    settings: Any
+    env: dict[str, str]
+    ledger: Any
+    ingest_url: str
+    ingest: ThreadServer
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    # --- workers -----------------------------------------------------------------------------
+    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or f"w{len(self.workers) + 1}"
+        log = self.tmp / f"worker-{name}.log"
+        self.logs.append(log)
+        fh = open(log, "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+             f"--concurrency={concurrency}", "--queues=stsync.sync,stsync.schedule",
+             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--pool=prefork",
+             f"--hostname={name}@%h"],
+            cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers.append(proc)
+        wait_for(lambda: "ready" in log.read_text(errors="replace") or proc.poll() is not None,
+                 60, 0.2, f"worker {name} ready")
+        if proc.poll() is not None:
+            raise AssertionError(f"worker {name} died:\n{log.read_text()[-3000:]}")
+        return proc
+
+    def pool_children(self, proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+        return psutil.Process(proc.pid).children(recursive=True)
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def worker_logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in self.logs if p.exists())
+
+    # --- driving ----------------------------------------------------------------------------
+    def register_webhook(self) -> None:
+        from worker.context import build_context
+
+        ctx = build_context(self.settings, ledger=self.ledger)
+        try:
+            from tests.e2e.helpers import webhook_entity_events
+
+            ctx.st.register_webhook(self.ingest_url, webhook_entity_events())
+        finally:
+            ctx.st.close()
+
+    def flush_webhooks(self, timeout: float = 30.0) -> None:
+        self.sandbox.st_state.webhooks.flush(timeout) if hasattr(
+            self.sandbox.st_state, "webhooks") else self.sandbox.st_app.state.webhooks.flush(timeout)
+
+    def record(self, record_type: str, source_id: Any, connection: str = "main") -> Any:
+        from worker.ledger import RecordKey
+
+        return self.ledger.get(RecordKey(connection, record_type, str(source_id)))
+
+    def wait_status(self, record_type: str, source_id: Any, statuses: tuple[str, ...] = ("done",),
+                    timeout: float = 60.0) -> Any:
+        def check() -> Any:
+            rec = self.record(record_type, source_id)
+            return rec if rec is not None and rec.status.value in statuses else None
+
+        try:
+            return wait_for(check, timeout, 0.2, f"{record_type} {source_id} in {statuses}")
+        except AssertionError as exc:
+            rec = self.record(record_type, source_id)
+            raise AssertionError(f"{exc}\nledger: {rec}\n{self.worker_logs()}") from None
+
+
+def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+    from sandbox.run import start_sandbox
+    from sandbox.seed import SeedSpec
+    from tasks._celery import apply_reliability
+    from worker.celery_app import configure
+    from worker.ingest import create_ingest_app
+    from worker.ledger import Ledger
+    from worker.settings import load_settings
+
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushdb()
+    sandbox = start_sandbox(tmp_path / "sandbox", spec=SeedSpec(companies=3))
+    config = fast_settings_toml(tmp_path)
+    env = dict(os.environ)
+    env.update(sandbox.environment())
+    env.update({
+        "STSYNC_CONFIG": str(config),
+        "STSYNC_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "BROKER_URL": REDIS_URL,
+        "STSYNC_AUTOCONFIGURE": "1",
+        "PYTHONPATH": str(REPO),
+    })
+    settings = load_settings(config, env)
+    ledger = Ledger(database_url)
+    ledger.migrate()
+    configure(settings)
+    apply_reliability(settings.reliability)
+    port = free_port()
+    ingest = ThreadServer(create_ingest_app(settings), port)
+    stack = Stack(tmp=tmp_path, sandbox=sandbox, settings=settings, env=env, ledger=ledger,
+                  ingest_url=f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}",
+                  ingest=ingest)
+    try:
+        yield stack
+    finally:
+        stack.stop_workers()
+        ingest.stop()
+        sandbox.stop()
+        ledger.dispose()
+        r.flushdb()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from _make_stack(tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+
+@pytest.fixture
+def stack_pg(tmp_path: Path, ledger_url: str) -> Iterator[Stack]:
+    """The same stack on a given ledger URL (parametrised SQLite + PostgreSQL)."""
+    yield from _make_stack(tmp_path, ledger_url)
