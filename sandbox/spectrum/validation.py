@@ -1,0 +1,185 @@
+"""Checks every Spectrum service shares: the layout (required ``M``, formats and lengths ``I``),
+authorization (``A``), reference codes that must be on file, uniqueness and processing windows.
+
+Each problem becomes one message row (code, desc, column) — reference §4: "Multiple errors →
+multiple response rows, one per offending column".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Table
+
+from clients.spectrum.formats import check_value, parse_date, parse_number
+from clients.spectrum.services import Field
+from sandbox.spectrum import assumptions as assume
+from sandbox.spectrum.admin_state import AdminState, Authorization, Module
+from sandbox.spectrum.soap import Row
+
+#: Vendor text of an authorization failure on a Put service (reference §4, [C responses]).
+NOT_AUTHORIZED_TEXT = (
+    "The Web Service is not authorized. Authorization ID is not setup in the system."
+)
+AUTH_COLUMN = "Authorization_ID"
+
+
+def not_authorized_row() -> Row:
+    return ("A", NOT_AUTHORIZED_TEXT, AUTH_COLUMN)
+
+
+def check_authorization(
+    admin: AdminState, authorization_id: str, company: str, service_name: str
+) -> tuple[Authorization | None, str]:
+    """The Authorization ID if it may call ``service_name`` for ``company`` (blank company: the
+    ID's default), with the company in effect; ``(None, company)`` when Spectrum answers ``A``."""
+    auth = admin.authorization(authorization_id) if authorization_id else None
+    if auth is None or not auth.active:
+        return None, company
+    company = company or auth.default_company
+    if company not in auth.companies or service_name not in auth.services:
+        return None, company
+    return auth, company
+
+
+def check_layout(
+    fields: Sequence[Field], values: Mapping[str, str], *, strict: bool, where: str = ""
+) -> tuple[dict[str, str], list[Row]]:
+    """Layout checks for one record: values truncated to Max (silently, reference §5) unless
+    ``strict``, then required (``M``) and format (``I``). Returns the clean values and the rows."""
+    clean: dict[str, str] = {}
+    rows: list[Row] = []
+    for f in fields:
+        value = values.get(f.name, "")
+        if len(value) > f.max_len:
+            if strict:
+                rows.append(
+                    ("I", f"{where}{f.name} is invalid, value {check_value(f, value)}", f.name)
+                )
+                clean[f.name] = value
+                continue
+            value = value[: f.max_len]
+        clean[f.name] = value
+        if value == "":
+            if f.required:
+                rows.append(("M", f"{where}{f.name} is required", f.name))
+            continue
+        why = check_value(f, value)
+        if why:
+            rows.append(("I", f"{where}{f.name} is invalid, value {why}", f.name))
+    return clean, rows
+
+
+def as_date(value: str) -> date | None:
+    return parse_date(value) if value else None
+
+
+def as_decimal(value: str) -> Decimal | None:
+    return parse_number(value) if value else None
+
+
+@dataclass
+class Checks:
+    """Reference, uniqueness and window checks of one record against the company's tables."""
+
+    conn: Connection
+    admin: AdminState
+    company: str
+    rows: list[Row] = field(default_factory=list)
+    #: text put before every description (REST detail lines: "Line 2: ")
+    where: str = ""
+    _bad: set[str] = field(default_factory=set)
+
+    def add(self, code: str, column: str, desc: str) -> None:
+        self.rows.append((code, f"{self.where}{desc}", column))
+        self._bad.add(column)
+
+    def extend(self, rows: Sequence[Row]) -> None:
+        for code, desc, column in rows:
+            self.rows.append((code, desc, column))
+            self._bad.add(column)
+
+    def ok(self, column: str) -> bool:
+        """No problem reported on ``column`` yet (later checks skip a column already refused)."""
+        return column not in self._bad
+
+    def find(self, table: Table, **where: Any) -> dict[str, Any] | None:
+        """The first row of ``table`` in this company whose columns equal ``where``."""
+        stmt = sa.select(table).where(table.c.Company_Code == self.company)
+        for col, value in where.items():
+            stmt = stmt.where(table.c[col] == value)
+        row = self.conn.execute(stmt.limit(1)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def exists(self, table: Table, **where: Any) -> bool:
+        stmt = sa.select(sa.literal(1)).select_from(table).where(
+            table.c.Company_Code == self.company
+        )
+        for col, value in where.items():
+            stmt = stmt.where(table.c[col] == value)
+        return self.conn.execute(stmt.limit(1)).first() is not None
+
+    def ref(
+        self,
+        column: str,
+        value: str,
+        table: Table,
+        *,
+        table_column: str | None = None,
+        what: str = "",
+    ) -> bool:
+        """``value`` must be on file in ``table`` (blank passes). False when refused."""
+        if not value or not self.ok(column):
+            return True
+        if self.exists(table, **{table_column or column: value}):
+            return True
+        label = what or column.replace("_", " ").lower()
+        self.add("I", column, f"{column} is invalid, {label} {value} is not on file")
+        return False
+
+    def unique(self, column: str, value: str, table: Table) -> bool:
+        """An add-only service's key must not exist yet (``I`` "<col> already exists")."""
+        if not value or not self.ok(column):
+            return True
+        if self.exists(table, **{column: value}):
+            self.add("I", column, assume.DUPLICATE_MESSAGE.format(column=column))
+            return False
+        return True
+
+    def in_window(self, module: Module, column: str, value: str) -> bool:
+        """A date element must fall in the module's processing-date window (reference §7.4)."""
+        if not value or not self.ok(column):
+            return True
+        window = self.admin.window(module, self.company)
+        if window is None:
+            self.add("I", column, f"{column} is invalid, {module} processing dates are not set up")
+            return False
+        d = parse_date(value)
+        if not window.contains(d):
+            self.add(
+                "I",
+                column,
+                f"{column} is invalid, {value} is outside the {module} processing dates "
+                f"({window.describe()})",
+            )
+            return False
+        return True
+
+    def not_negative(self, column: str, value: str) -> bool:
+        """Amounts are positive even on credit memos (reference §6)."""
+        if not value or not self.ok(column):
+            return True
+        if parse_number(value) < 0:
+            self.add(
+                "I",
+                column,
+                f"{column} is invalid, amounts must be positive "
+                "(send a credit memo, Transaction_Type C, with positive amounts)",
+            )
+            return False
+        return True
