@@ -1,8 +1,9 @@
 """Celery Beat entries (F15): weekly timecard catch-up, missed-change sweep, PO poll, alert mail.
 
-Run exactly one Beat. Entries name tasks by string and expire no later than their interval, so a
-backlog never piles up duplicate runs (each run is idempotent anyway: the ledger skips what is done).
-Times are in the account's time zone (``timezone`` in the config; Celery's ``timezone`` is set to it).
+Run exactly one Beat. Entries name tasks by string and expire no later than their interval,
+so a backlog never piles up duplicate runs (each run is idempotent anyway: the ledger skips
+what is done).
+Times are in the account's time zone (``timezone`` in the config, which Celery uses too).
 """
 
 from __future__ import annotations

@@ -101,9 +101,7 @@ class PrerequisiteMissing(PermanentError):
 class MappingError(PermanentError):
     """A mapper could not build a valid Spectrum request; names the record and the field."""
 
-    def __init__(
-        self, record: str, field: str, message: str, *, value: object = None
-    ) -> None:
+    def __init__(self, record: str, field: str, message: str, *, value: object = None) -> None:
         super().__init__(f"{record}: {field}: {message}", field=field, value=value)
         self.record = record
 

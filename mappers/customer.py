@@ -39,7 +39,9 @@ def st_company_to_add_customer(
     adjustments: list[str] = []
     name = fit(company.name, 30, label="Name", adjustments=adjustments, no_commas=True)
     if not name:
-        raise MappingError(f"company {company.id}", "name", "is empty after cleaning", value=company.name)
+        raise MappingError(
+            f"company {company.id}", "name", "is empty after cleaning", value=company.name
+        )
     addr = company.address
     street = fit(addr.street if addr else None, 60, label="Address", adjustments=adjustments)
     values = {
@@ -50,8 +52,9 @@ def st_company_to_add_customer(
         "Address_2": street[30:60].strip(),
         "City": fit(addr.city if addr else None, 25, label="City", adjustments=adjustments),
         "State": state_code(addr.state if addr else None, label="State", adjustments=adjustments),
-        "Zip_Code": fit(addr.postal_code if addr else None, 10, label="Zip_Code",
-                        adjustments=adjustments),
+        "Zip_Code": fit(
+            addr.postal_code if addr else None, 10, label="Zip_Code", adjustments=adjustments
+        ),
         "Phone": phone_digits(company.phone, label="Phone", adjustments=adjustments),
         "Terms_Code": rules.customers.terms_code,
         "Sales_Tax_Code": customer_sales_tax_code(company, rules),

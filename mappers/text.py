@@ -49,7 +49,9 @@ def state_code(value: str | None, *, label: str, adjustments: list[str]) -> str:
     return ""
 
 
-def phone_digits(value: str | None, *, label: str, adjustments: list[str], max_len: int = 14) -> str:
+def phone_digits(
+    value: str | None, *, label: str, adjustments: list[str], max_len: int = 14
+) -> str:
     """Digits only (Spectrum stores phones without punctuation), at most ``max_len``."""
     digits = "".join(ch for ch in (value or "") if ch.isdigit())
     if len(digits) > max_len:

@@ -7,10 +7,11 @@ and the request log from it.
 
 Outcomes:
 - ``ok``       serve normally
-- ``error``    refuse with a server error *before* doing anything (ServiceTrade 503, Spectrum HTTP 500
-               + SOAP fault "Error executing Web Service")
+- ``error``    refuse with a server error *before* doing anything (ServiceTrade 503,
+               Spectrum HTTP 500 + SOAP fault "Error executing Web Service")
 - ``rate_limit`` 429 with ``Retry-After`` (ServiceTrade only)
-- ``ghost``    perform the write, commit it, then answer as ``error`` — the caller cannot know it landed
+- ``ghost``    perform the write, commit it, then answer as ``error``: the caller cannot know
+               that it landed
 - ``timeout``  perform the write, then hold the answer for ``timeout_hold_s`` before answering as
                ``error``, so a client with a shorter read timeout gives up
 """
@@ -174,9 +175,7 @@ class FaultInjector:
     def requests(self, service: str | None = None, since: float = 0.0) -> list[RequestRecord]:
         with self._lock:
             return [
-                r
-                for r in self.log
-                if (service is None or r.service == service) and r.at >= since
+                r for r in self.log if (service is None or r.service == service) and r.at >= since
             ]
 
     def dice(self) -> random.Random:

@@ -22,24 +22,27 @@ def split_world(
     servicetrade: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> tuple[dict[str, list[Mapping[str, Any]]], dict[str, list[Mapping[str, Any]]]]:
     """``(reference, business)`` parts of a seeded ServiceTrade world."""
-    reference: dict[str, list[Mapping[str, Any]]] = {r: list(servicetrade.get(r, [])) for r in REFERENCE}
+    reference: dict[str, list[Mapping[str, Any]]] = {
+        r: list(servicetrade.get(r, [])) for r in REFERENCE
+    }
     vendor_ids = {c["id"] for c in servicetrade.get("company", []) if c.get("isVendor")}
     reference["company"] = [c for c in servicetrade.get("company", []) if c["id"] in vendor_ids]
     reference["location"] = [
-        loc for loc in servicetrade.get("location", [])
+        loc
+        for loc in servicetrade.get("location", [])
         if (loc.get("company") or {}).get("id") in vendor_ids
     ]
     business: dict[str, list[Mapping[str, Any]]] = {}
     for resource in BUSINESS_ORDER:
-        items = list(servicetrade.get(resource, []))
+        items: list[Mapping[str, Any]] = list(servicetrade.get(resource, []))
         if resource == "company":
             items = [c for c in items if c["id"] not in vendor_ids]
         elif resource == "location":
             items = [loc for loc in items if (loc.get("company") or {}).get("id") not in vendor_ids]
         business[resource] = items
-    for resource, items in servicetrade.items():
+    for resource, others in servicetrade.items():
         if resource not in REFERENCE and resource not in BUSINESS_ORDER:
-            reference[resource] = list(items)
+            reference[resource] = list(others)
     return reference, business
 
 

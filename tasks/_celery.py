@@ -18,6 +18,8 @@ from worker.settings import CONFIG_ENV, ReliabilitySettings
 log = logging.getLogger("stsync.tasks")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
 def _configured_reliability() -> ReliabilitySettings:
     # A worker started with a config file gets its retry policy at import (task decoration);
     # other processes (tests, CLI) call apply_reliability() after loading settings.
@@ -31,7 +33,7 @@ def _configured_reliability() -> ReliabilitySettings:
 _DEFAULTS = _configured_reliability()
 
 
-class SyncTask(Task):  # type: ignore[misc]
+class SyncTask(Task):  # type: ignore[type-arg]
     """Base of sync tasks: records "gave up" in the ledger when Celery's retries run out."""
 
     record_type: str = ""
@@ -50,16 +52,17 @@ class SyncTask(Task):  # type: ignore[misc]
         reason = f"gave up after {self.max_retries} retries: {exc}"
         rec = ctx.ledger.get(key)
         if rec is not None and rec.status in (Status.PENDING, Status.IN_FLIGHT):
-            ctx.ledger.mark(key, Status.FAILED, error_kind="retries_exhausted", reason=reason,
-                            state=rec.state)
+            ctx.ledger.mark(
+                key, Status.FAILED, error_kind="retries_exhausted", reason=reason, state=rec.state
+            )
             record_alert(ctx, key, "retries_exhausted", f"{key}: {reason}")
 
 
 def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Callable[[F], F]:
-    """Decorator for a thin sync task: late ack, autoretry on TransientError with jittered backoff."""
+    """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
     def wrap(fn: F) -> F:
-        task = app.task(
+        return app.task(  # type: ignore[return-value]
             name=name,
             base=SyncTask,
             bind=False,
@@ -74,7 +77,6 @@ def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Call
             ignore_result=True,
             record_type=record_type,
         )(fn)
-        return task  # type: ignore[no-any-return]
 
     return wrap
 
@@ -83,6 +85,7 @@ def apply_reliability(settings: ReliabilitySettings) -> None:
     """Copy the configured retry policy onto every registered sync task."""
     for task in app.tasks.values():
         if isinstance(task, SyncTask) and task.record_type:
-            task.retry_backoff = settings.retry_backoff_s
-            task.retry_backoff_max = settings.retry_backoff_max_s
+            # autoretry reads these attributes when a retry happens
+            task.retry_backoff = settings.retry_backoff_s  # type: ignore[attr-defined]
+            task.retry_backoff_max = settings.retry_backoff_max_s  # type: ignore[attr-defined]
             task.max_retries = settings.max_retries

@@ -134,7 +134,10 @@ def run_record(
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner}", retry_after=wait)
         result = {"done": "unchanged", "skipped": "skipped"}.get(rec.status.value, "failed")
         ctx.ledger.audit(
-            system="stsync", service="noop", outcome="noop", key=key,
+            system="stsync",
+            service="noop",
+            outcome="noop",
+            key=key,
             detail=f"already {rec.status.value}; nothing sent",
         )
         return Outcome(result, key, rec.spectrum_key, rec.last_error or "")
@@ -155,30 +158,39 @@ def run_record(
         try:
             outcome = body(run)
         except RecordSkipped as exc:
-            ctx.ledger.mark(key, Status.SKIPPED, error_kind="skipped", reason=str(exc),
-                            state=run.state)
+            ctx.ledger.mark(
+                key, Status.SKIPPED, error_kind="skipped", reason=str(exc), state=run.state
+            )
             outcome = Outcome("skipped", key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
-            ctx.ledger.mark(key, Status.FAILED, error_kind="prerequisite", reason=str(exc),
-                            state=run.state)
+            ctx.ledger.mark(
+                key, Status.FAILED, error_kind="prerequisite", reason=str(exc), state=run.state
+            )
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:
                 _safe_hook(on_permanent, run, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
         except PermanentError as exc:
-            ctx.ledger.mark(key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc),
-                            state=run.state)
+            ctx.ledger.mark(
+                key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc), state=run.state
+            )
             if on_permanent:
                 _safe_hook(on_permanent, run, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
         except TransientError as exc:
-            ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason=str(exc),
-                            state=run.state)
+            ctx.ledger.mark(
+                key, Status.PENDING, error_kind="transient", reason=str(exc), state=run.state
+            )
             _log(key, "retry", started, rec.attempts, str(exc))
             raise
         except Exception as exc:
-            ctx.ledger.mark(key, Status.FAILED, error_kind="internal",
-                            reason=f"internal error: {type(exc).__name__}: {exc}", state=run.state)
+            ctx.ledger.mark(
+                key,
+                Status.FAILED,
+                error_kind="internal",
+                reason=f"internal error: {type(exc).__name__}: {exc}",
+                state=run.state,
+            )
             _log(key, "internal_error", started, rec.attempts, repr(exc))
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
@@ -227,9 +239,9 @@ def create_or_adopt(
     """Send an add-only request once; adopt what Spectrum already has when it is ours.
 
     A ``sent:<service>`` flag is saved *before* the write. When it is set on entry (an earlier
-    attempt sent the request and then failed or crashed), Spectrum is asked first: a matching record
-    is adopted instead of added again. "Already exists" on the add is resolved the same way. A record
-    under our code that does not match is a collision, reported, never overwritten.
+    attempt sent the request and then failed or crashed), Spectrum is asked first: a matching
+    record is adopted instead of added again. "Already exists" on the add is resolved the same
+    way. A record under our code that does not match is a collision, reported, never overwritten.
     Returns ``"created"`` or ``"adopted"``.
     """
     flag = f"sent:{request.service}:{request.values.get(_unique_column(request), '')}"
@@ -294,8 +306,9 @@ def allocate_code(
         if not taken_in_spectrum(code):
             run.save(spectrum_key=code)
             return code
-        log.warning("code already used in Spectrum; skipped", extra={"record": str(run.key),
-                                                                       "code": code})
+        log.warning(
+            "code already used in Spectrum; skipped", extra={"record": str(run.key), "code": code}
+        )
     raise PermanentError(
         f"{run.key}: {max_skips} consecutive {kind} codes are already used in Spectrum; "
         "move the configured range",

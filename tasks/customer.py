@@ -19,8 +19,9 @@ RECORD_TYPE = "customer"
 TASK_NAME = "sync.customer"
 
 
-def sync_customer(ctx: SyncContext, company_id: int, connection: str | None = None,
-                  *, replay: bool = False) -> Outcome:
+def sync_customer(
+    ctx: SyncContext, company_id: int, connection: str | None = None, *, replay: bool = False
+) -> Outcome:
     """Create the company's AR customer in Spectrum once. Idempotent."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(company_id))
@@ -35,14 +36,18 @@ def sync_customer(ctx: SyncContext, company_id: int, connection: str | None = No
             return Outcome("adopted", key, known, "existing externalIds mapping")
         rng = conn.rules.customers.codes
         code = allocate_code(
-            run, kind=RECORD_TYPE, start=rng.start, end=rng.end,
+            run,
+            kind=RECORD_TYPE,
+            start=rng.start,
+            end=rng.end,
             render=lambda n: customer_code(n, conn.rules),
             taken_in_spectrum=lambda c: infolink.find_customer(c) is not None,
         )
         request, adjustments = st_company_to_add_customer(company, code=code, rules=conn.rules)
         if not run.step_done("spectrum"):
             how = create_or_adopt(
-                run, request,
+                run,
+                request,
                 find=lambda: infolink.find_customer(code),
                 matches=lambda row: same_text(row.get("Name"), request.values["Name"]),
                 what=f"company {company_id}",
@@ -52,8 +57,11 @@ def sync_customer(ctx: SyncContext, company_id: int, connection: str | None = No
         if not run.step_done("writeback"):
             ctx.st.set_external_id("company", company_id, conn.external_id_key, code)
             run.finish_step("writeback")
-        return run.done(str(run.state.get("how", "created")).replace("created", "synced"), code,
-                        digest=request.digest())
+        return run.done(
+            str(run.state.get("how", "created")).replace("created", "synced"),
+            code,
+            digest=request.digest(),
+        )
 
     return run_record(ctx, key, body, reclaim_done=replay)
 

@@ -19,8 +19,9 @@ RECORD_TYPE = "site"
 TASK_NAME = "sync.site"
 
 
-def sync_site(ctx: SyncContext, location_id: int, connection: str | None = None,
-              *, replay: bool = False) -> Outcome:
+def sync_site(
+    ctx: SyncContext, location_id: int, connection: str | None = None, *, replay: bool = False
+) -> Outcome:
     """Create the location's WO site in Spectrum once (customer first). Idempotent."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(location_id))
@@ -37,7 +38,10 @@ def sync_site(ctx: SyncContext, location_id: int, connection: str | None = None,
             return Outcome("adopted", key, known, "existing externalIds mapping")
         rng = conn.rules.sites.codes
         code = allocate_code(
-            run, kind=RECORD_TYPE, start=rng.start, end=rng.end,
+            run,
+            kind=RECORD_TYPE,
+            start=rng.start,
+            end=rng.end,
             render=lambda n: site_id(n, conn.rules),
             taken_in_spectrum=lambda c: infolink.find_site(c) is not None,
         )
@@ -46,10 +50,13 @@ def sync_site(ctx: SyncContext, location_id: int, connection: str | None = None,
         )
         if not run.step_done("spectrum"):
             how = create_or_adopt(
-                run, request,
+                run,
+                request,
                 find=lambda: infolink.find_site(code),
-                matches=lambda row: same_text(row.get("Site_Name"), request.values["Site_Name"])
-                and same_text(row.get("Site_Customer_Code"), customer),
+                matches=lambda row: (
+                    same_text(row.get("Site_Name"), request.values["Site_Name"])
+                    and same_text(row.get("Site_Customer_Code"), customer)
+                ),
                 what=f"location {location_id}",
             )
             run.state.update(how=how, adjustments=adjustments, customer=customer)
@@ -57,8 +64,11 @@ def sync_site(ctx: SyncContext, location_id: int, connection: str | None = None,
         if not run.step_done("writeback"):
             ctx.st.set_external_id("location", location_id, conn.external_id_key, code)
             run.finish_step("writeback")
-        return run.done(str(run.state.get("how", "created")).replace("created", "synced"), code,
-                        digest=request.digest())
+        return run.done(
+            str(run.state.get("how", "created")).replace("created", "synced"),
+            code,
+            digest=request.digest(),
+        )
 
     return run_record(ctx, key, body, reclaim_done=replay)
 

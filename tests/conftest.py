@@ -34,9 +34,15 @@ def asgi_transport(app: Any) -> httpx.BaseTransport:
     return client._transport  # noqa: SLF001 - the public TestClient wraps exactly this transport
 
 
-def demo_env(tmp: Path, *, infolink_url: str, database_url: str,
-             st_url: str = "http://st.sandbox", spectrum_url: str = "http://spectrum.sandbox",
-             extra: dict[str, str] | None = None) -> dict[str, str]:
+def demo_env(
+    tmp: Path,
+    *,
+    infolink_url: str,
+    database_url: str,
+    st_url: str = "http://st.sandbox",
+    spectrum_url: str = "http://spectrum.sandbox",
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     env = credentials.demo_environment(st_url, spectrum_url, infolink_url)
     env.update({"DATABASE_URL": database_url, "STSYNC_DATA_DIR": str(tmp / "data")})
     env.update(extra or {})
@@ -84,8 +90,9 @@ def spectrum_db(world: Any, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def st_app(st_state: Any) -> Any:
-    from sandbox.faults import FaultInjector
     from sandbox.servicetrade.app import create_app
+
+    from sandbox.faults import FaultInjector
 
     return create_app(st_state, FaultInjector(), deliver=lambda url, body: 200)
 
@@ -127,8 +134,13 @@ def enqueued() -> list[tuple[str, tuple[Any, ...]]]:
 
 
 @pytest.fixture
-def ctx(settings: Any, ledger: Any, st_app: Any, spectrum_app: Any,
-        enqueued: list[tuple[str, tuple[Any, ...]]]) -> Iterator[Any]:
+def ctx(
+    settings: Any,
+    ledger: Any,
+    st_app: Any,
+    spectrum_app: Any,
+    enqueued: list[tuple[str, tuple[Any, ...]]],
+) -> Iterator[Any]:
     from worker.context import build_context
 
     c = build_context(

@@ -20,12 +20,17 @@ from rich.table import Table
 from clients.errors import ConfigError, SyncError
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
-app = typer.Typer(help="stsync: keep ServiceTrade and Trimble Spectrum in step.", no_args_is_help=True)
+app = typer.Typer(
+    help="stsync: keep ServiceTrade and Trimble Spectrum in step.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
-broker_app = typer.Typer(help="The embedded Redis broker (used when BROKER_URL is not set).",
-                         no_args_is_help=True)
+broker_app = typer.Typer(
+    help="The embedded Redis broker (used when BROKER_URL is not set).", no_args_is_help=True
+)
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
-sandbox_app = typer.Typer(help="The local ServiceTrade and Spectrum simulators.", no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="The local ServiceTrade and Spectrum simulators.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(broker_app, name="broker")
 app.add_typer(db_app, name="db")
@@ -34,7 +39,9 @@ app.add_typer(sandbox_app, name="sandbox")
 console = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-C", help="stsync.toml (default: $STSYNC_CONFIG)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-C", help="stsync.toml (default: $STSYNC_CONFIG)")
+]
 ConnOpt = Annotated[str | None, typer.Option("--connection", "-c", help="Spectrum connection name")]
 
 
@@ -76,8 +83,10 @@ def _entity(record_type: str) -> tuple[str, str, str]:
 
     entity = RECORD_TYPES.get(record_type)
     if entity is None:
-        err.print(f"[red]unknown record type {record_type!r}[/red]; one of: "
-                  f"{', '.join(sorted(RECORD_TYPES))}")
+        err.print(
+            f"[red]unknown record type {record_type!r}[/red]; one of: "
+            f"{', '.join(sorted(RECORD_TYPES))}"
+        )
         raise typer.Exit(2)
     task, ledger_type = ENTITY_TASKS[entity]
     return entity, task, ledger_type
@@ -120,8 +129,10 @@ def sync(
             err.print(f"[yellow]not finished[/yellow] ({type(exc).__name__}): {exc}")
             raise typer.Exit(1) from None
         style = "green" if outcome.ok else "red"
-        console.print(f"[{style}]{outcome.result}[/{style}] {outcome.key} "
-                      f"spectrum={outcome.spectrum_key or '-'} {outcome.message}")
+        console.print(
+            f"[{style}]{outcome.result}[/{style}] {outcome.key} "
+            f"spectrum={outcome.spectrum_key or '-'} {outcome.message}"
+        )
         raise typer.Exit(0 if outcome.ok or outcome.result == "skipped" else 1)
     celery_app = _configure_celery(settings)
     celery_app.send_task(task, args=(record_id, conn))
@@ -134,7 +145,7 @@ def send_job(
     connection: Annotated[str, typer.Option("--connection", "-c", help="Spectrum connection")],
     config: ConfigOpt = None,
 ) -> None:
-    """"Send Job to Spectrum": enqueue the job's send for a named connection."""
+    """ "Send Job to Spectrum": enqueue the job's send for a named connection."""
     settings = _settings(config)
     conn = settings.connection(connection).name
     celery_app = _configure_celery(settings)
@@ -167,24 +178,35 @@ def history(
     settings = _settings(config)
     led = Ledger(settings.database_url)
     led.migrate()
-    _, _, ledger_type = _entity(record_type) if record_type in (
-        "customer", "company", "site", "location", "job", "invoice", "timecard") else ("", "", record_type)
+    _, _, ledger_type = (
+        _entity(record_type)
+        if record_type in ("customer", "company", "site", "location", "job", "invoice", "timecard")
+        else ("", "", record_type)
+    )
     key = RecordKey(settings.connection(connection).name, ledger_type, record_id)
     rec = led.get(key)
     if rec is None:
         err.print(f"no ledger record for {key}")
         raise typer.Exit(1)
-    console.print(f"[bold]{key}[/bold] status={rec.status.value} spectrum={rec.spectrum_key or '-'} "
-                  f"attempts={rec.attempts} step={rec.step or '-'}")
+    console.print(
+        f"[bold]{key}[/bold] status={rec.status.value} spectrum={rec.spectrum_key or '-'} "
+        f"attempts={rec.attempts} step={rec.step or '-'}"
+    )
     if rec.last_error:
         console.print(f"  last error ({rec.error_kind}): {rec.last_error}")
     for adj in rec.state.get("adjustments", []):
         console.print(f"  adjusted: {adj}")
     table = Table("time (UTC)", "system", "service", "outcome", "HTTP", "ms", "detail")
     for ev in led.history(key):
-        table.add_row(ev.at.strftime("%Y-%m-%d %H:%M:%S"), ev.system, ev.service, ev.outcome,
-                      str(ev.status_code or ""), f"{ev.duration_ms:.0f}" if ev.duration_ms else "",
-                      (ev.detail or "")[:80])
+        table.add_row(
+            ev.at.strftime("%Y-%m-%d %H:%M:%S"),
+            ev.system,
+            ev.service,
+            ev.outcome,
+            str(ev.status_code or ""),
+            f"{ev.duration_ms:.0f}" if ev.duration_ms else "",
+            (ev.detail or "")[:80],
+        )
     console.print(table)
 
 
@@ -209,8 +231,14 @@ def failures(
     )
     table = Table("record", "status", "step", "reason", "attempts", "last try (UTC)")
     for r in rows:
-        table.add_row(str(r.key), r.status.value, r.step or "-", (r.last_error or "")[:120],
-                      str(r.attempts), r.updated_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            str(r.key),
+            r.status.value,
+            r.step or "-",
+            (r.last_error or "")[:120],
+            str(r.attempts),
+            r.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
     console.print(f"{len(rows)} record(s) need attention")
 
@@ -233,9 +261,11 @@ def retry(
     led.migrate()
     by_ledger_type = {rt: task for task, rt in ENTITY_TASKS.values()}
     if all_failed:
-        targets = led.list_records(statuses=(Status.FAILED,), record_type=only_type,
-                                   connection=settings.connection(connection).name
-                                   if connection else None)
+        targets = led.list_records(
+            statuses=(Status.FAILED,),
+            record_type=only_type,
+            connection=settings.connection(connection).name if connection else None,
+        )
         keys = [r.key for r in targets]
     elif record_type and record_id:
         _, _, ledger_type = _entity(record_type)
@@ -259,12 +289,16 @@ def retry(
 @config_app.command("check")
 def config_check(
     config: ConfigOpt = None,
-    remote: Annotated[bool, typer.Option("--remote", help="also check codes exist in Spectrum")] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="also check codes exist in Spectrum")
+    ] = False,
 ) -> None:
     """Validate the configuration file (and, with --remote, its codes against Spectrum)."""
     settings = _settings(config)
-    console.print(f"[green]ok[/green] {settings.config_path}: "
-                  f"{len(settings.connections)} connection(s): {', '.join(settings.connections)}")
+    console.print(
+        f"[green]ok[/green] {settings.config_path}: "
+        f"{len(settings.connections)} connection(s): {', '.join(settings.connections)}"
+    )
     if not remote:
         return
     from worker.config_check import remote_problems
@@ -322,14 +356,16 @@ def worker(
     from worker.logs import configure_logging
 
     configure_logging(settings)
-    celery_app.worker_main([
-        "worker",
-        f"--concurrency={concurrency or settings.reliability.worker_concurrency}",
-        f"--queues={','.join(q.value for q in Queue)}",
-        f"--loglevel={loglevel}",
-        "--without-gossip",
-        "--without-mingle",
-    ])
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency or settings.reliability.worker_concurrency}",
+            f"--queues={','.join(q.value for q in Queue)}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 @app.command()
@@ -339,14 +375,13 @@ def beat(loglevel: str = "INFO", config: ConfigOpt = None) -> None:
     celery_app = _configure_celery(settings, start_broker=True)
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["beat", f"--loglevel={loglevel}",
-                      f"--schedule={data / 'celerybeat-schedule'}"])
+    celery_app.start(
+        ["beat", f"--loglevel={loglevel}", f"--schedule={data / 'celerybeat-schedule'}"]
+    )
 
 
 @app.command()
-def ingest(
-    host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None
-) -> None:
+def ingest(host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None) -> None:
     """Serve the webhook ingest endpoint (access log off: the secret is in the path)."""
     import uvicorn
 
@@ -356,8 +391,9 @@ def ingest(
     settings = _settings(config)
     _configure_celery(settings, start_broker=True)
     configure_logging(settings)
-    uvicorn.run(create_ingest_app(settings), host=host, port=port, access_log=False,
-                log_level="warning")
+    uvicorn.run(
+        create_ingest_app(settings), host=host, port=port, access_log=False, log_level="warning"
+    )
 
 
 @app.command()
@@ -375,13 +411,22 @@ def flower(
     if fl.user and fl.password:
         env["FLOWER_BASIC_AUTH"] = f"{fl.user}:{fl.password.get_secret_value()}"
     elif not insecure_local:
-        err.print("[red]refusing to start Flower without credentials[/red]: set FLOWER_USER and "
-                  "FLOWER_PASSWORD (or pass --insecure-local on a machine only you can reach)")
+        err.print(
+            "[red]refusing to start Flower without credentials[/red]: set FLOWER_USER and "
+            "FLOWER_PASSWORD (or pass --insecure-local on a machine only you can reach)"
+        )
         raise typer.Exit(2)
     broker = resolve_broker_url(settings, start=True)
-    cmd = [sys.executable, "-m", "celery", f"--broker={broker}", "flower",
-           f"--port={port or fl.port}", "--address=127.0.0.1" if insecure_local else "--address=0.0.0.0",
-           "--max_tasks=10000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        f"--broker={broker}",
+        "flower",
+        f"--port={port or fl.port}",
+        "--address=127.0.0.1" if insecure_local else "--address=0.0.0.0",
+        "--max_tasks=10000",
+    ]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
@@ -394,9 +439,22 @@ def sandbox_up(
     seed: int = 42,
 ) -> None:
     """Run both simulators on loopback (Ctrl-C stops them)."""
-    cmd = [sys.executable, "-m", "sandbox", "up", "--st-port", str(st_port), "--spectrum-port",
-           str(spectrum_port), "--data-dir", str(data_dir), "--companies", str(companies),
-           "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "up",
+        "--st-port",
+        str(st_port),
+        "--spectrum-port",
+        str(spectrum_port),
+        "--data-dir",
+        str(data_dir),
+        "--companies",
+        str(companies),
+        "--seed",
+        str(seed),
+    ]
     raise typer.Exit(subprocess.call(cmd))
 
 
@@ -410,8 +468,11 @@ def demo(
     """Run everything on the embedded default and show what lands in Spectrum."""
     from worker.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir=data_dir, companies=companies, timeout=timeout, keep=keep,
-                              console=console))
+    raise typer.Exit(
+        run_demo(
+            data_dir=data_dir, companies=companies, timeout=timeout, keep=keep, console=console
+        )
+    )
 
 
 def main() -> None:  # pragma: no cover
@@ -420,5 +481,3 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-

@@ -43,7 +43,9 @@ def _free_port() -> int:
 
 class _Ingest:
     def __init__(self, app: Any, port: int) -> None:
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+        cfg = uvicorn.Config(
+            app, host="127.0.0.1", port=port, access_log=False, log_level="warning"
+        )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -59,7 +61,10 @@ class _Ingest:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "worker.cli", *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -78,8 +83,9 @@ def expected_records(created: dict[str, int]) -> int:
     return sum(created.get(r, 0) for r in ("company", "location", "job", "invoice", "timecard"))
 
 
-def run_demo(*, data_dir: Path, companies: int, timeout: float, keep: bool,
-             console: Console) -> int:
+def run_demo(
+    *, data_dir: Path, companies: int, timeout: float, keep: bool, console: Console
+) -> int:
     from sandbox.replay import replay
     from sandbox.run import start_sandbox
     from sandbox.seed import SeedSpec, build_world
@@ -100,12 +106,14 @@ def run_demo(*, data_dir: Path, companies: int, timeout: float, keep: bool,
     console.print(f"sandbox    ServiceTrade {sandbox.st_url}  Spectrum {sandbox.spectrum_url}")
     env = dict(os.environ)
     env.update(sandbox.environment())
-    env.update({
-        "STSYNC_CONFIG": str(DEMO_CONFIG),
-        "STSYNC_DATA_DIR": str(data_dir),
-        "DATABASE_URL": f"sqlite:///{data_dir / 'ledger.sqlite'}",
-        "BROKER_URL": broker,
-    })
+    env.update(
+        {
+            "STSYNC_CONFIG": str(DEMO_CONFIG),
+            "STSYNC_DATA_DIR": str(data_dir),
+            "DATABASE_URL": f"sqlite:///{data_dir / 'ledger.sqlite'}",
+            "BROKER_URL": broker,
+        }
+    )
     settings = load_settings(DEMO_CONFIG, env)
     ledger = Ledger(settings.database_url)
     ledger.migrate()
@@ -115,16 +123,21 @@ def run_demo(*, data_dir: Path, companies: int, timeout: float, keep: bool,
     hook = f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}"
     console.print(f"ingest     http://127.0.0.1:{port}/webhooks/servicetrade/<secret>")
     procs = [
-        _spawn(["worker", "--concurrency", "4", "--loglevel", "WARNING"], env,
-               data_dir / "worker.log"),
+        _spawn(
+            ["worker", "--concurrency", "4", "--loglevel", "WARNING"], env, data_dir / "worker.log"
+        ),
         _spawn(["beat", "--loglevel", "WARNING"], env, data_dir / "beat.log"),
     ]
     ctx = build_context(settings, ledger=ledger)
     code = 1
     try:
-        ctx.st.register_webhook(hook, {n: ["created", "updated"] for n in WEBHOOK_ENTITY_TYPES.values()})
+        ctx.st.register_webhook(
+            hook, {n: ["created", "updated"] for n in WEBHOOK_ENTITY_TYPES.values()}
+        )
         created = replay(sandbox.st_state, world.servicetrade)
-        console.print("created in ServiceTrade: " + ", ".join(f"{n} {r}" for r, n in created.items()))
+        console.print(
+            "created in ServiceTrade: " + ", ".join(f"{n} {r}" for r, n in created.items())
+        )
         code = _watch(ledger, expected_records(created), timeout, console)
         _report(ledger, sandbox, console)
     finally:
@@ -142,17 +155,29 @@ def run_demo(*, data_dir: Path, companies: int, timeout: float, keep: bool,
 
 def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> int:
     deadline = time.monotonic() + timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         bar = progress.add_task("records finished", total=expected)
         while time.monotonic() < deadline:
             counts = ledger.counts()
-            top = {k: v for k, v in counts.items() if k[0] in ("customer", "site", "job", "invoice",
-                                                               "timecard")}
+            top = {
+                k: v
+                for k, v in counts.items()
+                if k[0] in ("customer", "site", "job", "invoice", "timecard")
+            }
             finished = sum(v for (rt, st), v in top.items() if Status(st) in TERMINAL)
             open_ = sum(v for (rt, st), v in top.items() if Status(st) not in TERMINAL)
-            progress.update(bar, completed=min(finished, expected),
-                            description=f"records finished ({open_} in progress)")
+            progress.update(
+                bar,
+                completed=min(finished, expected),
+                description=f"records finished ({open_} in progress)",
+            )
             if finished >= expected and open_ == 0:
                 return 0
             time.sleep(0.5)
@@ -167,9 +192,15 @@ def _report(ledger: Ledger, sandbox: Any, console: Console) -> None:
     table.add_column("table")
     table.add_column("rows", justify="right")
     db = sandbox.spectrum_db
-    for tab, label in ((t.customers, "AR customers"), (t.sites, "WO sites"), (t.jobs, "JC jobs"),
-                       (t.phases, "job phases"), (t.ar_invoices, "AR invoices / credit memos"),
-                       (t.pre_time, "payroll pre-time rows"), (t.work_orders, "work orders")):
+    for tab, label in (
+        (t.customers, "AR customers"),
+        (t.sites, "WO sites"),
+        (t.jobs, "JC jobs"),
+        (t.phases, "job phases"),
+        (t.ar_invoices, "AR invoices / credit memos"),
+        (t.pre_time, "payroll pre-time rows"),
+        (t.work_orders, "work orders"),
+    ):
         table.add_row(f"{label} ({tab.name})", str(db.count(tab.name)))
     console.print(table)
     summary: Counter[tuple[str, str]] = Counter()

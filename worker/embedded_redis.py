@@ -8,6 +8,7 @@ that data directory (ingest, worker, beat, CLI): the port and pid are kept in fi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -77,15 +78,24 @@ def ensure_running(data_dir: Path, *, timeout_s: float = 10.0) -> str:
         subprocess.run(
             [
                 str(server_binary()),
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "yes",
-                "--pidfile", str(pid_file.resolve()),
-                "--dir", str(directory.resolve()),
-                "--logfile", str((directory / "redis.log").resolve()),
-                "--maxmemory-policy", "noeviction",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pid_file.resolve()),
+                "--dir",
+                str(directory.resolve()),
+                "--logfile",
+                str((directory / "redis.log").resolve()),
+                "--maxmemory-policy",
+                "noeviction",
             ],
             check=True,
         )
@@ -105,10 +115,9 @@ def stop(data_dir: Path) -> bool:
     pid_file = directory / "redis.pid"
     url = running_url(data_dir)
     if url:
-        try:
+        # shutdown closes the connection under us
+        with contextlib.suppress(redis.RedisError):
             redis.Redis.from_url(url).shutdown(nosave=True)
-        except redis.RedisError:
-            pass  # shutdown closes the connection under us
     elif pid_file.exists():
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)

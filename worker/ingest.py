@@ -173,26 +173,30 @@ def create_ingest_app(
 
     @app.post("/jobs/{job_id}/send")
     async def send_job(job_id: int, request: Request, connection: str | None = None) -> Response:
-        """"Send Job to Spectrum" (F4/F11): enqueue the job's send for a named connection."""
+        """ "Send Job to Spectrum" (F4/F11): enqueue the job's send for a named connection."""
         token = settings.ingest.send_job_token
         given = request.headers.get("x-stsync-token", "")
-        if token is None or not hmac.compare_digest(given.encode(),
-                                                    token.get_secret_value().encode()):
+        if token is None or not hmac.compare_digest(
+            given.encode(), token.get_secret_value().encode()
+        ):
             return PlainTextResponse("unauthorized", status_code=401)
         if job_id < 1 or job_id > 2**63 - 1:
             return JSONResponse({"error": "job id out of range"}, status_code=400)
         name = connection or settings.default_connection
         if name not in settings.connections:
             return JSONResponse(
-                {"error": f"unknown connection {name!r}; configured: "
-                          f"{', '.join(sorted(settings.connections))}"},
+                {
+                    "error": f"unknown connection {name!r}; configured: "
+                    f"{', '.join(sorted(settings.connections))}"
+                },
                 status_code=400,
             )
         try:
             _send("sync.job.send", (job_id, name))
         except Exception:  # noqa: BLE001
             return JSONResponse({"error": "broker unavailable; retry later"}, status_code=503)
-        return JSONResponse({"enqueued": "sync.job.send", "job": job_id, "connection": name},
-                            status_code=202)
+        return JSONResponse(
+            {"enqueued": "sync.job.send", "job": job_id, "connection": name}, status_code=202
+        )
 
     return app

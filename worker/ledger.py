@@ -724,5 +724,3 @@ class Ledger:
 
 def dumps_state(state: dict[str, Any]) -> str:
     return json.dumps(state, sort_keys=True, default=str)
-
-

@@ -92,8 +92,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(settings: Settings, *, level: int = logging.INFO,
-                      json_lines: bool | None = None) -> None:
+def configure_logging(
+    settings: Settings, *, level: int = logging.INFO, json_lines: bool | None = None
+) -> None:
     """Install the redacting filter and the formatter on the root logger."""
     root = logging.getLogger()
     root.setLevel(level)
@@ -104,7 +105,10 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO,
     for handler in root.handlers:
         handler.filters = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
         handler.addFilter(flt)
-        handler.setFormatter(JsonFormatter() if use_json else logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            JsonFormatter()
+            if use_json
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

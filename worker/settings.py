@@ -222,7 +222,9 @@ def _format_errors(exc: ValidationError, source: str, data: Mapping[str, Any]) -
             del parts[2]
         loc = ".".join(parts)
         value = err.get("input")
-        shown = "<secret>" if "secret" in loc or "password" in loc or "authorization" in loc else value
+        shown = (
+            "<secret>" if "secret" in loc or "password" in loc or "authorization" in loc else value
+        )
         if isinstance(shown, dict):
             shown = "{...}"
         msg = err["msg"].removeprefix("Value error, ")
@@ -243,8 +245,13 @@ def _build_connection(
         "rules": rules,
     }
     out["auto_sync"] = raw.get("auto_sync", is_default)
-    for key in ("external_id_key", "support_emails", "max_in_flight", "timeout_s",
-                "connect_timeout_s"):
+    for key in (
+        "external_id_key",
+        "support_emails",
+        "max_in_flight",
+        "timeout_s",
+        "connect_timeout_s",
+    ):
         if key in raw:
             out[key] = raw[key]
     if not is_default and "external_id_key" not in raw:
@@ -274,9 +281,7 @@ def _build_connection(
     return out
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the TOML file and the environment; ConfigError on any problem."""
     env = os.environ if env is None else env
     path = path or env.get(CONFIG_ENV)
@@ -295,8 +300,9 @@ def load_settings(
 
     connections_raw = raw.pop("connections", {})
     if not isinstance(connections_raw, dict) or not connections_raw:
-        raise ConfigError(f"{p}: at least one [connections.<name>] table is required",
-                          field="connections")
+        raise ConfigError(
+            f"{p}: at least one [connections.<name>] table is required", field="connections"
+        )
     default = raw.pop("default_connection", next(iter(connections_raw)))
     connections = {
         name: _build_connection(name, conn, env, name == default)

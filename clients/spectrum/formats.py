@@ -38,8 +38,7 @@ def format_money(amount: Decimal) -> str:
 def format_decimal(value: Decimal, places: int = 4) -> str:
     """A plain decimal without exponent or trailing zeros beyond what is needed."""
     q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP).normalize()
-    text = format(q, "f")
-    return text
+    return format(q, "f")
 
 
 def parse_number(text: str) -> Decimal:

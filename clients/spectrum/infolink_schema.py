@@ -1,4 +1,4 @@
-"""Info-Link tables (Spectrum's read-only SQL view), as stsync reads them and the sandbox keeps them.
+"""Info-Link tables, Spectrum's read-only SQL view: read by stsync, kept by the sandbox.
 
 Production points a SQLAlchemy URL (``mssql+pyodbc://...``) at the customer's Info-Link database;
 the sandbox keeps the same tables in SQLite and *is* Spectrum's state. Table and column names marked
@@ -249,7 +249,11 @@ pre_time = Table(
 
 # --- reference data ("file maintenance" lists) [A names] -----------------------------------------
 terms = Table(
-    "CR_TERMS_MC", metadata, _co(), Column("Terms_Code", String(1)), Column("Description", String(30))
+    "CR_TERMS_MC",
+    metadata,
+    _co(),
+    Column("Terms_Code", String(1)),
+    Column("Description", String(30)),
 )
 sales_tax_codes = Table(
     "CR_SALES_TAX_MC",
@@ -282,7 +286,11 @@ gl_accounts = Table(
     Column("Direct_Cost_Flag", String(1)),
 )
 cost_types = Table(
-    "JC_COST_TYPE_MC", metadata, _co(), Column("Cost_Type", String(3)), Column("Description", String(30))
+    "JC_COST_TYPE_MC",
+    metadata,
+    _co(),
+    Column("Cost_Type", String(3)),
+    Column("Description", String(30)),
 )
 salespersons = Table(
     "CR_SALESPERSON_MC",
@@ -292,7 +300,11 @@ salespersons = Table(
     Column("Name", String(30)),
 )
 pay_types = Table(
-    "PR_PAY_TYPE_MC", metadata, _co(), Column("Pay_Type", String(10)), Column("Description", String(30))
+    "PR_PAY_TYPE_MC",
+    metadata,
+    _co(),
+    Column("Pay_Type", String(10)),
+    Column("Description", String(30)),
 )
 departments = Table(
     "PR_DEPARTMENT_MC",
@@ -302,5 +314,9 @@ departments = Table(
     Column("Description", String(30)),
 )
 job_types = Table(
-    "JC_JOB_TYPE_MC", metadata, _co(), Column("Job_Type", String(10)), Column("Description", String(30))
+    "JC_JOB_TYPE_MC",
+    metadata,
+    _co(),
+    Column("Job_Type", String(10)),
+    Column("Description", String(30)),
 )

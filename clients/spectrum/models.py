@@ -18,6 +18,8 @@ from clients.spectrum.services import (
     AR_MULTI_LINE_DETAIL,
     AR_MULTI_LINE_HEADER,
     SERVICES,
+)
+from clients.spectrum.services import (
     Field as LayoutField,
 )
 

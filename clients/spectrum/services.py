@@ -21,7 +21,7 @@ NS_TYPES = "http://www.northgate-is.com/proiv/webservices/types"
 NS_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 
 #: Characters Spectrum forbids in key fields (customer, job, site codes ...), reference §5.
-FORBIDDEN_KEY_CHARS = frozenset('/*?"\'><#,&~')
+FORBIDDEN_KEY_CHARS = frozenset("/*?\"'><#,&~")
 
 
 class Kind(StrEnum):
@@ -89,9 +89,7 @@ T, K, UK, D, N, FL, PH = (
 )
 
 
-def _f(
-    name: str, max_len: int, kind: Kind = T, *, req: bool = False, choices: str = ""
-) -> Field:
+def _f(name: str, max_len: int, kind: Kind = T, *, req: bool = False, choices: str = "") -> Field:
     return Field(name, max_len, req, kind, tuple(choices.split()) if choices else ())
 
 
@@ -193,8 +191,13 @@ ADD_JOB = Service(
     "AddJob",
     "put",
     tuple(
-        Field(f.name, f.max_len, f.name in {"Taxable_Flag", "Price_Method_Code"} or f.required,
-              f.kind, f.choices)
+        Field(
+            f.name,
+            f.max_len,
+            f.name in {"Taxable_Flag", "Price_Method_Code"} or f.required,
+            f.kind,
+            f.choices,
+        )
         for f in _JOB_COMMON
     )
     + (_f("UDF1", 20),),

@@ -36,8 +36,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -50,8 +54,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
 
 class ThreadServer:
     def __init__(self, app: Any, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    access_log=False, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         wait_for(lambda: self.server.started, 10, 0.02, "ingest server start")
@@ -74,21 +79,42 @@ class Stack:
     logs: list[Path] = field(default_factory=list)
 
     # --- workers -----------------------------------------------------------------------------
-    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 2, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers) + 1}"
         log = self.tmp / f"worker-{name}.log"
         self.logs.append(log)
         fh = open(log, "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             f"--concurrency={concurrency}", "--queues=stsync.sync,stsync.schedule",
-             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--pool=prefork",
-             f"--hostname={name}@%h"],
-            cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                f"--concurrency={concurrency}",
+                "--queues=stsync.sync,stsync.schedule",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--pool=prefork",
+                f"--hostname={name}@%h",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers.append(proc)
-        wait_for(lambda: "ready" in log.read_text(errors="replace") or proc.poll() is not None,
-                 60, 0.2, f"worker {name} ready")
+        wait_for(
+            lambda: "ready" in log.read_text(errors="replace") or proc.poll() is not None,
+            60,
+            0.2,
+            f"worker {name} ready",
+        )
         if proc.poll() is not None:
             raise AssertionError(f"worker {name} died:\n{log.read_text()[-3000:]}")
         return proc
@@ -112,8 +138,11 @@ class Stack:
                 proc.wait()
 
     def worker_logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in self.logs if p.exists())
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in self.logs
+            if p.exists()
+        )
 
     # --- driving ----------------------------------------------------------------------------
     def register_webhook(self) -> None:
@@ -129,15 +158,21 @@ class Stack:
 
     def flush_webhooks(self, timeout: float = 30.0) -> None:
         self.sandbox.st_state.webhooks.flush(timeout) if hasattr(
-            self.sandbox.st_state, "webhooks") else self.sandbox.st_app.state.webhooks.flush(timeout)
+            self.sandbox.st_state, "webhooks"
+        ) else self.sandbox.st_app.state.webhooks.flush(timeout)
 
     def record(self, record_type: str, source_id: Any, connection: str = "main") -> Any:
         from worker.ledger import RecordKey
 
         return self.ledger.get(RecordKey(connection, record_type, str(source_id)))
 
-    def wait_status(self, record_type: str, source_id: Any, statuses: tuple[str, ...] = ("done",),
-                    timeout: float = 60.0) -> Any:
+    def wait_status(
+        self,
+        record_type: str,
+        source_id: Any,
+        statuses: tuple[str, ...] = ("done",),
+        timeout: float = 60.0,
+    ) -> Any:
         def check() -> Any:
             rec = self.record(record_type, source_id)
             return rec if rec is not None and rec.status.value in statuses else None
@@ -164,14 +199,16 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     config = fast_settings_toml(tmp_path)
     env = dict(os.environ)
     env.update(sandbox.environment())
-    env.update({
-        "STSYNC_CONFIG": str(config),
-        "STSYNC_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": database_url,
-        "BROKER_URL": REDIS_URL,
-        "STSYNC_AUTOCONFIGURE": "1",
-        "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "STSYNC_CONFIG": str(config),
+            "STSYNC_DATA_DIR": str(tmp_path / "data"),
+            "DATABASE_URL": database_url,
+            "BROKER_URL": REDIS_URL,
+            "STSYNC_AUTOCONFIGURE": "1",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     settings = load_settings(config, env)
     ledger = Ledger(database_url)
     ledger.migrate()
@@ -179,9 +216,15 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     apply_reliability(settings.reliability)
     port = free_port()
     ingest = ThreadServer(create_ingest_app(settings), port)
-    stack = Stack(tmp=tmp_path, sandbox=sandbox, settings=settings, env=env, ledger=ledger,
-                  ingest_url=f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}",
-                  ingest=ingest)
+    stack = Stack(
+        tmp=tmp_path,
+        sandbox=sandbox,
+        settings=settings,
+        env=env,
+        ledger=ledger,
+        ingest_url=f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}",
+        ingest=ingest,
+    )
     try:
         yield stack
     finally:

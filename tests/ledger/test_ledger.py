@@ -130,8 +130,14 @@ def test_progress_state_and_bulk_reads(led: Ledger) -> None:
 
 
 def test_audit_history_and_counts(led: Ledger) -> None:
-    led.audit(system="spectrum", service="AddCustomer", outcome="ok", key=KEY,
-              request_digest="d" * 64, duration_ms=3.5)
+    led.audit(
+        system="spectrum",
+        service="AddCustomer",
+        outcome="ok",
+        key=KEY,
+        request_digest="d" * 64,
+        duration_ms=3.5,
+    )
     led.audit(system="servicetrade", service="externalid", outcome="ok", key=KEY)
     hist = led.history(KEY)
     assert [h.service for h in hist] == ["AddCustomer", "externalid"]

@@ -18,15 +18,22 @@ from mappers.text import ascii_printable, fit, phone_digits
 
 RULES = ConnectionRules(
     company_code="ABC",
-    tax=TaxRules(sales_tax_by_state={"NC": "NC"}, work_state_tax_by_state={"NC": "NC"},
-                 default_sales_tax_code="EXEMPT"),
+    tax=TaxRules(
+        sales_tax_by_state={"NC": "NC"},
+        work_state_tax_by_state={"NC": "NC"},
+        default_sales_tax_code="EXEMPT",
+    ),
 )
 
 
 def company(**kw: Any) -> Company:
-    data = {"id": 200, "name": "Burger Bistro Inc", "isCustomer": True,
-            "address": {"street": "1 Main St", "city": "Durham", "state": "NC",
-                        "postalCode": "27701"}, "phone": "(919) 555-0100"}
+    data = {
+        "id": 200,
+        "name": "Burger Bistro Inc",
+        "isCustomer": True,
+        "address": {"street": "1 Main St", "city": "Durham", "state": "NC", "postalCode": "27701"},
+        "phone": "(919) 555-0100",
+    }
     data.update(kw)
     return Company.model_validate(data)
 
@@ -40,7 +47,9 @@ def company(**kw: Any) -> Company:
     ],
 )
 def test_customer_codes(rng: CodeRange, n: int, code: str) -> None:
-    assert customer_code(n, RULES.model_copy(update={"customers": CustomerRules(codes=rng)})) == code
+    assert (
+        customer_code(n, RULES.model_copy(update={"customers": CustomerRules(codes=rng)})) == code
+    )
 
 
 def test_code_range_that_cannot_fit_is_a_config_error() -> None:
@@ -56,7 +65,12 @@ def test_add_customer_request() -> None:
     v = req.values
     assert v["Customer_Code"] == "C00001" and v["Company_Code"] == "ABC"
     assert v["Name"] == "Burger Bistro Inc" and v["Phone"] == "9195550100"
-    assert (v["Address_1"], v["City"], v["State"], v["Zip_Code"]) == ("1 Main St", "Durham", "NC", "27701")
+    assert (v["Address_1"], v["City"], v["State"], v["Zip_Code"]) == (
+        "1 Main St",
+        "Durham",
+        "NC",
+        "27701",
+    )
     assert v["Terms_Code"] == "N" and v["Sales_Tax_Code"] == "EXEMPT"
     assert adjustments == []
 
@@ -70,7 +84,9 @@ def test_names_are_cleaned_and_shortened_with_a_record_of_it() -> None:
 
 
 def test_state_derivation_of_sales_tax() -> None:
-    rules = RULES.model_copy(update={"tax": RULES.tax.model_copy(update={"derive_from_state": True})})
+    rules = RULES.model_copy(
+        update={"tax": RULES.tax.model_copy(update={"derive_from_state": True})}
+    )
     req, _ = st_company_to_add_customer(company(), code="C1", rules=rules)
     assert req.values["Sales_Tax_Code"] == "NC"
 
@@ -91,17 +107,29 @@ def test_missing_address_is_fine() -> None:
 
 
 def test_wo_site_request_and_tax_codes() -> None:
-    loc = Location.model_validate({
-        "id": 820, "name": "Burger Bistro #12", "company": {"id": 200},
-        "address": {"street": "12 Long Street Name That Goes On And On Suite 400",
-                    "city": "Durham", "state": "nc", "postalCode": "27701-1234"},
-        "phoneNumber": "+1 919.555.0199", "taxable": True,
-    })
-    req, adjustments = st_location_to_wo_site(loc, site=site_id(3, RULES), customer_code="C00001",
-                                             rules=RULES)
+    loc = Location.model_validate(
+        {
+            "id": 820,
+            "name": "Burger Bistro #12",
+            "company": {"id": 200},
+            "address": {
+                "street": "12 Long Street Name That Goes On And On Suite 400",
+                "city": "Durham",
+                "state": "nc",
+                "postalCode": "27701-1234",
+            },
+            "phoneNumber": "+1 919.555.0199",
+            "taxable": True,
+        }
+    )
+    req, adjustments = st_location_to_wo_site(
+        loc, site=site_id(3, RULES), customer_code="C00001", rules=RULES
+    )
     v = req.values
     assert v["Site_ID"] == "S00003" and v["Site_Customer_Code"] == "C00001"
-    assert v["Site_State"] == "NC" and v["Sales_Tax_Code"] == "NC" and v["Work_State_Tax_Code"] == "NC"
+    assert (
+        v["Site_State"] == "NC" and v["Sales_Tax_Code"] == "NC" and v["Work_State_Tax_Code"] == "NC"
+    )
     assert len(v["Site_Address1"]) <= 30 and v["Site_Address2"]
     assert v["Site_Phone1"] == "19195550199" and v["Taxable_Flag"] == "Y"
     assert adjustments == []
@@ -118,7 +146,9 @@ def test_helpers() -> None:
     assert ascii_printable("Café\tNoël\x07 ✓") == "Cafe Noel"
     adj: list[str] = []
     assert fit("a, b", 10, label="N", adjustments=adj, no_commas=True) == "a b"
-    assert phone_digits("1-800-FLOWERS-0000000000000", label="P", adjustments=adj) == "18000000000000"
+    assert (
+        phone_digits("1-800-FLOWERS-0000000000000", label="P", adjustments=adj) == "18000000000000"
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -132,8 +162,9 @@ def test_helpers() -> None:
 def test_customer_mapper_never_escapes_untyped(
     name: str, street: str | None, state: str | None, phone: str | None, cid: int
 ) -> None:
-    c = Company.model_validate({"id": cid, "name": name, "phone": phone,
-                                "address": {"street": street, "state": state}})
+    c = Company.model_validate(
+        {"id": cid, "name": name, "phone": phone, "address": {"street": street, "state": state}}
+    )
     try:
         req, _ = st_company_to_add_customer(c, code="C00001", rules=RULES)
     except SyncError:

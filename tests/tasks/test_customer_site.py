@@ -19,16 +19,20 @@ def customers_of(world: Any) -> list[dict[str, Any]]:
 
 
 def locations_of(world: Any, company_id: int) -> list[dict[str, Any]]:
-    return [loc for loc in world.servicetrade["location"]
-            if (loc.get("company") or {}).get("id") == company_id]
+    return [
+        loc
+        for loc in world.servicetrade["location"]
+        if (loc.get("company") or {}).get("id") == company_id
+    ]
 
 
 def calls(app: Any, service: str) -> int:
     return int(app.state.injector.calls.get(service, 0))
 
 
-def test_company_becomes_customer_once_with_external_id(ctx: Any, world: Any, spectrum_app: Any,
-                                                       spectrum_db: Any, st_state: Any) -> None:
+def test_company_becomes_customer_once_with_external_id(
+    ctx: Any, world: Any, spectrum_app: Any, spectrum_db: Any, st_state: Any
+) -> None:
     company = customers_of(world)[0]
     out = sync_customer(ctx, company["id"], "main")
     assert out.result == "synced" and out.spectrum_key == "C00001"
@@ -45,8 +49,9 @@ def test_company_becomes_customer_once_with_external_id(ctx: Any, world: Any, sp
     assert "AddCustomer" in services and "noop" in services
 
 
-def test_ghost_write_is_adopted_not_duplicated(ctx: Any, world: Any, spectrum_app: Any,
-                                               spectrum_db: Any) -> None:
+def test_ghost_write_is_adopted_not_duplicated(
+    ctx: Any, world: Any, spectrum_app: Any, spectrum_db: Any
+) -> None:
     company = customers_of(world)[0]
     spectrum_app.state.injector.script("AddCustomer", ["ghost"])
     with pytest.raises(TransientError):
@@ -60,22 +65,27 @@ def test_ghost_write_is_adopted_not_duplicated(ctx: Any, world: Any, spectrum_ap
     assert calls(spectrum_app, "AddCustomer") == 1  # looked up, not sent again
 
 
-def test_spectrum_faulting_for_a_while_then_synced(ctx: Any, world: Any, spectrum_app: Any,
-                                                   spectrum_db: Any) -> None:
+def test_spectrum_faulting_for_a_while_then_synced(
+    ctx: Any, world: Any, spectrum_app: Any, spectrum_db: Any
+) -> None:
     company = customers_of(world)[1]
     spectrum_app.state.injector.script("AddCustomer", ["error", "error"])
     for _ in range(2):
         with pytest.raises(TransientError):
             sync_customer(ctx, company["id"], "main")
     assert sync_customer(ctx, company["id"], "main").ok
-    assert spectrum_db.count(t.customers.name) - spectrum_db.count(
-        t.customers.name, Customer_Code="TEMPLATE") >= 1
+    assert (
+        spectrum_db.count(t.customers.name)
+        - spectrum_db.count(t.customers.name, Customer_Code="TEMPLATE")
+        >= 1
+    )
     rec = ctx.ledger.get(RecordKey("main", "customer", str(company["id"])))
     assert rec.attempts == 3 and rec.status is Status.DONE
 
 
-def test_permanent_validation_error_is_failed_with_spectrum_message(ctx: Any, world: Any,
-                                                                    spectrum_db: Any) -> None:
+def test_permanent_validation_error_is_failed_with_spectrum_message(
+    ctx: Any, world: Any, spectrum_db: Any
+) -> None:
     with spectrum_db.engine.begin() as c:
         c.execute(t.terms.delete())  # Spectrum no longer has terms code "N"
     company = customers_of(world)[0]
@@ -86,29 +96,39 @@ def test_permanent_validation_error_is_failed_with_spectrum_message(ctx: Any, wo
     assert spectrum_db.count(t.customers.name, Customer_Code=rec.spectrum_key) == 0
 
 
-def test_code_taken_in_spectrum_by_someone_else_is_skipped(ctx: Any, world: Any,
-                                                           spectrum_db: Any) -> None:
+def test_code_taken_in_spectrum_by_someone_else_is_skipped(
+    ctx: Any, world: Any, spectrum_db: Any
+) -> None:
     with spectrum_db.engine.begin() as c:
-        c.execute(t.customers.insert().values(Company_Code="ABC", Customer_Code="C00001",
-                                              Name="Somebody Else", Status="A"))
+        c.execute(
+            t.customers.insert().values(
+                Company_Code="ABC", Customer_Code="C00001", Name="Somebody Else", Status="A"
+            )
+        )
     out = sync_customer(ctx, customers_of(world)[0]["id"], "main")
     assert out.spectrum_key == "C00002"
     assert spectrum_db.rows(t.customers.name, Customer_Code="C00001")[0]["Name"] == "Somebody Else"
 
 
-def test_existing_external_id_mapping_is_adopted(ctx: Any, world: Any, st_state: Any,
-                                                 spectrum_db: Any, spectrum_app: Any) -> None:
+def test_existing_external_id_mapping_is_adopted(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any
+) -> None:
     company = customers_of(world)[0]
     with spectrum_db.engine.begin() as c:
-        c.execute(t.customers.insert().values(Company_Code="ABC", Customer_Code="OLD42",
-                                              Name=company["name"][:30], Status="A"))
+        c.execute(
+            t.customers.insert().values(
+                Company_Code="ABC", Customer_Code="OLD42", Name=company["name"][:30], Status="A"
+            )
+        )
     st_state.update("company", company["id"], {"externalIds": {"spectrum": "OLD42"}})
     out = sync_customer(ctx, company["id"], "main")
     assert (out.result, out.spectrum_key) == ("adopted", "OLD42")
     assert calls(spectrum_app, "AddCustomer") == 0
 
 
-def test_site_syncs_its_customer_first(ctx: Any, world: Any, st_state: Any, spectrum_db: Any) -> None:
+def test_site_syncs_its_customer_first(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
     company = customers_of(world)[0]
     loc = locations_of(world, company["id"])[0]
     out = sync_site(ctx, loc["id"], "main")
@@ -119,8 +139,9 @@ def test_site_syncs_its_customer_first(ctx: Any, world: Any, st_state: Any, spec
     assert st_state.get("location", loc["id"])["externalIds"]["spectrum"] == "S00001"
 
 
-def test_two_locations_of_one_new_company_one_customer(ctx: Any, world: Any,
-                                                       spectrum_db: Any) -> None:
+def test_two_locations_of_one_new_company_one_customer(
+    ctx: Any, world: Any, spectrum_db: Any
+) -> None:
     company = next(c for c in customers_of(world) if len(locations_of(world, c["id"])) >= 2)
     a, b = locations_of(world, company["id"])[:2]
     assert sync_site(ctx, a["id"], "main").ok
@@ -133,7 +154,8 @@ def test_two_locations_of_one_new_company_one_customer(ctx: Any, world: Any,
 def test_concurrent_syncs_of_one_company_send_once(ctx: Any, world: Any, spectrum_app: Any) -> None:
     company = customers_of(world)[0]
     spectrum_app.state.injector.configure(
-        spectrum_app.state.injector.config.model_copy(update={"latency_ms": 300}))
+        spectrum_app.state.injector.config.model_copy(update={"latency_ms": 300})
+    )
     results: list[str] = []
     barrier = threading.Barrier(2)
 

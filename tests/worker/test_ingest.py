@@ -29,8 +29,9 @@ class Harness:
     def __init__(self, settings: Settings, r: Any) -> None:
         self.sent: list[tuple[str, tuple[Any, ...]]] = []
         self.fail_send = False
-        self.app = create_ingest_app(settings, redis_client=r, send=self._send,
-                                     ledger_ping=lambda: None)
+        self.app = create_ingest_app(
+            settings, redis_client=r, send=self._send, ledger_ping=lambda: None
+        )
         self.client = TestClient(self.app)
 
     def _send(self, name: str, args: tuple[Any, ...]) -> None:
@@ -40,8 +41,11 @@ class Harness:
 
     def post(self, body: Any, secret: str = SECRET) -> Any:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self.client.post(f"/webhooks/servicetrade/{secret}", content=data,
-                                headers={"content-type": "application/json"})
+        return self.client.post(
+            f"/webhooks/servicetrade/{secret}",
+            content=data,
+            headers={"content-type": "application/json"},
+        )
 
 
 @pytest.fixture
@@ -54,20 +58,28 @@ def delivery(*events: tuple[str, int, str], message_id: str = "m-1") -> dict[str
         "messageId": message_id,
         "timestamp": "1401833057",
         "data": [
-            {"action": action, "timestamp": 1401833052, "userId": None,
-             "entity": {"type": etype, "id": eid, "uri": f"https://x/api/{etype}/{eid}"}}
+            {
+                "action": action,
+                "timestamp": 1401833052,
+                "userId": None,
+                "entity": {"type": etype, "id": eid, "uri": f"https://x/api/{etype}/{eid}"},
+            }
             for etype, eid, action in events
         ],
     }
 
 
 def test_batched_delivery_enqueues_one_task_per_entity(h: Harness) -> None:
-    r = h.post(delivery(("company", 5, "created"), ("location", 9, "created"),
-                        ("invoice", 44, "updated")))
+    r = h.post(
+        delivery(("company", 5, "created"), ("location", 9, "created"), ("invoice", 44, "updated"))
+    )
     assert r.status_code == 202
     assert r.json() == {"enqueued": 3, "duplicates": 0, "ignored": 0}
-    assert h.sent == [("sync.customer", (5, "main")), ("sync.site", (9, "main")),
-                      ("sync.invoice", (44, "main"))]
+    assert h.sent == [
+        ("sync.customer", (5, "main")),
+        ("sync.site", (9, "main")),
+        ("sync.invoice", (44, "main")),
+    ]
 
 
 def test_same_delivery_three_times_enqueues_once(h: Harness) -> None:
@@ -92,8 +104,12 @@ def test_wrong_secret_is_a_plain_404_enqueueing_nothing(h: Harness) -> None:
 
 
 def test_previous_secret_still_accepted_during_rotation(tmp_path: Path) -> None:
-    env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://",
-                   extra={"WEBHOOK_SECRET": "n" * 40, "WEBHOOK_PREVIOUS_SECRET": SECRET})
+    env = demo_env(
+        tmp_path,
+        infolink_url="sqlite://",
+        database_url="sqlite://",
+        extra={"WEBHOOK_SECRET": "n" * 40, "WEBHOOK_PREVIOUS_SECRET": SECRET},
+    )
     hh = Harness(load_settings(DEMO_CONFIG, env), fakeredis.FakeRedis())
     assert hh.post(delivery(("company", 1, "created"))).status_code == 202
     assert hh.post(delivery(("company", 2, "created")), secret="n" * 40).status_code == 202
@@ -105,17 +121,25 @@ def test_previous_secret_still_accepted_during_rotation(tmp_path: Path) -> None:
         (b"{not json", "malformed"),
         (b'{"messageId": "m", "data": "nope"}', "data"),
         (b'{"data": []}', "messageId"),
-        (b'{"messageId": "m", "data": [{"action": "exploded", "entity": {"type": "job", "id": 1}}]}',
-         "action"),
-        (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": -4}}]}',
-         "id"),
-        (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": 99999999999999999999999}}]}',
-         "id"),
+        (
+            b'{"messageId": "m", "data": [{"action": "exploded", "entity": {"type": "job", "id": 1}}]}',
+            "action",
+        ),
+        (
+            b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": -4}}]}',
+            "id",
+        ),
+        (
+            b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job", "id": 99999999999999999999999}}]}',
+            "id",
+        ),
         (b'{"messageId": "m", "data": [{"action": "created", "entity": {"type": "job"}}]}', "id"),
         (b"[" * 5000 + b"]" * 5000, "malformed"),
     ],
 )
-def test_malformed_bodies_are_400_and_enqueue_nothing(h: Harness, body: bytes, fragment: str) -> None:
+def test_malformed_bodies_are_400_and_enqueue_nothing(
+    h: Harness, body: bytes, fragment: str
+) -> None:
     r = h.post(body)
     assert r.status_code == 400
     assert fragment in r.json()["error"]
@@ -130,8 +154,9 @@ def test_body_over_the_cap_is_413(h: Harness) -> None:
 
 
 def test_unknown_entity_types_and_deletions_are_acknowledged_and_ignored(h: Harness) -> None:
-    r = h.post(delivery(("appointment", 3, "updated"), ("job", 4, "deleted"),
-                        ("company", 8, "updated")))
+    r = h.post(
+        delivery(("appointment", 3, "updated"), ("job", 4, "deleted"), ("company", 8, "updated"))
+    )
     assert r.status_code == 202
     assert r.json() == {"enqueued": 1, "duplicates": 0, "ignored": 2}
     assert h.sent == [("sync.customer", (8, "main"))]
@@ -161,12 +186,20 @@ def test_healthz_ok(h: Harness) -> None:
 
 
 def test_send_job_endpoint_needs_the_token(tmp_path: Path) -> None:
-    env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://",
-                   extra={"STSYNC_SEND_JOB_TOKEN": "t" * 32})
+    env = demo_env(
+        tmp_path,
+        infolink_url="sqlite://",
+        database_url="sqlite://",
+        extra={"STSYNC_SEND_JOB_TOKEN": "t" * 32},
+    )
     hh = Harness(load_settings(DEMO_CONFIG, env), fakeredis.FakeRedis())
     assert hh.client.post("/jobs/12/send?connection=main").status_code == 401
-    assert hh.client.post("/jobs/12/send?connection=main",
-                          headers={"x-stsync-token": "wrong"}).status_code == 401
+    assert (
+        hh.client.post(
+            "/jobs/12/send?connection=main", headers={"x-stsync-token": "wrong"}
+        ).status_code
+        == 401
+    )
     r = hh.client.post("/jobs/12/send?connection=nope", headers={"x-stsync-token": "t" * 32})
     assert r.status_code == 400 and "unknown connection" in r.json()["error"]
     r = hh.client.post("/jobs/12/send?connection=main", headers={"x-stsync-token": "t" * 32})

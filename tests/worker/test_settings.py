@@ -34,12 +34,18 @@ def test_demo_config_loads(tmp_path: Path) -> None:
     ("replace", "by", "expect"),
     [
         ('number_prefix = "T"', 'number_prefix = "T/"', "connections.main.jobs.number_prefix"),
-        ('codes = { prefix = "C", start = 1, end = 99999, width = 5 }',
-         'codes = { prefix = "CUSTX", start = 1, end = 99999999, width = 5 }', "Spectrum allows 10"),
+        (
+            'codes = { prefix = "C", start = 1, end = 99999, width = 5 }',
+            'codes = { prefix = "CUSTX", start = 1, end = 99999999, width = 5 }',
+            "Spectrum allows 10",
+        ),
         ('"200" = "F"', '"200" = "Q"', "price_method"),
         ('by_service_line = { SP = "100"', 'by_service_line = { SP = "999"', "is not one of codes"),
-        ('pm_tag_pattern = "^PM:(?P<pm>[A-Za-z0-9_.]{1,15})$"', 'pm_tag_pattern = "^PM:(.*)$"',
-         "named group"),
+        (
+            'pm_tag_pattern = "^PM:(?P<pm>[A-Za-z0-9_.]{1,15})$"',
+            'pm_tag_pattern = "^PM:(.*)$"',
+            "named group",
+        ),
         ('mode = "jc"', 'mode = "erp"', "connections.main.mode"),
         ('timezone = "America/New_York"', 'timezone = "Mars/Olympus"', "timezone"),
     ],
@@ -53,7 +59,9 @@ def test_bad_values_name_the_key(tmp_path: Path, replace: str, by: str, expect: 
 
 
 def test_unknown_key_is_refused_not_ignored(tmp_path: Path) -> None:
-    text = DEMO_CONFIG.read_text().replace("[connections.main.jobs]", "[connections.main.jobs]\nnumber_prefx = \"T\"")
+    text = DEMO_CONFIG.read_text().replace(
+        "[connections.main.jobs]", '[connections.main.jobs]\nnumber_prefx = "T"'
+    )
     with pytest.raises(ConfigError, match="number_prefx"):
         load_settings(write(tmp_path, text), env(tmp_path))
 
