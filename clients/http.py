@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, quote_plus
@@ -25,7 +25,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import tenacity
 
-from clients.errors import AmbiguousWriteError, TransientError
+from clients.errors import AmbiguousWriteError, SyncError, TransientError
 
 T = TypeVar("T")
 
@@ -98,6 +98,24 @@ class Redactor:
         return self._parent(text) if self._parent is not None else text
 
 
+def scrub(exc: SyncError, redact: Redactor) -> SyncError:
+    """Remove credentials from an error's message and Spectrum rows, in place.
+
+    Servers echo what they were sent (an Authorization ID in a row's description, a token in an
+    HTML error page); every error leaves a client through this.
+    """
+    clean = redact(exc.message)
+    if clean != exc.message:
+        exc.message = clean
+        exc.args = (clean, *exc.args[1:])
+    rows = getattr(exc, "rows", None)
+    if rows:
+        exc.rows = tuple(  # type: ignore[attr-defined]
+            replace(r, description=redact(r.description), column=redact(r.column)) for r in rows
+        )
+    return exc
+
+
 def outcome_of(exc: BaseException | None) -> Outcome:
     """The ``CallRecord.outcome`` of an exchange that ended with ``exc`` (None: success)."""
     if exc is None:
@@ -137,16 +155,14 @@ def request_not_sent(exc: httpx.TransportError) -> bool:
     )
 
 
-def transport_failure(
-    exc: httpx.TransportError, *, what: str, write: bool, redact: Redactor
-) -> TransientError:
+def transport_failure(exc: httpx.TransportError, *, what: str, write: bool) -> TransientError:
     """Classify an httpx transport failure.
 
     A write whose request may have reached the server is ambiguous (it may have been applied); a
     failure to connect at all is plainly transient, for reads and writes alike.
     """
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    reason = redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if write and not request_not_sent(exc):
         return AmbiguousWriteError(
             f"{what} {kind} after the request was sent ({reason}); it may have been applied"

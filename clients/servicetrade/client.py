@@ -42,6 +42,7 @@ from clients.http import (
     make_timeout,
     retry_after_seconds,
     retrying,
+    scrub,
     server_failure,
     transport_failure,
 )
@@ -227,15 +228,17 @@ class ServiceTradeClient:
         service: str,
         digest: str,
         write: bool,
-        classify: Callable[[httpx.Response, str, bool, Redactor], R],
+        classify: Callable[[httpx.Response, str, bool], R],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
     ) -> R:
-        """Send one request, classify its answer, report it to ``on_call``."""
-        redact = redact or self._redact
+        """Send one request, classify its answer, report it to ``on_call``.
+
+        Errors leave scrubbed of credentials (and of ``redact``'s extra secrets).
+        """
         what = f"ServiceTrade {method} {a.API_PREFIX}/{path}"
         started = time.perf_counter()
         status: int | None = None
@@ -250,10 +253,11 @@ class ServiceTradeClient:
                     data=form,
                 )
             except httpx.TransportError as exc:
-                raise transport_failure(exc, what=what, write=write, redact=redact) from exc
+                raise transport_failure(exc, what=what, write=write) from exc
             status = resp.status_code
-            result = classify(resp, what, write, redact)
+            result = classify(resp, what, write)
         except SyncError as exc:
+            scrub(exc, redact or self._redact)
             self._reporter.report(
                 service=service, method=method, digest=digest, started=started, status=status,
                 exc=exc,
@@ -265,7 +269,7 @@ class ServiceTradeClient:
         return result
 
     @staticmethod
-    def _classify(resp: httpx.Response, what: str, write: bool, redact: Redactor) -> Any:
+    def _classify(resp: httpx.Response, what: str, write: bool) -> Any:
         """Unwrap ``data`` from a success; raise the right error class for anything else."""
         status = resp.status_code
         if 200 <= status < 300:
@@ -280,7 +284,7 @@ class ServiceTradeClient:
                     f"{what}: HTTP {status} with a body that is not a JSON object", write=write
                 )
             return payload.get("data")
-        detail = redact(_messages(resp))
+        detail = _messages(resp)
         message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
         if status == 401:
             raise _UnauthorizedError(message)
@@ -317,11 +321,11 @@ class ServiceTradeClient:
             self._session_id = None
 
     @staticmethod
-    def _classify_auth(resp: httpx.Response, what: str, write: bool, redact: Redactor) -> Any:
+    def _classify_auth(resp: httpx.Response, what: str, write: bool) -> Any:
         """Token and login answers: a refusal of the credentials is an ``AuthorizationError``."""
         status = resp.status_code
         if status in (400, 401, 403):
-            detail = redact(_messages(resp))
+            detail = _messages(resp)
             raise AuthorizationError(
                 f"{what}: ServiceTrade refused the credentials (HTTP {status})"
                 + (f": {detail}" if detail else "")
@@ -334,7 +338,7 @@ class ServiceTradeClient:
             if not isinstance(payload, dict):
                 raise TransientError(f"{what}: HTTP {status} with a body that is not JSON")
             return payload
-        return ServiceTradeClient._classify(resp, what, write, redact)
+        return ServiceTradeClient._classify(resp, what, write)
 
     def _fetch_token(self) -> None:
         assert self._client_id is not None

@@ -44,6 +44,7 @@ from clients.http import (
     make_timeout,
     retry_after_seconds,
     retrying,
+    scrub,
     server_failure,
     transport_failure,
 )
@@ -304,10 +305,11 @@ class SpectrumClient:
                     method, path, headers=headers, content=content, json=json_body, data=data
                 )
             except httpx.TransportError as exc:
-                raise transport_failure(exc, what=what, write=write, redact=self._redact) from exc
+                raise transport_failure(exc, what=what, write=write) from exc
             status = resp.status_code
             result = classify(resp)
         except SyncError as exc:
+            scrub(exc, self._redact)
             self._reporter.report(
                 service=service, method=method, digest=digest, started=started, status=status,
                 exc=exc,
@@ -470,11 +472,13 @@ class SpectrumClient:
                 resp.content,
                 numbers,
                 retry_after=resp.headers.get("Retry-After"),
-                redact=self._redact,
             )
 
         def describe(results: list[ARInvoiceResult]) -> tuple[str, SyncError | None]:
             refused = [r for r in results if r.error is not None]
+            for r in refused:
+                assert r.error is not None
+                scrub(r.error, self._redact)
             detail = f"{len(results) - len(refused)} imported"
             if refused:
                 detail += "; refused: " + "; ".join(str(r.error) for r in refused)

@@ -22,7 +22,7 @@ from clients.errors import (
     PermanentError,
     TransientError,
 )
-from clients.http import Redactor, retry_after_seconds
+from clients.http import retry_after_seconds
 from clients.spectrum.models import ARInvoiceRequest
 from clients.spectrum.soap import says_duplicate
 
@@ -109,25 +109,23 @@ def interpret_response(
     numbers: Sequence[str],
     *,
     retry_after: str | None = None,
-    redact: Redactor | None = None,
 ) -> list[ARInvoiceResult]:
     """One result per submitted invoice number, in request order; or the error of the call.
 
     401/403 → ``AuthorizationError``; 429 → ``TransientError``; 408/5xx, or a success whose
     body does not account for every invoice → ``AmbiguousWriteError`` (some may have landed).
     """
-    redact = redact or Redactor()
     where = f"Spectrum POST {PATH}: HTTP {status}"
     if status in (401, 403):
         raise AuthorizationError(f"{where}: Spectrum refused the company code/Authorization ID")
     if status == 429:
         raise TransientError(where, retry_after=retry_after_seconds(retry_after))
     if status == 408 or status >= 500:
-        snippet = redact(body.decode("utf-8", "replace").strip()[:200])
+        snippet = body.decode("utf-8", "replace").strip()[:200]
         raise AmbiguousWriteError(f"{where} {snippet}; the invoices may have been imported")
     entries = _entries(body)
     if entries is None:
-        snippet = redact(body.decode("utf-8", "replace").strip()[:200])
+        snippet = body.decode("utf-8", "replace").strip()[:200]
         if 200 <= status < 300:
             raise AmbiguousWriteError(
                 f"{where}: unexpected body {snippet!r}; the invoices may have been imported"

@@ -1,0 +1,457 @@
+"""Info-Link reader against a temporary SQLite copy of the Info-Link tables, CHAR-padded on purpose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Table, create_engine, insert
+
+from clients.errors import ConfigError, TransientError
+from clients.spectrum import infolink_schema as s
+from clients.spectrum.infolink import CODE_TABLES, InfoLinkReader
+from clients.spectrum.po_models import PoLine
+
+CO = "ABC"
+
+
+def put(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that do not all name the same columns (the rest stay NULL)."""
+    for row in rows:
+        conn.execute(insert(table).values(**row))
+
+
+def pad(value: str, width: int) -> str:
+    """How a CHAR(width) column hands a value back."""
+    return value.ljust(width)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'infolink.sqlite'}"
+    engine = create_engine(url)
+    s.metadata.create_all(engine)
+    with engine.begin() as conn:
+        put(
+            conn,
+            s.customers,
+            [
+                {
+                    "Company_Code": CO,
+                    "Customer_Code": pad("ACME", 10),
+                    "Name": pad("Acme Fire", 30),
+                    "City": pad("Raleigh", 25),
+                    "Phone": None,
+                    "Status": "A",
+                },
+                {"Company_Code": "XYZ", "Customer_Code": pad("OTHER", 10), "Name": "Other co"},
+            ],
+        )
+        put(
+            conn,
+            s.sites,
+            [
+                {
+                    "Company_Code": pad(CO, 3),
+                    "Site_ID": pad("S0001", 10),
+                    "Site_Name": pad("Bistro #12", 30),
+                    "Site_Customer_Code": pad("ACME", 10),
+                },
+            ],
+        )
+        put(
+            conn,
+            s.jobs,
+            [
+                {
+                    "Company_Code": CO,
+                    "Job_Number": pad("ST-10452", 10),
+                    "Job_Description": pad("Roof", 25),
+                    "Customer_Code": pad("ACME", 10),
+                    "Est_Start_Date": date(2026, 3, 2),
+                    "Status_Code": "A",
+                },
+            ],
+        )
+        put(
+            conn,
+            s.phases,
+            [
+                {
+                    "Company_Code": CO,
+                    "Job_Number": pad("ST-10452", 10),
+                    "Phase_Code": pad(code, 20),
+                    "Cost_Type": pad(ct, 3),
+                    "Description": pad(desc, 25),
+                }
+                for code, ct, desc in [
+                    ("200", "M", "Material"),
+                    ("100", "L", "Labor"),
+                    ("100", "E", "Equip"),
+                ]
+            ]
+            + [{"Company_Code": CO, "Job_Number": "OTHERJOB", "Phase_Code": "1", "Cost_Type": "L"}],
+        )
+        put(
+            conn,
+            s.employees,
+            [
+                {
+                    "Company_Code": CO,
+                    "Employee_Code": pad("E100", 11),
+                    "Employee_Name": pad("Sam Tech", 30),
+                    "Department_Code": pad("10", 6),
+                },
+            ],
+        )
+        put(
+            conn,
+            s.ar_invoices,
+            [
+                {
+                    "Company_Code": CO,
+                    "Invoice_Or_Transaction": pad("ST4401", 10),
+                    "Customer_Code": "ACME",
+                    "Transaction_Type": "I",
+                    "Invoice_Date": date(2026, 3, 2),
+                    "Invoice_Amount": Decimal("450.00"),
+                },
+            ],
+        )
+        put(
+            conn,
+            s.ar_invoice_lines,
+            [
+                {
+                    "Company_Code": CO,
+                    "Invoice_Or_Transaction": pad("ST4401", 10),
+                    "Line_Number": n,
+                    "Detail_Description": pad(d, 30),
+                    "Line_Extension": Decimal(a),
+                }
+                for n, d, a in [(2, "Parts", "150.00"), (1, "Labor", "300.00")]
+            ],
+        )
+        put(
+            conn,
+            s.work_orders,
+            [
+                {
+                    "Company_Code": CO,
+                    "WO_Number": pad("J52311", 10),
+                    "WO_Reference_Code": "S",
+                    "WO_Job_Number": pad("S0001", 10),
+                    "Summary_Description": "Annual inspection  ",
+                },
+            ],
+        )
+        put(
+            conn,
+            s.pre_time,
+            [
+                {
+                    "Company_Code": CO,
+                    "Employee_Code": "E100",
+                    "Batch_Code": "20260302",
+                    "Pay_Type": "R",
+                    "Work_Date": date(2026, 3, 2),
+                    "Hours_Employee": Decimal("2.5"),
+                    "Message": pad("ST-TC77-1", 30),
+                },
+                {
+                    "Company_Code": CO,
+                    "Employee_Code": "E100",
+                    "Batch_Code": "20260302",
+                    "Pay_Type": "R",
+                    "Work_Date": date(2026, 3, 2),
+                    "Hours_Employee": Decimal("1.0"),
+                    "Message": pad("ST-TC77-2", 30),
+                },
+            ],
+        )
+        put(conn, s.terms, [{"Company_Code": CO, "Terms_Code": "N", "Description": "Net 30"}])
+        put(conn, s.sales_tax_codes, [{"Company_Code": CO, "Sales_Tax_Code": pad("NC", 15)}])
+        put(conn, s.gl_accounts, [{"Company_Code": "XYZ", "GL_Account": "4000"}])
+        put(conn, s.cost_centers, [{"Company_Code": CO, "Cost_Center": pad("100", 10)}])
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def reader(db_url: str) -> Iterator[InfoLinkReader]:
+    with InfoLinkReader(db_url, CO) as r:
+        yield r
+
+
+def test_find_customer_trims_and_keeps_null(reader: InfoLinkReader):
+    row = reader.find_customer("ACME")
+    assert row is not None
+    assert row["Customer_Code"] == "ACME"
+    assert row["Name"] == "Acme Fire"
+    assert row["City"] == "Raleigh"
+    assert row["Phone"] is None
+    assert reader.find_customer("  ACME ") == row  # callers' padding is ignored too
+    assert reader.find_customer("NOPE") is None
+
+
+def test_queries_are_company_scoped(db_url: str, reader: InfoLinkReader):
+    assert reader.find_customer("OTHER") is None
+    with InfoLinkReader(db_url, "XYZ") as other:
+        found = other.find_customer("OTHER")
+        assert found is not None and found["Name"] == "Other co"
+        assert other.find_customer("ACME") is None
+
+
+def test_find_site_job_employee_work_order(reader: InfoLinkReader):
+    site = reader.find_site("S0001")
+    assert site is not None and site["Site_Name"] == "Bistro #12" and site["Company_Code"] == CO
+    job = reader.find_job("ST-10452")
+    assert job is not None and job["Job_Description"] == "Roof"
+    assert job["Est_Start_Date"] == date(2026, 3, 2)
+    emp = reader.find_employee("E100")
+    assert emp is not None and emp["Department_Code"] == "10"
+    wo = reader.find_work_order("J52311")
+    assert wo is not None and wo["Summary_Description"] == "Annual inspection"
+    assert reader.find_job("ST-99999") is None
+
+
+def test_list_phases_ordered_and_scoped_to_the_job(reader: InfoLinkReader):
+    phases = reader.list_phases("ST-10452")
+    assert [(p["Phase_Code"], p["Cost_Type"], p["Description"]) for p in phases] == [
+        ("100", "E", "Equip"),
+        ("100", "L", "Labor"),
+        ("200", "M", "Material"),
+    ]
+    assert reader.list_phases("NOPE") == []
+
+
+def test_find_ar_invoice_with_lines(reader: InfoLinkReader):
+    inv = reader.find_ar_invoice("ST4401")
+    assert inv is not None
+    assert inv["Invoice_Amount"] == Decimal("450.00")
+    assert [(line["Line_Number"], line["Detail_Description"]) for line in inv["lines"]] == [
+        (1, "Labor"),
+        (2, "Parts"),
+    ]
+    assert reader.find_ar_invoice("ST0000") is None
+
+
+def test_find_pre_time_by_trimmed_message(reader: InfoLinkReader):
+    rows = reader.find_pre_time("ST-TC77-1")
+    assert len(rows) == 1
+    assert rows[0]["Hours_Employee"] == Decimal("2.5")
+    assert rows[0]["Message"] == "ST-TC77-1"
+    assert reader.find_pre_time("ST-TC77") == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "expected"),
+    [
+        ("terms", "N", True),
+        ("terms", "X", False),
+        ("sales_tax", "NC", True),
+        ("cost_center", "100", True),
+        ("gl_account", "4000", False),  # exists, but for another company
+        ("customer", "ACME", True),
+        ("job", "ST-10452", True),
+        ("employee", "E100", True),
+        ("employee", "E999", False),
+        ("tax_class", "NC", False),
+    ],
+)
+def test_code_exists(reader: InfoLinkReader, kind: str, code: str, expected: bool):
+    assert reader.code_exists(kind, code) is expected
+
+
+def test_code_exists_covers_every_kind_and_refuses_unknown(reader: InfoLinkReader):
+    for kind in (
+        "terms",
+        "sales_tax",
+        "tax_class",
+        "cost_center",
+        "gl_account",
+        "cost_type",
+        "salesperson",
+        "pay_type",
+        "department",
+        "job_type",
+        "customer",
+        "job",
+        "employee",
+    ):
+        assert kind in CODE_TABLES
+        assert reader.code_exists(kind, "NO-SUCH") is False
+    with pytest.raises(ValueError, match="unknown code kind 'bogus'"):
+        reader.code_exists("bogus", "X")
+
+
+# --- purchase orders ------------------------------------------------------------------------------
+def add_pos(url: str, n_pos: int, lines_per_po: int, *, modified: datetime) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        put(
+            conn,
+            s.po_headers,
+            [
+                {
+                    "Company_Code": CO,
+                    "PO_Number": pad(f"PO{i:04d}", 10),
+                    "Vendor_Code": pad("V1", 10),
+                    "Job_Number": pad("ST-10452", 10),
+                    "PO_Date_List1": date(2026, 3, 1),
+                    "Status": "O",
+                    "Date_Modified": modified,
+                }
+                for i in range(n_pos)
+            ]
+            + [
+                {
+                    "Company_Code": "XYZ",
+                    "PO_Number": "PO0000",
+                    "Vendor_Code": "V9",
+                    "Date_Modified": modified,
+                }
+            ],
+        )
+        put(
+            conn,
+            s.po_details,
+            [
+                {
+                    "Company_Code": CO,
+                    "PO_Number": pad(f"PO{i:04d}", 10),
+                    "Line_Number": f"{j:03d}",
+                    "Item_Code": pad("PIPE-2", 15),
+                    "Item_Description": pad(f"Pipe {i}-{j}", 30),
+                    "PO_Quantity_List1": Decimal("5.0000"),
+                    "Item_Price": Decimal("6.5000"),
+                    "Unit_Of_Measure": pad("EA", 3),
+                    "Line_Extension_List1": Decimal("32.50"),
+                    "Phase_Code": pad("100", 20),
+                    "Cost_Type": pad("M", 3),
+                    "Line_Status": "O",
+                    "Date_Modified": modified,
+                }
+                for i in range(n_pos)
+                for j in range(1, lines_per_po + 1)
+            ]
+            + [
+                {
+                    "Company_Code": "XYZ",
+                    "PO_Number": "PO0000",
+                    "Line_Number": "001",
+                    "Date_Modified": modified,
+                }
+            ],
+        )
+    engine.dispose()
+
+
+def test_iter_po_lines_pages_over_more_than_page_size(db_url: str, reader: InfoLinkReader):
+    add_pos(db_url, 7, 3, modified=datetime(2026, 3, 1, 12, 0))
+    pages = list(reader.iter_po_lines(None, page_size=5))
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 1]
+    lines = [line for page in pages for line in page]
+    keys = [(line.po_number, line.line_number) for line in lines]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == 21  # every line once, none from the other company
+    first = lines[0]
+    assert first == PoLine(
+        po_number="PO0000",
+        line_number="001",
+        vendor_code="V1",
+        job_number="ST-10452",
+        order_date=date(2026, 3, 1),
+        po_status="O",
+        item_code="PIPE-2",
+        description="Pipe 0-1",
+        quantity=Decimal("5"),
+        unit_cost=Decimal("6.5"),
+        unit_of_measure="EA",
+        extension=Decimal("32.5"),
+        gl_account=None,
+        phase_code="100",
+        cost_type="M",
+        line_status="O",
+        modified_at=datetime(2026, 3, 1, 12, 0),
+    )
+
+
+def test_iter_po_lines_exact_multiple_of_page_size(db_url: str, reader: InfoLinkReader):
+    add_pos(db_url, 2, 2, modified=datetime(2026, 3, 1))
+    assert [len(p) for p in reader.iter_po_lines(None, page_size=2)] == [2, 2]
+
+
+def test_iter_po_lines_changed_since_header_or_line(db_url: str, reader: InfoLinkReader):
+    add_pos(db_url, 3, 2, modified=datetime(2026, 1, 1))
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            s.po_details.update()
+            .where(
+                s.po_details.c.PO_Number == pad("PO0001", 10), s.po_details.c.Line_Number == "002"
+            )
+            .values(Date_Modified=datetime(2026, 2, 10))
+        )
+        conn.execute(
+            s.po_headers.update()
+            .where(s.po_headers.c.PO_Number == pad("PO0002", 10))
+            .values(Date_Modified=datetime(2026, 2, 5), Status="C")
+        )
+    engine.dispose()
+    changed = [line for page in reader.iter_po_lines(datetime(2026, 2, 1)) for line in page]
+    assert [(line.po_number, line.line_number) for line in changed] == [
+        ("PO0001", "002"),
+        ("PO0002", "001"),
+        ("PO0002", "002"),
+    ]
+    assert changed[0].modified_at == datetime(2026, 2, 10)
+    assert changed[1].po_status == "C"
+    assert changed[1].modified_at == datetime(2026, 2, 5)
+    assert list(reader.iter_po_lines(datetime(2026, 3, 1))) == []
+
+
+def test_iter_po_lines_refuses_bad_page_size(reader: InfoLinkReader):
+    with pytest.raises(ValueError, match="page_size"):
+        next(reader.iter_po_lines(None, page_size=0))
+
+
+# --- failures ------------------------------------------------------------------------------------
+def test_unreachable_sqlite_is_transient(tmp_path: Path):
+    with (
+        InfoLinkReader(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.sqlite'}", CO) as reader,
+        pytest.raises(TransientError, match="Info-Link unreachable"),
+    ):
+        reader.find_customer("ACME")
+
+
+def test_unreachable_server_is_transient_without_password():
+    url = "postgresql+psycopg://infolink:Sup3rSecretPw@127.0.0.1:1/spectrum?connect_timeout=2"
+    with InfoLinkReader(url, CO) as reader, pytest.raises(TransientError) as info:
+        reader.code_exists("terms", "N")
+    text = str(info.value)
+    assert text.startswith("Info-Link unreachable")
+    assert "Sup3rSecretPw" not in text
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_engine_can_be_injected(db_url: str):
+    engine = create_engine(db_url)
+    reader = InfoLinkReader("ignored://", CO, engine=engine)
+    assert reader.find_customer("ACME") is not None
+    reader.close()  # not ours: the engine stays usable
+    with engine.connect():
+        pass
+    engine.dispose()
+
+
+def test_bad_configuration():
+    with pytest.raises(ConfigError):
+        InfoLinkReader("sqlite://", "  ")
+    with pytest.raises(ConfigError) as info:
+        InfoLinkReader("not a url :// with secret", CO)
+    assert "secret" not in str(info.value)
