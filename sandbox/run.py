@@ -67,7 +67,9 @@ class _Server:
 def _bind(host: str, port: int) -> socket.socket:
     """A bound (not yet listening) TCP socket; port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only when it does, and
+    # without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -198,7 +200,7 @@ def start_sandbox(
         if world is not None:
             _fresh_sqlite_file(db_path)
         db = SpectrumDB(infolink_url)
-        state = STState()
+        state = STState(base_url=st_url)
         if world is not None:
             db.load(world.spectrum, baseline=True)
             state.load(world.servicetrade)
@@ -264,7 +266,7 @@ def in_process_sandbox(
     world = build_world(spec)
     db = SpectrumDB(db_url)
     db.load(world.spectrum, baseline=True)
-    state = STState()
+    state = STState(base_url=spec.st_base_url)
     state.load(world.servicetrade)
     st_injector, sp_injector = FaultInjector(), FaultInjector()
     st_app = create_st_app(state, st_injector, base_url=spec.st_base_url)

@@ -440,9 +440,9 @@ def test_world_loads_into_spectrum_db(world: SeedWorld, tmp_path: Path) -> None:
 
 def test_world_loads_into_st_state(world: SeedWorld) -> None:
     from fastapi.testclient import TestClient
-    from sandbox.servicetrade.app import create_app
 
     from sandbox.faults import FaultInjector
+    from sandbox.servicetrade.app import create_app
     from sandbox.servicetrade.state import STState
 
     state = STState()
