@@ -488,7 +488,8 @@ def _salesperson(
         return ""
     if user is None:
         raise PrerequisiteMissing(
-            f"{record}: salesperson: the job has no salesperson and "
+            f"{record}: salesperson: the invoice's job has no salesperson (or the invoice has no "
+            "job) and "
             f"{_key(connection, 'invoices.require_salesperson')} is on: assign a salesperson on "
             "the ServiceTrade job",
             field="Salesperson_Code",
@@ -501,6 +502,22 @@ def _salesperson(
         field="Salesperson_Code",
         value=user.id,
     )
+
+
+def customer_po(invoice: Invoice) -> str:
+    """The customer PO for the header (25 characters). A longer PO is an error, not a cut: a
+    shortened PO would no longer match the customer's paperwork (as for work orders)."""
+    po = _clean_text(invoice.customer_po)
+    limit = _HEADER_FIELDS["Customer_PO"].max_len
+    if len(po) > limit:
+        raise MappingError(
+            record_name(invoice),
+            "Customer_PO",
+            f"customer PO {po!r} is {len(po)} characters; Spectrum allows {limit} and a shortened "
+            "PO would not match the customer's paperwork: shorten it on the ServiceTrade invoice",
+            value=po,
+        )
+    return po
 
 
 # --- building the documents ----------------------------------------------------------------------
@@ -686,7 +703,7 @@ def st_invoice_to_ar_invoices(
         "Sales_Tax_Code": sales_tax_code(
             invoice, location_state=location_state, rules=rules.tax, connection=connection
         ),
-        "Customer_PO": _clean_text(invoice.customer_po),
+        "Customer_PO": customer_po(invoice),
     }
     reference = (invoice.invoice_number or "").strip() or str(invoice.id)
 
@@ -821,14 +838,43 @@ def void_credit_memo(
     return [_build(record, header, [dict(line) for line in posted.details])]
 
 
+def ar_request_from_infolink(row: Mapping[str, object]) -> ARInvoiceRequest:
+    """The posted document as Spectrum holds it (``InfoLinkReader.find_ar_invoice``: the header
+    row with its ``lines``), rebuilt as a request, so a void offsets what is really in the books."""
+    number = str(row.get("Invoice_Or_Transaction") or "")
+
+    def text(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, date):
+            return format_date(value)
+        if isinstance(value, Decimal | int | float):
+            return format_decimal(Decimal(str(value)), 4) if value else "0"
+        return str(value).strip()
+
+    header = {f: text(row.get(f)) for f in _HEADER_FIELDS}
+    if row.get("Sales_Tax_Amount") is not None:
+        header["Sales_Tax_Amount"] = format_money(Decimal(str(row["Sales_Tax_Amount"])))
+    raw_lines = row.get("lines")
+    details: list[dict[str, str]] = []
+    for line in raw_lines if isinstance(raw_lines, list) else []:
+        detail = {f: text(line.get(f)) for f in _DETAIL_FIELDS}
+        if line.get("Line_Extension") is not None:
+            detail["Line_Extension"] = format_money(Decimal(str(line["Line_Extension"])))
+        details.append({k: v for k, v in detail.items() if v})
+    return _build(f"Spectrum invoice {number}", header, details)
+
+
 # --- failures people can act on (F14) ------------------------------------------------------------
-def failure_comment(invoice_id: int, error: BaseException) -> str:
-    """The ServiceTrade comment on a failed invoice: what went wrong and what to fix.
+def failure_comment(invoice_id: int, error: BaseException, *, voided: bool = False) -> str:
+    """The ServiceTrade comment on an invoice that failed: what went wrong and what to fix.
 
     Names Spectrum's row messages (code, text, column), the field and the value when known, and
-    how to retry (set the invoice back to ready for accounting).
+    how to retry: set the invoice back to pending accounting, or (``voided``: the credit memo of a
+    void failed) run ``stsync retry``, since a void invoice is never approved again.
     """
-    parts = [f"stsync could not post invoice {invoice_id} to Spectrum: {error}"]
+    what = "credit the void of" if voided else "post"
+    parts = [f"stsync could not {what} invoice {invoice_id} in Spectrum: {error}"]
     if isinstance(error, PermanentError) and error.rows:
         parts.append("Spectrum said: " + "; ".join(str(row) for row in error.rows))
     field = getattr(error, "field", None)
@@ -838,8 +884,16 @@ def failure_comment(invoice_id: int, error: BaseException) -> str:
         if value not in (None, ""):
             detail += f", value: {value!r}"
         parts.append(detail)
-    if isinstance(error, PrerequisiteMissing):
-        parts.append("Fix the missing record or mapping; stsync retries the invoice after that.")
+    if voided:
+        parts.append(
+            "Fix the cause (Spectrum setup or the stsync configuration), then run "
+            f"`stsync retry invoice {invoice_id}`; the credit memo is posted once."
+        )
+    elif isinstance(error, PrerequisiteMissing):
+        parts.append(
+            "Fix the missing record or mapping, then set the invoice back to pending accounting "
+            "to send it again."
+        )
     else:
         parts.append(
             "Fix this in ServiceTrade (or the stsync mapping / Spectrum setup), then set the "

@@ -28,6 +28,7 @@ from clients.spectrum.models import ARInvoiceRequest
 from mappers.invoice import (
     DocumentNumbers,
     PostedDocuments,
+    ar_request_from_infolink,
     batch_code,
     check_processing_window,
     document_numbers,
@@ -586,7 +587,7 @@ def test_description_falls_back_to_lib_item() -> None:
         ({"totalPrice": "999"}, "totalPrice", "does not add up"),
         ({"subtotal": "1"}, "subtotal", "does not add up"),
         ({"items": []}, "items", "no lines"),
-        ({"customerPo": "P" * 26}, "ARMultiLineInvoice", "Customer_PO"),
+        ({"customerPo": "P" * 26}, "Customer_PO", "26 characters; Spectrum allows 25"),
         ({"transactionDate": 10**13}, "transactionDate", "unix time"),
     ],
 )
@@ -713,6 +714,54 @@ def test_void_of_a_credit_memo_is_skipped_and_window_enforced() -> None:
     )
     with pytest.raises(MappingError, match="processing window"):
         void_credit_memo(inv, posted=posted, void_date=date(2026, 3, 2), rules=closed)
+
+
+def test_posted_document_rebuilt_from_infolink() -> None:
+    inv = make_invoice(
+        [
+            item(
+                1,
+                "1.5",
+                "300",
+                serviceLine=SP,
+                taxRate="7",
+                taxAmount="31.50",
+                description="A description longer than thirty characters",
+            ),
+        ]
+    )
+    (posted,) = map_invoice(inv)
+    row: dict[str, Any] = {
+        **{k: v for k, v in posted.header.items() if k not in ("GL_Date", "Invoice_Date")},
+        "GL_Date": date(2026, 1, 15),
+        "Invoice_Date": date(2026, 1, 15),
+        "Sales_Tax_Amount": Decimal("31.5"),
+        "Terms_Code": None,
+        "Invoice_Amount": Decimal("450.00"),
+        "lines": [
+            {
+                "Line_Number": 1,
+                "Quantity": Decimal("1.5000"),
+                "Line_Extension": Decimal("450"),
+                "Detail_Description": posted.details[0]["Detail_Description"],
+                "GL_Account": "4000",
+                "Taxable_Flag": "Y",
+                "Income_Cost_Center": "100",
+                "Message": None,
+                "Unit_Of_Measure": None,
+            },
+            {
+                "Line_Number": 2,
+                "Quantity": None,
+                "Line_Extension": None,
+                "Detail_Description": None,
+                "Message": posted.details[1]["Message"],
+            },
+        ],
+    }
+    rebuilt = ar_request_from_infolink(row)
+    assert rebuilt.header == posted.header
+    assert rebuilt.details == posted.details
 
 
 # --- failure comment -----------------------------------------------------------------------------
