@@ -69,11 +69,12 @@ def envelope(
 
 def call(client: TestClient, service: str, values: dict[str, str] | None = None,
          **kw: Any) -> httpx.Response:
-    return client.post(
+    resp: httpx.Response = client.post(
         f"/ws/{service}",
         content=envelope(service, values, **kw),
         headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
     )
+    return resp
 
 
 def _local(tag: str) -> str:
@@ -201,15 +202,17 @@ def seed_rows() -> dict[str, list[dict[str, Any]]]:
     return ref
 
 
-@pytest.fixture
-def db() -> SpectrumDB:
+# Fixtures are registered under their short names; test modules import the ``*_fixture`` objects.
+@pytest.fixture(name="db")
+def db_fixture() -> SpectrumDB:
+    """The seeded in-memory Spectrum (seed also kept as the reset baseline)."""
     d = SpectrumDB()
     d.load(seed_rows(), baseline=True)
     return d
 
 
-@pytest.fixture
-def client(db: SpectrumDB) -> Iterator[TestClient]:
+@pytest.fixture(name="client")
+def client_fixture(db: SpectrumDB) -> Iterator[TestClient]:
     with TestClient(create_app(db)) as c:
         yield c
 
