@@ -146,6 +146,15 @@ class InfoLinkReader:
     def find_job(self, job_number: str) -> dict[str, Any] | None:
         return self._find(s.jobs, "Job_Number", job_number)
 
+    def list_jobs_at_site(self, site_id: str) -> list[dict[str, Any]]:
+        """Jobs whose ``WO_Site`` is ``site_id``, by job number (F5 job-from-location)."""
+        j = s.jobs
+        return self._rows(
+            select(j)
+            .where(self._co(j), _t(j.c.WO_Site) == site_id.strip())
+            .order_by(_t(j.c.Job_Number))
+        )
+
     def list_phases(self, job_number: str) -> list[dict[str, Any]]:
         p = s.phases
         return self._rows(

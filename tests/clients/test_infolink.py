@@ -74,7 +74,11 @@ def db_url(tmp_path: Path) -> str:
                     "Customer_Code": pad("ACME", 10),
                     "Est_Start_Date": date(2026, 3, 2),
                     "Status_Code": "A",
+                    "WO_Site": pad("S0001", 10),
                 },
+                {"Company_Code": CO, "Job_Number": pad("ST-10400", 10), "WO_Site": "S0001"},
+                {"Company_Code": CO, "Job_Number": "ST-10500", "WO_Site": pad("S0002", 10)},
+                {"Company_Code": "XYZ", "Job_Number": "ST-10401", "WO_Site": "S0001"},
             ],
         )
         put(
@@ -187,7 +191,7 @@ def reader(db_url: str) -> Iterator[InfoLinkReader]:
         yield r
 
 
-def test_find_customer_trims_and_keeps_null(reader: InfoLinkReader):
+def test_find_customer_trims_and_keeps_null(reader: InfoLinkReader) -> None:
     row = reader.find_customer("ACME")
     assert row is not None
     assert row["Customer_Code"] == "ACME"
@@ -198,7 +202,7 @@ def test_find_customer_trims_and_keeps_null(reader: InfoLinkReader):
     assert reader.find_customer("NOPE") is None
 
 
-def test_queries_are_company_scoped(db_url: str, reader: InfoLinkReader):
+def test_queries_are_company_scoped(db_url: str, reader: InfoLinkReader) -> None:
     assert reader.find_customer("OTHER") is None
     with InfoLinkReader(db_url, "XYZ") as other:
         found = other.find_customer("OTHER")
@@ -206,7 +210,7 @@ def test_queries_are_company_scoped(db_url: str, reader: InfoLinkReader):
         assert other.find_customer("ACME") is None
 
 
-def test_find_site_job_employee_work_order(reader: InfoLinkReader):
+def test_find_site_job_employee_work_order(reader: InfoLinkReader) -> None:
     site = reader.find_site("S0001")
     assert site is not None and site["Site_Name"] == "Bistro #12" and site["Company_Code"] == CO
     job = reader.find_job("ST-10452")
@@ -219,7 +223,14 @@ def test_find_site_job_employee_work_order(reader: InfoLinkReader):
     assert reader.find_job("ST-99999") is None
 
 
-def test_list_phases_ordered_and_scoped_to_the_job(reader: InfoLinkReader):
+def test_list_jobs_at_site(reader: InfoLinkReader) -> None:
+    jobs = reader.list_jobs_at_site("S0001")
+    assert [j["Job_Number"] for j in jobs] == ["ST-10400", "ST-10452"]
+    assert jobs[1]["WO_Site"] == "S0001"
+    assert reader.list_jobs_at_site("S9999") == []
+
+
+def test_list_phases_ordered_and_scoped_to_the_job(reader: InfoLinkReader) -> None:
     phases = reader.list_phases("ST-10452")
     assert [(p["Phase_Code"], p["Cost_Type"], p["Description"]) for p in phases] == [
         ("100", "E", "Equip"),
@@ -229,7 +240,7 @@ def test_list_phases_ordered_and_scoped_to_the_job(reader: InfoLinkReader):
     assert reader.list_phases("NOPE") == []
 
 
-def test_find_ar_invoice_with_lines(reader: InfoLinkReader):
+def test_find_ar_invoice_with_lines(reader: InfoLinkReader) -> None:
     inv = reader.find_ar_invoice("ST4401")
     assert inv is not None
     assert inv["Invoice_Amount"] == Decimal("450.00")
@@ -240,7 +251,7 @@ def test_find_ar_invoice_with_lines(reader: InfoLinkReader):
     assert reader.find_ar_invoice("ST0000") is None
 
 
-def test_find_pre_time_by_trimmed_message(reader: InfoLinkReader):
+def test_find_pre_time_by_trimmed_message(reader: InfoLinkReader) -> None:
     rows = reader.find_pre_time("ST-TC77-1")
     assert len(rows) == 1
     assert rows[0]["Hours_Employee"] == Decimal("2.5")
@@ -263,11 +274,11 @@ def test_find_pre_time_by_trimmed_message(reader: InfoLinkReader):
         ("tax_class", "NC", False),
     ],
 )
-def test_code_exists(reader: InfoLinkReader, kind: str, code: str, expected: bool):
+def test_code_exists(reader: InfoLinkReader, kind: str, code: str, expected: bool) -> None:
     assert reader.code_exists(kind, code) is expected
 
 
-def test_code_exists_covers_every_kind_and_refuses_unknown(reader: InfoLinkReader):
+def test_code_exists_covers_every_kind_and_refuses_unknown(reader: InfoLinkReader) -> None:
     for kind in (
         "terms",
         "sales_tax",
@@ -351,7 +362,7 @@ def add_pos(url: str, n_pos: int, lines_per_po: int, *, modified: datetime) -> N
     engine.dispose()
 
 
-def test_iter_po_lines_pages_over_more_than_page_size(db_url: str, reader: InfoLinkReader):
+def test_iter_po_lines_pages_over_more_than_page_size(db_url: str, reader: InfoLinkReader) -> None:
     add_pos(db_url, 7, 3, modified=datetime(2026, 3, 1, 12, 0))
     pages = list(reader.iter_po_lines(None, page_size=5))
     assert [len(p) for p in pages] == [5, 5, 5, 5, 1]
@@ -381,12 +392,12 @@ def test_iter_po_lines_pages_over_more_than_page_size(db_url: str, reader: InfoL
     )
 
 
-def test_iter_po_lines_exact_multiple_of_page_size(db_url: str, reader: InfoLinkReader):
+def test_iter_po_lines_exact_multiple_of_page_size(db_url: str, reader: InfoLinkReader) -> None:
     add_pos(db_url, 2, 2, modified=datetime(2026, 3, 1))
     assert [len(p) for p in reader.iter_po_lines(None, page_size=2)] == [2, 2]
 
 
-def test_iter_po_lines_changed_since_header_or_line(db_url: str, reader: InfoLinkReader):
+def test_iter_po_lines_changed_since_header_or_line(db_url: str, reader: InfoLinkReader) -> None:
     add_pos(db_url, 3, 2, modified=datetime(2026, 1, 1))
     engine = create_engine(db_url)
     with engine.begin() as conn:
@@ -415,13 +426,13 @@ def test_iter_po_lines_changed_since_header_or_line(db_url: str, reader: InfoLin
     assert list(reader.iter_po_lines(datetime(2026, 3, 1))) == []
 
 
-def test_iter_po_lines_refuses_bad_page_size(reader: InfoLinkReader):
+def test_iter_po_lines_refuses_bad_page_size(reader: InfoLinkReader) -> None:
     with pytest.raises(ValueError, match="page_size"):
         next(reader.iter_po_lines(None, page_size=0))
 
 
 # --- failures ------------------------------------------------------------------------------------
-def test_unreachable_sqlite_is_transient(tmp_path: Path):
+def test_unreachable_sqlite_is_transient(tmp_path: Path) -> None:
     with (
         InfoLinkReader(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.sqlite'}", CO) as reader,
         pytest.raises(TransientError, match="Info-Link unreachable"),
@@ -429,7 +440,7 @@ def test_unreachable_sqlite_is_transient(tmp_path: Path):
         reader.find_customer("ACME")
 
 
-def test_unreachable_server_is_transient_without_password():
+def test_unreachable_server_is_transient_without_password() -> None:
     url = "postgresql+psycopg://infolink:Sup3rSecretPw@127.0.0.1:1/spectrum?connect_timeout=2"
     with InfoLinkReader(url, CO) as reader, pytest.raises(TransientError) as info:
         reader.code_exists("terms", "N")
@@ -439,7 +450,7 @@ def test_unreachable_server_is_transient_without_password():
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_engine_can_be_injected(db_url: str):
+def test_engine_can_be_injected(db_url: str) -> None:
     engine = create_engine(db_url)
     reader = InfoLinkReader("ignored://", CO, engine=engine)
     assert reader.find_customer("ACME") is not None
@@ -449,7 +460,7 @@ def test_engine_can_be_injected(db_url: str):
     engine.dispose()
 
 
-def test_bad_configuration():
+def test_bad_configuration() -> None:
     with pytest.raises(ConfigError):
         InfoLinkReader("sqlite://", "  ")
     with pytest.raises(ConfigError) as info:

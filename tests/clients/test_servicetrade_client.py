@@ -85,7 +85,7 @@ COMPANY = {"id": 200, "name": "Burger Bistro Inc", "status": "active", "external
 # --- authentication -----------------------------------------------------------------------------
 def test_oauth_client_credentials_form_then_bearer(
     st: ServiceTradeClient, router: respx.Router, token_route: respx.Route
-):
+) -> None:
     route = router.get("/api/company/200").mock(
         return_value=httpx.Response(200, json=envelope(COMPANY))
     )
@@ -103,7 +103,9 @@ def test_oauth_client_credentials_form_then_bearer(
     assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
 
 
-def test_base_url_with_api_suffix_is_accepted(router: respx.Router, token_route: respx.Route):
+def test_base_url_with_api_suffix_is_accepted(
+    router: respx.Router, token_route: respx.Route
+) -> None:
     route = router.get("/api/company/200").mock(
         return_value=httpx.Response(200, json=envelope(COMPANY))
     )
@@ -118,7 +120,9 @@ def test_base_url_with_api_suffix_is_accepted(router: respx.Router, token_route:
     assert route.call_count == 1
 
 
-def test_legacy_session_login_cookie_and_logout(router: respx.Router, records: list[CallRecord]):
+def test_legacy_session_login_cookie_and_logout(
+    router: respx.Router, records: list[CallRecord]
+) -> None:
     login = router.post("/api/auth").mock(
         return_value=httpx.Response(
             200,
@@ -158,7 +162,7 @@ def test_legacy_session_login_cookie_and_logout(router: respx.Router, records: l
     assert all("sess-XYZ-123" not in r.detail and PASSWORD not in r.detail for r in records)
 
 
-def test_session_bad_credentials_is_authorization_error(router: respx.Router):
+def test_session_bad_credentials_is_authorization_error(router: respx.Router) -> None:
     router.post("/api/auth").mock(
         return_value=httpx.Response(403, json=envelope(None, error=[f"bad password {PASSWORD}"]))
     )
@@ -177,7 +181,7 @@ def test_session_bad_credentials_is_authorization_error(router: respx.Router):
     assert "403" in str(info.value)
 
 
-def test_oauth_refused_credentials(router: respx.Router):
+def test_oauth_refused_credentials(router: respx.Router) -> None:
     router.post("/api/oauth2/token").mock(
         return_value=httpx.Response(
             401, json={"error": "invalid_grant", "error_description": f"bad secret {SECRET}"}
@@ -198,14 +202,14 @@ def test_oauth_refused_credentials(router: respx.Router):
     assert SECRET not in str(info.value)
 
 
-def test_client_needs_credentials():
+def test_client_needs_credentials() -> None:
     with pytest.raises(ConfigError):
         ServiceTradeClient(BASE)
     with pytest.raises(ConfigError):
         ServiceTradeClient(BASE, client_id="only-id")
 
 
-def test_token_refreshed_five_minutes_before_expiry(router: respx.Router):
+def test_token_refreshed_five_minutes_before_expiry(router: respx.Router) -> None:
     tokens = iter([token_response("tok-1", 3600), token_response("tok-2", 3600)])
     token_route = router.post("/api/oauth2/token").mock(side_effect=lambda req: next(tokens))
     route = router.get("/api/company/200").mock(
@@ -235,7 +239,7 @@ def test_token_refreshed_five_minutes_before_expiry(router: respx.Router):
     ]
 
 
-def test_token_refresh_uses_jwt_exp(router: respx.Router):
+def test_token_refresh_uses_jwt_exp(router: respx.Router) -> None:
     start = 1_767_225_600  # 2026-01-01T00:00:00Z
     first, second = jwt(start + 1000), jwt(start + 5000)
     tokens = iter([token_response(first, 86400), token_response(second, 86400)])
@@ -259,7 +263,7 @@ def test_token_refresh_uses_jwt_exp(router: respx.Router):
 
 def test_401_reauthenticates_once_and_replays(
     st: ServiceTradeClient, router: respx.Router, token_route: respx.Route
-):
+) -> None:
     route = router.get("/api/company/200").mock(
         side_effect=[httpx.Response(401), httpx.Response(200, json=envelope(COMPANY))]
     )
@@ -270,7 +274,7 @@ def test_401_reauthenticates_once_and_replays(
 
 def test_second_401_is_authorization_error_not_retried(
     st: ServiceTradeClient, router: respx.Router, token_route: respx.Route
-):
+) -> None:
     route = router.put("/api/invoice/9").mock(return_value=httpx.Response(401))
     with pytest.raises(AuthorizationError, match="re-authenticating"):
         st.set_invoice_status(9, "processed", "INV1")
@@ -279,7 +283,7 @@ def test_second_401_is_authorization_error_not_retried(
 
 
 # --- classification -------------------------------------------------------------------------------
-def test_404_is_not_found(st: ServiceTradeClient, router: respx.Router):
+def test_404_is_not_found(st: ServiceTradeClient, router: respx.Router) -> None:
     router.get("/api/job/5").mock(
         return_value=httpx.Response(404, json={"messages": {"error": ["Not found"]}, "data": None})
     )
@@ -287,7 +291,7 @@ def test_404_is_not_found(st: ServiceTradeClient, router: respx.Router):
         st.get_job(5)
 
 
-def test_400_carries_servicetrade_messages(st: ServiceTradeClient, router: respx.Router):
+def test_400_carries_servicetrade_messages(st: ServiceTradeClient, router: respx.Router) -> None:
     route = router.post("/api/jobitem").mock(
         return_value=httpx.Response(
             400,
@@ -309,7 +313,7 @@ def test_400_carries_servicetrade_messages(st: ServiceTradeClient, router: respx
     assert route.call_count == 1
 
 
-def test_409_is_permanent(st: ServiceTradeClient, router: respx.Router):
+def test_409_is_permanent(st: ServiceTradeClient, router: respx.Router) -> None:
     router.put("/api/invoice/7").mock(
         return_value=httpx.Response(409, json=envelope(None, error=["contract does not apply"]))
     )
@@ -317,7 +321,7 @@ def test_409_is_permanent(st: ServiceTradeClient, router: respx.Router):
         st.set_invoice_status(7, "processed")
 
 
-def test_403_is_authorization_error(st: ServiceTradeClient, router: respx.Router):
+def test_403_is_authorization_error(st: ServiceTradeClient, router: respx.Router) -> None:
     route = router.get("/api/webhook").mock(
         return_value=httpx.Response(403, json=envelope(None, error=["admin.account required"]))
     )
@@ -328,7 +332,7 @@ def test_403_is_authorization_error(st: ServiceTradeClient, router: respx.Router
 
 def test_429_read_is_retried_then_transient_with_retry_after(
     st: ServiceTradeClient, router: respx.Router
-):
+) -> None:
     route = router.get("/api/company/1").mock(
         return_value=httpx.Response(429, headers={"Retry-After": "7"})
     )
@@ -340,7 +344,7 @@ def test_429_read_is_retried_then_transient_with_retry_after(
 
 def test_429_with_long_retry_after_is_left_to_the_task(
     st: ServiceTradeClient, router: respx.Router
-):
+) -> None:
     route = router.get("/api/company/1").mock(
         return_value=httpx.Response(429, headers={"Retry-After": "120"})
     )
@@ -350,7 +354,9 @@ def test_429_with_long_retry_after_is_left_to_the_task(
     assert route.call_count == 1
 
 
-def test_429_on_write_is_transient_not_ambiguous(st: ServiceTradeClient, router: respx.Router):
+def test_429_on_write_is_transient_not_ambiguous(
+    st: ServiceTradeClient, router: respx.Router
+) -> None:
     route = router.post("/api/comment").mock(
         return_value=httpx.Response(429, headers={"Retry-After": "3"})
     )
@@ -361,7 +367,9 @@ def test_429_on_write_is_transient_not_ambiguous(st: ServiceTradeClient, router:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_5xx_read_is_retried_three_times(st: ServiceTradeClient, router: respx.Router, status: int):
+def test_5xx_read_is_retried_three_times(
+    st: ServiceTradeClient, router: respx.Router, status: int
+) -> None:
     route = router.get("/api/job/1").mock(return_value=httpx.Response(status))
     with pytest.raises(TransientError) as info:
         st.get_job(1)
@@ -369,7 +377,9 @@ def test_5xx_read_is_retried_three_times(st: ServiceTradeClient, router: respx.R
     assert route.call_count == 3
 
 
-def test_read_succeeds_after_transient_failures(st: ServiceTradeClient, router: respx.Router):
+def test_read_succeeds_after_transient_failures(
+    st: ServiceTradeClient, router: respx.Router
+) -> None:
     route = router.get("/api/company/200").mock(
         side_effect=[
             httpx.Response(503),
@@ -384,7 +394,7 @@ def test_read_succeeds_after_transient_failures(st: ServiceTradeClient, router: 
 @pytest.mark.parametrize("status", [500, 503])
 def test_5xx_write_is_ambiguous_and_not_retried(
     st: ServiceTradeClient, router: respx.Router, status: int
-):
+) -> None:
     route = router.post("/api/externalid/company/200/spectrum").mock(
         return_value=httpx.Response(status)
     )
@@ -393,7 +403,7 @@ def test_5xx_write_is_ambiguous_and_not_retried(
     assert route.call_count == 1
 
 
-def test_timeout_read_retried_write_ambiguous(st: ServiceTradeClient, router: respx.Router):
+def test_timeout_read_retried_write_ambiguous(st: ServiceTradeClient, router: respx.Router) -> None:
     read = router.get("/api/job/1").mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(TransientError, match="timed out"):
         st.get_job(1)
@@ -406,7 +416,7 @@ def test_timeout_read_retried_write_ambiguous(st: ServiceTradeClient, router: re
 
 def test_connect_failure_on_write_is_plainly_transient(
     st: ServiceTradeClient, router: respx.Router
-):
+) -> None:
     route = router.post("/api/comment").mock(side_effect=httpx.ConnectError("refused"))
     with pytest.raises(TransientError) as info:
         st.add_comment(6, 1, "x")
@@ -414,13 +424,17 @@ def test_connect_failure_on_write_is_plainly_transient(
     assert route.call_count == 1
 
 
-def test_non_json_success_on_write_is_ambiguous(st: ServiceTradeClient, router: respx.Router):
+def test_non_json_success_on_write_is_ambiguous(
+    st: ServiceTradeClient, router: respx.Router
+) -> None:
     router.put("/api/invoice/3").mock(return_value=httpx.Response(200, text="<html>proxy</html>"))
     with pytest.raises(AmbiguousWriteError):
         st.set_invoice_status(3, "processed")
 
 
-def test_unexpected_record_shape_names_the_field(st: ServiceTradeClient, router: respx.Router):
+def test_unexpected_record_shape_names_the_field(
+    st: ServiceTradeClient, router: respx.Router
+) -> None:
     router.get("/api/job/8").mock(
         return_value=httpx.Response(
             200, json=envelope({"id": 8, "type": "repair", "status": "new"})
@@ -432,7 +446,7 @@ def test_unexpected_record_shape_names_the_field(st: ServiceTradeClient, router:
 
 def test_secrets_never_in_exceptions_or_records(
     st: ServiceTradeClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     echo = f"bad request from {CLIENT_ID} with {SECRET} and token {TOKEN}"
     router.get("/api/job/1").mock(return_value=httpx.Response(500, text=echo))
     router.put("/api/invoice/1").mock(
@@ -453,7 +467,7 @@ def test_secrets_never_in_exceptions_or_records(
 # --- on_call ------------------------------------------------------------------------------------
 def test_every_call_is_reported(
     st: ServiceTradeClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     router.get("/api/company/200").mock(return_value=httpx.Response(200, json=envelope(COMPANY)))
     router.post("/api/comment").mock(return_value=httpx.Response(503))
     st.get_company(200)
@@ -470,7 +484,7 @@ def test_every_call_is_reported(
 
 def test_same_write_same_digest(
     st: ServiceTradeClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     router.post("/api/externalid/company/1/spectrum").mock(
         return_value=httpx.Response(200, json=envelope(None))
     )
@@ -482,7 +496,7 @@ def test_same_write_same_digest(
 
 
 # --- pagination ---------------------------------------------------------------------------------
-def test_iter_pages_walks_three_pages(st: ServiceTradeClient, router: respx.Router):
+def test_iter_pages_walks_three_pages(st: ServiceTradeClient, router: respx.Router) -> None:
     def page(request: httpx.Request) -> httpx.Response:
         n = int(request.url.params["page"])
         items = [{"id": n * 10 + i, "name": f"C{n}{i}"} for i in range(2)]
@@ -497,7 +511,7 @@ def test_iter_pages_walks_three_pages(st: ServiceTradeClient, router: respx.Rout
     assert all(p["updatedAfter"] == "1700000000" and int(p["limit"]) > 0 for p in params)
 
 
-def test_iter_pages_empty_and_page_retry(st: ServiceTradeClient, router: respx.Router):
+def test_iter_pages_empty_and_page_retry(st: ServiceTradeClient, router: respx.Router) -> None:
     router.get("/api/job").mock(
         side_effect=[
             httpx.Response(502),  # page 1 retried on its own
@@ -507,7 +521,7 @@ def test_iter_pages_empty_and_page_retry(st: ServiceTradeClient, router: respx.R
     assert list(st.iter_jobs()) == []
 
 
-def test_iter_jobs_asks_for_all_statuses(st: ServiceTradeClient, router: respx.Router):
+def test_iter_jobs_asks_for_all_statuses(st: ServiceTradeClient, router: respx.Router) -> None:
     route = router.get("/api/job").mock(
         return_value=httpx.Response(
             200,
@@ -525,7 +539,7 @@ def test_iter_jobs_asks_for_all_statuses(st: ServiceTradeClient, router: respx.R
     assert route.calls.last.request.url.params["status"] == "all"
 
 
-def test_iter_invoices_status_list(st: ServiceTradeClient, router: respx.Router):
+def test_iter_invoices_status_list(st: ServiceTradeClient, router: respx.Router) -> None:
     route = router.get("/api/invoice").mock(
         return_value=httpx.Response(
             200, json=envelope({"invoices": [], "page": 1, "totalPages": 0})
@@ -535,7 +549,7 @@ def test_iter_invoices_status_list(st: ServiceTradeClient, router: respx.Router)
     assert route.calls.last.request.url.params["status"] == "pending_accounting,void"
 
 
-def test_missing_plural_key_is_reported(st: ServiceTradeClient, router: respx.Router):
+def test_missing_plural_key_is_reported(st: ServiceTradeClient, router: respx.Router) -> None:
     router.get("/api/location").mock(
         return_value=httpx.Response(
             200, json=envelope({"items": [{"id": 1}], "page": 1, "totalPages": 1})
@@ -545,7 +559,7 @@ def test_missing_plural_key_is_reported(st: ServiceTradeClient, router: respx.Ro
         list(st.iter_locations(company_id=5))
 
 
-def test_iter_timecard_pages(st: ServiceTradeClient, router: respx.Router):
+def test_iter_timecard_pages(st: ServiceTradeClient, router: respx.Router) -> None:
     card = {
         "id": 77,
         "status": "approved",
@@ -582,7 +596,7 @@ def test_iter_timecard_pages(st: ServiceTradeClient, router: respx.Router):
 
 
 # --- writes and small reads ---------------------------------------------------------------------
-def test_external_ids(st: ServiceTradeClient, router: respx.Router):
+def test_external_ids(st: ServiceTradeClient, router: respx.Router) -> None:
     post = router.post("/api/externalid/location/820/spectrum").mock(
         return_value=httpx.Response(200, json=envelope({"value": "SITE01"}))
     )
@@ -596,7 +610,7 @@ def test_external_ids(st: ServiceTradeClient, router: respx.Router):
     assert st.get_external_ids("location", 820) == {"spectrum": "SITE01", "qb": "12"}
 
 
-def test_comments(st: ServiceTradeClient, router: respx.Router):
+def test_comments(st: ServiceTradeClient, router: respx.Router) -> None:
     post = router.post("/api/comment").mock(
         return_value=httpx.Response(
             200, json=envelope({"id": 5, "entityType": 6, "entityId": 4401, "content": "fix GL"})
@@ -621,7 +635,7 @@ def test_comments(st: ServiceTradeClient, router: respx.Router):
     assert [c.content for c in st.list_comments(6, 4401)] == ["fix GL"]
 
 
-def test_set_invoice_status(st: ServiceTradeClient, router: respx.Router):
+def test_set_invoice_status(st: ServiceTradeClient, router: respx.Router) -> None:
     route = router.put("/api/invoice/4401").mock(
         return_value=httpx.Response(
             200, json=envelope({"id": 4401, "status": "processed", "invoiceNumber": "ST4401"})
@@ -637,7 +651,7 @@ def test_set_invoice_status(st: ServiceTradeClient, router: respx.Router):
     assert json.loads(route.calls.last.request.content) == {"status": "failed"}
 
 
-def test_job_items_crud(st: ServiceTradeClient, router: respx.Router):
+def test_job_items_crud(st: ServiceTradeClient, router: respx.Router) -> None:
     item = {
         "id": 9,
         "name": "Pipe",
@@ -662,11 +676,11 @@ def test_job_items_crud(st: ServiceTradeClient, router: respx.Router):
     assert json.loads(create.calls.last.request.content) == {"jobId": 1001, "name": "Pipe"}
     st.update_job_item(9, {"quantity": 6})
     assert json.loads(update.calls.last.request.content) == {"quantity": 6}
-    assert st.delete_job_item(9) is None
+    st.delete_job_item(9)
     assert delete.call_count == 1
 
 
-def test_webhooks_register_list_delete(st: ServiceTradeClient, router: respx.Router):
+def test_webhooks_register_list_delete(st: ServiceTradeClient, router: respx.Router) -> None:
     hook = "https://ingest.example/hooks/st/hook-secret-abcdef0123"
     created = {"id": 26872, "hookUrl": hook, "enabled": True, "confirmed": False}
     post = router.post("/api/webhook").mock(
@@ -693,7 +707,7 @@ def test_webhooks_register_list_delete(st: ServiceTradeClient, router: respx.Rou
 
 def test_webhook_secret_not_echoed_in_errors(
     st: ServiceTradeClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     hook = "https://ingest.example/hooks/st/hook-secret-abcdef0123"
     router.post("/api/webhook").mock(
         return_value=httpx.Response(
@@ -707,7 +721,7 @@ def test_webhook_secret_not_echoed_in_errors(
     assert all("hook-secret-abcdef0123" not in r.detail for r in records)
 
 
-def test_reference_lists(st: ServiceTradeClient, router: respx.Router):
+def test_reference_lists(st: ServiceTradeClient, router: respx.Router) -> None:
     router.get("/api/serviceline").mock(
         return_value=httpx.Response(
             200,

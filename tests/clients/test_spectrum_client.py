@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 from freezegun import freeze_time
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from clients.errors import (
     AlreadyExists,
@@ -158,7 +158,7 @@ def phase() -> SpectrumRequest:
 # --- Put ----------------------------------------------------------------------------------------
 def test_put_success_request_shape(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/ws/AddPhase").mock(return_value=put_answer("AddPhase"))
     result = sp.put(phase())
     assert result.generated == {}
@@ -186,7 +186,7 @@ def test_put_success_request_shape(
     assert rec.request_digest == phase().digest()
 
 
-def test_put_guid_shared_by_batch_get_guid_fresh(sp: SpectrumClient, router: respx.Router):
+def test_put_guid_shared_by_batch_get_guid_fresh(sp: SpectrumClient, router: respx.Router) -> None:
     puts = router.post("/ws/AddCustomer").mock(return_value=put_answer("AddCustomer"))
     gets = router.post("/ws/GetJob").mock(return_value=get_answer("GetJob", []))
     sp.put(customer("A1"))
@@ -201,7 +201,9 @@ def test_put_guid_shared_by_batch_get_guid_fresh(sp: SpectrumClient, router: res
     assert all(len(g) == 36 for g in put_guids + get_guids)
 
 
-def test_put_generated_value(sp: SpectrumClient, router: respx.Router, records: list[CallRecord]):
+def test_put_generated_value(
+    sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
+) -> None:
     router.post("/ws/WorkOrderHeader").mock(
         return_value=put_answer("WorkOrderHeader", [("G", "0000104522", "WO_Number")])
     )
@@ -228,7 +230,7 @@ def test_put_errors_inside_http_200(
     records: list[CallRecord],
     rows: list[tuple[str, str, str]],
     error: type[SyncError],
-):
+) -> None:
     route = router.post("/ws/AddCustomer").mock(return_value=put_answer("AddCustomer", rows))
     with pytest.raises(error) as info:
         sp.put(customer())
@@ -241,7 +243,7 @@ def test_put_errors_inside_http_200(
 
 def test_put_server_fault_is_ambiguous_not_retried(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/ws/AddCustomer").mock(return_value=fault())
     with pytest.raises(AmbiguousWriteError, match="Error executing Web Service"):
         sp.put(customer())
@@ -250,13 +252,13 @@ def test_put_server_fault_is_ambiguous_not_retried(
     assert records[-1].status == 500
 
 
-def test_put_fault_inside_200_is_ambiguous(sp: SpectrumClient, router: respx.Router):
+def test_put_fault_inside_200_is_ambiguous(sp: SpectrumClient, router: respx.Router) -> None:
     router.post("/ws/AddCustomer").mock(return_value=fault(status=200))
     with pytest.raises(AmbiguousWriteError):
         sp.put(customer())
 
 
-def test_put_client_fault_is_permanent(sp: SpectrumClient, router: respx.Router):
+def test_put_client_fault_is_permanent(sp: SpectrumClient, router: respx.Router) -> None:
     router.post("/ws/AddCustomer").mock(
         return_value=fault("SOAP-ENV:Client", "Missing element(s): Cost_Center")
     )
@@ -275,21 +277,23 @@ def test_put_client_fault_is_permanent(sp: SpectrumClient, router: respx.Router)
     ],
     ids=["502-html", "200-html", "read-timeout", "dropped"],
 )
-def test_put_unknown_outcomes_are_ambiguous(sp: SpectrumClient, router: respx.Router, answer: Any):
+def test_put_unknown_outcomes_are_ambiguous(
+    sp: SpectrumClient, router: respx.Router, answer: Any
+) -> None:
     route = router.post("/ws/AddCustomer").mock(side_effect=[answer])
     with pytest.raises(AmbiguousWriteError):
         sp.put(customer())
     assert route.call_count == 1
 
 
-def test_put_connect_error_is_transient(sp: SpectrumClient, router: respx.Router):
+def test_put_connect_error_is_transient(sp: SpectrumClient, router: respx.Router) -> None:
     router.post("/ws/AddCustomer").mock(side_effect=httpx.ConnectError("refused"))
     with pytest.raises(TransientError) as info:
         sp.put(customer())
     assert not isinstance(info.value, AmbiguousWriteError)
 
 
-def test_put_cut_answer_without_rows_is_ambiguous(sp: SpectrumClient, router: respx.Router):
+def test_put_cut_answer_without_rows_is_ambiguous(sp: SpectrumClient, router: respx.Router) -> None:
     text = put_answer("AddCustomer").text
     router.post("/ws/AddCustomer").mock(
         return_value=httpx.Response(200, text=text[: text.index("</SOAP-ENV:Body>")])
@@ -300,7 +304,7 @@ def test_put_cut_answer_without_rows_is_ambiguous(sp: SpectrumClient, router: re
 
 def test_put_renews_guid_on_time_out(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/ws/AddCustomer").mock(
         side_effect=[
             put_answer("AddCustomer", [("A", "Time out has occurred", "GUID")]),
@@ -318,7 +322,9 @@ def test_put_renews_guid_on_time_out(
     assert [r.outcome for r in records] == ["transient", "ok", "ok"]
 
 
-def test_put_guid_time_out_twice_is_authorization_error(sp: SpectrumClient, router: respx.Router):
+def test_put_guid_time_out_twice_is_authorization_error(
+    sp: SpectrumClient, router: respx.Router
+) -> None:
     route = router.post("/ws/AddCustomer").mock(
         return_value=put_answer("AddCustomer", [("A", "Time out has occurred", "GUID")])
     )
@@ -327,7 +333,7 @@ def test_put_guid_time_out_twice_is_authorization_error(sp: SpectrumClient, rout
     assert route.call_count == 2
 
 
-def test_put_guid_renewed_after_23_hours(router: respx.Router):
+def test_put_guid_renewed_after_23_hours(router: respx.Router) -> None:
     route = router.post("/ws/AddCustomer").mock(return_value=put_answer("AddCustomer"))
     with (
         freeze_time("2026-03-01 08:00:00") as clock,
@@ -348,12 +354,12 @@ def test_put_guid_renewed_after_23_hours(router: respx.Router):
     assert guids[0] == guids[1] != guids[2]
 
 
-def test_put_refuses_get_services(sp: SpectrumClient):
+def test_put_refuses_get_services(sp: SpectrumClient) -> None:
     with pytest.raises(ValueError, match="Get service"):
         sp.put(SpectrumRequest(service="GetJob", values={}))
 
 
-def test_put_http_statuses(sp: SpectrumClient, router: respx.Router):
+def test_put_http_statuses(sp: SpectrumClient, router: respx.Router) -> None:
     route = router.post("/ws/AddCustomer")
     route.mock(return_value=httpx.Response(401))
     with pytest.raises(AuthorizationError):
@@ -387,7 +393,7 @@ JOB_ROWS = [
 
 def test_get_rows_and_company_default(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/ws/GetJob").mock(return_value=get_answer("GetJob", JOB_ROWS))
     result = sp.get("GetJob", {"pCustomer_Code": "ACME"})
     assert [r["Job_Number"] for r in result.rows] == ["ST-1", "ST-2"]
@@ -401,7 +407,7 @@ def test_get_rows_and_company_default(
 
 def test_get_retried_on_fault_then_transient(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/ws/GetJob").mock(return_value=fault())
     with pytest.raises(TransientError) as info:
         sp.get("GetJob")
@@ -410,7 +416,9 @@ def test_get_retried_on_fault_then_transient(
     assert [r.outcome for r in records] == ["transient"] * 3
 
 
-def test_get_succeeds_after_faults_with_fresh_guids(sp: SpectrumClient, router: respx.Router):
+def test_get_succeeds_after_faults_with_fresh_guids(
+    sp: SpectrumClient, router: respx.Router
+) -> None:
     route = router.post("/ws/GetJob").mock(
         side_effect=[fault(), httpx.ReadTimeout("slow"), get_answer("GetJob", JOB_ROWS)]
     )
@@ -419,7 +427,7 @@ def test_get_succeeds_after_faults_with_fresh_guids(sp: SpectrumClient, router: 
     assert len({sent(c.request)["GUID"] for c in route.calls}) == 3
 
 
-def test_get_authorization_rows_not_retried(sp: SpectrumClient, router: respx.Router):
+def test_get_authorization_rows_not_retried(sp: SpectrumClient, router: respx.Router) -> None:
     route = router.post("/ws/GetJob").mock(
         return_value=get_answer(
             "GetJob",
@@ -438,7 +446,9 @@ def test_get_authorization_rows_not_retried(sp: SpectrumClient, router: respx.Ro
     assert route.call_count == 1
 
 
-def test_get_w_row_and_cut_envelope_mark_truncated(sp: SpectrumClient, router: respx.Router):
+def test_get_w_row_and_cut_envelope_mark_truncated(
+    sp: SpectrumClient, router: respx.Router
+) -> None:
     capped = [
         *JOB_ROWS,
         {
@@ -459,14 +469,14 @@ def test_get_w_row_and_cut_envelope_mark_truncated(sp: SpectrumClient, router: r
     assert "cut off" in second.warnings[-1].description
 
 
-def test_get_rejects_unknown_service_and_params(sp: SpectrumClient):
+def test_get_rejects_unknown_service_and_params(sp: SpectrumClient) -> None:
     with pytest.raises(ValueError, match="not a Spectrum Get service"):
         sp.get("AddJob")
     with pytest.raises(ValueError, match="pBogus"):
         sp.get("GetJob", {"pBogus": "1"})
 
 
-def test_typed_reads_send_their_filters(sp: SpectrumClient, router: respx.Router):
+def test_typed_reads_send_their_filters(sp: SpectrumClient, router: respx.Router) -> None:
     routes = {
         name: router.post(f"/ws/{name}").mock(return_value=get_answer(name, []))
         for name in ("GetCustomers", "GetJob", "GetPhase", "GetEmployee")
@@ -485,7 +495,7 @@ def test_typed_reads_send_their_filters(sp: SpectrumClient, router: respx.Router
 # --- credentials ----------------------------------------------------------------------------------
 def test_authorization_id_never_in_errors_or_records(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     router.post("/ws/AddCustomer").mock(
         return_value=put_answer(
             "AddCustomer", [("A", f"Authorization ID {AUTH_ID} is inactive", "Authorization_ID")]
@@ -507,14 +517,14 @@ def test_authorization_id_never_in_errors_or_records(
     assert all(AUTH_ID not in t for t in texts)
 
 
-def test_client_needs_authorization_and_company():
+def test_client_needs_authorization_and_company() -> None:
     with pytest.raises(ConfigError):
         SpectrumClient(BASE, authorization_id="", company_code=COMPANY)
     with pytest.raises(ConfigError):
         SpectrumClient(BASE, authorization_id=AUTH_ID, company_code="")
 
 
-def test_enhanced_auth_bearer_and_reauth(router: respx.Router, records: list[CallRecord]):
+def test_enhanced_auth_bearer_and_reauth(router: respx.Router, records: list[CallRecord]) -> None:
     tokens = iter(["bearer-1", "bearer-2"])
     token = router.post("/connect/token").mock(
         side_effect=lambda req: httpx.Response(
@@ -596,7 +606,7 @@ def ar(number: str, code: str = "", desc: str = "", column: str = "") -> dict[st
 
 def test_rest_invoice_body_and_all_ok(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     route = router.post("/customer/invoice").mock(
         return_value=httpx.Response(200, json={"arInvoices": [ar("I1"), ar("I2")]})
     )
@@ -614,7 +624,7 @@ def test_rest_invoice_body_and_all_ok(
 
 def test_rest_invoice_per_invoice_refusals(
     sp: SpectrumClient, router: respx.Router, records: list[CallRecord]
-):
+) -> None:
     router.post("/customer/invoice").mock(
         return_value=httpx.Response(
             200,
@@ -639,7 +649,7 @@ def test_rest_invoice_per_invoice_refusals(
     assert "1 imported" in records[-1].detail
 
 
-def test_rest_invoice_joined_errors(sp: SpectrumClient, router: respx.Router):
+def test_rest_invoice_joined_errors(sp: SpectrumClient, router: respx.Router) -> None:
     router.post("/customer/invoice").mock(
         return_value=httpx.Response(
             200,
@@ -663,7 +673,7 @@ def test_rest_invoice_joined_errors(sp: SpectrumClient, router: respx.Router):
     ]
 
 
-def test_rest_invoice_authorization(sp: SpectrumClient, router: respx.Router):
+def test_rest_invoice_authorization(sp: SpectrumClient, router: respx.Router) -> None:
     route = router.post("/customer/invoice")
     route.mock(return_value=httpx.Response(401))
     with pytest.raises(AuthorizationError):
@@ -692,14 +702,14 @@ def test_rest_invoice_authorization(sp: SpectrumClient, router: respx.Router):
 )
 def test_rest_invoice_unknown_outcomes_are_ambiguous(
     sp: SpectrumClient, router: respx.Router, answer: Any
-):
+) -> None:
     route = router.post("/customer/invoice").mock(side_effect=[answer])
     with pytest.raises(AmbiguousWriteError):
         sp.add_ar_invoices([invoice("I1")])
     assert route.call_count == 1
 
 
-def test_rest_invoice_positional_fallback_and_4xx(sp: SpectrumClient, router: respx.Router):
+def test_rest_invoice_positional_fallback_and_4xx(sp: SpectrumClient, router: respx.Router) -> None:
     route = router.post("/customer/invoice")
     route.mock(
         return_value=httpx.Response(
@@ -725,7 +735,7 @@ def test_rest_invoice_positional_fallback_and_4xx(sp: SpectrumClient, router: re
     assert not isinstance(info.value, AmbiguousWriteError)
 
 
-def test_rest_invoice_nothing_to_send(sp: SpectrumClient, router: respx.Router):
+def test_rest_invoice_nothing_to_send(sp: SpectrumClient, router: respx.Router) -> None:
     route = router.post("/customer/invoice").mock(return_value=httpx.Response(500))
     assert sp.add_ar_invoices([]) == []
     assert route.call_count == 0

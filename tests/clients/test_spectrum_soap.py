@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from clients.errors import AlreadyExists, AuthorizationError, PermanentError
 from clients.spectrum.services import (
@@ -36,12 +36,14 @@ def fixture(name: str) -> bytes:
 
 
 def local(el: etree._Element) -> str:
-    return etree.QName(el).localname
+    return str(etree.QName(el).localname)
 
 
 # --- build_envelope ------------------------------------------------------------------------------
-@pytest.mark.parametrize("service", sorted(SERVICES.values(), key=lambda s: s.name), ids=str)
-def test_envelope_has_every_element_in_layout_order(service: Service):
+@pytest.mark.parametrize(
+    "service", [SERVICES[name] for name in sorted(SERVICES)], ids=sorted(SERVICES)
+)
+def test_envelope_has_every_element_in_layout_order(service: Service) -> None:
     body = build_envelope(service, "AUTHID1234", "guid-1", {})
     root = etree.fromstring(body)
     assert local(root) == "Envelope"
@@ -55,7 +57,7 @@ def test_envelope_has_every_element_in_layout_order(service: Service):
     assert all(values[n] == "" for n in service.field_names)
 
 
-def test_envelope_puts_values_in_their_elements_and_escapes_markup():
+def test_envelope_puts_values_in_their_elements_and_escapes_markup() -> None:
     nasty = "A<B & C>D \"q\" 'a'"
     body = build_envelope(ADD_CUSTOMER, "AUTH", "g", {"Name": nasty, "Customer_Code": "ACME"})
     text = body.decode()
@@ -67,7 +69,7 @@ def test_envelope_puts_values_in_their_elements_and_escapes_markup():
     assert by_name["Customer_Code"] == "ACME"
 
 
-def test_envelope_refuses_unknown_elements_and_unsendable_characters():
+def test_envelope_refuses_unknown_elements_and_unsendable_characters() -> None:
     with pytest.raises(ValueError, match="Bogus"):
         build_envelope(ADD_CUSTOMER, "AUTH", "g", {"Bogus": "x"})
     with pytest.raises(PermanentError, match=r"AddCustomer\.Name contains U\+0001") as info:
@@ -76,7 +78,7 @@ def test_envelope_refuses_unknown_elements_and_unsendable_characters():
 
 
 # --- parse_response ------------------------------------------------------------------------------
-def test_parse_put_rows():
+def test_parse_put_rows() -> None:
     resp = parse_response(fixture("put_errors.xml"), ADD_JOB)
     assert resp.fault is None
     assert resp.truncated is False
@@ -86,13 +88,13 @@ def test_parse_put_rows():
     ]
 
 
-def test_parse_put_success_has_no_rows():
+def test_parse_put_success_has_no_rows() -> None:
     resp = parse_response(fixture("put_success_empty.xml"), ADD_CUSTOMER)
     assert resp.rows == []
     assert resp.fault is None
 
 
-def test_parse_get_rows_inside_lower_camel_wrapper_trimmed():
+def test_parse_get_rows_inside_lower_camel_wrapper_trimmed() -> None:
     resp = parse_response(fixture("get_job.xml"), GET_JOB)
     assert len(resp.rows) == 2
     first, second = resp.rows
@@ -103,7 +105,7 @@ def test_parse_get_rows_inside_lower_camel_wrapper_trimmed():
     assert second["Job_Description"] == "Sprinkler & alarm"
 
 
-def test_parse_fault():
+def test_parse_fault() -> None:
     resp = parse_response(fixture("fault_server.xml"), ADD_JOB)
     assert resp.fault == ("SOAP-ENV:Server", "Error executing Web Service")
     assert not is_client_fault(resp.fault)
@@ -112,7 +114,7 @@ def test_parse_fault():
     assert is_client_fault(client.fault)
 
 
-def test_parse_envelope_cut_after_last_response():
+def test_parse_envelope_cut_after_last_response() -> None:
     full = parse_response(fixture("get_job.xml"), GET_JOB)
     cut = parse_response(fixture("get_job_cut.xml"), GET_JOB)
     assert cut.truncated is True
@@ -121,7 +123,7 @@ def test_parse_envelope_cut_after_last_response():
     assert cut.rows == full.rows
 
 
-def test_parse_refuses_what_is_not_soap():
+def test_parse_refuses_what_is_not_soap() -> None:
     with pytest.raises(MalformedSoapError):
         parse_response(b"<html><body>502 Bad Gateway</body></html>", ADD_JOB)
     with pytest.raises(MalformedSoapError):
@@ -130,7 +132,7 @@ def test_parse_refuses_what_is_not_soap():
         parse_response(b"not xml at all", ADD_JOB)
 
 
-def test_external_entities_are_not_resolved(tmp_path: Path):
+def test_external_entities_are_not_resolved(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET-MARKER")
     body = (
@@ -147,7 +149,7 @@ def test_external_entities_are_not_resolved(tmp_path: Path):
     assert resp.rows == [{"error_code": "I", "desc": "", "column": "Job_Number"}]
 
 
-def test_entity_expansion_bomb_is_not_expanded():
+def test_entity_expansion_bomb_is_not_expanded() -> None:
     started = time.perf_counter()
     resp = parse_response(fixture("billion_laughs.xml"), GET_JOB)
     assert time.perf_counter() - started < 2.0
@@ -162,7 +164,7 @@ def row(code: str, desc: str = "", column: str = "") -> dict[str, str]:
     return {"error_code": code, "desc": desc, "column": column}
 
 
-def test_put_success_blank_s_and_generated():
+def test_put_success_blank_s_and_generated() -> None:
     assert classify_put_rows("AddCustomer", []).generated == {}
     ok = classify_put_rows("AddCustomer", [row(""), row("S", "Connection successful")])
     assert ok.generated == {}
@@ -172,10 +174,13 @@ def test_put_success_blank_s_and_generated():
     assert gen.generated == {"WO_Number": "0000104522"}
 
 
-def test_put_a_row_is_authorization_error():
+def test_put_a_row_is_authorization_error() -> None:
     rows = [
-        row("A", "The Web Service is not authorized. Authorization ID is not setup in the system.",
-            "Authorization_ID")
+        row(
+            "A",
+            "The Web Service is not authorized. Authorization ID is not setup in the system.",
+            "Authorization_ID",
+        )
     ]
     with pytest.raises(AuthorizationError, match="Authorization_ID") as info:
         classify_put_rows("AddCustomer", rows)
@@ -184,17 +189,21 @@ def test_put_a_row_is_authorization_error():
 
 @pytest.mark.parametrize(
     "desc",
-    ["Customer_Code already exists", "Duplicate customer code", "Customer code is already on file",
-     "CUSTOMER CODE EXISTS"],
+    [
+        "Customer_Code already exists",
+        "Duplicate customer code",
+        "Customer code is already on file",
+        "CUSTOMER CODE EXISTS",
+    ],
 )
-def test_put_duplicate_on_unique_key_is_already_exists(desc: str):
+def test_put_duplicate_on_unique_key_is_already_exists(desc: str) -> None:
     with pytest.raises(AlreadyExists) as info:
         classify_put_rows("AddCustomer", [row("I", desc, "Customer_Code")])
     assert info.value.field == "Customer_Code"
     assert info.value.rows[0].description == desc
 
 
-def test_put_duplicate_with_other_errors_keeps_every_row():
+def test_put_duplicate_with_other_errors_keeps_every_row() -> None:
     rows = parse_response(fixture("put_errors.xml"), ADD_JOB).rows
     with pytest.raises(AlreadyExists) as info:
         classify_put_rows("AddJob", rows)
@@ -213,7 +222,7 @@ def test_put_duplicate_with_other_errors_keeps_every_row():
         ("PreTimeCard", row("I", "Work_Date already exists", "Work_Date")),  # no unique key
     ],
 )
-def test_put_other_i_rows_are_permanent_not_duplicates(service: str, bad: dict[str, str]):
+def test_put_other_i_rows_are_permanent_not_duplicates(service: str, bad: dict[str, str]) -> None:
     with pytest.raises(PermanentError) as info:
         classify_put_rows(service, [bad])
     assert not isinstance(info.value, AlreadyExists | AuthorizationError)
@@ -222,7 +231,7 @@ def test_put_other_i_rows_are_permanent_not_duplicates(service: str, bad: dict[s
     assert bad["desc"] in str(info.value)
 
 
-def test_put_m_and_e_rows_are_permanent_with_all_rows():
+def test_put_m_and_e_rows_are_permanent_with_all_rows() -> None:
     rows = [
         row("M", "Name is required", "Name"),
         row("E", "Unexpected error", ""),
@@ -237,17 +246,17 @@ def test_put_m_and_e_rows_are_permanent_with_all_rows():
     assert "Name: Name is required" in str(info.value)
 
 
-def test_put_unknown_code_is_not_taken_for_success():
+def test_put_unknown_code_is_not_taken_for_success() -> None:
     with pytest.raises(PermanentError):
         classify_put_rows("AddCustomer", [row("Q", "strange")])
 
 
-def test_put_warning_row_is_kept_not_raised():
+def test_put_warning_row_is_kept_not_raised() -> None:
     result = classify_put_rows("AddJob", [row("W", "Description truncated", "Job_Description")])
     assert [w.code for w in result.warnings] == ["W"]
 
 
-def test_guid_timeout_recognised_in_rows_and_faults():
+def test_guid_timeout_recognised_in_rows_and_faults() -> None:
     resp = parse_response(
         b'<E:Envelope xmlns:E="http://schemas.xmlsoap.org/soap/envelope/"><E:Body><R><returnArray>'
         b"<returnData><response><error_code>A</error_code><desc>Time out has occurred</desc>"
@@ -259,7 +268,7 @@ def test_guid_timeout_recognised_in_rows_and_faults():
 
 
 # --- classify_get_rows ---------------------------------------------------------------------------
-def test_get_rows_returned_without_error_fields():
+def test_get_rows_returned_without_error_fields() -> None:
     result = classify_get_rows(GET_JOB, parse_response(fixture("get_job.xml"), GET_JOB).rows)
     assert result.truncated is False
     assert [r["Job_Number"] for r in result.rows] == ["ST-10452", "ST-10453"]
@@ -267,7 +276,7 @@ def test_get_rows_returned_without_error_fields():
     assert set(result.rows[0]) == set(GET_JOB.row_fields)
 
 
-def test_get_trailing_w_row_marks_truncated():
+def test_get_trailing_w_row_marks_truncated() -> None:
     result = classify_get_rows(GET_JOB, parse_response(fixture("get_job_capped.xml"), GET_JOB).rows)
     assert result.truncated is True
     assert [r["Job_Number"] for r in result.rows] == ["J1", "J2"]
@@ -276,21 +285,29 @@ def test_get_trailing_w_row_marks_truncated():
     assert result.rows[0]["City"] == ""
 
 
-def test_get_error_only_rows():
+def test_get_error_only_rows() -> None:
     with pytest.raises(AuthorizationError, match="not Authorized"):
         classify_get_rows(GET_JOB, parse_response(fixture("get_not_authorized.xml"), GET_JOB).rows)
-    a_row = {"Job_Number": "", "Error_Code": "A", "Error_Description": "Company not authorized",
-             "Error_Column": "pCompany_Code"}
+    a_row = {
+        "Job_Number": "",
+        "Error_Code": "A",
+        "Error_Description": "Company not authorized",
+        "Error_Column": "pCompany_Code",
+    }
     with pytest.raises(AuthorizationError):
         classify_get_rows(GET_JOB, [a_row])
-    e_row = {"Job_Number": "", "Error_Code": "E", "Error_Description": "pSort_By is invalid",
-             "Error_Column": "pSort_By"}
+    e_row = {
+        "Job_Number": "",
+        "Error_Code": "E",
+        "Error_Description": "pSort_By is invalid",
+        "Error_Column": "pSort_By",
+    }
     with pytest.raises(PermanentError) as info:
         classify_get_rows(GET_JOB, [e_row])
     assert not isinstance(info.value, AuthorizationError)
     assert info.value.field == "pSort_By"
 
 
-def test_get_empty_rows_are_dropped():
+def test_get_empty_rows_are_dropped() -> None:
     empty = {"Job_Number": "", "Error_Code": "", "Error_Description": "", "Error_Column": ""}
     assert classify_get_rows(GET_JOB, [empty]).rows == []
