@@ -104,8 +104,13 @@ def sync_invoice(
     try:
         invoice = ctx.st.get_invoice(invoice_id)
     except NotFound:
-        ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key,
-                         detail="the invoice no longer exists in ServiceTrade")
+        ctx.ledger.audit(
+            system="stsync",
+            service="noop",
+            outcome="noop",
+            key=key,
+            detail="the invoice no longer exists in ServiceTrade",
+        )
         return Outcome("skipped", key, None, "the invoice no longer exists in ServiceTrade")
     if invoice.status == PENDING_ACCOUNTING:
         return post_invoice(ctx, invoice_id, conn.name)
@@ -136,7 +141,10 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
         return _post(ctx, conn, run, invoice_id)
 
     return run_record(
-        ctx, key, body, reclaim_done=True,
+        ctx,
+        key,
+        body,
+        reclaim_done=True,
         on_permanent=lambda run, exc: _fail_in_servicetrade(ctx, run, invoice_id, exc),
     )
 
@@ -249,25 +257,32 @@ def _company_id(invoice: Invoice, st_job: Job | None, location: Location | None)
     raise MappingError(record_name(invoice), "customer", "the invoice has no customer")
 
 
-def _customer_code(
-    ctx: SyncContext, conn: ConnectionSettings, company_id: int, record: str
-) -> str:
+def _customer_code(ctx: SyncContext, conn: ConnectionSettings, company_id: int, record: str) -> str:
     if conn.rules.mode == "jc":
         return customer_task.ensure_customer(ctx, company_id, conn.name)
     # legacy work-order mode never creates customers: they must be mapped already
-    code = _mapped(ctx, conn, customer_task.RECORD_TYPE, company_id,
-                   lambda: ctx.st.get_company(company_id).external_ids)
+    code = _mapped(
+        ctx,
+        conn,
+        customer_task.RECORD_TYPE,
+        company_id,
+        lambda: ctx.st.get_company(company_id).external_ids,
+    )
     if code is None:
         raise PrerequisiteMissing(
             f"{record}: customer: ServiceTrade company {company_id} is not mapped to a Spectrum "
             f"customer; set its externalIds '{conn.external_id_key}' to the customer code",
-            field="customer", value=company_id,
+            field="customer",
+            value=company_id,
         )
     return code
 
 
 def _mapped(
-    ctx: SyncContext, conn: ConnectionSettings, record_type: str, source_id: int,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    record_type: str,
+    source_id: int,
     external_ids: Callable[[], Mapping[str, str]],
 ) -> str | None:
     rec = ctx.ledger.get(RecordKey(conn.name, record_type, str(source_id)))
@@ -284,8 +299,10 @@ def _job_from_st_job(
     record = record_name(invoice)
     if st_job is None:
         raise MappingError(
-            record, "job", "the invoice has no job; with invoices.job_resolution = \"job\" every "
-            "invoice needs one (or use \"location\")",
+            record,
+            "job",
+            'the invoice has no job; with invoices.job_resolution = "job" every '
+            'invoice needs one (or use "location")',
         )
     plan = job_task.spectrum_jobs_of(ctx, st_job.id, conn.name)
     if not plan:
@@ -295,7 +312,8 @@ def _job_from_st_job(
             raise PrerequisiteMissing(
                 f"{record}: job: ServiceTrade job {st_job.number} (id {st_job.id}) is not in "
                 f"Spectrum: {outcome.message or outcome.result}",
-                field="Job_Number", value=st_job.id,
+                field="Job_Number",
+                value=st_job.id,
             )
     if len(plan) == 1:
         cc, number = next(iter(plan.items()))
@@ -310,7 +328,8 @@ def _job_from_st_job(
         cc = next(c for c in by_line)
         return numbers[0], cc
     raise MappingError(
-        record, "Job_Number",
+        record,
+        "Job_Number",
         f"the lines belong to cost centers {', '.join(sorted(by_line))} but job {st_job.number} "
         f"is split into Spectrum jobs {', '.join(f'{c}={n}' for c, n in plan.items())}; a "
         "Spectrum invoice has one job: split the invoice by cost center in ServiceTrade",
@@ -336,8 +355,12 @@ def spectrum_jobs_at_site(infolink: InfoLinkReader, site_id: str) -> list[dict[s
 
 
 def _job_from_location(
-    ctx: SyncContext, conn: ConnectionSettings, invoice: Invoice, st_job: Job | None,
-    location: Location | None, customer: str,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    invoice: Invoice,
+    st_job: Job | None,
+    location: Location | None,
+    customer: str,
 ) -> tuple[str, str | None]:
     """Job-from-location resolution: the open Spectrum job at the location's WO site (the
     invoice's own synced job wins when it is one of several)."""
@@ -347,16 +370,20 @@ def _job_from_location(
     if conn.rules.mode == "jc":
         site = site_task.ensure_site(ctx, location.id, conn.name)
     else:
-        site = _mapped(ctx, conn, site_task.RECORD_TYPE, location.id,
-                       lambda: location.external_ids) or ""
+        site = (
+            _mapped(ctx, conn, site_task.RECORD_TYPE, location.id, lambda: location.external_ids)
+            or ""
+        )
         if not site:
             raise PrerequisiteMissing(
                 f"{record}: job: location {location.name} (id {location.id}) is not mapped to a "
                 f"Spectrum WO site; set its externalIds '{conn.external_id_key}'",
-                field="site", value=location.id,
+                field="site",
+                value=location.id,
             )
     rows = [
-        r for r in spectrum_jobs_at_site(ctx.infolink_for(conn.name), site)
+        r
+        for r in spectrum_jobs_at_site(ctx.infolink_for(conn.name), site)
         if (r.get("Status_Code") or "A") in ("A", "I")
         and same_text(r.get("Customer_Code") or customer, customer)
     ]
@@ -370,14 +397,16 @@ def _job_from_location(
         raise PrerequisiteMissing(
             f"{record}: job: Spectrum has no open job of customer {customer} at WO site {site} "
             f"(location {location.name}, id {location.id}); create it in Spectrum with WO site "
-            f"{site}, or use invoices.job_resolution = \"job\"",
-            field="Job_Number", value=site,
+            f'{site}, or use invoices.job_resolution = "job"',
+            field="Job_Number",
+            value=site,
         )
     raise MappingError(
-        record, "Job_Number",
+        record,
+        "Job_Number",
         f"WO site {site} has several open Spectrum jobs "
         f"({', '.join(r['Job_Number'] for r in rows)}) and none is the invoice's own job: close "
-        "the others or use invoices.job_resolution = \"job\"",
+        'the others or use invoices.job_resolution = "job"',
         value=[r["Job_Number"] for r in rows],
     )
 
@@ -434,13 +463,19 @@ def posted_documents(ctx: SyncContext, connection: str, invoice_id: int) -> Post
 
 
 def _record_posted(
-    ctx: SyncContext, run: Run, invoice_id: int, number: str, summary: Mapping[str, Any],
+    ctx: SyncContext,
+    run: Run,
+    invoice_id: int,
+    number: str,
+    summary: Mapping[str, Any],
     how: str,
 ) -> None:
     key = _document_key(run.connection, invoice_id, str(summary["kind"]))
     ctx.ledger.ensure(key)
     ctx.ledger.mark_done(
-        key, spectrum_key=number, payload_digest=str(summary["digest"]),
+        key,
+        spectrum_key=number,
+        payload_digest=str(summary["digest"]),
         state={"invoice_id": invoice_id, "how": how, **dict(summary)},
     )
     run.state.setdefault("how", {})[number] = how
@@ -449,7 +484,11 @@ def _record_posted(
 
 
 def _adopt_or_collide(
-    ctx: SyncContext, run: Run, invoice_id: int, number: str, summary: Mapping[str, Any],
+    ctx: SyncContext,
+    run: Run,
+    invoice_id: int,
+    number: str,
+    summary: Mapping[str, Any],
     record: str,
 ) -> bool:
     """Adopt ``number`` when Spectrum has it and it is ours; False when Spectrum lacks it."""
@@ -462,15 +501,22 @@ def _adopt_or_collide(
             f"{record}: Spectrum already has AR document {number} for something else ({why}); "
             "stsync never overwrites it: remove it in Spectrum or change the invoice number "
             "prefixes in the configuration",
-            field="Invoice_Or_Transaction", value=number,
+            field="Invoice_Or_Transaction",
+            value=number,
         )
     _record_posted(ctx, run, invoice_id, number, summary, "adopted")
     return True
 
 
 def _post_documents(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int,
-    docs: Sequence[ARInvoiceRequest], *, record: str, kind: str | None = None,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run,
+    invoice_id: int,
+    docs: Sequence[ARInvoiceRequest],
+    *,
+    record: str,
+    kind: str | None = None,
 ) -> dict[str, str]:
     """Send the documents not yet in Spectrum in one call; record each one that lands.
 
@@ -519,8 +565,10 @@ def _post_documents(
     if refused:
         rows = [row for err in refused for row in err.rows]
         raise PermanentError(
-            "; ".join(str(err) for err in refused), rows=rows,
-            field=refused[0].field, value=refused[0].value,
+            "; ".join(str(err) for err in refused),
+            rows=rows,
+            field=refused[0].field,
+            value=refused[0].value,
         )
     return how
 
@@ -548,9 +596,7 @@ def _comment_once(
     return True
 
 
-def _fail_in_servicetrade(
-    ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError
-) -> None:
+def _fail_in_servicetrade(ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError) -> None:
     """Failed approval: ServiceTrade status ``failed`` and a comment saying what to fix."""
     if isinstance(exc, NotFound):
         return
@@ -598,7 +644,8 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         raise PermanentError(
             f"{record}: void: the posted AR invoice {posted.invoice} is not in Spectrum any more "
             "(deleted there?); nothing was credited: credit it by hand if it was posted",
-            field="Invoice_Or_Transaction", value=posted.invoice,
+            field="Invoice_Or_Transaction",
+            value=posted.invoice,
         )
     original = ar_request_from_infolink(row)
     void_date = run.state.get("void_date")
@@ -607,21 +654,30 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         void_date = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
         run.state["void_date"] = void_date
     (memo,) = void_credit_memo(
-        invoice, posted=original, void_date=datetime.fromisoformat(void_date).date(),
-        rules=conn.rules, connection=conn.name,
+        invoice,
+        posted=original,
+        void_date=datetime.fromisoformat(void_date).date(),
+        rules=conn.rules,
+        connection=conn.name,
     )
     run.state["planned"] = {memo.number: _summary(memo, VOID_KIND)}
     run.save(spectrum_key=memo.number)
     how = _post_documents(ctx, conn, run, invoice_id, [memo], record=record, kind=VOID_KIND)
     note = f"credit memo {memo.number} offsets AR invoice {posted.invoice}"
     if posted.credit_memo:
-        note += (f"; the credit memo {posted.credit_memo} of its negative lines is not reversed "
-                 "automatically")
+        note += (
+            f"; the credit memo {posted.credit_memo} of its negative lines is not reversed "
+            "automatically"
+        )
     if not run.step_done("comment"):
         ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
         run.finish_step("comment")
-    return run.done("adopted" if how.get(memo.number) == "adopted" else "synced", memo.number,
-                    digest=memo.digest(), message=note)
+    return run.done(
+        "adopted" if how.get(memo.number) == "adopted" else "synced",
+        memo.number,
+        digest=memo.digest(),
+        message=note,
+    )
 
 
 def _confirm_unknown_writes(
