@@ -31,8 +31,6 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-
 from clients.errors import (
     AlreadyExists,
     MappingError,
@@ -43,8 +41,6 @@ from clients.errors import (
     RecordSkipped,
 )
 from clients.servicetrade.models import Invoice, InvoiceItem, Job, Location
-from clients.spectrum import infolink_schema
-from clients.spectrum.infolink import InfoLinkReader
 from clients.spectrum.models import ARInvoiceRequest, request_digest
 from mappers.invoice import (
     CREDIT_MEMO,
@@ -344,16 +340,6 @@ def _job_cost_center(ctx: SyncContext, conn: ConnectionSettings, number: str) ->
     return str(row.get("Cost_Center") or "") or None
 
 
-def spectrum_jobs_at_site(infolink: InfoLinkReader, site_id: str) -> list[dict[str, Any]]:
-    """Spectrum jobs whose ``WO_Site`` is ``site_id`` (Info-Link ``JC_JOB_MASTER_MC``)."""
-    # InfoLinkReader has no public query by site yet; its own plumbing keeps the company scope,
-    # trimming and error classification identical to its public finders.
-    j = infolink_schema.jobs
-    same_site = func.ltrim(func.rtrim(j.c.WO_Site)) == site_id.strip()
-    stmt = select(j).where(infolink._co(j), same_site).order_by(j.c.Job_Number)
-    return infolink._rows(stmt)
-
-
 def _job_from_location(
     ctx: SyncContext,
     conn: ConnectionSettings,
@@ -383,7 +369,7 @@ def _job_from_location(
             )
     rows = [
         r
-        for r in spectrum_jobs_at_site(ctx.infolink_for(conn.name), site)
+        for r in ctx.infolink_for(conn.name).list_jobs_at_site(site)
         if (r.get("Status_Code") or "A") in ("A", "I")
         and same_text(r.get("Customer_Code") or customer, customer)
     ]
