@@ -54,8 +54,9 @@ def _dumps(body: Any) -> bytes:
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_dumps(body), status_code=status, media_type="application/json",
-                    headers=dict(headers or {}))
+    return Response(
+        _dumps(body), status_code=status, media_type="application/json", headers=dict(headers or {})
+    )
 
 
 def _envelope(data: Any, success: str | None = None) -> dict[str, Any]:
@@ -124,8 +125,9 @@ class _Server:
         try:
             principal = self.principal(request) if authenticate else None
             if authenticate and principal is None:
-                raise ApiError(401, [assumptions.MSG_UNAUTHORIZED],
-                               headers={"WWW-Authenticate": "Bearer"})
+                raise ApiError(
+                    401, [assumptions.MSG_UNAUTHORIZED], headers={"WWW-Authenticate": "Bearer"}
+                )
             if fault:
                 outcome = self.injector.decide(service, is_write=request.method != "GET")
             await self.injector.delay()
@@ -158,9 +160,9 @@ class _Server:
                 at=time.time(),
                 service=service,
                 method=request.method,
-                path=request.url.path
-                + (f"?{request.url.query}" if request.url.query else ""),
-                body="<redacted>" if service in _UNLOGGED_SERVICES and raw
+                path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+                body="<redacted>"
+                if service in _UNLOGGED_SERVICES and raw
                 else raw.decode("utf-8", errors="replace"),
                 status=response.status_code,
                 outcome=outcome,
@@ -261,8 +263,9 @@ class _Server:
         def work(principal: Principal | None, raw: bytes) -> Response:
             resource = external_resource(request.path_params["etype"])
             with self.state.lock:
-                data = external_values(self.ctx(principal, write=False), resource,
-                                       request.path_params["a"])
+                data = external_values(
+                    self.ctx(principal, write=False), resource, request.path_params["a"]
+                )
             return _json(_envelope(data))
 
         return await self.serve(request, "externalid", work)
@@ -325,14 +328,14 @@ class _Server:
         def work(principal: Principal | None, raw: bytes) -> Response:
             if request.method == "POST":
                 form = _form_or_json(request, raw)
-                sid = self.auth.login(str(form.get("username") or ""),
-                                      str(form.get("password") or ""))
+                sid = self.auth.login(
+                    str(form.get("username") or ""), str(form.get("password") or "")
+                )
                 if sid is None:
                     # node-legacy: bad credentials on POST /auth are a 403, not a 401
                     raise ApiError(403, ["Invalid username or password"])
                 session = self.auth.session(sid)
-                data = {"authenticated": True, "authToken": sid,
-                        "user": self._identity(session)}
+                data = {"authenticated": True, "authToken": sid, "user": self._identity(session)}
                 response = _json(_envelope(data, "Logged in"))
                 response.set_cookie(_SESSION_COOKIE, sid, path="/", httponly=True)
                 return response
@@ -345,8 +348,11 @@ class _Server:
             session = self.auth.session(sid) if sid else None
             if session is None:
                 raise ApiError(401, [assumptions.MSG_UNAUTHORIZED])
-            return _json(_envelope({"authenticated": True, "authToken": sid,
-                                    "user": self._identity(session)}))
+            return _json(
+                _envelope(
+                    {"authenticated": True, "authToken": sid, "user": self._identity(session)}
+                )
+            )
 
         return await self.serve(request, "auth", work, fault=False, authenticate=False)
 
@@ -458,8 +464,9 @@ def _add_sandbox_routes(
     @app.get("/_sandbox/state/{resource}", tags=["sandbox"])
     def state_all(resource: str) -> Response:
         if resource not in records.PLURAL_KEYS:
-            return _json({"messages": {"error": [f"unknown resource {resource}"]}, "data": None},
-                         404)
+            return _json(
+                {"messages": {"error": [f"unknown resource {resource}"]}, "data": None}, 404
+            )
         return _json(st.all(resource))
 
     @app.get("/_sandbox/state/{resource}/{id_}", tags=["sandbox"])

@@ -132,8 +132,16 @@ LOCATION_DEFAULT_TAXABLE = True
 
 #: §6 [W + A]: entity types that carry external ids (rb-destilado's list, plus invoice which
 #: the reference could not verify but integrations use, plus contract).
-EXTERNAL_ID_ENTITY_TYPES = ("company", "location", "job", "jobitem", "libitem", "user", "invoice",
-                            "contract")
+EXTERNAL_ID_ENTITY_TYPES = (
+    "company",
+    "location",
+    "job",
+    "jobitem",
+    "libitem",
+    "user",
+    "invoice",
+    "contract",
+)
 
 
 def is_entity_id_segment(segment: str) -> bool:

@@ -107,21 +107,26 @@ class AuthStore:
         if grant_type == "client_credentials":
             client_id = str(form.get("client_id") or "")
             secret = str(form.get("client_secret") or "")
-            if not (_same(client_id, credentials.ST_CLIENT_ID)
-                    and _same(secret, credentials.ST_CLIENT_SECRET)):
+            if not (
+                _same(client_id, credentials.ST_CLIENT_ID)
+                and _same(secret, credentials.ST_CLIENT_SECRET)
+            ):
                 self._count("rejected")
                 raise OAuthError(401, "invalid_grant", "Invalid client credentials")
             principal = Principal("token", credentials.ST_USERNAME, client_id)
         elif grant_type == "password":
             username = str(form.get("username") or "")
             password = str(form.get("password") or "")
-            if not (_same(username.lower(), credentials.ST_USERNAME.lower())
-                    and _same(password, credentials.ST_PASSWORD)):
+            if not (
+                _same(username.lower(), credentials.ST_USERNAME.lower())
+                and _same(password, credentials.ST_PASSWORD)
+            ):
                 self._count("rejected")
                 raise OAuthError(401, "invalid_grant", "Invalid username or password")
             client_id_raw = form.get("client_id")
-            principal = Principal("token", credentials.ST_USERNAME,
-                                  str(client_id_raw) if client_id_raw else None)
+            principal = Principal(
+                "token", credentials.ST_USERNAME, str(client_id_raw) if client_id_raw else None
+            )
         elif grant_type == "refresh_token":
             token = str(form.get("refresh_token") or "")
             client_id = str(form.get("client_id") or "")
@@ -130,8 +135,10 @@ class AuthStore:
                 valid = (
                     entry is not None
                     and entry.expires_at > self.clock()
-                    and (entry.principal.client_id is None
-                         or _same(client_id, entry.principal.client_id))
+                    and (
+                        entry.principal.client_id is None
+                        or _same(client_id, entry.principal.client_id)
+                    )
                 )
                 if entry is not None and valid:
                     # rotation: a refresh token works once
@@ -211,8 +218,10 @@ class AuthStore:
     # --- legacy sessions ------------------------------------------------------------------------
     def login(self, username: str, password: str) -> str | None:
         """``POST /auth``: a new session id, or None for bad credentials (→ 403)."""
-        if not (_same(username.lower(), credentials.ST_USERNAME.lower())
-                and _same(password, credentials.ST_PASSWORD)):
+        if not (
+            _same(username.lower(), credentials.ST_USERNAME.lower())
+            and _same(password, credentials.ST_PASSWORD)
+        ):
             self._count("rejected")
             return None
         now = self.clock()

@@ -214,8 +214,10 @@ def price_item(item: Mapping[str, Any], *, apply_tax: bool = True) -> dict[str, 
     quantity = to_decimal(item.get("quantity", 1))
     price = to_decimal(item.get("price", 0))
     rate_raw = item.get("taxRate")
-    rate = to_decimal(rate_raw) if rate_raw is not None else Decimal(
-        str(assumptions.DEFAULT_ITEM_TAX_RATE)
+    rate = (
+        to_decimal(rate_raw)
+        if rate_raw is not None
+        else Decimal(str(assumptions.DEFAULT_ITEM_TAX_RATE))
     )
     if not apply_tax:
         rate = Decimal(0)

@@ -63,9 +63,9 @@ def _num(value: Decimal | None) -> float | int | None:
     return None if value is None else records.as_json_number(value)
 
 
-def _lookup(ctx: Ctx, f: Fields, key: str, label: str, resource: str, id_: int | None) -> (
-    dict[str, Any] | None
-):
+def _lookup(
+    ctx: Ctx, f: Fields, key: str, label: str, resource: str, id_: int | None
+) -> dict[str, Any] | None:
     """The record an id field names; a validation error when it does not exist."""
     if id_ is None:
         return None
@@ -323,17 +323,22 @@ def _job_fields(ctx: Ctx, body: Body, current: Mapping[str, Any] | None) -> dict
     f = Fields(body)
     creating = current is None
     out: dict[str, Any] = {}
-    location = _lookup(ctx, f, "locationId", "Location", "location",
-                       f.id("locationId", "Location", required=creating))
-    vendor = _lookup(ctx, f, "vendorId", "Vendor", "company",
-                     f.id("vendorId", "Vendor", required=creating))
+    location = _lookup(
+        ctx,
+        f,
+        "locationId",
+        "Location",
+        "location",
+        f.id("locationId", "Location", required=creating),
+    )
+    vendor = _lookup(
+        ctx, f, "vendorId", "Vendor", "company", f.id("vendorId", "Vendor", required=creating)
+    )
     job_type = f.choice("type", "Type", records.JOB_TYPES, required=creating)
-    customer = _lookup(ctx, f, "customerId", "Customer", "company",
-                       f.id("customerId", "Customer"))
+    customer = _lookup(ctx, f, "customerId", "Customer", "company", f.id("customerId", "Customer"))
     owner = _lookup(ctx, f, "ownerId", "Owner", "user", f.id("ownerId", "Owner"))
     sales = _lookup(ctx, f, "salesId", "Salesperson", "user", f.id("salesId", "Salesperson"))
-    contract = _lookup(ctx, f, "contractId", "Contract", "contract",
-                       f.id("contractId", "Contract"))
+    contract = _lookup(ctx, f, "contractId", "Contract", "contract", f.id("contractId", "Contract"))
     office_key = "assignedOfficeId" if f.has("assignedOfficeId") else "officeId"
     office = _lookup(ctx, f, office_key, "Office", "location", f.id(office_key, "Office"))
     status = f.choice("status", "Status", records.JOB_STATUSES)
@@ -489,9 +494,7 @@ def _check_contract(
     return contract
 
 
-def _invoice_items(
-    ctx: Ctx, raw_items: Any, f: Fields, apply_tax: bool
-) -> list[dict[str, Any]]:
+def _invoice_items(ctx: Ctx, raw_items: Any, f: Fields, apply_tax: bool) -> list[dict[str, Any]]:
     if not isinstance(raw_items, list):
         f.fail("items", "Items must be a list")
         return []
@@ -514,12 +517,25 @@ def _invoice_items(
         order = g.body.get("orderIndex")
         if isinstance(order, int) and not isinstance(order, bool):
             item["orderIndex"] = order
-        lib = _lookup(ctx, g, "libItemId", "Library item", "libitem",
-                      g.id("libItemId", "Library item") or g.id("libitemId", "Library item"))
-        line = _lookup(ctx, g, "serviceLineId", "Service line", "serviceline",
-                       g.id("serviceLineId", "Service line"))
-        job_item = _lookup(ctx, g, "jobItemId", "Job item", "jobitem",
-                           g.id("jobItemId", "Job item"))
+        lib = _lookup(
+            ctx,
+            g,
+            "libItemId",
+            "Library item",
+            "libitem",
+            g.id("libItemId", "Library item") or g.id("libitemId", "Library item"),
+        )
+        line = _lookup(
+            ctx,
+            g,
+            "serviceLineId",
+            "Service line",
+            "serviceline",
+            g.id("serviceLineId", "Service line"),
+        )
+        job_item = _lookup(
+            ctx, g, "jobItemId", "Job item", "jobitem", g.id("jobItemId", "Job item")
+        )
         item["libItem"] = _ref("libitem", lib)
         item["serviceLine"] = _ref("serviceline", line)
         item["jobItem"] = None if job_item is None else {"id": job_item["id"]}
@@ -554,14 +570,28 @@ def create_invoice(ctx: Ctx, body: Body) -> dict[str, Any]:
     f = Fields(body)
     job = _lookup(ctx, f, "jobId", "Job", "job", f.id("jobId", "Job"))
     has_job = f.has("jobId")
-    location = _lookup(ctx, f, "locationId", "Location", "location",
-                       f.id("locationId", "Location", required=not has_job))
-    customer = _lookup(ctx, f, "customerId", "Customer", "company",
-                       f.id("customerId", "Customer", required=not has_job))
-    vendor = _lookup(ctx, f, "vendorId", "Vendor", "company",
-                     f.id("vendorId", "Vendor", required=not has_job))
-    assigned = _lookup(ctx, f, "assignedUserId", "Assigned user", "user",
-                       f.id("assignedUserId", "Assigned user"))
+    location = _lookup(
+        ctx,
+        f,
+        "locationId",
+        "Location",
+        "location",
+        f.id("locationId", "Location", required=not has_job),
+    )
+    customer = _lookup(
+        ctx,
+        f,
+        "customerId",
+        "Customer",
+        "company",
+        f.id("customerId", "Customer", required=not has_job),
+    )
+    vendor = _lookup(
+        ctx, f, "vendorId", "Vendor", "company", f.id("vendorId", "Vendor", required=not has_job)
+    )
+    assigned = _lookup(
+        ctx, f, "assignedUserId", "Assigned user", "user", f.id("assignedUserId", "Assigned user")
+    )
     contract_id = f.id("contractId", "Contract")
     apply_tax = f.boolean("applyTax", "Apply tax")
     inv_type = f.choice("type", "Type", records.INVOICE_TYPES)
@@ -593,7 +623,9 @@ def create_invoice(ctx: Ctx, body: Body) -> dict[str, Any]:
     contract = None
     if contract_id is not None:
         contract = _check_contract(
-            ctx, contract_id, customer["id"] if customer else None,
+            ctx,
+            contract_id,
+            customer["id"] if customer else None,
             location["id"] if location else None,
         )
     for i, item in enumerate(items):
@@ -606,14 +638,16 @@ def create_invoice(ctx: Ctx, body: Body) -> dict[str, Any]:
         "substatus": None,
         "invoiceNumber": fields["invoiceNumber"],
         "refNumber": fields["refNumber"],
-        "customerPo": fields["customerPo"] if fields["customerPo"] is not None
+        "customerPo": fields["customerPo"]
+        if fields["customerPo"] is not None
         else (job.get("customerPo") if job else None),
         "notes": fields["notes"],
         "partial": bool(fields["partial"]),
         "isPaid": status == "paid",
         "isSent": status == "sent",
         "transactionDate": fields["transactionDate"]
-        if fields["transactionDate"] is not None else ctx.state.now(),
+        if fields["transactionDate"] is not None
+        else ctx.state.now(),
         "dueDate": fields["dueDate"],
         "customer": _ref("company", customer),
         "vendor": _ref("company", vendor),
@@ -635,8 +669,9 @@ def update_invoice(ctx: Ctx, current: dict[str, Any], body: Body) -> dict[str, A
     f = Fields(body)
     changes: dict[str, Any] = {}
     status = f.choice("status", "Status", records.INVOICE_STATUSES)
-    assigned = _lookup(ctx, f, "assignedUserId", "Assigned user", "user",
-                       f.id("assignedUserId", "Assigned user"))
+    assigned = _lookup(
+        ctx, f, "assignedUserId", "Assigned user", "user", f.id("assignedUserId", "Assigned user")
+    )
     contract_id = f.id("contractId", "Contract")
     for key, value in (
         ("name", f.text("name", "Name", max_len=255)),
@@ -717,8 +752,14 @@ def invoice_sort(q: Query) -> tuple[Callable[[Mapping[str, Any]], Any], bool]:
 def _libitem_fields(ctx: Ctx, body: Body, creating: bool) -> dict[str, Any]:
     f = Fields(body)
     out: dict[str, Any] = {}
-    line = _lookup(ctx, f, "serviceLineId", "Service line", "serviceline",
-                   f.id("serviceLineId", "Service line"))
+    line = _lookup(
+        ctx,
+        f,
+        "serviceLineId",
+        "Service line",
+        "serviceline",
+        f.id("serviceLineId", "Service line"),
+    )
     for key, value in (
         ("name", f.text("name", "Name", required=creating, max_len=255)),
         ("code", f.text("code", "Code")),
@@ -802,8 +843,10 @@ def user_filters(ctx: Ctx, q: Query) -> list[Predicate]:
     name = q.text("name")
     if name:
         preds.append(
-            lambda r: contains_ci(r.get("name"), name)
-            or contains_ci(f"{r.get('firstName') or ''} {r.get('lastName') or ''}", name)
+            lambda r: (
+                contains_ci(r.get("name"), name)
+                or contains_ci(f"{r.get('firstName') or ''} {r.get('lastName') or ''}", name)
+            )
         )
     email = q.text("email")
     if email:
@@ -822,8 +865,14 @@ def _jobitem_fields(ctx: Ctx, body: Body, creating: bool) -> dict[str, Any]:
     job = _lookup(ctx, f, "jobId", "Job", "job", f.id("jobId", "Job", required=creating))
     lib_key = "libitemId" if f.has("libitemId") else "libItemId"
     lib = _lookup(ctx, f, lib_key, "Library item", "libitem", f.id(lib_key, "Library item"))
-    line = _lookup(ctx, f, "serviceLineId", "Service line", "serviceline",
-                   f.id("serviceLineId", "Service line"))
+    line = _lookup(
+        ctx,
+        f,
+        "serviceLineId",
+        "Service line",
+        "serviceline",
+        f.id("serviceLineId", "Service line"),
+    )
     vendor = _lookup(ctx, f, "vendorId", "Vendor", "company", f.id("vendorId", "Vendor"))
     name = f.text("name", "Name", max_len=255)
     description = f.text("description", "Description")
@@ -844,7 +893,7 @@ def _jobitem_fields(ctx: Ctx, body: Body, creating: bool) -> dict[str, Any]:
     if source is not None:
         s_type, s_value = source.get("type"), source.get("value")
         if not isinstance(s_type, str) or not s_type or not isinstance(s_value, str | int):
-            f.fail("source", "Source must be {\"type\": text, \"value\": text}")
+            f.fail("source", 'Source must be {"type": text, "value": text}')
         else:
             out["source"] = {"type": s_type, "value": str(s_value)}
     elif not creating and f.has("source"):
@@ -1113,11 +1162,7 @@ def update_webhook(ctx: Ctx, current: dict[str, Any], body: Body) -> dict[str, A
     enabled = f.boolean("enabled", "Enabled")
     changesets = f.boolean("includeChangesets", "Include changesets")
     events = _entity_events(f, False)
-    if (
-        assumptions.WEBHOOK_HOOK_URL_IMMUTABLE
-        and url is not None
-        and url != current.get("hookUrl")
-    ):
+    if assumptions.WEBHOOK_HOOK_URL_IMMUTABLE and url is not None and url != current.get("hookUrl"):
         f.fail("hookUrl", "Hook URL cannot be changed; delete the webhook and create a new one")
     f.check()
     changes: dict[str, Any] = {}
@@ -1201,26 +1246,48 @@ _ALL = frozenset({"list", "get", "create", "update", "delete"})
 _READ = frozenset({"list", "get"})
 
 SPECS: dict[str, Spec] = {
-    "company": Spec("company", "Company", _ALL, create_company, update_company, None,
-                    company_filters),
-    "location": Spec("location", "Location", _ALL, create_location, update_location, None,
-                     location_filters),
+    "company": Spec(
+        "company", "Company", _ALL, create_company, update_company, None, company_filters
+    ),
+    "location": Spec(
+        "location", "Location", _ALL, create_location, update_location, None, location_filters
+    ),
     "job": Spec("job", "Job", _ALL, create_job, update_job, None, job_filters),
-    "invoice": Spec("invoice", "Invoice", _ALL, create_invoice, update_invoice, None,
-                    invoice_filters, invoice_sort),
+    "invoice": Spec(
+        "invoice",
+        "Invoice",
+        _ALL,
+        create_invoice,
+        update_invoice,
+        None,
+        invoice_filters,
+        invoice_sort,
+    ),
     "user": Spec("user", "User", _READ, filters=user_filters),
     "serviceline": Spec("serviceline", "Service line", _READ, filters=serviceline_filters),
     "contract": Spec("contract", "Contract", _READ, filters=contract_filters),
-    "libitem": Spec("libitem", "Library item", _ALL, create_libitem, update_libitem, None,
-                    libitem_filters),
-    "jobitem": Spec("jobitem", "Job item", _ALL, create_jobitem, update_jobitem, None,
-                    jobitem_filters),
-    "comment": Spec("comment", "Comment", frozenset({"list", "get", "create"}), create_comment,
-                    filters=comment_filters),
+    "libitem": Spec(
+        "libitem", "Library item", _ALL, create_libitem, update_libitem, None, libitem_filters
+    ),
+    "jobitem": Spec(
+        "jobitem", "Job item", _ALL, create_jobitem, update_jobitem, None, jobitem_filters
+    ),
+    "comment": Spec(
+        "comment",
+        "Comment",
+        frozenset({"list", "get", "create"}),
+        create_comment,
+        filters=comment_filters,
+    ),
     "tag": Spec("tag", "Tag", _ALL, create_tag, update_tag, delete_tag, tag_filters),
     "webhook": Spec("webhook", "Webhook", _ALL, create_webhook, update_webhook),
-    "timecard": Spec("timecard", "Timecard", frozenset({"list", "get", "update"}),
-                     update=update_timecard, filters=timecard_filters),
+    "timecard": Spec(
+        "timecard",
+        "Timecard",
+        frozenset({"list", "get", "update"}),
+        update=update_timecard,
+        filters=timecard_filters,
+    ),
     "clockevent": Spec("clockevent", "Clock event", _READ, filters=clock_filters),
 }
 
@@ -1307,9 +1374,7 @@ def external_lookup(ctx: Ctx, resource: str, system: str, value: str) -> dict[st
     raise not_found()
 
 
-def external_set(
-    ctx: Ctx, resource: str, id_text: str, system: str, body: Body
-) -> dict[str, Any]:
+def external_set(ctx: Ctx, resource: str, id_text: str, system: str, body: Body) -> dict[str, Any]:
     rec = fetch(ctx, SPECS_FOR_EXTERNAL[resource], id_text)
     if "value" not in body:
         raise invalid("value", "Value is required")

@@ -373,7 +373,12 @@ class STState:
             return copy.deepcopy(self.render(resource, rec))
 
     def update(
-        self, resource: str, id: int, changes: Mapping[str, Any], *, user_id: int | None = None  # noqa: A002
+        self,
+        resource: str,
+        id: int,
+        changes: Mapping[str, Any],
+        *,
+        user_id: int | None = None,  # noqa: A002
     ) -> dict[str, Any]:
         """Change top-level fields (``externalIds`` are merged), emitting ``updated``.
 

@@ -88,7 +88,8 @@ class _HttpDeliver:
     """Default transport: a real POST with a ~5 s timeout (one client per emitter thread use)."""
 
     def __init__(self, timeout_s: float) -> None:
-        self._client = httpx.Client(timeout=timeout_s)
+        # the sandbox delivers to loopback receivers: never through an environment proxy
+        self._client = httpx.Client(timeout=timeout_s, trust_env=False)
 
     def __call__(self, hook_url: str, body: bytes) -> int:
         response = self._client.post(
@@ -156,9 +157,7 @@ class WebhookEmitter:
             self.events_queued += 1
             if not self._running:
                 self._running = True
-                threading.Thread(
-                    target=self._run, name="st-webhooks", daemon=True
-                ).start()
+                threading.Thread(target=self._run, name="st-webhooks", daemon=True).start()
             self._cond.notify_all()
 
     # --- control --------------------------------------------------------------------------------
@@ -330,8 +329,12 @@ class WebhookEmitter:
         with self._cond:
             self.dropped += 1
             self.dropped_after_retries += 1
-        log.info("webhook delivery %s to webhook %s dropped after %s attempts",
-                 delivery.message_id, delivery.webhook_id, self.max_attempts)
+        log.info(
+            "webhook delivery %s to webhook %s dropped after %s attempts",
+            delivery.message_id,
+            delivery.webhook_id,
+            self.max_attempts,
+        )
 
     def _remember(
         self, delivery: _Delivery, attempt: int, status: int | None, error: str | None
