@@ -47,7 +47,7 @@ from mappers.timecard import (
     entry_source_id,
     timecard_entry_to_pretime,
 )
-from mappers.timecard import RECORD_TYPE as ENTRY_RECORD_TYPE
+from mappers.timecard import RECORD_TYPE as _ENTRY_RECORD_TYPE
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
 from tasks.job import spectrum_jobs_of, sync_job
@@ -59,6 +59,7 @@ from worker.settings import ConnectionSettings
 log = logging.getLogger("stsync.timecard")
 
 RECORD_TYPE = "timecard"
+ENTRY_RECORD_TYPE = _ENTRY_RECORD_TYPE  # "timecard_entry"
 TASK_NAME = "sync.timecard"
 CATCH_UP_TASK_NAME = "schedule.timecard_catch_up"
 
