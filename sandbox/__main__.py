@@ -74,7 +74,9 @@ def _up(args: argparse.Namespace) -> int:
     )
     from sandbox.run import start_sandbox
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     spec = None if args.no_seed else _spec(args)
     started = time.monotonic()
     sandbox = start_sandbox(

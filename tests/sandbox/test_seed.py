@@ -471,3 +471,28 @@ def test_spectrum_rows_have_one_shape_per_table(world: SeedWorld) -> None:
     for name, table_rows in world.spectrum.items():
         shapes = {tuple(r) for r in table_rows}
         assert len(shapes) == 1, name
+
+
+def test_world_reads_back_through_the_info_link_reader(world: SeedWorld, tmp_path: Path) -> None:
+    from clients.spectrum.infolink import InfoLinkReader
+    from sandbox.spectrum.db import SpectrumDB
+
+    db = SpectrumDB(f"sqlite:///{tmp_path / 'spectrum.sqlite'}")
+    db.load(world.spectrum)
+    try:
+        with InfoLinkReader(db.url, "ABC") as reader:
+            lines = [line for page in reader.iter_po_lines(None, page_size=4) for line in page]
+            assert len(lines) == len(rows(world, il.po_details))
+            for line in lines:  # the reader trims what the seed padded
+                assert line.po_number == line.po_number.strip()
+                assert line.item_code == (line.item_code or "").strip()
+                assert line.job_number == (line.job_number or "").strip()
+            assert UNKNOWN_ITEM_CODE in {line.item_code for line in lines}
+            assert len(reader.list_phases("TEMPLATE")) == 6
+            assert reader.find_employee("E001") is not None
+            assert reader.find_customer("C00001") is None  # customers arrive by sync only
+        with InfoLinkReader(db.url, "XYZ") as reader:
+            assert [p for page in reader.iter_po_lines(None) for p in page] == []
+            assert len(reader.list_phases("TEMPLATE")) == 6
+    finally:
+        db.dispose()
