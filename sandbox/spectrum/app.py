@@ -8,6 +8,7 @@ build ``create_app(SpectrumDB("sqlite:///path.sqlite"))`` so stsync can read the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,6 +37,7 @@ from sandbox.spectrum.soap import (
 from sandbox.spectrum.wsdl import render_wsdl
 
 XML = "text/xml; charset=utf-8"
+log = logging.getLogger(__name__)
 
 
 def _fault(code: str, text: str, status: int = assume.FAULT_HTTP_STATUS) -> Response:
@@ -172,6 +174,11 @@ def create_app(
             record(service.name, request, body, assume.FAULT_HTTP_STATUS, "client_fault",
                    started, at)
             return _fault(exc.faultcode, exc.faultstring)
+        except Exception:  # a simulator bug: answer like Spectrum would, and keep the trace
+            log.exception("Spectrum sandbox failed serving %s", service.name)
+            record(service.name, request, body, assume.FAULT_HTTP_STATUS, "server_error",
+                   started, at)
+            return _server_fault()
         if outcome in ("ghost", "timeout"):
             # the write above is committed; the caller only sees a server fault
             if outcome == "timeout":
@@ -221,6 +228,10 @@ def create_app(
             kind = "client_error" if exc.status < 500 else "server_error"
             record(name, request, body, exc.status, kind, started, at)
             return JSONResponse(exc.body, exc.status, headers=exc.headers)
+        except Exception:  # a simulator bug: answer like Spectrum would, and keep the trace
+            log.exception("Spectrum sandbox failed serving %s", name)
+            record(name, request, body, 500, "server_error", started, at)
+            return JSONResponse(dict(assume.REST_SERVER_ERROR_BODY), 500)
         if outcome in ("ghost", "timeout"):
             if outcome == "timeout":
                 await asyncio.sleep(injector.config.timeout_hold_s)

@@ -86,7 +86,7 @@ def add_customer(ck: Checks, v: Values) -> list[Row]:
         return []
     row = _columns(il.customers, v)
     row.update(Company_Code=ck.company, Status="A", Date_Created=ck.admin.today())
-    ck.conn.execute(il.customers.insert().values(**row))
+    ck.conn.execute(il.customers.insert(), row)
     merge_extras(ck.conn, il.customers.name, ck.company, v["Customer_Code"],
                  _extras(il.customers, v))
     return []
@@ -108,7 +108,7 @@ def add_wo_site_address(ck: Checks, v: Values) -> list[Row]:
     if not v["Sales_Tax_Code"] and customer and customer.get("Sales_Tax_Code"):
         row["Sales_Tax_Code"] = customer["Sales_Tax_Code"]  # defaults from the customer (§6)
     row.update(Company_Code=ck.company, Status="A")
-    ck.conn.execute(il.sites.insert().values(**row))
+    ck.conn.execute(il.sites.insert(), row)
     merge_extras(ck.conn, il.sites.name, ck.company, v["Site_ID"], _extras(il.sites, v))
     return []
 
@@ -150,7 +150,7 @@ def add_job(ck: Checks, v: Values) -> list[Row]:
     row = _columns(il.jobs, v)
     row.setdefault("Status_Code", "A")
     row["Company_Code"] = ck.company
-    ck.conn.execute(il.jobs.insert().values(**row))
+    ck.conn.execute(il.jobs.insert(), row)
     return []
 
 
@@ -235,10 +235,9 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
             description = same_phase.get("Description")
         changes.setdefault("Status_Code", "A")
         ck.conn.execute(
-            il.phases.insert().values(
-                Company_Code=ck.company, Job_Number=job_number, Phase_Code=phase,
-                Cost_Type=cost_type, Description=description, **changes,
-            )
+            il.phases.insert(),
+            {"Company_Code": ck.company, "Job_Number": job_number, "Phase_Code": phase,
+             "Cost_Type": cost_type, "Description": description, **changes},
         )
         return []
     if changes:
@@ -301,7 +300,7 @@ def work_order_header(ck: Checks, v: Values) -> list[Row]:
         number = _next_wo_number(ck.conn, ck.company)
         generated.append((assume.GOOD_CODE, number, "WO_Number"))
     ck.conn.execute(
-        il.work_orders.insert().values(Company_Code=ck.company, WO_Number=number, **changes)
+        il.work_orders.insert(), {"Company_Code": ck.company, "WO_Number": number, **changes}
     )
     return generated
 
@@ -351,7 +350,7 @@ def pre_time_card(ck: Checks, v: Values) -> list[Row]:
         return []
     row = _columns(il.pre_time, v)
     row["Company_Code"] = ck.company
-    ck.conn.execute(il.pre_time.insert().values(**row))
+    ck.conn.execute(il.pre_time.insert(), row)
     return []
 
 
@@ -409,7 +408,7 @@ def write_ar_invoice(
         Decimal("0"),
     )
     header.update(Company_Code=ck.company, Invoice_Amount=total)
-    ck.conn.execute(il.ar_invoices.insert().values(**header))
+    ck.conn.execute(il.ar_invoices.insert(), header)
     detail_names = {f.name for f in AR_MULTI_LINE_DETAIL}
     rows = []
     for i, d in enumerate(lines, 1):
@@ -420,8 +419,8 @@ def write_ar_invoice(
             Line_Number=i,
         )
         rows.append(row)
-    for row in rows:
-        ck.conn.execute(il.ar_invoice_lines.insert().values(**row))
+    for row in rows:  # one by one: lines may carry different columns
+        ck.conn.execute(il.ar_invoice_lines.insert(), row)
 
 
 _AR_LINE_FIELDS = ("Line_Extension", "Detail_Description", "GL_Account", "Income_Cost_Center")

@@ -83,6 +83,30 @@ def as_decimal(value: str) -> Decimal | None:
     return parse_number(value) if value else None
 
 
+_LOOKUPS: dict[tuple[str, tuple[str, ...], bool], sa.Select[Any]] = {}
+
+
+def _lookup(table: Table, columns: tuple[str, ...], *, exists: bool) -> sa.Select[Any]:
+    """A cached ``SELECT ... WHERE Company_Code = ? AND <col> = ? LIMIT 1``: building statements
+    costs more than running them, and a cached one also keeps its compiled form."""
+    key = (table.name, columns, exists)
+    stmt = _LOOKUPS.get(key)
+    if stmt is None:
+        stmt = (
+            sa.select(sa.literal(1)).select_from(table) if exists else sa.select(table)
+        ).where(table.c.Company_Code == sa.bindparam("p_company"))
+        for col in columns:
+            stmt = stmt.where(table.c[col] == sa.bindparam(f"p_{col}"))
+        stmt = _LOOKUPS[key] = stmt.limit(1)
+    return stmt
+
+
+def _params(company: str, where: Mapping[str, Any]) -> dict[str, Any]:
+    params = {f"p_{k}": v for k, v in where.items()}
+    params["p_company"] = company
+    return params
+
+
 @dataclass
 class Checks:
     """Reference, uniqueness and window checks of one record against the company's tables."""
@@ -110,19 +134,13 @@ class Checks:
 
     def find(self, table: Table, **where: Any) -> dict[str, Any] | None:
         """The first row of ``table`` in this company whose columns equal ``where``."""
-        stmt = sa.select(table).where(table.c.Company_Code == self.company)
-        for col, value in where.items():
-            stmt = stmt.where(table.c[col] == value)
-        row = self.conn.execute(stmt.limit(1)).first()
+        stmt = _lookup(table, tuple(where), exists=False)
+        row = self.conn.execute(stmt, _params(self.company, where)).first()
         return dict(row._mapping) if row is not None else None
 
     def exists(self, table: Table, **where: Any) -> bool:
-        stmt = sa.select(sa.literal(1)).select_from(table).where(
-            table.c.Company_Code == self.company
-        )
-        for col, value in where.items():
-            stmt = stmt.where(table.c[col] == value)
-        return self.conn.execute(stmt.limit(1)).first() is not None
+        stmt = _lookup(table, tuple(where), exists=True)
+        return self.conn.execute(stmt, _params(self.company, where)).first() is not None
 
     def ref(
         self,

@@ -180,3 +180,20 @@ def test_reads_are_not_ghosted_by_dice(db: SpectrumDB, outcome: str) -> None:
     inj = FaultInjector(FaultConfig(**rates))  # type: ignore[arg-type]
     with TestClient(create_app(db, inj)) as c:
         assert call(c, "GetJob", {}).status_code == 200
+
+
+def test_a_simulator_bug_answers_a_server_fault_and_is_logged(
+    client: TestClient, db: SpectrumDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox.spectrum import puts
+
+    def boom(*_args: object) -> list[tuple[str, str, str]]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(puts.PUT_HANDLERS, "AddCustomer", boom)
+    resp = call(client, "AddCustomer", CUSTOMER)
+    assert resp.status_code == 500
+    assert fault(resp) == ("SOAP-ENV:Server", "Error executing Web Service")
+    (rec,) = injector(client).requests("AddCustomer")
+    assert (rec.status, rec.outcome) == (500, "server_error")
+    assert db.count("CR_CUSTOMER_MASTER_MC", Customer_Code="C00077") == 0
