@@ -165,7 +165,7 @@ def create_app(
             return response
         await injector.delay()
         outcome = injector.decide(service.name, is_write=service.type == "put")
-        if outcome in ("error", "rate_limit"):  # rate_limit: see assumptions
+        if outcome in assume.SERVER_FAULT_OUTCOMES:
             record(service.name, request, body, assume.FAULT_HTTP_STATUS, outcome, started, at)
             return _server_fault()
         try:
@@ -218,7 +218,7 @@ def create_app(
             return JSONResponse(exc.body, exc.status, headers=exc.headers)
         await injector.delay()
         outcome = injector.decide(name, is_write=True)
-        if outcome in ("error", "rate_limit"):
+        if outcome in assume.SERVER_FAULT_OUTCOMES:
             record(name, request, body, 500, outcome, started, at)
             return JSONResponse(dict(assume.REST_SERVER_ERROR_BODY), 500)
         try:

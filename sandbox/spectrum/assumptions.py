@@ -26,18 +26,19 @@ SERVER_FAULT: Final = ("SOAP-ENV:Server", "Error executing Web Service")
 MISSING_ELEMENTS_FAULT: Final = ("SOAP-ENV:Client", "Missing element(s): {names}")
 #: Malformed XML, a DTD, or a body whose operation element does not match the endpoint [A].
 BAD_REQUEST_FAULT: Final = ("SOAP-ENV:Client", "Invalid request: {why}")
-#: §9.4: the fault injector's ``rate_limit`` outcome is a ServiceTrade notion; Spectrum has no 429,
-#: so a scripted ``rate_limit`` is served as the ordinary server fault [A].
-SPECTRUM_HAS_NO_RATE_LIMIT: Final = True
+#: §9.4: fault-injector outcomes answered with the server fault before any work. ``rate_limit`` is a
+#: ServiceTrade notion; Spectrum has no 429, so a scripted ``rate_limit`` is a server fault [A].
+SERVER_FAULT_OUTCOMES: Final = frozenset({"error", "rate_limit"})
 #: §1 lists element order in the WSDL; elements the layout does not declare are ignored, as a
-#: ProIV form ignores unknown input [A].
+#: ProIV form ignores unknown input [A]. False: they fault like missing ones.
 IGNORE_UNDECLARED_ELEMENTS: Final = True
+UNDECLARED_ELEMENTS_FAULT: Final = ("SOAP-ENV:Client", "Unknown element(s): {names}")
 
 # --- Put outcomes (§4, §9.5) ----------------------------------------------------------------------
 
-#: §4: success of a Put is "not documented publicly" — the simulator answers an empty
-#: ``<returnData/>`` (no ``response`` rows) [A].
-PUT_SUCCESS_HAS_NO_ROWS: Final = True
+#: §4: success of a Put is "not documented publicly" — the simulator answers these rows, none,
+#: i.e. an empty ``<returnData/>`` (plus a ``G`` row when it assigned a number) [A].
+PUT_SUCCESS_ROWS: Final[tuple[tuple[str, str, str], ...]] = ()
 #: §4/§9.5: an auto-assigned key comes back as one ``G`` row: desc = the value, column = the key.
 GOOD_CODE: Final = "G"
 #: §9.5: first work-order number handed out when a company has no numeric WO yet; later ones are

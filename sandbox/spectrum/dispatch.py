@@ -48,6 +48,11 @@ def serve(service: Service, call: SoapCall, admin: AdminState, db: SpectrumDB) -
             code, text.format(why=f"operation {call.operation} sent to endpoint {service.name}")
         )
     declared = request_elements(service)
+    if not assume.IGNORE_UNDECLARED_ELEMENTS:
+        undeclared = sorted(set(call.values) - set(declared))
+        if undeclared:
+            code, text = assume.UNDECLARED_ELEMENTS_FAULT
+            raise SoapRequestError(code, text.format(names=", ".join(undeclared)))
     if admin.require_all_elements:
         missing = [e for e in declared if e not in call.values]
         if missing:
@@ -96,7 +101,7 @@ def serve(service: Service, call: SoapCall, admin: AdminState, db: SpectrumDB) -
             if checks.rows:
                 result.rows = list(checks.rows)
             else:
-                result.rows = extra
+                result.rows = [*assume.PUT_SUCCESS_ROWS, *extra]
                 result.wrote = True
         else:
             records = GET_HANDLERS[service.name](checks, clean) if not checks.rows else []

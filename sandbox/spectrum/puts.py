@@ -34,9 +34,9 @@ BUILTIN_PAY_TYPES = frozenset(
 )
 
 
-def _columns(table: Table, values: Values, *, rename: Mapping[str, str] | None = None) -> dict[
-    str, Any
-]:
+def _columns(
+    table: Table, values: Values, *, rename: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The non-blank ``values`` that ``table`` has columns for, typed per column."""
     out: dict[str, Any] = {}
     rename = rename or {}
@@ -54,9 +54,9 @@ def _columns(table: Table, values: Values, *, rename: Mapping[str, str] | None =
     return out
 
 
-def _extras(table: Table, values: Values, rename: Mapping[str, str] | None = None) -> dict[
-    str, str
-]:
+def _extras(
+    table: Table, values: Values, rename: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Layout values without an Info-Link column (kept in the sandbox's extras table)."""
     rename = rename or {}
     return {

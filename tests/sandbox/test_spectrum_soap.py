@@ -400,3 +400,16 @@ def test_guid_is_not_shared_across_authorization_ids_for_one_service(
 
 def test_seed_rows_are_independent_between_tests(db: SpectrumDB) -> None:
     assert db.count("CR_CUSTOMER_MASTER_MC") == len(seed_rows()["CR_CUSTOMER_MASTER_MC"])
+
+
+def test_undeclared_elements_are_ignored(client: TestClient, db: SpectrumDB) -> None:
+    body = envelope("AddCustomer", CUSTOMER).replace("<Name>", "<Colour>red</Colour><Name>")
+    assert put_rows(client.post("/ws/AddCustomer", content=body)) == []
+    assert db.count("CR_CUSTOMER_MASTER_MC", Customer_Code="C00077") == 1
+
+
+def test_basic_header_on_soap_is_harmless(client: TestClient) -> None:
+    # §2: two integrators send Basic Company_Code:Authorization_ID on SOAP calls
+    resp = client.post("/ws/AddCustomer", content=envelope("AddCustomer", CUSTOMER),
+                       headers={"Authorization": "Basic QUJDOmFweEs3UTJNOVRa"})
+    assert put_rows(resp) == []
