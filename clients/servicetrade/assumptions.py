@@ -72,11 +72,6 @@ ENTITY_TYPES: Final[dict[str, int]] = {
     "location": 11,
     "appointment": 16,
     "contact": 22,
-    # [A] not numbered by any source; the sandbox uses the same numbers
-    # (sandbox/servicetrade/assumptions.py ASSUMED_ENTITY_TYPES)
-    "timecard": 50,
-    "clockevent": 51,
-    "jobitem": 52,
 }
 
 # --- external ids (§6, [W] rb-destilado) ----------------------------------------------------------
