@@ -79,6 +79,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
             "health_check_interval": 25,
             "retry_on_timeout": True,
         }
+        if settings.redis_key_prefix:
+            transport["global_keyprefix"] = settings.redis_key_prefix
     else:
         raise ConfigError(
             f"BROKER_URL {broker_url.split('://')[0]}:// is not supported: stsync runs on Redis "
@@ -118,11 +120,24 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 app = Celery("stsync", include=_existing(TASK_MODULES))
 
 
+def _drop_connection_pools() -> None:
+    """Forget pooled broker connections so a re-configured broker URL or key prefix applies
+    (a process that configures twice: tests, the demo)."""
+    pool = getattr(app, "_pool", None)
+    if pool is not None:
+        pool.force_close_all()
+        app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
 def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
     """Configure the app for ``settings`` (broker resolved now) and return it."""
     broker_url = resolve_broker_url(settings, start=start_broker)
     conf = celery_config(settings, broker_url)
     conf.pop("task_queues_names")
+    _drop_connection_pools()
     app.conf.update(conf)
     from kombu import Queue as KQueue
 

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clients.servicetrade.assumptions import WEBHOOK_ENTITY_TYPES
+from clients.servicetrade.assumptions import webhook_entity_types
 from sandbox.credentials import WEBHOOK_SECRET
 from worker import embedded_redis
 from worker.ledger import TERMINAL, Ledger, Status
@@ -132,7 +132,7 @@ def run_demo(
     code = 1
     try:
         ctx.st.register_webhook(
-            hook, {n: ["created", "updated"] for n in WEBHOOK_ENTITY_TYPES.values()}
+            hook, {n: ["created", "updated"] for n in webhook_entity_types().values()}
         )
         created = replay(sandbox.st_state, world.servicetrade)
         console.print(

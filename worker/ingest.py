@@ -66,6 +66,7 @@ def create_ingest_app(
     max_body = settings.ingest.max_body_bytes
     ttl = settings.ingest.dedupe_ttl_s
     connections = settings.auto_sync_connections()
+    seen_prefix = f"{settings.redis_key_prefix}{DEDUPE_PREFIX}"
 
     def _redis() -> redis.Redis:
         nonlocal redis_client
@@ -119,7 +120,7 @@ def create_ingest_app(
                     continue
                 task_name, _record = route
                 dedupe = (
-                    f"{DEDUPE_PREFIX}{delivery.message_id}:{event.entity.type}:"
+                    f"{seen_prefix}{delivery.message_id}:{event.entity.type}:"
                     f"{event.entity.id}:{event.action}"
                 )
                 if not r.set(dedupe, 1, nx=True, ex=ttl):

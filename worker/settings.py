@@ -146,6 +146,8 @@ class Settings(Section):
     timezone: str = "America/New_York"
     data_dir: str = ".stsync"
     broker_url: str | None = None
+    #: prefix of every Redis key stsync and Celery write (several deployments on one Redis)
+    redis_key_prefix: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
     database_url: str = ""
     webhook_secret: SecretStr
     webhook_previous_secret: SecretStr | None = None
@@ -337,6 +339,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         "config_path": str(p),
         "data_dir": str(data_dir),
         "broker_url": env.get("BROKER_URL") or None,
+        "redis_key_prefix": env.get("STSYNC_REDIS_PREFIX", raw.pop("redis_key_prefix", "")),
         "database_url": database_url,
         "webhook_secret": env.get("WEBHOOK_SECRET", ""),
         "webhook_previous_secret": env.get("WEBHOOK_PREVIOUS_SECRET") or None,

@@ -103,3 +103,17 @@ TIMECARD_RESOURCE: Final = "timecard"
 def timecard_query(approved_after: int, approved_before: int, status: str) -> dict[str, Any]:
     """Query of ``GET /api/timecard`` for timecards approved in [after, before] (unix seconds)."""
     return {"status": status, "approvedAfter": approved_after, "approvedBefore": approved_before}
+
+
+#: Entity type numbers for records that have none in the public sources (§3 lists none for them):
+#: the approved timecard (§11), clock events and job items [A]. Webhook subscriptions use them.
+ASSUMED_ENTITY_TYPES: Final[dict[str, int]] = {"timecard": 50, "clockevent": 51, "jobitem": 52}
+
+#: The entity types stsync subscribes to (webhook ``entity.type`` -> entity type number).
+WEBHOOK_ENTITIES: Final = ("company", "location", "job", "invoice", "timecard")
+
+
+def webhook_entity_types() -> dict[str, int]:
+    """``{entity name: entity type number}`` for every entity stsync syncs from webhooks."""
+    numbers = {**ENTITY_TYPES, **ASSUMED_ENTITY_TYPES}
+    return {name: numbers[name] for name in WEBHOOK_ENTITIES}

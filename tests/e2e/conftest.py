@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,8 +194,9 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     from worker.ledger import Ledger
     from worker.settings import load_settings
 
+    # a private key prefix per stack: other test runs may share this Redis
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
     r = redis.Redis.from_url(REDIS_URL)
-    r.flushdb()
     sandbox = start_sandbox(tmp_path / "sandbox", spec=SeedSpec(companies=3))
     config = fast_settings_toml(tmp_path)
     env = dict(os.environ)
@@ -205,6 +207,7 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
             "STSYNC_DATA_DIR": str(tmp_path / "data"),
             "DATABASE_URL": database_url,
             "BROKER_URL": REDIS_URL,
+        "STSYNC_REDIS_PREFIX": prefix,
             "STSYNC_AUTOCONFIGURE": "1",
             "PYTHONPATH": str(REPO),
         }
@@ -232,7 +235,9 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
         ingest.stop()
         sandbox.stop()
         ledger.dispose()
-        r.flushdb()
+        keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            r.delete(*keys)
 
 
 @pytest.fixture
