@@ -66,7 +66,7 @@ from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, problem_key, record_alert, run_record, same_text
 from worker.context import SyncContext, get_context
-from worker.ledger import RecordKey, Status
+from worker.ledger import Record, RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.invoice")
@@ -132,9 +132,10 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
+    before = ctx.ledger.get(key)
 
     def body(run: Run) -> Outcome:
-        return _post(ctx, conn, run, invoice_id)
+        return _post(ctx, conn, run, invoice_id, before)
 
     return run_record(
         ctx,
@@ -145,7 +146,9 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
     )
 
 
-def _post(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int) -> Outcome:
+def _post(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int, before: Record | None
+) -> Outcome:
     invoice = ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     posted = posted_documents(ctx, conn.name, invoice_id)
@@ -153,7 +156,19 @@ def _post(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
     if invoice.status != PENDING_ACCOUNTING:
         if planned and all(_is_posted(posted, kind) for kind in _kinds(planned)):
             return run.done("unchanged", run.record.spectrum_key, message="already posted")
-        raise RecordSkipped(f"{record}: status is now {invoice.status!r}; nothing posted")
+        why = f"{record}: status is now {invoice.status!r}; nothing posted"
+        if before is not None and before.status is not Status.IN_FLIGHT:
+            # a duplicate delivery that lost the race with the attempt that set this status:
+            # leave that attempt's outcome (e.g. failed with its reason) as it was
+            ctx.ledger.mark(
+                run.key,
+                before.status,
+                error_kind=before.error_kind,
+                reason=before.last_error,
+                state=run.state,
+            )
+            return Outcome("unchanged", run.key, before.spectrum_key, why)
+        raise RecordSkipped(why)
 
     how: dict[str, str] = {}
     if not planned or not all(_is_posted(posted, kind) for kind in _kinds(planned)):

@@ -18,6 +18,7 @@ from tasks.invoice import (
     RECORD_TYPE,
     TASK_NAME,
     VOID_RECORD_TYPE,
+    post_invoice,
     posted_documents,
     sweep_pending_invoices,
     sync_invoice,
@@ -162,6 +163,22 @@ def test_salesperson_without_spectrum_id_stops_with_comment_and_alert(
     approve(st_state, inv_id)
     assert sync_invoice(ctx, inv_id, "main").result == "synced"
     assert st_invoice(st_state, inv_id)["status"] == "processed"
+
+
+def test_duplicate_that_lost_the_race_keeps_the_failure(
+    ctx: Any, world: Any, st_state: Any
+) -> None:
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    # a second delivery routed while the invoice was still pending claims it after the first
+    # attempt set it failed: it must not replace the recorded failure
+    out = post_invoice(ctx, inv_id, "main")
+    assert out.result == "unchanged"
+    assert "status is now 'failed'" in out.message
+    rec = ctx.ledger.get(key(inv_id))
+    assert rec.status is Status.FAILED
+    assert rec.error_kind == "prerequisite"
+    assert "salesperson" in (rec.last_error or "")
 
 
 def test_spectrum_refusal_fails_with_comment_then_fix_and_reapprove(
