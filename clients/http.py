@@ -224,31 +224,70 @@ def retrying(retry_wait_s: float) -> tenacity.Retrying:
     )
 
 
-class CallReporter:
-    """Times one exchange and reports it to the ``on_call`` hook (if any).
+class Exchanger:
+    """Sends one request, classifies the answer at the edge, reports the call to ``on_call``.
 
-    The hook's own exceptions propagate: losing an audit record silently is worse than failing.
+    Every exchange of a client goes through ``send``: transport failures become
+    ``TransientError``/``AmbiguousWriteError``, ``classify`` turns the response into a result or a
+    ``SyncError``, errors leave scrubbed of credentials, and one ``CallRecord`` is reported either
+    way. The hook's own exceptions propagate: losing an audit record silently is worse than failing.
     """
 
-    def __init__(self, hook: CallHook | None, system: str, redact: Redactor) -> None:
+    def __init__(
+        self, http: httpx.Client, hook: CallHook | None, system: str, redact: Redactor
+    ) -> None:
+        self._http = http
         self._hook = hook
         self._system = system
         self._redact = redact
 
-    def report(
+    def send(
         self,
+        method: str,
+        url: str,
         *,
+        what: str,
+        service: str,
+        digest: str,
+        write: bool,
+        classify: Callable[[httpx.Response], T],
+        describe: Callable[[T], tuple[str, SyncError | None]] | None = None,
+        redact: Redactor | None = None,
+        **request: Any,
+    ) -> T:
+        """``request`` goes to ``httpx.Client.request``; ``describe`` turns a result into the
+        record's detail and, for results that carry refusals without raising (REST invoices), the
+        error that sets the record's outcome."""
+        redact = redact or self._redact
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            try:
+                resp = self._http.request(method, url, **request)
+            except httpx.TransportError as exc:
+                raise transport_failure(exc, what=what, write=write) from exc
+            status = resp.status_code
+            result = classify(resp)
+        except SyncError as exc:
+            scrub(exc, redact)
+            self._report(service, method, digest, started, status, exc, str(exc))
+            raise
+        detail, refusal = describe(result) if describe else ("", None)
+        self._report(service, method, digest, started, status, refusal, redact(detail))
+        return result
+
+    def _report(
+        self,
         service: str,
         method: str,
         digest: str,
         started: float,
         status: int | None,
-        exc: BaseException | None = None,
-        detail: str = "",
+        exc: BaseException | None,
+        detail: str,
     ) -> None:
         if self._hook is None:
             return
-        text = detail or ("" if exc is None else str(exc))
         self._hook(
             CallRecord(
                 system=self._system,
@@ -258,6 +297,6 @@ class CallReporter:
                 outcome=outcome_of(exc),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
-                detail=self._redact(text)[:MAX_DETAIL],
+                detail=detail[:MAX_DETAIL],
             )
         )

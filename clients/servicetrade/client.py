@@ -36,15 +36,13 @@ from clients.errors import (
 )
 from clients.http import (
     CallHook,
-    CallReporter,
+    Exchanger,
     Redactor,
     json_digest,
     make_timeout,
     retry_after_seconds,
     retrying,
-    scrub,
     server_failure,
-    transport_failure,
 )
 from clients.servicetrade import assumptions as a
 from clients.servicetrade.models import (
@@ -126,6 +124,13 @@ def _query(params: Mapping[str, Any]) -> dict[str, str | int]:
     return out
 
 
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _parse(model: type[M], data: Any, what: str) -> M:
     if not isinstance(data, dict):
         raise PermanentError(f"{what}: the response holds no record")
@@ -180,7 +185,7 @@ class ServiceTradeClient:
         self._password = password
         self._retry_wait_s = retry_wait_s
         self._redact = Redactor([client_secret, password])
-        self._reporter = CallReporter(on_call, SYSTEM, self._redact)
+        self._wire = Exchanger(self._http, on_call, SYSTEM, self._redact)
         self._auth_lock = threading.RLock()
         self._access_token: str | None = None
         self._refresh_at = 0.0
@@ -235,38 +240,22 @@ class ServiceTradeClient:
         form: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
     ) -> R:
-        """Send one request, classify its answer, report it to ``on_call``.
-
-        Errors leave scrubbed of credentials (and of ``redact``'s extra secrets).
-        """
+        """One request under ``/api``, classified and reported (``redact``: extra secrets)."""
         what = f"ServiceTrade {method} {a.API_PREFIX}/{path}"
-        started = time.perf_counter()
-        status: int | None = None
-        try:
-            try:
-                resp = self._http.request(
-                    method,
-                    f"{a.API_PREFIX}/{path}",
-                    headers=headers,
-                    params=_query(params or {}),
-                    json=json_body,
-                    data=form,
-                )
-            except httpx.TransportError as exc:
-                raise transport_failure(exc, what=what, write=write) from exc
-            status = resp.status_code
-            result = classify(resp, what, write)
-        except SyncError as exc:
-            scrub(exc, redact or self._redact)
-            self._reporter.report(
-                service=service, method=method, digest=digest, started=started, status=status,
-                exc=exc,
-            )
-            raise
-        self._reporter.report(
-            service=service, method=method, digest=digest, started=started, status=status
+        return self._wire.send(
+            method,
+            f"{a.API_PREFIX}/{path}",
+            what=what,
+            service=service,
+            digest=digest,
+            write=write,
+            classify=lambda resp: classify(resp, what, write),
+            redact=redact,
+            headers=headers,
+            params=_query(params or {}),
+            json=json_body,
+            data=form,
         )
-        return result
 
     @staticmethod
     def _classify(resp: httpx.Response, what: str, write: bool) -> Any:
@@ -483,8 +472,7 @@ class ServiceTradeClient:
             if not isinstance(data, dict):
                 raise PermanentError(f"{what}: the list response is not an object")
             items = data.get(plural_key)
-            total = data.get("totalPages")
-            total_pages = int(total) if isinstance(total, int | float | str) and total else 0
+            total_pages = _int_or_zero(data.get("totalPages"))
             if items is None and total_pages == 0:
                 return
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):

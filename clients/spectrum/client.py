@@ -38,7 +38,7 @@ from clients.errors import (
 )
 from clients.http import (
     CallHook,
-    CallReporter,
+    Exchanger,
     Redactor,
     json_digest,
     make_timeout,
@@ -46,7 +46,6 @@ from clients.http import (
     retrying,
     scrub,
     server_failure,
-    transport_failure,
 )
 from clients.spectrum import rest_invoice
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
@@ -153,7 +152,7 @@ class SpectrumClient:
         self._redact = Redactor(
             [authorization_id, basic, enhanced_auth[1] if enhanced_auth else None]
         )
-        self._reporter = CallReporter(on_call, SYSTEM, self._redact)
+        self._wire = Exchanger(self._http, on_call, SYSTEM, self._redact)
         self._retry_wait_s = retry_wait_s
         self._lock = threading.RLock()
         self._guid = str(uuid.uuid4())
@@ -231,9 +230,10 @@ class SpectrumClient:
                 raise TransientError(f"{what}: HTTP {status} without a token")
             return payload
 
-        payload = self._exchange(
+        payload = self._wire.send(
             "POST",
             TOKEN_PATH,
+            what=what,
             service="connect/token",
             digest=json_digest({"grant_type": "client_credentials", "client_id": client_id}),
             write=False,
@@ -275,53 +275,7 @@ class SpectrumClient:
         except _UnauthorizedError as exc:
             raise AuthorizationError(f"{exc.message} (again with a new token)") from None
 
-    # --- one HTTP exchange ------------------------------------------------------------------------
-    def _exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        service: str,
-        digest: str,
-        write: bool,
-        classify: Callable[[httpx.Response], T],
-        describe: Callable[[T], tuple[str, SyncError | None]] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-        json_body: Any = None,
-        data: Mapping[str, str] | None = None,
-    ) -> T:
-        """Send one request, classify the answer, report it to ``on_call``.
-
-        ``describe`` turns a result into the record's detail and, for results that carry refusals
-        without raising (REST invoices), the error that sets the record's outcome.
-        """
-        what = f"Spectrum {service}"
-        started = time.perf_counter()
-        status: int | None = None
-        try:
-            try:
-                resp = self._http.request(
-                    method, path, headers=headers, content=content, json=json_body, data=data
-                )
-            except httpx.TransportError as exc:
-                raise transport_failure(exc, what=what, write=write) from exc
-            status = resp.status_code
-            result = classify(resp)
-        except SyncError as exc:
-            scrub(exc, self._redact)
-            self._reporter.report(
-                service=service, method=method, digest=digest, started=started, status=status,
-                exc=exc,
-            )
-            raise
-        detail, refusal = describe(result) if describe else ("", None)
-        self._reporter.report(
-            service=service, method=method, digest=digest, started=started, status=status,
-            exc=refusal, detail=detail,
-        )
-        return result
-
+    # --- SOAP exchange ---------------------------------------------------------------------------
     def _soap(
         self,
         svc: Service,
@@ -335,9 +289,10 @@ class SpectrumClient:
     ) -> T:
         envelope = build_envelope(svc, self._authorization_id, guid, values)
         what = f"Spectrum {svc.name}"
-        return self._exchange(
+        return self._wire.send(
             "POST",
             f"/ws/{svc.name}",
+            what=what,
             service=svc.name,
             digest=digest,
             write=write,
@@ -478,22 +433,23 @@ class SpectrumClient:
             refused = [r for r in results if r.error is not None]
             for r in refused:
                 assert r.error is not None
-                scrub(r.error, self._redact)
+                scrub(r.error, self._redact)  # these are returned, not raised
             detail = f"{len(results) - len(refused)} imported"
             if refused:
                 detail += "; refused: " + "; ".join(str(r.error) for r in refused)
             return detail, refused[0].error if refused else None
 
         return self._with_reauth(
-            lambda: self._exchange(
+            lambda: self._wire.send(
                 "POST",
                 rest_invoice.PATH,
+                what=f"Spectrum POST {rest_invoice.PATH}",
                 service=rest_invoice.SERVICE,
                 digest=digest,
                 write=True,
                 classify=classify,
                 describe=describe,
                 headers=self._auth_headers(rest=True),
-                json_body=body,
+                json=body,
             )
         )
