@@ -165,7 +165,9 @@ class _Poll:
     def lib_items(self) -> tuple[dict[str, int], frozenset[str]]:
         if self._lib is None:
             self._lib = self.ctx.cached(
-                "po:libitem-index", LIB_ITEMS_TTL_S, lambda: index_lib_items(self.ctx.st.list_libitems())
+                "po:libitem-index",
+                LIB_ITEMS_TTL_S,
+                lambda: index_lib_items(self.ctx.st.list_libitems()),
             )
         return self._lib
 
