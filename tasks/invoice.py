@@ -609,9 +609,16 @@ def _fail_in_servicetrade(ctx: SyncContext, run: Run, invoice_id: int, exc: Perm
 def void_invoice(
     ctx: SyncContext, invoice_id: int, connection: str | None = None, *, replay: bool = False
 ) -> Outcome:
-    """Credit a voided, posted invoice once with an offsetting credit memo. Idempotent."""
+    """Credit a voided, posted invoice once with an offsetting credit memo. Idempotent.
+
+    A credited or skipped void is final (a redelivery is a no-op); a failed one is tried again by
+    any later event for the invoice and by ``stsync retry invoice <id>`` (which re-queues the
+    invoice: this function is where its void is retried).
+    """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, VOID_RECORD_TYPE, str(invoice_id))
+    before = ctx.ledger.get(key)
+    final = before is not None and before.status in (Status.DONE, Status.SKIPPED)
 
     def body(run: Run) -> Outcome:
         return _void(ctx, conn, run, invoice_id)
@@ -623,7 +630,7 @@ def void_invoice(
             record_alert(ctx, run.key, "void_credit", str(exc))
         _comment_once(ctx, run, invoice_id, exc, voided=True)
 
-    return run_record(ctx, key, body, reclaim_done=replay, on_permanent=on_permanent)
+    return run_record(ctx, key, body, reclaim_done=replay or not final, on_permanent=on_permanent)
 
 
 def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int) -> Outcome:
@@ -636,6 +643,9 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
     if approval is not None:
         _confirm_unknown_writes(ctx, run, invoice_id, approval.state, record)
     posted = posted_documents(ctx, conn.name, invoice_id)
+    if posted.void_credit:
+        # credited by a concurrent delivery that finished first
+        return run.done("unchanged", posted.void_credit, message="already credited")
     reason = void_skip_reason(invoice, posted)
     if reason:
         raise RecordSkipped(f"{record}: void: {reason}")

@@ -413,3 +413,27 @@ def test_void_ghost_write_is_adopted(
     assert sync_invoice(ctx, inv_id, "main").result == "adopted"
     assert spectrum_db.count(AR, Invoice_Or_Transaction=f"SV{inv_id}") == 1
     assert posts(spectrum_app) == 2
+
+
+def test_void_that_cannot_be_credited_is_reported_then_retried(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any
+) -> None:
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    st_state.update("invoice", inv_id, {"status": "void"})
+    spectrum_app.state.admin.set_window("AR", Window(date(2020, 1, 1), date(2020, 1, 31)))
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "failed"
+    rec = ctx.ledger.get(key(inv_id, VOID_RECORD_TYPE))
+    assert rec.status is Status.FAILED
+    assert [a["kind"] for a in ctx.ledger.alerts(rec.key)] == ["void_credit"]
+    (comment,) = [c for c in comments_on(st_state, inv_id) if "credit the void" in c]
+    assert "stsync retry invoice" in comment
+    assert st_invoice(st_state, inv_id)["status"] == "void"  # a void invoice stays void
+    assert spectrum_db.count(AR, Invoice_Or_Transaction=f"SV{inv_id}") == 0
+    # accounting opens the period; `stsync retry invoice <id>` queues the invoice again
+    spectrum_app.state.admin.set_window("AR", Window(date(2020, 1, 1), date(2030, 12, 31)))
+    assert sync_invoice(ctx, inv_id, "main").result == "synced"
+    assert spectrum_db.count(AR, Invoice_Or_Transaction=f"SV{inv_id}") == 1
+    assert sync_invoice(ctx, inv_id, "main").result == "unchanged"
+    assert ctx.ledger.get(rec.key).status is Status.DONE
