@@ -789,6 +789,14 @@ def test_failure_comment_for_mapping_and_prerequisite() -> None:
     assert "missing record or mapping" in failure_comment(9, p)
 
 
+def test_failure_comment_for_a_void_says_how_to_retry() -> None:
+    err = PermanentError("window closed", rows=[ErrorRow("I", "GL_Date is outside", "GL_Date")])
+    text = failure_comment(5, err, voided=True)
+    assert text.startswith("stsync could not credit the void of invoice 5 in Spectrum")
+    assert "stsync retry invoice 5" in text
+    assert "pending accounting" not in text
+
+
 # --- purity --------------------------------------------------------------------------------------
 def test_mapper_imports_only_models_and_stdlib() -> None:
     src = Path(__file__).resolve().parents[2] / "mappers" / "invoice.py"
