@@ -32,7 +32,7 @@ from clients.errors import (
     TransientError,
 )
 from clients.servicetrade.models import Job
-from clients.spectrum.models import SpectrumRequest
+from clients.spectrum.models import SpectrumRequest, request_digest
 from mappers.job import (
     adopt_mismatch,
     job_comment,
@@ -157,8 +157,6 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
 
 
 def _combined(digests: list[str]) -> str:
-    from clients.spectrum.models import request_digest
-
     return request_digest(digests)
 
 
