@@ -221,9 +221,10 @@ def test_catch_up_posts_only_the_unsynced_half_and_a_second_run_posts_nothing(
     wait_for(lambda: stack.ledger.audit_count(service="timecard_catch_up") == 2, 60, 0.3,
              "the second catch-up summary")
     # only the stopped cards (still no Spectrum employee) are queued again, and fail again
-    for c in stopped:
-        wait_for(lambda c=c: stack.record("timecard", c["id"]).attempts > attempts[c["id"]],
-                 60, 0.3, f"stopped card {c['id']} re-examined")
+    def all_re_examined() -> bool:
+        return all(stack.record("timecard", cid).attempts > n for cid, n in attempts.items())
+
+    wait_for(all_re_examined, 60, 0.3, "the stopped cards re-examined")
     settle(stack)
     assert pre_time_calls(stack) == sent
     assert sorted(markers(stack)) == sorted(card_markers(*postable))
