@@ -5,6 +5,12 @@ plain Starlette routes. Every ``/api`` call goes through ``_Server.serve``: auth
 injector for the call's fate, apply latency, do the work under the store's lock, serialise outside
 it, and record the call in the injector's log. OAuth, legacy login and ``/_sandbox`` admin routes
 are never faulted.
+
+Admin routes: the shared ``sandbox.faults.admin_router`` (``/_sandbox/faults``,
+``/script/{service}``, ``/counters``, ``/requests``, ``/reset``) plus
+``GET /_sandbox/webhooks`` (counters and recent attempts), ``POST /_sandbox/webhooks/flush``,
+``GET|PUT /_sandbox/auth`` (token/session TTLs), ``POST /_sandbox/auth/expire`` (expire every
+access token and session now) and ``GET /_sandbox/state/{resource}[/{id}]`` (the store, no auth).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ real-world observation can replace a guess by editing one line here. Nothing els
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 # --- §1 authentication --------------------------------------------------------------------------
@@ -101,6 +101,8 @@ DEFAULT_ITEM_TAX_RATE = 0.0
 INVOICE_ITEMS_FROM_JOB_ITEMS = True
 
 
+#: §5.5 / §2 [A]: an invoice ``contractId`` naming no contract is a 400 validation error on
+#: ``contractId``; one that exists but does not apply (below) is the reference's 409.
 def contract_applies(
     contract: Mapping[str, Any], *, customer_id: int | None, location_id: int | None
 ) -> bool:
@@ -124,9 +126,23 @@ def contract_applies(
 #: A company without an ``isCustomer`` flag counts as a customer.
 LOCATION_DEFAULT_IS_CUSTOMER = True
 
-#: §5.2 [A]: a new location's ``officeIds`` default to "the vendor's primary office": the
-#: lowest-id location that belongs to a company with ``isVendor: true``.
+#: §5.2 [A]: a new location is taxable unless the body says otherwise.
 LOCATION_DEFAULT_TAXABLE = True
+
+
+def primary_office(
+    locations: Iterable[Mapping[str, Any]],
+    company_of: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+) -> Mapping[str, Any] | None:
+    """§5.2 [A]: "the vendor's primary office", the default of a new location's ``officeIds``:
+    the lowest-id location (``locations`` come in id order) of a company with ``isVendor: true``.
+    A new job's ``assignedOffice`` defaults to its location's first office (§5.3 [A])."""
+    for location in locations:
+        company = company_of(location)
+        if company is not None and company.get("isVendor"):
+            return location
+    return None
+
 
 # --- §6 external ids ----------------------------------------------------------------------------
 
@@ -225,6 +241,20 @@ TIMECARD_STATUSES = ("approved", "submitted", "rejected")
 #: §11 [A]: approving a timecard (API or ``STState.update``) stamps ``approvedOn`` with the current
 #: time unless the change gives one; leaving ``approved`` clears it.
 TIMECARD_STAMP_APPROVED_ON = True
+
+# --- store-wide choices -------------------------------------------------------------------------
+
+#: §3 [A]: the simulator draws every new id (records, invoice items, timecard entries) from one
+#: counter shared by all resources, continuing above the highest id seen (a seeded 16-digit id
+#: makes every later id 16 digits, as in real accounts). ``STState(first_id=...)`` sets the floor.
+#: (Implemented by ``STState.new_id``; documented here only.)
+#: [A]: an update that changes nothing is not a change: no ``updated`` bump, no webhook event.
+#: ``STState.reset()`` / ``POST /_sandbox/reset`` go back to what was loaded (the seed), keep
+#: issued tokens and sessions, and clear webhook queues and counters.
+NO_OP_UPDATES_EMIT_NOTHING = True
+#: §5.8 / §5.9 [A]: comments and tags can name jobs (3), invoices (6), locations (11),
+#: companies (5) and users (4) — the simulator's resources among those the reference lists.
+COMMENT_TARGETS = ("job", "invoice", "location", "company", "user")
 
 # --- §2 errors ----------------------------------------------------------------------------------
 

@@ -202,13 +202,11 @@ def _ref_in(field: str, ids: set[int]) -> Predicate:
 
 
 # --- location -----------------------------------------------------------------------------------
-def _primary_office(ctx: Ctx) -> dict[str, Any] | None:
-    """§5.2 [A]: the lowest-id location of a vendor company."""
-    for loc in ctx.state.scan("location"):
-        company = ctx.state.peek("company", ref_id(loc, "company"))
-        if company is not None and company.get("isVendor"):
-            return loc
-    return None
+def _primary_office(ctx: Ctx) -> Mapping[str, Any] | None:
+    state = ctx.state
+    return assumptions.primary_office(
+        state.scan("location"), lambda loc: state.peek("company", ref_id(loc, "company"))
+    )
 
 
 def _office_ref(loc: Mapping[str, Any]) -> dict[str, Any]:
@@ -958,8 +956,7 @@ def jobitem_filters(ctx: Ctx, q: Query) -> list[Predicate]:
 
 
 # --- comments and tags --------------------------------------------------------------------------
-#: entity types a comment or tag can name, among the resources the simulator serves
-_TARGETS = ("job", "invoice", "location", "company", "user")
+_TARGETS = assumptions.COMMENT_TARGETS
 
 
 def _target(ctx: Ctx, f: Fields, required: bool) -> tuple[int, dict[str, Any]] | None:

@@ -248,9 +248,9 @@ class STState:
                 else:
                     new[key] = value
             new = self._derive_on_update(resource, old, new, changes)
-            if {k: v for k, v in new.items() if k != "updated"} == {
-                k: v for k, v in old.items() if k != "updated"
-            }:
+            if assumptions.NO_OP_UPDATES_EMIT_NOTHING and {
+                k: v for k, v in new.items() if k != "updated"
+            } == {k: v for k, v in old.items() if k != "updated"}:
                 return old
             if "updated" not in changes:
                 new["updated"] = max(self.now(), int(old.get("updated") or 0))
