@@ -81,9 +81,9 @@ def test_seen_records_are_not_queued_and_a_later_edit_is(
 
     # edited in ServiceTrade after stsync saw it (the webhook was dropped): queued
     later = int(time.time()) + 120
-    st_state.patch("company", company["id"], {"name": "Renamed Co", "updated": later})
+    st_state.update("company", company["id"], {"name": "Renamed Co", "updated": later})
     new_entry = {"id": 990101, "kind": "generic", "label": "Sick", "hours": 1}
-    st_state.patch("timecard", card["id"], {"entries": [*card["entries"], new_entry]})
+    st_state.update("timecard", card["id"], {"entries": [*card["entries"], new_entry]})
     enqueued.clear()
     from_the_start(ctx)
 

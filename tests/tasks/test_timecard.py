@@ -171,9 +171,9 @@ def test_reapproved_card_posts_only_the_new_entry(
     card = card_with(st_state, "labor")
     sync_timecard(ctx, card["id"], "main")
     sent = calls(spectrum_app)
-    st_state.patch("timecard", card["id"], {"status": "submitted"})
+    st_state.update("timecard", card["id"], {"status": "submitted"})
     new = {"id": 990001, "kind": "generic", "label": "Sick", "hours": 2}
-    st_state.patch("timecard", card["id"],
+    st_state.update("timecard", card["id"],
                    {"status": "approved", "entries": [*card["entries"], new]})
 
     outcome, tally = sync_timecard_tally(ctx, card["id"], "main")
@@ -189,13 +189,13 @@ def test_card_that_is_not_approved_is_skipped_until_it_is(
     ctx: Any, st_state: Any, spectrum_db: Any
 ) -> None:
     card = card_with(st_state, "labor")
-    st_state.patch("timecard", card["id"], {"status": "submitted"})
+    st_state.update("timecard", card["id"], {"status": "submitted"})
 
     assert sync_timecard(ctx, card["id"], "main").result == "skipped"
     assert card_rec(ctx, card["id"]).status is Status.SKIPPED
     assert markers(spectrum_db) == []
 
-    st_state.patch("timecard", card["id"], {"status": "approved"})
+    st_state.update("timecard", card["id"], {"status": "approved"})
     assert sync_timecard(ctx, card["id"], "main").result == "synced"
     assert markers(spectrum_db) == card_markers(card)
 
@@ -241,7 +241,7 @@ def test_unknown_label_fails_that_entry_and_the_rest_post(
 ) -> None:
     card = card_with(st_state, "labor")
     odd = {"id": 990002, "kind": "generic", "label": "Jury duty", "hours": 4}
-    st_state.patch("timecard", card["id"], {"entries": [*card["entries"], odd]})
+    st_state.update("timecard", card["id"], {"entries": [*card["entries"], odd]})
 
     outcome, tally = sync_timecard_tally(ctx, card["id"], "main")
 
@@ -396,7 +396,7 @@ def test_edit_after_posting_is_drift_not_a_second_post(
     entries = [dict(e) for e in card["entries"]]
     edited = next(e for e in entries if e["kind"] == "labor")
     edited["hours"] = float(edited["hours"]) + 1
-    st_state.patch("timecard", card["id"], {"entries": entries})
+    st_state.update("timecard", card["id"], {"entries": entries})
 
     outcome, tally = sync_timecard_tally(ctx, card["id"], "main")
 
@@ -414,7 +414,7 @@ def test_edit_after_posting_is_drift_not_a_second_post(
 def test_entry_removed_after_posting_is_drift(ctx: Any, st_state: Any) -> None:
     card = next(c for c in cards(st_state) if len(c["entries"]) >= 2)
     sync_timecard(ctx, card["id"], "main")
-    st_state.patch("timecard", card["id"], {"entries": card["entries"][1:]})
+    st_state.update("timecard", card["id"], {"entries": card["entries"][1:]})
 
     _, tally = sync_timecard_tally(ctx, card["id"], "main")
 
@@ -426,7 +426,7 @@ def test_entry_removed_after_posting_is_drift(ctx: Any, st_state: Any) -> None:
 def test_unapproving_a_posted_card_is_drift(ctx: Any, st_state: Any) -> None:
     card = card_with(st_state, "labor")
     sync_timecard(ctx, card["id"], "main")
-    st_state.patch("timecard", card["id"], {"status": "rejected"})
+    st_state.update("timecard", card["id"], {"status": "rejected"})
 
     assert sync_timecard(ctx, card["id"], "main").result == "skipped"
     [alert] = alerts(ctx, "drift")
