@@ -121,8 +121,9 @@ class _Jobs:
         self._facts: dict[int, JobFacts] = {}
 
     def facts(self, job_id: int, *, sync_missing: bool = True) -> JobFacts:
-        if job_id in self._facts:
-            return self._facts[job_id]
+        cached = self._facts.get(job_id)
+        if cached is not None and (cached.plan or not sync_missing):
+            return cached
         plan = spectrum_jobs_of(self.ctx, job_id, self.conn.name)
         if not plan and sync_missing:
             outcome = sync_job(self.ctx, job_id, self.conn.name)
@@ -134,13 +135,16 @@ class _Jobs:
                     field="Job_Number",
                     value=job_id,
                 )
-        job = self.ctx.st.get_job(job_id)
-        state: str | None = None
-        if job.location is not None:
-            location = self.ctx.st.get_location(job.location.id)
-            state = location.address.state if location.address else None
-        office = job.assigned_office.id if job.assigned_office else None
-        facts = JobFacts(plan, state, office)
+        if cached is not None:
+            facts = JobFacts(plan, cached.state, cached.office_id)
+        else:
+            job = self.ctx.st.get_job(job_id)
+            state: str | None = None
+            if job.location is not None:
+                location = self.ctx.st.get_location(job.location.id)
+                state = location.address.state if location.address else None
+            office = job.assigned_office.id if job.assigned_office else None
+            facts = JobFacts(plan, state, office)
         self._facts[job_id] = facts
         return facts
 

@@ -185,6 +185,27 @@ def test_reapproved_card_posts_only_the_new_entry(
     assert row["Pay_Type"] == "S"
 
 
+def test_new_entry_on_a_job_whose_sync_is_pending_syncs_the_job_first(
+    ctx: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    card = card_with(st_state, "labor")
+    sync_timecard(ctx, card["id"], "main")
+    labor = next(e for e in card["entries"] if e["kind"] == "labor")
+    job_key = RecordKey("main", "job", str(labor["job"]["id"]))
+    ctx.ledger.mark(job_key, Status.PENDING, error_kind="transient", reason="test: retrying")
+    new = {**labor, "id": 990003, "hours": 1}
+    st_state.update("timecard", card["id"], {"entries": [*card["entries"], new]})
+
+    _, tally = sync_timecard_tally(ctx, card["id"], "main")
+
+    # the posted entry on the same job is checked for drift first; that must not stop the new
+    # entry from syncing its job
+    assert tally.posted == [f"{card['id']}:990003"]
+    assert ctx.ledger.get(job_key).status is Status.DONE
+    [row] = pre_time(spectrum_db, Message=entry_marker(card["id"], 990003))
+    assert row["Job_Number"] == f"T{st_state.get('job', labor['job']['id'])['number']}"
+
+
 def test_card_that_is_not_approved_is_skipped_until_it_is(
     ctx: Any, st_state: Any, spectrum_db: Any
 ) -> None:
