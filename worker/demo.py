@@ -139,6 +139,13 @@ def run_demo(
             "created in ServiceTrade: " + ", ".join(f"{n} {r}" for r, n in created.items())
         )
         code = _watch(ledger, expected_records(created), timeout, console)
+        from tasks.purchase_order import run_po_poll
+
+        # Spectrum -> ServiceTrade: one PO poll now instead of waiting for Beat's 15 minutes
+        summary = run_po_poll(ctx, "main")
+        console.print(f"purchase orders: {summary.describe()}")
+        job_items = len(sandbox.st_state.all("jobitem"))
+        console.print(f"job items in ServiceTrade from Spectrum POs: {job_items}")
         _report(ledger, sandbox, console)
     finally:
         ctx.close()
@@ -165,14 +172,7 @@ def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> i
     ) as progress:
         bar = progress.add_task("records finished", total=expected)
         while time.monotonic() < deadline:
-            counts = ledger.counts()
-            top = {
-                k: v
-                for k, v in counts.items()
-                if k[0] in ("customer", "site", "job", "invoice", "timecard")
-            }
-            finished = sum(v for (rt, st), v in top.items() if Status(st) in TERMINAL)
-            open_ = sum(v for (rt, st), v in top.items() if Status(st) not in TERMINAL)
+            finished, open_ = _progress(ledger)
             progress.update(
                 bar,
                 completed=min(finished, expected),
@@ -183,6 +183,30 @@ def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> i
             time.sleep(0.5)
     console.print(f"[red]timed out after {timeout:.0f}s[/red]; see `stsync status`")
     return 1
+
+
+#: ledger record types that stand for one ServiceTrade record (a void is its invoice's record)
+_FAMILY = {
+    "customer": "customer",
+    "site": "site",
+    "job": "job",
+    "invoice": "invoice",
+    "invoice_void": "invoice",
+    "timecard": "timecard",
+}
+
+
+def _progress(ledger: Ledger) -> tuple[int, int]:
+    """``(finished, in progress)`` counted per ServiceTrade record, not per ledger row."""
+    state: dict[tuple[str, str], bool] = {}
+    for rec in ledger.list_records(limit=1_000_000):
+        family = _FAMILY.get(rec.key.record_type)
+        if family is None:
+            continue
+        key = (family, rec.key.source_id)
+        state[key] = state.get(key, True) and rec.status in TERMINAL
+    finished = sum(1 for done in state.values() if done)
+    return finished, len(state) - finished
 
 
 def _report(ledger: Ledger, sandbox: Any, console: Console) -> None:
