@@ -583,11 +583,14 @@ def push_timecard_to_spectrum(timecard_id: int, connection: str | None = None) -
 
 
 @app.task(name=CATCH_UP_TASK_NAME, queue=Queue.SCHEDULE.value, acks_late=True,
-          ignore_result=True)
+          ignore_result=True, autoretry_for=(TransientError,), retry_backoff=30,
+          retry_backoff_max=900, retry_jitter=True, max_retries=8)
 def timecard_catch_up(connection: str | None = None) -> dict[str, Any]:
     """Weekly catch-up (Beat): queue a sync of every approved timecard of the past week that
     still has entries to post. Idempotent: settled entries are skipped, queued cards are
-    re-examined entry by entry."""
+    re-examined entry by entry. A run that ServiceTrade cuts short (TransientError) is retried
+    with backoff for about an hour rather than waiting a week (each attempt recomputes the
+    window, which still starts seven local days before the day it runs)."""
     ctx = get_context()
     since, until = catch_up_window(datetime.now(UTC), ctx.settings.timezone)
     return run_catch_up(ctx, since, until, connection=connection, inline=False).as_dict()
