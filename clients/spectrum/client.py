@@ -47,6 +47,7 @@ from clients.http import (
     scrub,
     server_failure,
 )
+from clients.spectrum import assumptions as shared
 from clients.spectrum import rest_invoice
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.rest_invoice import ARInvoiceResult
@@ -66,10 +67,10 @@ from clients.spectrum.soap import (
 
 SYSTEM = "spectrum"
 #: A batch GUID expires after ~24 h of inactivity (reference §2); renew it a little earlier.
-GUID_MAX_AGE_S = 23 * 3600.0
+GUID_MAX_AGE_S = shared.GUID_RENEW_AFTER.total_seconds()
 #: Enhanced Authentication (reference §2).
-TOKEN_PATH = "/connect/token"  # noqa: S105 - a path, not a password
-TOKEN_SCOPE = "spectrumapi"  # noqa: S105 - an OAuth scope name
+TOKEN_PATH = shared.TOKEN_PATH
+TOKEN_SCOPE = shared.TOKEN_SCOPE
 TOKEN_REFRESH_MARGIN_S = 300.0
 TOKEN_DEFAULT_LIFETIME_S = 3600.0
 

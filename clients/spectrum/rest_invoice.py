@@ -23,20 +23,20 @@ from clients.errors import (
     TransientError,
 )
 from clients.http import retry_after_seconds
+from clients.spectrum import assumptions as shared
 from clients.spectrum.models import ARInvoiceRequest
 from clients.spectrum.soap import says_duplicate
 
-PATH = "/customer/invoice"
-SERVICE = "ARMultiLineInvoice"
-#: Under Enhanced Authentication the Authorization header carries the Bearer token; how the
-#: Authorization ID travels then is not public — these headers are the project's assumption [A].
-COMPANY_HEADER = "X-Company-Code"
-AUTHORIZATION_ID_HEADER = "X-Authorization-ID"
-RESULTS_KEY = "arInvoices"
-NUMBER_KEY = "Invoice_Or_Transaction"
-DESCRIPTION_JOIN = "; "
-COLUMN_JOIN = ","
-_OK_CODES = frozenset({"", "S", "G"})
+# The response shape and headers are assumptions shared with the sandbox (one module).
+PATH = shared.REST_INVOICE_PATH
+SERVICE = shared.REST_INVOICE_SERVICE
+COMPANY_HEADER = shared.REST_COMPANY_HEADER
+AUTHORIZATION_ID_HEADER = shared.REST_AUTHORIZATION_ID_HEADER
+RESULTS_KEY = shared.REST_RESULTS_KEY
+NUMBER_KEY = shared.REST_NUMBER_KEY
+DESCRIPTION_JOIN = shared.REST_DESCRIPTION_JOIN
+COLUMN_JOIN = shared.REST_COLUMN_JOIN
+_OK_CODES = shared.PUT_OK_CODES
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lxml import etree  # type: ignore[import-untyped]  # no stubs; pyproject has no override
+from lxml import etree
 
 from clients.errors import AlreadyExists, AuthorizationError, ErrorRow, PermanentError
+from clients.spectrum import assumptions as shared
 from clients.spectrum.services import (
     ERROR_ROW_FIELDS,
     NS_SOAP,
@@ -37,7 +38,7 @@ _NEGATED = re.compile(r"\b(?:not|no|doesn't|does not)\b", re.IGNORECASE)
 _GUID_TIMEOUT = re.compile(r"time\s*-?\s*out has occurred", re.IGNORECASE)
 _NOT_AUTHORIZED = re.compile(r"not\s+authori[sz]ed", re.IGNORECASE)
 #: codes that mean success on a Put row (reference §4: S = test connection, G = value returned)
-_PUT_OK = frozenset({"", "S", "G"})
+_PUT_OK = shared.PUT_OK_CODES
 
 
 class MalformedSoapError(ValueError):

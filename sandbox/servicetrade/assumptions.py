@@ -3,13 +3,17 @@
 The reference marks what no public source confirms with **[A]** (and a few weak **[W]** facts the
 simulator chooses to follow). Each constant or function below cites the section it settles, so a
 real-world observation can replace a guess by editing one line here. Nothing else in
-``sandbox/servicetrade`` hard-codes one of these choices.
+``sandbox/servicetrade`` hard-codes one of these choices. Assumptions the stsync client must share
+(list keys, entity type numbers, the timecard resource, the webhook action key) are defined once in
+``clients/servicetrade/assumptions.py`` and read from there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from clients.servicetrade import assumptions as shared
 
 # --- §1 authentication --------------------------------------------------------------------------
 
@@ -54,11 +58,8 @@ def page_limits(resource: str) -> tuple[int, int]:
 #: §2 [A]: list keys the reference does not confirm (``servicelines``, ``comments``,
 #: ``contracts``, ``libItems``) plus §11's ``timecards`` and the clock's ``events``.
 ASSUMED_PLURAL_KEYS: Mapping[str, str] = {
-    "serviceline": "servicelines",
-    "comment": "comments",
+    **{r: shared.PLURAL_KEYS[r] for r in ("serviceline", "comment", "libitem", "timecard")},
     "contract": "contracts",
-    "libitem": "libItems",
-    "timecard": "timecards",
     "clockevent": "events",
 }
 
@@ -70,7 +71,7 @@ DELETE_RESPONSE_BODY: Mapping[str, Any] = {}
 #: §3 lists Job 3, User 4, Company 5, Invoice 6, Location 11 (and resources the simulator does not
 #: serve). These numbers are [A] for the simulator's own resources that §3 does not number:
 #: the approved timecard (§11), clock events and job items. Webhooks subscribe with them.
-ASSUMED_ENTITY_TYPES: Mapping[str, int] = {"timecard": 50, "clockevent": 51, "jobitem": 52}
+ASSUMED_ENTITY_TYPES: Mapping[str, int] = shared.ASSUMED_ENTITY_TYPES
 
 # --- §5 entity defaults -------------------------------------------------------------------------
 
@@ -189,7 +190,7 @@ WEBHOOK_CONFIRMED = True
 WEBHOOK_HOOK_URL_IMMUTABLE = True
 #: §7 [A]: the item key naming the actions inside ``entityEvents``; all are accepted, ``actions``
 #: is echoed.
-WEBHOOK_ACTION_KEYS = ("actions", "events", "eventType")
+WEBHOOK_ACTION_KEYS = (shared.WEBHOOK_ACTIONS_KEY, "events", "eventType")
 
 
 def changeset_for(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 from freezegun import freeze_time
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from clients.errors import (
     AlreadyExists,

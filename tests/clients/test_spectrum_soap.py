@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from clients.errors import AlreadyExists, AuthorizationError, PermanentError
 from clients.spectrum.services import (
