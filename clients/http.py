@@ -13,8 +13,6 @@ Both clients follow the same rules (DESIGN.md conventions 2, 3 and 6):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -26,6 +24,7 @@ import httpx
 import tenacity
 
 from clients.errors import AmbiguousWriteError, SyncError, TransientError
+from clients.spectrum.models import request_digest
 
 T = TypeVar("T")
 
@@ -66,10 +65,8 @@ def make_timeout(read_s: float, connect_s: float) -> httpx.Timeout:
     return httpx.Timeout(read_s, connect=connect_s)
 
 
-def json_digest(payload: Any) -> str:
-    """sha256 of the canonical JSON of ``payload`` (what the audit compares)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+# the audit and the ledger compare the same digest of what is sent (one definition, pure module)
+json_digest = request_digest
 
 
 class Redactor:
