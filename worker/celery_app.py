@@ -126,7 +126,7 @@ def _drop_connection_pools() -> None:
     pool = getattr(app, "_pool", None)
     if pool is not None:
         pool.force_close_all()
-        app._pool = None
+        setattr(app, "_pool", None)  # noqa: B010 - private attribute, untyped in the stubs
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
