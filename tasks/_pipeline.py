@@ -314,3 +314,81 @@ def allocate_code(
         "move the configured range",
         field=f"{kind}.codes",
     )
+
+
+# --- create-once master records (customers, sites) -------------------------------------------
+Build = Callable[[str], tuple[SpectrumRequest, list[str]]]
+
+
+@dataclass(frozen=True)
+class MasterRecord:
+    """How one kind of create-once Spectrum master record is coded, found and matched."""
+
+    kind: str  # ledger record type and code-counter kind ("customer", "site")
+    st_entity: str  # ServiceTrade entity for the external-id write-back ("company", "location")
+    start: int
+    end: int
+    render: Callable[[int], str]
+    find: Callable[[str], dict[str, Any] | None]
+    #: does Spectrum's row ``row`` stand for what ``request`` would create?
+    matches: Callable[[dict[str, Any], SpectrumRequest], bool]
+
+
+def create_master_record(
+    run: Run,
+    spec: MasterRecord,
+    *,
+    st_id: int,
+    external_ids: dict[str, str],
+    build: Build,
+    what: str,
+) -> Outcome:
+    """Create a master record once: adopt a known mapping, else allocate a code, create-or-adopt,
+    then write the code back to ServiceTrade. Each step is a recovery point."""
+    conn = run.ctx.connection(run.connection)
+    known = external_ids.get(conn.external_id_key)
+    if known and not run.record.spectrum_key and spec.find(known):
+        # mapped before (an earlier integration or by hand): adopt, send nothing
+        run.state["how"] = "adopted"
+        return run.done("adopted", known, message="existing externalIds mapping")
+    code = allocate_code(
+        run,
+        kind=spec.kind,
+        start=spec.start,
+        end=spec.end,
+        render=spec.render,
+        taken_in_spectrum=lambda c: spec.find(c) is not None,
+    )
+    request, adjustments = build(code)
+    if not run.step_done("spectrum"):
+        how = create_or_adopt(
+            run,
+            request,
+            find=lambda: spec.find(code),
+            matches=lambda row: spec.matches(row, request),
+            what=what,
+        )
+        run.state.update(how=how, adjustments=adjustments)
+        run.finish_step("spectrum")
+    if not run.step_done("writeback"):
+        run.ctx.st.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
+        run.finish_step("writeback")
+    result = "adopted" if run.state.get("how") == "adopted" else "synced"
+    return run.done(result, code, digest=request.digest())
+
+
+def ensure_done(
+    ctx: SyncContext, key: RecordKey, sync: Callable[[], Outcome], *, what: str
+) -> str:
+    """The Spectrum key of a prerequisite, syncing it first when needed (chains)."""
+    rec = ctx.ledger.get(key)
+    if rec is not None and rec.status is Status.DONE and rec.spectrum_key:
+        return rec.spectrum_key
+    outcome = sync()
+    if outcome.ok and outcome.spectrum_key:
+        return outcome.spectrum_key
+    raise PrerequisiteMissing(
+        f"{what} is not in Spectrum: {outcome.message or outcome.result}",
+        field=key.record_type,
+        value=key.source_id,
+    )
