@@ -168,36 +168,142 @@ def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
     console.print(table)
 
 
-@app.command()
-def history(
-    record_type: str, record_id: str, connection: ConnOpt = None, config: ConfigOpt = None
-) -> None:
-    """Every step and external write for one record (F19)."""
-    from worker.ledger import Ledger, RecordKey
+#: ledger record types people can name besides the CLI's record types
+LEDGER_TYPES = (
+    "customer",
+    "site",
+    "job",
+    "work_order",
+    "invoice",
+    "invoice_void",
+    "ar_document",
+    "timecard",
+    "timecard_entry",
+    "po_line",
+)
 
-    settings = _settings(config)
+
+def _ledger_type(record_type: str) -> str:
+    """The ledger record type for a CLI name (customer/company, site/location, ...) or itself."""
+    from worker.routing import ENTITY_TASKS, RECORD_TYPES
+
+    entity = RECORD_TYPES.get(record_type)
+    if entity is not None:
+        return ENTITY_TASKS[entity][1]
+    if record_type in LEDGER_TYPES:
+        return record_type
+    err.print(
+        f"[red]unknown record type {record_type!r}[/red]; one of: "
+        f"{', '.join(sorted({*RECORD_TYPES, *LEDGER_TYPES}))}"
+    )
+    raise typer.Exit(2)
+
+
+#: record type -> ledger types of its parts (source id "<id>:<part>") and of its siblings (same id)
+_CHILDREN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "invoice": (("ar_document",), ("invoice_void",)),
+    "timecard": (("timecard_entry",), ()),
+    "job": ((), ("work_order",)),
+    "work_order": ((), ("job",)),
+}
+
+
+def _ledger(settings: Settings) -> Any:
+    from worker.ledger import Ledger
+
     led = Ledger(settings.database_url)
     led.migrate()
-    _, _, ledger_type = (
-        _entity(record_type)
-        if record_type in ("customer", "company", "site", "location", "job", "invoice", "timecard")
-        else ("", "", record_type)
-    )
-    key = RecordKey(settings.connection(connection).name, ledger_type, record_id)
-    rec = led.get(key)
-    if rec is None:
-        err.print(f"no ledger record for {key}")
-        raise typer.Exit(1)
+    return led
+
+
+def _children(led: Any, key: Any) -> list[Any]:
+    """Ledger rows that belong to ``key``: its parts, then its siblings."""
+    from sqlalchemy import select
+
+    from worker.ledger import Record, RecordKey, sync_record
+
+    parts, siblings = _CHILDREN.get(key.record_type, ((), ()))
+    out: list[Any] = []
+    if parts:
+        q = (
+            select(sync_record)
+            .where(
+                sync_record.c.connection == key.connection,
+                sync_record.c.record_type.in_(parts),
+                sync_record.c.source_id.like(f"{key.source_id}:%"),
+            )
+            .order_by(sync_record.c.id)
+        )
+        with led.engine.connect() as c:
+            out += [Record.from_row(r) for r in c.execute(q)]
+    for rtype in siblings:
+        rec = led.get(RecordKey(key.connection, rtype, key.source_id))
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def _record_json(led: Any, rec: Any) -> dict[str, Any]:
+    return {
+        "record": str(rec.key),
+        "connection": rec.key.connection,
+        "record_type": rec.key.record_type,
+        "source_id": rec.key.source_id,
+        "status": rec.status.value,
+        "spectrum_key": rec.spectrum_key,
+        "step": rec.step,
+        "attempts": rec.attempts,
+        "error_kind": rec.error_kind,
+        "last_error": rec.last_error,
+        "adjustments": rec.state.get("adjustments", []),
+        "created_at": rec.created_at.isoformat(),
+        "updated_at": rec.updated_at.isoformat(),
+        "done_at": rec.done_at.isoformat() if rec.done_at else None,
+        "events": [
+            {
+                "at": ev.at.isoformat(),
+                "system": ev.system,
+                "service": ev.service,
+                "method": ev.method,
+                "outcome": ev.outcome,
+                "status_code": ev.status_code,
+                "duration_ms": ev.duration_ms,
+                "request_digest": ev.request_digest,
+                "spectrum_key": ev.spectrum_key,
+                "detail": ev.detail,
+            }
+            for ev in led.history(rec.key)
+        ],
+        "alerts": [
+            {
+                "at": a["at"].isoformat(),
+                "kind": a["kind"],
+                "message": a["message"],
+                "sent_at": a["sent_at"].isoformat() if a["sent_at"] else None,
+            }
+            for a in led.alerts(rec.key)
+        ],
+    }
+
+
+def _print_record(led: Any, rec: Any, *, indent: str = "") -> None:
     console.print(
-        f"[bold]{key}[/bold] status={rec.status.value} spectrum={rec.spectrum_key or '-'} "
-        f"attempts={rec.attempts} step={rec.step or '-'}"
+        f"{indent}[bold]{rec.key}[/bold] status={rec.status.value} "
+        f"spectrum={rec.spectrum_key or '-'} attempts={rec.attempts} step={rec.step or '-'}",
+        highlight=False,
     )
     if rec.last_error:
-        console.print(f"  last error ({rec.error_kind}): {rec.last_error}")
+        console.print(f"{indent}  last error ({rec.error_kind}): {rec.last_error}", highlight=False)
     for adj in rec.state.get("adjustments", []):
-        console.print(f"  adjusted: {adj}")
+        console.print(f"{indent}  adjusted: {adj}", highlight=False)
+    for a in led.alerts(rec.key):
+        sent = a["sent_at"].strftime("%Y-%m-%d %H:%M") if a["sent_at"] else "not mailed yet"
+        console.print(f"{indent}  alert ({a['kind']}, {sent}): {a['message']}", highlight=False)
+    events = led.history(rec.key)
+    if not events:
+        return
     table = Table("time (UTC)", "system", "service", "outcome", "HTTP", "ms", "detail")
-    for ev in led.history(key):
+    for ev in events:
         table.add_row(
             ev.at.strftime("%Y-%m-%d %H:%M:%S"),
             ev.system,
@@ -211,26 +317,88 @@ def history(
 
 
 @app.command()
+def history(
+    record_type: Annotated[
+        str, typer.Argument(help="customer|site|job|invoice|timecard or a ledger type")
+    ],
+    record_id: Annotated[str, typer.Argument(help="ServiceTrade id (PO lines: PO:line)")],
+    connection: ConnOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every step and external write for one record and its parts (F19)."""
+    import json
+
+    from worker.ledger import RecordKey
+
+    settings = _settings(config)
+    led = _ledger(settings)
+    key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
+    rec = led.get(key)
+    if rec is None:
+        err.print(f"no ledger record for {key}")
+        raise typer.Exit(1)
+    children = _children(led, key)
+    if as_json:
+        out = _record_json(led, rec)
+        out["children"] = [_record_json(led, c) for c in children]
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    _print_record(led, rec)
+    for child in children:
+        console.print()
+        _print_record(led, child, indent="  ")
+
+
+def _alert_counts(led: Any) -> dict[Any, tuple[int, int]]:
+    """Ledger key -> (alerts, of which not mailed yet)."""
+    from worker.ledger import RecordKey
+
+    out: dict[Any, tuple[int, int]] = {}
+    for a in led.alerts():
+        key = RecordKey(a["connection"], a["record_type"], a["source_id"])
+        total, unsent = out.get(key, (0, 0))
+        out[key] = (total + 1, unsent + (a["sent_at"] is None))
+    return out
+
+
+def _alerts_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table("#", "time (UTC)", "record", "kind", "mailed (UTC)", "message", title=title)
+    for a in rows:
+        table.add_row(
+            str(a["id"]),
+            a["at"].strftime("%Y-%m-%d %H:%M"),
+            f"{a['connection']}/{a['record_type']}/{a['source_id']}",
+            a["kind"],
+            a["sent_at"].strftime("%Y-%m-%d %H:%M") if a["sent_at"] else "[yellow]no[/yellow]",
+            a["message"][:120],
+        )
+    return table
+
+
+@app.command()
 def failures(
     connection: ConnOpt = None,
     record_type: Annotated[str | None, typer.Option("--type", "-t")] = None,
     since: Annotated[datetime | None, typer.Option(help="only failures updated since")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Records that need a person: failed and unknown, with the reason."""
-    from worker.ledger import Ledger, Status
+    """Records that need a person (failed and unknown) with the reason, and unmailed alerts."""
+    from worker.ledger import Status
 
     settings = _settings(config)
-    led = Ledger(settings.database_url)
-    led.migrate()
+    led = _ledger(settings)
+    conn_name = settings.connection(connection).name if connection else None
     rows = led.list_records(
         statuses=(Status.FAILED, Status.UNKNOWN),
-        connection=settings.connection(connection).name if connection else None,
-        record_type=record_type,
+        connection=conn_name,
+        record_type=_ledger_type(record_type) if record_type else None,
         since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
     )
-    table = Table("record", "status", "step", "reason", "attempts", "last try (UTC)")
+    counts = _alert_counts(led)
+    table = Table("record", "status", "step", "reason", "attempts", "last try (UTC)", "alerts")
     for r in rows:
+        total, unsent = counts.get(r.key, (0, 0))
         table.add_row(
             str(r.key),
             r.status.value,
@@ -238,52 +406,147 @@ def failures(
             (r.last_error or "")[:120],
             str(r.attempts),
             r.updated_at.strftime("%Y-%m-%d %H:%M"),
+            f"{total} ({unsent} not mailed)" if unsent else str(total or "-"),
         )
     console.print(table)
     console.print(f"{len(rows)} record(s) need attention")
+    unmailed = [
+        a
+        for a in led.unsent_alerts(conn_name)
+        if not record_type or a["record_type"] == _ledger_type(record_type)
+    ]
+    if unmailed:
+        console.print(_alerts_table(unmailed, "Alerts not mailed yet"))
+        if not settings.alerts.smtp_host:
+            console.print(
+                "[yellow]alerts are not mailed: [alerts] smtp_host is not set[/yellow]; "
+                "they stay here until it is"
+            )
+
+
+alerts_app = typer.Typer(help="Alerts for the support contacts (F14).", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    connection: ConnOpt = None,
+    unsent: Annotated[bool, typer.Option("--unsent", help="only those not mailed yet")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every alert recorded (one per distinct problem per record), mailed or not."""
+    settings = _settings(config)
+    led = _ledger(settings)
+    conn_name = settings.connection(connection).name if connection else None
+    rows = led.unsent_alerts(conn_name) if unsent else [
+        a for a in led.alerts() if conn_name is None or a["connection"] == conn_name
+    ]
+    console.print(_alerts_table(rows, "Alerts"))
+    console.print(f"{len(rows)} alert(s)")
+
+
+@alerts_app.command("send")
+def alerts_send(config: ConfigOpt = None) -> None:
+    """Mail the unsent alerts now (what Beat's schedule.send_alerts does every minute)."""
+    from worker.alerts import deliver_alerts
+
+    settings = _settings(config)
+    result = deliver_alerts(_ledger(settings), settings)
+    console.print(
+        f"{result.mails} mail(s), {result.alerts_sent} alert(s) sent, {result.deferred} held "
+        f"for the next digest, {result.unmailed} not mailable (SMTP or recipients not set)"
+    )
+    for e in result.errors:
+        err.print(f"[red]not sent[/red] {e}")
+    raise typer.Exit(1 if result.errors else 0)
+
+
+_UNKNOWN_WARNING = (
+    "[bold red]These records had a write whose outcome is unknown.[/bold red] Replaying one "
+    "that did land in Spectrum posts it twice (time paid twice, an invoice entered twice). "
+    "Check each one in Spectrum first (stsync history shows the write and its marker)."
+)
 
 
 @app.command()
 def retry(
-    record_type: Annotated[str | None, typer.Argument()] = None,
-    record_id: Annotated[str | None, typer.Argument()] = None,
-    all_failed: Annotated[bool, typer.Option("--all-failed")] = False,
+    record_type: Annotated[str | None, typer.Argument(help="record or ledger type")] = None,
+    record_id: Annotated[str | None, typer.Argument(help="id (PO lines: PO:line)")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="every failed record")] = False,
+    unknown: Annotated[
+        bool,
+        typer.Option("--unknown", help="also replay records whose outcome is unknown (checked)"),
+    ] = False,
     only_type: Annotated[str | None, typer.Option("--type", "-t")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     connection: ConnOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Re-enqueue failed records after the cause was fixed (idempotent)."""
-    from worker.ledger import Ledger, RecordKey, Status
-    from worker.routing import ENTITY_TASKS
+    """Re-enqueue records after a person fixed the cause (idempotent).
+
+    The ledger skips what is already done. ``--unknown`` replays records left ``unknown``: only
+    after you checked Spectrum, or they may be posted twice."""
+    from tasks.ops import replay_for
+    from worker.ledger import RecordKey, Status
 
     settings = _settings(config)
-    led = Ledger(settings.database_url)
-    led.migrate()
-    by_ledger_type = {rt: task for task, rt in ENTITY_TASKS.values()}
-    if all_failed:
+    led = _ledger(settings)
+    conn_name = settings.connection(connection).name if connection else None
+    if record_type and record_id:
+        key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
+        rec = led.get(key)
+        if rec is None:
+            err.print(f"no ledger record for {key}")
+            raise typer.Exit(1)
+        if rec.status is Status.UNKNOWN and not unknown:
+            err.print(f"{key} is unknown: {rec.last_error or ''}")
+            err.print(_UNKNOWN_WARNING)
+            err.print("After checking, replay it with --unknown.")
+            raise typer.Exit(1)
+        targets = [rec]
+    elif all_failed or unknown:
+        statuses = ((Status.FAILED,) if all_failed else ()) + ((Status.UNKNOWN,) if unknown else ())
         targets = led.list_records(
-            statuses=(Status.FAILED,),
-            record_type=only_type,
-            connection=settings.connection(connection).name if connection else None,
+            statuses=statuses,
+            record_type=_ledger_type(only_type) if only_type else None,
+            connection=conn_name,
+            limit=100_000,
         )
-        keys = [r.key for r in targets]
-    elif record_type and record_id:
-        _, _, ledger_type = _entity(record_type)
-        keys = [RecordKey(settings.connection(connection).name, ledger_type, record_id)]
     else:
-        err.print("give <record-type> <id>, or --all-failed")
+        err.print("give <record-type> <id>, or --all-failed, or --unknown")
         raise typer.Exit(2)
+    if any(r.status is Status.UNKNOWN for r in targets):
+        err.print(_UNKNOWN_WARNING)
+        for r in targets:
+            if r.status is Status.UNKNOWN:
+                err.print(f"  {r.key}: {(r.last_error or '')[:160]}")
+        if not yes and not typer.confirm("Replay them?", default=False, err=True):
+            raise typer.Exit(1)
     celery_app = _configure_celery(settings)
-    sent = 0
-    for key in keys:
-        task = by_ledger_type.get(key.record_type)
-        if task is None or not key.source_id.isdigit():
-            console.print(f"skip {key}: replay it through its parent record")
+    sent: set[tuple[str, tuple[Any, ...]]] = set()
+    skipped = 0
+    for rec in targets:
+        if rec.status is Status.IN_FLIGHT:
+            console.print(f"skip {rec.key}: a worker is syncing it right now")
+            skipped += 1
             continue
-        led.reopen(key)
-        celery_app.send_task(task, args=(int(key.source_id), key.connection))
-        sent += 1
-    console.print(f"re-enqueued {sent} record(s)")
+        if rec.status is Status.DONE:
+            console.print(f"skip {rec.key}: already done")
+            skipped += 1
+            continue
+        replay = replay_for(rec.key)
+        if replay is None:
+            console.print(f"skip {rec.key}: no task replays this record type")
+            skipped += 1
+            continue
+        led.reopen(rec.key)
+        if replay in sent:
+            continue
+        sent.add(replay)
+        task, args = replay
+        celery_app.send_task(task, args=args)
+        console.print(f"enqueued {task}{args!r}", highlight=False)
+    console.print(f"re-enqueued {len(sent)} task(s) for {len(targets) - skipped} record(s)")
 
 
 @config_app.command("check")
@@ -371,8 +634,11 @@ def worker(
 @app.command()
 def beat(loglevel: str = "INFO", config: ConfigOpt = None) -> None:
     """Run Celery Beat (exactly one per deployment)."""
+    from worker.logs import configure_logging
+
     settings = _settings(config)
     celery_app = _configure_celery(settings, start_broker=True)
+    configure_logging(settings)
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     celery_app.start(
@@ -391,23 +657,31 @@ def ingest(host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None) 
     settings = _settings(config)
     _configure_celery(settings, start_broker=True)
     configure_logging(settings)
+    # log_config=None: uvicorn's loggers propagate to the root handlers, which redact
     uvicorn.run(
-        create_ingest_app(settings), host=host, port=port, access_log=False, log_level="warning"
+        create_ingest_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        log_config=None,
     )
 
 
-@app.command()
-def flower(
-    insecure_local: Annotated[bool, typer.Option("--insecure-local")] = False,
-    port: Annotated[int | None, typer.Option()] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Start Flower on the configured broker, behind basic auth (F16)."""
+def flower_command(
+    settings: Settings, *, insecure_local: bool, port: int | None, address: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """The Flower command line and environment; ConfigError-free. Exit 2 without credentials.
+
+    The password travels in the environment (``FLOWER_BASIC_AUTH``), never on the command line
+    where ``ps`` shows it. Flower loads the stsync app (``-A worker.celery_app``) so it sees the
+    stsync queues and honours the Redis key prefix.
+    """
     from worker.celery_app import resolve_broker_url
 
-    settings = _settings(config)
     fl = settings.flower
     env = dict(os.environ)
+    env.pop("FLOWER_BASIC_AUTH", None)
     if fl.user and fl.password:
         env["FLOWER_BASIC_AUTH"] = f"{fl.user}:{fl.password.get_secret_value()}"
     elif not insecure_local:
@@ -416,18 +690,226 @@ def flower(
             "FLOWER_PASSWORD (or pass --insecure-local on a machine only you can reach)"
         )
         raise typer.Exit(2)
-    broker = resolve_broker_url(settings, start=True)
+    env["BROKER_URL"] = resolve_broker_url(settings, start=True)
+    env["STSYNC_AUTOCONFIGURE"] = "1"
+    if settings.config_path:
+        env[CONFIG_ENV] = settings.config_path
+    bind = address or ("127.0.0.1" if insecure_local or not fl.password else "0.0.0.0")
     cmd = [
         sys.executable,
         "-m",
         "celery",
-        f"--broker={broker}",
+        "-A",
+        "worker.celery_app",
         "flower",
         f"--port={port or fl.port}",
-        "--address=127.0.0.1" if insecure_local else "--address=0.0.0.0",
+        f"--address={bind}",
         "--max_tasks=10000",
     ]
+    return cmd, env
+
+
+@app.command()
+def flower(
+    insecure_local: Annotated[
+        bool, typer.Option("--insecure-local", help="no login; listen on 127.0.0.1 only")
+    ] = False,
+    port: Annotated[int | None, typer.Option()] = None,
+    address: Annotated[str | None, typer.Option(help="listen address")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start Flower on the configured broker, behind basic auth (F16)."""
+    settings = _settings(config)
+    cmd, env = flower_command(settings, insecure_local=insecure_local, port=port, address=address)
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+# --- preview, PO poll, catch-up -----------------------------------------------------------------
+def _preview_context(settings: Settings) -> Any:
+    from worker.preview import preview_context
+
+    return preview_context(settings)
+
+
+def _print_preview(p: Any) -> None:
+    style = {"would_send": "green", "nothing_to_send": "green"}.get(p.status, "red")
+    console.print(
+        f"[bold]{p.connection}/{p.record_type}/{p.record_id}[/bold]: [{style}]{p.status}[/{style}]"
+        + (f" - {p.reason}" if p.reason else ""),
+        highlight=False,
+    )
+    for i, call in enumerate(p.calls, 1):
+        where = "Spectrum" if call.system == "spectrum" else "ServiceTrade"
+        console.print(
+            f"\n[bold]{i}. {where} {call.service}[/bold]  ({call.record})"
+            + (f"  [dim]{call.note}[/dim]" if call.note else ""),
+            highlight=False,
+        )
+        if "invoices" in call.values:
+            for doc in call.values["invoices"]:
+                _print_values("header", doc["header"])
+                for n, line in enumerate(doc["details"], 1):
+                    _print_values(f"detail {n}", line)
+        else:
+            _print_values("", call.values)
+    for note in p.notes:
+        console.print(f"[dim]note:[/dim] {note}", highlight=False)
+    for problem in p.problems:
+        console.print(f"[red]cannot send:[/red] {problem}", highlight=False)
+
+
+def _print_values(title: str, values: dict[str, Any]) -> None:
+    table = Table("element", "value", title=title or None, title_justify="left", box=None)
+    for k, v in values.items():
+        if v not in ("", None):
+            table.add_row(str(k), str(v))
+    console.print(table)
+
+
+@app.command()
+def preview(
+    record_type: Annotated[
+        str, typer.Argument(help="customer|site|job|work_order|invoice|timecard")
+    ],
+    record_id: Annotated[int, typer.Argument(help="ServiceTrade id")],
+    connection: ConnOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    recheck_unknown: Annotated[
+        bool, typer.Option("--recheck-unknown", help="timecards: include unknown entries")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Dry run: what a sync would send to Spectrum (per call, in order), writing nothing.
+
+    Exit 0 when it could be sent (or nothing needs sending), 1 with the reason when not."""
+    import json
+
+    from worker.preview import KINDS, preview_record
+
+    if record_type not in KINDS:
+        err.print(f"[red]unknown record type {record_type!r}[/red]; one of: {', '.join(KINDS)}")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    conn = settings.connection(connection).name
+    ctx = _preview_context(settings)
+    try:
+        result = preview_record(ctx, record_type, record_id, conn, recheck_unknown=recheck_unknown)
+    finally:
+        ctx.close()
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        _print_preview(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("poll-pos")
+def poll_pos(
+    connection: ConnOpt = None,
+    now: Annotated[bool, typer.Option("--now", help="poll here instead of enqueueing")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Poll Spectrum purchase orders into ServiceTrade job items (F9): enqueue, or run now."""
+    settings = _settings(config)
+    conn = settings.connection(connection).name
+    if not now:
+        celery_app = _configure_celery(settings)
+        celery_app.send_task("schedule.po_poll", args=(conn,))
+        console.print(f"enqueued schedule.po_poll({conn!r})")
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from tasks.purchase_order import run_po_poll
+
+    ctx = _context(settings)
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as bar:
+            task = bar.add_task(f"{conn}: PO lines handled: 0", total=None)
+            handled = 0
+
+            def progress(n: int) -> None:
+                nonlocal handled
+                handled += n
+                bar.update(task, description=f"{conn}: PO lines handled: {handled}")
+
+            try:
+                summary = run_po_poll(ctx, conn, progress=progress)
+            except SyncError as exc:
+                err.print(f"[red]PO poll stopped[/red] ({type(exc).__name__}): {exc}")
+                raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+    console.print(summary.describe(), highlight=False)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def _local_day(value: str, tz: str, *, end: bool = False) -> datetime:
+    from datetime import date, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        err.print(f"[red]not a date (YYYY-MM-DD): {value!r}[/red]")
+        raise typer.Exit(2) from None
+    if end:
+        day += timedelta(days=1)
+    return datetime.combine(day, time(0), ZoneInfo(tz))
+
+
+@app.command("catch-up")
+def catch_up(
+    since: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (account time zone)")],
+    until: Annotated[
+        str | None, typer.Option(help="last day, YYYY-MM-DD (default: now)")
+    ] = None,
+    connection: ConnOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Timecard catch-up now (F8): sync every approved entry of the window not yet in Spectrum."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        from tasks.timecard import run_catch_up
+    except ImportError:  # pragma: no cover - the timecard module ships it
+        err.print("[red]the timecard catch-up is not available in this build[/red]")
+        raise typer.Exit(2) from None
+    settings = _settings(config)
+    conn = settings.connection(connection).name
+    start = _local_day(since, settings.timezone)
+    stop = _local_day(until, settings.timezone, end=True) if until else datetime.now(UTC)
+    if stop <= start:
+        err.print("[red]--until is before --since[/red]")
+        raise typer.Exit(2)
+    ctx = _context(settings)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{conn}: timecards", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                summary = run_catch_up(ctx, start, stop, progress, connection=conn)
+            except SyncError as exc:
+                err.print(f"[red]catch-up stopped[/red] ({type(exc).__name__}): {exc}")
+                raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+    console.print(summary.line(), highlight=False)
+    for e in summary.errors:
+        err.print(f"[yellow]{e}[/yellow]")
+    raise typer.Exit(1 if summary.failed or summary.errors else 0)
 
 
 @sandbox_app.command("up")
