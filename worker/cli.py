@@ -419,7 +419,7 @@ def failures(
         console.print(_alerts_table(unmailed, "Alerts not mailed yet"))
         if not settings.alerts.smtp_host:
             console.print(
-                "[yellow]alerts are not mailed: [alerts] smtp_host is not set[/yellow]; "
+                "[yellow]alerts are not mailed: \\[alerts] smtp_host is not set[/yellow]; "
                 "they stay here until it is"
             )
 
