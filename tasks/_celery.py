@@ -37,6 +37,8 @@ class SyncTask(Task):  # type: ignore[type-arg]
     """Base of sync tasks: records "gave up" in the ledger when Celery's retries run out."""
 
     record_type: str = ""
+    #: every ledger type this task may leave pending (a send is a work order or a JC job)
+    record_types: tuple[str, ...] = ()
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -48,17 +50,21 @@ class SyncTask(Task):  # type: ignore[type-arg]
         ctx = get_context()
         source_id = str(args[0])
         connection = ctx.connection(args[1] if len(args) > 1 else None).name
-        key = RecordKey(connection, self.record_type, source_id)
         reason = f"gave up after {self.max_retries} retries: {exc}"
-        rec = ctx.ledger.get(key)
-        if rec is not None and rec.status in (Status.PENDING, Status.IN_FLIGHT):
-            ctx.ledger.mark(
-                key, Status.FAILED, error_kind="retries_exhausted", reason=reason, state=rec.state
-            )
-            record_alert(ctx, key, "retries_exhausted", f"{key}: {reason}")
+        for record_type in self.record_types or (self.record_type,):
+            key = RecordKey(connection, record_type, source_id)
+            rec = ctx.ledger.get(key)
+            if rec is not None and rec.status in (Status.PENDING, Status.IN_FLIGHT):
+                ctx.ledger.mark(
+                    key, Status.FAILED, error_kind="retries_exhausted", reason=reason,
+                    state=rec.state,
+                )
+                record_alert(ctx, key, "retries_exhausted", f"{key}: {reason}")
 
 
-def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Callable[[F], F]:
+def sync_task(
+    name: str, record_type: str, *, queue: Queue = Queue.SYNC, also: tuple[str, ...] = ()
+) -> Callable[[F], F]:
     """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
     def wrap(fn: F) -> F:
@@ -76,6 +82,7 @@ def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Call
             max_retries=_DEFAULTS.max_retries,
             ignore_result=True,
             record_type=record_type,
+            record_types=(record_type, *also),
         )(fn)
 
     return wrap
@@ -83,8 +90,9 @@ def sync_task(name: str, record_type: str, *, queue: Queue = Queue.SYNC) -> Call
 
 def apply_reliability(settings: ReliabilitySettings) -> None:
     """Copy the configured retry policy onto every registered sync task."""
+    app.loader.import_default_modules()  # register every task module listed in TASK_MODULES
     for task in app.tasks.values():
-        if isinstance(task, SyncTask) and task.record_type:
+        if isinstance(task, SyncTask):
             # autoretry reads these attributes when a retry happens
             task.retry_backoff = settings.retry_backoff_s  # type: ignore[attr-defined]
             task.retry_backoff_max = settings.retry_backoff_max_s  # type: ignore[attr-defined]

@@ -432,7 +432,7 @@ def push_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
     return sync_job(get_context(), job_id, connection).result
 
 
-@sync_task(SEND_TASK_NAME, WORK_ORDER_RECORD_TYPE)
+@sync_task(SEND_TASK_NAME, WORK_ORDER_RECORD_TYPE, also=(RECORD_TYPE,))
 def send_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
     """"Send Job to Spectrum": upsert the work order (legacy mode) or create the JC job.
 
