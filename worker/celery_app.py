@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from clients.errors import ConfigError
 from worker.settings import CONFIG_ENV, Settings, get_settings
@@ -170,3 +175,13 @@ def _close_clients(**_: Any) -> None:
     from worker.context import close_process_context
 
     close_process_context()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redacting_logs(**kwargs: Any) -> None:
+    """A worker or Beat started by Celery (``celery -A worker.celery_app``) logs JSON lines with
+    secrets redacted, like ``stsync worker`` (Celery sets its handlers up after our import)."""
+    from worker.logs import celery_logging_hook
+
+    celery_logging_hook(**kwargs)
