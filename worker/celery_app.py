@@ -128,10 +128,12 @@ app = Celery("stsync", include=_existing(TASK_MODULES))
 def _drop_connection_pools() -> None:
     """Forget pooled broker connections so a re-configured broker URL or key prefix applies
     (a process that configures twice: tests, the demo)."""
-    pool = getattr(app, "_pool", None)
-    if pool is not None:
-        pool.force_close_all()
-        setattr(app, "_pool", None)  # noqa: B010 - private attribute, untyped in the stubs
+    from kombu import pools
+
+    # kombu keeps its pools process-wide, keyed by the connection's URL and options: closing only
+    # the app's pool leaves a closed pool behind for the next configure with the same broker
+    pools.reset()
+    setattr(app, "_pool", None)  # noqa: B010 - private attribute, untyped in the stubs
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
