@@ -168,14 +168,14 @@ def run_record(
             )
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:
-                _safe_hook(on_permanent, run, exc)
+                _notify(ctx, run, on_permanent, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
         except PermanentError as exc:
             ctx.ledger.mark(
                 key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc), state=run.state
             )
             if on_permanent:
-                _safe_hook(on_permanent, run, exc)
+                _notify(ctx, run, on_permanent, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
         except TransientError as exc:
             ctx.ledger.mark(
@@ -197,11 +197,27 @@ def run_record(
     return outcome
 
 
-def _safe_hook(hook: OnPermanent, run: Run, exc: PermanentError) -> None:
-    # The failure is already recorded; a failing notification (e.g. ServiceTrade down while
-    # commenting) must not turn a permanent failure into a retry loop.
+def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) -> None:
+    """Tell people about a permanent failure (the body's ``on_permanent`` hook).
+
+    The failure is already recorded. A notification that fails for good (e.g. the record was
+    deleted) is logged and dropped: it must not turn a permanent failure into a retry loop. One
+    that fails *transiently* (ServiceTrade briefly unavailable while commenting or setting the
+    invoice status) must not be lost: the record goes back to ``pending`` and the error is
+    re-raised, so the task's retry runs the body and this hook again (the hooks post each distinct
+    comment once).
+    """
     try:
         hook(run, exc)
+    except TransientError as notify_exc:
+        ctx.ledger.mark(
+            run.key,
+            Status.PENDING,
+            error_kind="transient",
+            reason=f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
+            state=run.state,
+        )
+        raise
     except Exception:  # noqa: BLE001
         log.exception("failure notification failed", extra={"record": str(run.key)})
 
