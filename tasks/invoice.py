@@ -644,7 +644,10 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         _confirm_unknown_writes(ctx, run, invoice_id, approval.state, record)
     posted = posted_documents(ctx, conn.name, invoice_id)
     if posted.void_credit:
-        # credited by a concurrent delivery that finished first
+        # credited by a concurrent delivery that finished first, or by an earlier attempt of
+        # this one that stopped before its comment (ServiceTrade unavailable): comment now
+        note = _void_note(posted.void_credit, posted)
+        _void_comment(ctx, run, invoice_id, note)
         return run.done("unchanged", posted.void_credit, message="already credited")
     reason = void_skip_reason(invoice, posted)
     if reason:
@@ -674,21 +677,31 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
     run.state["planned"] = {memo.number: _summary(memo, VOID_KIND)}
     run.save(spectrum_key=memo.number)
     how = _post_documents(ctx, conn, run, invoice_id, [memo], record=record, kind=VOID_KIND)
-    note = f"credit memo {memo.number} offsets AR invoice {posted.invoice}"
-    if posted.credit_memo:
-        note += (
-            f"; the credit memo {posted.credit_memo} of its negative lines is not reversed "
-            "automatically"
-        )
-    if not run.step_done("comment"):
-        ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
-        run.finish_step("comment")
+    note = _void_note(memo.number, posted)
+    _void_comment(ctx, run, invoice_id, note)
     return run.done(
         "adopted" if how.get(memo.number) == "adopted" else "synced",
         memo.number,
         digest=memo.digest(),
         message=note,
     )
+
+
+def _void_note(credit_number: str, posted: PostedDocuments) -> str:
+    note = f"credit memo {credit_number} offsets AR invoice {posted.invoice}"
+    if posted.credit_memo:
+        note += (
+            f"; the credit memo {posted.credit_memo} of its negative lines is not reversed "
+            "automatically"
+        )
+    return note
+
+
+def _void_comment(ctx: SyncContext, run: Run, invoice_id: int, note: str) -> None:
+    """The void's one comment on the invoice (a step: a retry after it landed does not repeat it)."""
+    if not run.step_done("comment"):
+        ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
+        run.finish_step("comment")
 
 
 def _confirm_unknown_writes(
