@@ -698,7 +698,7 @@ def _void_note(credit_number: str, posted: PostedDocuments) -> str:
 
 
 def _void_comment(ctx: SyncContext, run: Run, invoice_id: int, note: str) -> None:
-    """The void's one comment on the invoice (a step: a retry after it landed does not repeat it)."""
+    """The void's one comment on the invoice (a step: a retry after it landed skips it)."""
     if not run.step_done("comment"):
         ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
         run.finish_step("comment")
