@@ -8,6 +8,9 @@ COPY tasks ./tasks
 COPY mappers ./mappers
 COPY clients ./clients
 COPY sandbox ./sandbox
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 stsync
+# /data belongs to the service user: Beat keeps its schedule file there, and a named volume mounted
+# on /data starts with this ownership
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 stsync \
+    && mkdir -p /data && chown stsync /data
 USER stsync
 ENTRYPOINT ["stsync"]

@@ -90,6 +90,8 @@ def test_flower_answers_only_with_basic_auth(tmp_path: Path, flower_env: dict[st
         assert anonymous.status_code == 401
         assert "basic" in anonymous.headers.get("www-authenticate", "").lower()
         assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+        # the compose healthcheck probes this one without credentials
+        assert httpx.get(f"{base}/healthcheck", timeout=10).status_code == 200
         wrong = httpx.get(f"{base}/", auth=("ops", "nope"), timeout=10)
         assert wrong.status_code == 401
         ok = httpx.get(f"{base}/", auth=("ops", FLOWER_PASSWORD), timeout=10)
