@@ -1,0 +1,626 @@
+"""Chaos soak (R1): a seeded world played through the real pipeline under faults, then audited.
+
+What runs (``bench.stack``): a private ``redis-server`` (restartable without touching anybody's
+Redis), both simulators on loopback, the real ingest under uvicorn, a SQLite or PostgreSQL ledger
+and ``--workers`` real Celery worker processes. The seeded ServiceTrade world (companies,
+locations, jobs, approved invoices, a void, approved timecards) is *created* in the simulator with
+``sandbox.replay.replay``, so every record reaches stsync as a webhook, with these faults:
+
+- every webhook delivery sent 1..3 times, deliveries and their events shuffled;
+- ServiceTrade answers 5 % of API calls with 503; Spectrum 10 % with a server error / SOAP fault
+  and 5 % of writes are *ghosts* (committed, then answered as an error); dice seeded;
+- one worker SIGKILLed (whole process group) part way through and started again;
+- optionally (``--restart-redis``) Redis shut down without saving and started again part way
+  through: everything queued, unacked or waiting for a retry is lost.
+
+Then some posted invoices are voided (webhooks again), retries finish, and the missed-change sweep
+(``tasks.sweep.run_sweep``) plus the timecard catch-up (``tasks.timecard.run_catch_up``) run in
+rounds until a round changes nothing. The verdict compares with a **reference run**: the same seed
+synced sequentially in-process by the plain ``sync_*`` functions with no faults. It must match
+record for record (status and kind of failure: records that fail or are skipped by design fail the
+same way), Spectrum's tables must hold the same rows (as multisets of natural keys: 0 duplicates,
+0 missing), every write-back must be in ServiceTrade (external ids, invoice statuses, comments),
+no ledger row may be left ``pending``/``in_flight``, and no message may be left in Redis.
+
+    ./.venv/bin/python -m bench.chaos --records 2000 --restart-redis     # the full soak
+    ./.venv/bin/python -m bench.chaos --records 200                      # the CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.stack import SOAK_RELIABILITY, Stack, settings_toml, start_stack
+from sandbox.faults import FaultConfig
+from sandbox.seed import SeedSpec, SeedWorld, build_world
+
+Log = Callable[[str], None]
+
+#: ledger record types that stand for one ServiceTrade record (progress is counted on these)
+PRIMARY = ("customer", "site", "job", "invoice", "timecard")
+#: error kinds that never belong to a record failing by design
+BAD_KINDS = frozenset({"retries_exhausted", "poison", "internal", "transient"})
+#: a long sweep overlap so that the first sweep's window covers the seeded records (created days
+#: before "now") and the seeded approvals
+SWEEP_SCHEDULES = {"sweep_every_s": 60, "sweep_overlap_s": 2_592_000}
+#: the simulators answer in milliseconds on loopback: a 5 s read timeout is generous, and it is
+#: also how long a timecard entry waits after an ambiguous PreTimeCard before looking for its
+#: marker (it must stay below the retry patience, ``max_retries`` x ``retry_backoff_max_s``)
+CONNECTION = {"timeout_s": 5}
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    records: int = 2000
+    seed: int = 7
+    workers: int = 2
+    concurrency: int = 4
+    st_error_rate: float = 0.05
+    spectrum_error_rate: float = 0.10
+    spectrum_ghost_rate: float = 0.05
+    webhook_duplicates_max: int = 3
+    webhook_reorder: bool = True
+    #: SIGKILL worker 1 when this share of the ServiceTrade records is settled (None: never)
+    kill_worker_at: float | None = 0.35
+    #: restart Redis (nothing persisted) when this share is settled (None: never)
+    restart_redis_at: float | None = None
+    #: void every n-th approved invoice once the first pass is over (0: none)
+    void_every: int = 4
+    timeout_s: float = 1800.0
+    database_url: str | None = None
+    worker_loglevel: str = "INFO"
+
+
+@dataclass
+class ChaosReport:
+    config: dict[str, Any]
+    world: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    ledger: dict[str, int] = field(default_factory=dict)
+    spectrum_rows: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
+    chaos_events: list[str] = field(default_factory=list)
+    settle_rounds: int = 0
+    voided: int = 0
+    expected_failures: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    load_average: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+    def text(self) -> str:
+        lines = [
+            f"chaos soak: {'OK' if self.ok else 'PROBLEMS'}  config {json.dumps(self.config)}",
+            f"world: {self.world}",
+            f"timings (s): {self.timings_s}",
+            f"chaos: {'; '.join(self.chaos_events) or '-'}",
+            f"faults fired: {self.faults}",
+            f"webhooks: {self.webhooks}",
+            f"voided after the first pass: {self.voided}; sweep/catch-up rounds: "
+            f"{self.settle_rounds}",
+            "ledger (type/status): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.ledger.items())),
+            "spectrum rows written: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.spectrum_rows.items())),
+            "failed or skipped by design (same as the reference run): " + (", ".join(
+                f"{k} {v}" for k, v in sorted(self.expected_failures.items())) or "-"),
+            f"load average (1/5/15 min) at the end: {self.load_average}",
+        ]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  - {p}" for p in self.problems[:60]]
+        return "\n".join(lines)
+
+
+def spec_for(records: int, seed: int) -> SeedSpec:
+    """The smallest world with at least ``records`` ServiceTrade records (companies + locations +
+    jobs + invoices + timecards), one technician per ten companies, five days of timecards."""
+    companies = max(3, records // 13)
+    while True:
+        spec = SeedSpec(seed=seed, companies=companies, techs=max(4, companies // 10),
+                        timecard_days=5)
+        if world_counts(build_world(spec))["records"] >= records:
+            return spec
+        companies += max(1, companies // 20)
+
+
+def world_counts(world: SeedWorld) -> dict[str, int]:
+    st = world.servicetrade
+    vendors = {c["id"] for c in st["company"] if c.get("isVendor")}
+    out = {
+        "company": sum(1 for c in st["company"] if c["id"] not in vendors),
+        "location": sum(1 for loc in st["location"] if loc["company"]["id"] not in vendors),
+        "job": len(st["job"]),
+        "invoice": len(st["invoice"]),
+        "timecard": len(st["timecard"]),
+    }
+    out["records"] = sum(out.values())
+    out["timecard_entries"] = sum(len(tc["entries"]) for tc in st["timecard"])
+    return out
+
+
+def void_targets(world: SeedWorld, every: int) -> list[int]:
+    """Approved invoices voided after the first pass: every n-th by id (deterministic)."""
+    if every <= 0:
+        return []
+    ids = sorted(i["id"] for i in world.servicetrade["invoice"]
+                 if i["status"] == "pending_accounting")
+    return ids[::every]
+
+
+# --- the reference run ----------------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """What one run left behind, in comparable form."""
+
+    outcomes: dict[tuple[str, str], tuple[str, str]]  # (type, id) -> (status, error kind)
+    reasons: dict[tuple[str, str], str]
+    tables: dict[str, Counter[tuple[Any, ...]]]
+    table_rows: dict[str, int]
+    st_invoices: dict[int, tuple[str, str | None]]
+    comments: Counter[tuple[int, int]]
+    external_ids: dict[tuple[str, int], str]
+
+
+#: Spectrum tables stsync writes (attribute of ``infolink_schema``), and the natural identity of a
+#: row in each (codes that depend on the order records were synced in are left out: customer codes
+#: and site ids)
+IDENTITY: dict[str, tuple[str, ...]] = {
+    "customers": ("Name", "Address_1", "City", "Phone"),
+    "sites": ("Site_Name", "Site_Address1", "Site_City"),
+    "jobs": ("Job_Number", "Job_Description", "Job_Type", "Cost_Center"),
+    "phases": ("Job_Number", "Phase_Code", "Cost_Type"),
+    "ar_invoices": ("Invoice_Or_Transaction", "Transaction_Type", "Invoice_Amount",
+                    "Sales_Tax_Amount", "Job_Number"),
+    "ar_invoice_lines": ("Invoice_Or_Transaction", "Line_Number", "Line_Extension"),
+    "pre_time": ("Message", "Employee_Code", "Hours_Employee", "Pay_Type", "Job_Number"),
+    "work_orders": ("WO_Number",),
+}
+
+
+def _table_names() -> dict[str, tuple[str, ...]]:
+    """Info-Link table name -> identity columns (checked against the schema, so a renamed column
+    cannot silently drop out of the audit)."""
+    from clients.spectrum import infolink_schema as t
+
+    out: dict[str, tuple[str, ...]] = {}
+    for attr, cols in IDENTITY.items():
+        table = getattr(t, attr)
+        unknown = [c for c in cols if c not in table.c]
+        if unknown:
+            raise RuntimeError(f"bench.chaos IDENTITY: {table.name} has no column(s) {unknown}")
+        out[table.name] = cols
+    return out
+
+
+def _norm(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def snapshot(ledger: Any, spectrum_db: Any, st_state: Any, baseline: dict[str, int]) -> Snapshot:
+    """Read a finished run: ledger outcomes, Spectrum rows, ServiceTrade write-backs."""
+    outcomes: dict[tuple[str, str], tuple[str, str]] = {}
+    reasons: dict[tuple[str, str], str] = {}
+    for rec in ledger.list_records(limit=10_000_000):
+        k = (rec.key.record_type, rec.key.source_id)
+        outcomes[k] = (rec.status.value, rec.error_kind or "")
+        reasons[k] = rec.last_error or ""
+    tables: dict[str, Counter[tuple[Any, ...]]] = {}
+    table_rows: dict[str, int] = {}
+    for name, cols in _table_names().items():
+        rows = spectrum_db.rows(name)
+        tables[name] = Counter(tuple(_norm(r.get(c)) for c in cols) for r in rows)
+        table_rows[name] = len(rows) - baseline.get(name, 0)
+    st_invoices = {
+        int(inv["id"]): (str(inv.get("status")), inv.get("invoiceNumber"))
+        for inv in st_state.all("invoice")
+    }
+    comments: Counter[tuple[int, int]] = Counter(
+        (int(c.get("entityType") or 0), int(c.get("entityId") or 0))
+        for c in st_state.all("comment")
+    )
+    external_ids: dict[tuple[str, int], str] = {}
+    for resource in ("company", "location", "job"):
+        for obj in st_state.all(resource):
+            value = (obj.get("externalIds") or {}).get("spectrum")
+            if value:
+                external_ids[(resource, int(obj["id"]))] = str(value)
+    return Snapshot(outcomes, reasons, tables, table_rows, st_invoices, comments, external_ids)
+
+
+def _sync_all(ctx: Any, world: SeedWorld, voids: list[int], st_state: Any) -> None:
+    from tasks.customer import sync_customer
+    from tasks.invoice import sync_invoice
+    from tasks.job import sync_job
+    from tasks.site import sync_site
+    from tasks.timecard import sync_timecard
+
+    st = world.servicetrade
+    vendors = {c["id"] for c in st["company"] if c.get("isVendor")}
+    plan: list[tuple[Callable[..., Any], Iterable[int]]] = [
+        (sync_customer, [c["id"] for c in st["company"] if c["id"] not in vendors]),
+        (sync_site, [x["id"] for x in st["location"] if x["company"]["id"] not in vendors]),
+        (sync_job, [j["id"] for j in st["job"]]),
+        (sync_invoice, [i["id"] for i in st["invoice"]]),
+        (sync_timecard, [tc["id"] for tc in st["timecard"]]),
+    ]
+    for fn, ids in plan:
+        for i in ids:
+            fn(ctx, i, "main")
+    for i in voids:
+        st_state.update("invoice", i, {"status": "void"})
+        sync_invoice(ctx, i, "main")
+
+
+def reference_run(world: SeedWorld, spec: SeedSpec, voids: list[int], tmp: Path) -> Snapshot:
+    """The same seed synced sequentially in-process (plain sync functions), no faults."""
+    from fastapi.testclient import TestClient
+
+    from sandbox.credentials import demo_environment
+    from sandbox.run import in_process_sandbox
+    from worker.context import build_context
+    from worker.ledger import Ledger
+    from worker.settings import load_settings
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
+    baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
+    config = settings_toml(tmp, reliability=SOAK_RELIABILITY, schedules=SWEEP_SCHEDULES,
+                              connection=CONNECTION)
+    env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
+    env.update({"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
+                "STSYNC_DATA_DIR": str(tmp / "data")})
+    settings = load_settings(config, env)
+    ledger = Ledger(settings.database_url)
+    ledger.migrate()
+
+    def transport(app: Any) -> Any:
+        return TestClient(app, raise_server_exceptions=False)._transport  # noqa: SLF001
+
+    ctx = build_context(settings, enqueue=lambda name, args: None,
+                        st_transport=transport(sb.st_app),
+                        spectrum_transport=transport(sb.spectrum_app),
+                        retry_wait_s=0, ledger=ledger)
+    quiet = logging.getLogger("stsync")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # expected failures would print one warning each
+    try:
+        _sync_all(ctx, world, voids, sb.st_state)
+        return snapshot(ledger, sb.spectrum_db, sb.st_state, baseline)
+    finally:
+        quiet.setLevel(level)
+        ctx.close()
+        sb.spectrum_db.dispose()
+
+
+# --- comparing ------------------------------------------------------------------------------------
+def compare(expected: Snapshot, actual: Snapshot, stack_checks: list[str]) -> list[str]:
+    """Every difference between the reference run and the chaos run, as readable problems."""
+    problems = list(stack_checks)
+    for k in sorted(set(expected.outcomes) | set(actual.outcomes)):
+        want, got = expected.outcomes.get(k), actual.outcomes.get(k)
+        if got is not None and (got[1] in BAD_KINDS or got[0] in ("pending", "in_flight")):
+            why = actual.reasons.get(k, "")[:200]
+            problems.append(f"{k[0]} {k[1]}: {got[0]} ({got[1]}): {why}")
+        elif want != got:
+            problems.append(
+                f"{k[0]} {k[1]}: expected {want} as in the reference run, got {got}"
+                f" {actual.reasons.get(k, '')[:200]!r}"
+            )
+    for name, want_rows in expected.tables.items():
+        got_rows = actual.tables.get(name, Counter())
+        missing, extra = want_rows - got_rows, got_rows - want_rows
+        for row, n in list(missing.items())[:10]:
+            problems.append(f"Spectrum {name}: missing {n}x {row}")
+        for row, n in list(extra.items())[:10]:
+            problems.append(f"Spectrum {name}: {n} extra (duplicate or wrong) {row}")
+        dupes = [row for row, n in got_rows.items() if n > 1 and want_rows.get(row, 0) < n]
+        if dupes:
+            problems.append(f"Spectrum {name}: {len(dupes)} natural key(s) present more than once")
+    for inv_id, want_inv in expected.st_invoices.items():
+        got_inv = actual.st_invoices.get(inv_id)
+        if got_inv != want_inv:
+            problems.append(f"ServiceTrade invoice {inv_id}: status/number {got_inv}, "
+                            f"expected {want_inv}")
+    if expected.comments != actual.comments:
+        diff = (expected.comments - actual.comments) + (actual.comments - expected.comments)
+        problems.append(f"ServiceTrade comments differ from the reference on {len(diff)} "
+                        f"record(s), e.g. {list(diff.items())[:5]} (expected "
+                        f"{sum(expected.comments.values())}, got {sum(actual.comments.values())})")
+    ledger_type = {"company": "customer", "location": "site", "job": "job"}
+    for (resource, st_id), _ in expected.external_ids.items():
+        if (resource, st_id) not in actual.external_ids:
+            problems.append(f"ServiceTrade {resource} {st_id}: external id not written back")
+    for (resource, st_id), value in actual.external_ids.items():
+        want_id = expected.external_ids.get((resource, st_id))
+        rec_type = ledger_type[resource]
+        if want_id is None:
+            problems.append(f"ServiceTrade {resource} {st_id}: unexpected external id {value}")
+        elif resource == "job" and value != want_id:
+            problems.append(f"ServiceTrade job {st_id}: external id {value}, expected {want_id}")
+        elif (rec_type, str(st_id)) not in actual.outcomes:
+            problems.append(f"ServiceTrade {resource} {st_id}: external id without ledger row")
+    return problems
+
+
+# --- the soak -------------------------------------------------------------------------------------
+def _settled(stack: Stack, expected: int) -> float:
+    from worker.ledger import TERMINAL
+
+    counts = stack.ledger.counts()
+    done = sum(n for (rt, st), n in counts.items()
+               if rt in PRIMARY and st in {s.value for s in TERMINAL})
+    return done / expected if expected else 1.0
+
+
+def _wait_quiet(stack: Stack, deadline: float, log: Log, *, need_ledger: bool) -> bool:
+    """Until nothing is queued or unacked (and, with ``need_ledger``, no row open), twice in a
+    row a second apart. False when the deadline passes first."""
+    calm = 0
+    last_note = 0.0
+    while time.monotonic() < deadline:
+        quiet = stack.broker_quiet() and (not need_ledger or stack.open_rows() == 0)
+        calm = calm + 1 if quiet else 0
+        if calm >= 2:
+            return True
+        if time.monotonic() - last_note > 15:
+            last_note = time.monotonic()
+            try:
+                backlog = stack.redis.backlog()
+            except Exception as exc:  # noqa: BLE001 - a note only
+                backlog = {"error": str(exc)}  # type: ignore[dict-item]
+            log(f"  waiting: broker {backlog}, open ledger rows {stack.open_rows()}")
+        time.sleep(1.0)
+    return False
+
+
+def _stale_span(stack: Stack) -> float:
+    rel = stack.settings.reliability
+    return float(rel.retry_backoff_max_s + rel.task_time_limit_s)
+
+
+def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) -> int:
+    """Sweep + catch-up rounds until a round changes nothing; returns the number of rounds.
+
+    A round waits for the broker to drain; rows left open then (their messages were lost) are
+    re-queued by the sweep once they are stale, as in production.
+    """
+    from tasks.sweep import run_sweep
+    from tasks.timecard import run_catch_up
+
+    approvals = [int(tc["approvedOn"]) for tc in world.servicetrade["timecard"]]
+    since = datetime.fromtimestamp(min(approvals, default=0) - 86_400, UTC)
+    until = datetime.fromtimestamp(max(approvals, default=0) + 86_400, UTC)
+    previous: dict[tuple[str, str], str] | None = None
+    rounds = 0
+    while time.monotonic() < deadline:
+        _wait_quiet(stack, deadline, log, need_ledger=False)
+        now = {(r.key.record_type, r.key.source_id): r.status.value
+               for r in stack.ledger.list_records(limit=10_000_000)}
+        open_rows = stack.open_rows()
+        if open_rows == 0 and now == previous:
+            break
+        if open_rows:
+            oldest = min(r.updated_at for r in stack.ledger.list_records(
+                statuses=_open_statuses(), limit=10_000_000))
+            wait = _stale_span(stack) + 2 - (datetime.now(UTC) - oldest).total_seconds()
+            if wait > 0:
+                log(f"  {open_rows} open ledger row(s) whose messages are gone: the sweep "
+                    f"re-queues them once stale, in {wait:.0f}s")
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+        swept = run_sweep(ctx)
+        caught = run_catch_up(ctx, since, until, inline=False)
+        rounds += 1
+        log(f"  round {rounds}: sweep queued {sum(s.total_enqueued for s in swept)} "
+            f"(errors {sum(len(s.errors) for s in swept)}), catch-up queued {caught.enqueued} "
+            f"card(s); open rows before: {open_rows}")
+        previous = now
+    return rounds
+
+
+def _open_statuses() -> tuple[Any, ...]:
+    from worker.ledger import Status
+
+    return (Status.PENDING, Status.IN_FLIGHT)
+
+
+def _stack_checks(stack: Stack) -> list[str]:
+    problems = []
+    hooks = stack.webhooks().counters()
+    if hooks["pending_events"] or hooks["pending_deliveries"]:
+        problems.append(f"webhooks still queued in the simulator: {hooks}")
+    backlog = stack.redis.backlog()
+    if backlog["ready"] or backlog["unacked"]:
+        problems.append(f"messages left in Redis (stuck tasks): {backlog}")
+    if stack.open_rows():
+        problems.append(f"{stack.open_rows()} ledger row(s) still pending or in_flight")
+    dead = [name for name, p in stack.workers.items() if p.poll() is not None]
+    if dead:
+        problems.append(f"worker(s) not running at the end: {dead}")
+    return problems
+
+
+def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print) -> ChaosReport:
+    """Run the soak described in the module docstring and return its report."""
+    report = ChaosReport(config=asdict(cfg))
+    spec = spec_for(cfg.records, cfg.seed)
+    owned = workdir is None
+    tmpdir = tempfile.TemporaryDirectory(prefix="stsync-chaos-") if owned else None
+    root = Path(tmpdir.name) if tmpdir is not None else Path(workdir)  # type: ignore[arg-type]
+    started = time.monotonic()
+    deadline = started + cfg.timeout_s
+    try:
+        stack = start_stack(root / "soak", database_url=cfg.database_url, schedules=SWEEP_SCHEDULES,
+                              connection=CONNECTION)
+        try:
+            world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
+            report.world = world_counts(world)
+            voids = void_targets(world, cfg.void_every)
+            log(f"world: {report.world}; {len(voids)} invoice(s) to void later")
+            baseline = _soak(stack, cfg, world, voids, deadline, report, log)
+            report.timings_s["soak"] = round(time.monotonic() - started, 1)
+            actual = snapshot(stack.ledger, stack.sandbox.spectrum_db, stack.sandbox.st_state,
+                              baseline)
+            checks = _stack_checks(stack)
+        finally:
+            stack.close()
+        t_ref = time.monotonic()
+        log("reference run (sequential, no faults) ...")
+        expected = reference_run(world, spec, voids, root / "reference")
+        report.timings_s["reference_run"] = round(time.monotonic() - t_ref, 1)
+        report.spectrum_rows = actual.table_rows
+        report.problems = compare(expected, actual, checks)
+        report.expected_failures = dict(Counter(
+            f"{k[0]} {st}" + (f" ({kind})" if kind else "")
+            for k, (st, kind) in expected.outcomes.items() if st in ("failed", "skipped",
+                                                                     "unknown")
+        ))
+        report.ledger = dict(Counter(f"{rt}/{st}" for (rt, _), (st, _) in actual.outcomes.items()))
+        report.timings_s["total"] = round(time.monotonic() - started, 1)
+        report.load_average = [round(x, 2) for x in os.getloadavg()]
+        return report
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+def _soak(
+    stack: Stack,
+    cfg: ChaosConfig,
+    world: SeedWorld,
+    voids: list[int],
+    deadline: float,
+    report: ChaosReport,
+    log: Log,
+) -> dict[str, int]:
+    """Drive the soak; returns the Spectrum row counts of the seed (before any sync)."""
+    from sandbox.replay import replay
+
+    sb = stack.sandbox
+    sb.spectrum_db.load(world.spectrum, baseline=True)
+    baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
+    stack.register_webhook()
+    sb.st_injector.configure(FaultConfig(
+        error_rate=cfg.st_error_rate, webhook_duplicates_max=cfg.webhook_duplicates_max,
+        webhook_reorder=cfg.webhook_reorder, seed=cfg.seed))
+    sb.spectrum_injector.configure(FaultConfig(
+        error_rate=cfg.spectrum_error_rate, ghost_write_rate=cfg.spectrum_ghost_rate,
+        seed=cfg.seed + 1))
+    names = [f"w{i + 1}" for i in range(cfg.workers)]
+    for name in names:
+        stack.start_worker(name, cfg.concurrency, cfg.worker_loglevel)
+    t0 = time.monotonic()
+    created = replay(sb.st_state, world.servicetrade)
+    log(f"replayed into ServiceTrade: {created} in {time.monotonic() - t0:.1f}s")
+    expected = report.world["records"]
+    killed = redis_restarted = False
+    last_note = 0.0
+    calm = 0
+    while time.monotonic() < deadline:
+        share = _settled(stack, expected)
+        if cfg.kill_worker_at is not None and not killed and share >= cfg.kill_worker_at:
+            stack.kill_worker(names[0])
+            killed = True
+            event = f"SIGKILL worker {names[0]} at {share:.0%} settled"
+            log(event)
+            report.chaos_events.append(event)
+            time.sleep(1.0)
+            stack.start_worker(names[0], cfg.concurrency, cfg.worker_loglevel)
+            report.chaos_events.append(f"worker {names[0]} restarted")
+        if cfg.restart_redis_at is not None and not redis_restarted and \
+                share >= cfg.restart_redis_at:
+            backlog = stack.redis.backlog()
+            stack.redis.restart()
+            redis_restarted = True
+            event = f"Redis restarted (nothing saved) at {share:.0%} settled, losing {backlog}"
+            log(event)
+            report.chaos_events.append(event)
+        if time.monotonic() - last_note > 10:
+            last_note = time.monotonic()
+            log(f"  {time.monotonic() - t0:6.0f}s settled {share:.0%}, open rows "
+                f"{stack.open_rows()}, broker {stack.redis.backlog()}")
+        everything_happened = (killed or cfg.kill_worker_at is None) and (
+            redis_restarted or cfg.restart_redis_at is None)
+        calm = calm + 1 if everything_happened and stack.broker_quiet() else 0
+        # over when nothing moves any more: rows left open then lost their messages, and the
+        # settle rounds (the sweep) are what brings them back
+        if calm >= 4 and (stack.open_rows() == 0 or calm >= 10):
+            break
+        time.sleep(0.5)
+    report.timings_s["first_pass"] = round(time.monotonic() - t0, 1)
+    ctx = stack.context()
+    try:
+        report.settle_rounds += settle(stack, ctx, world, deadline, log)
+        report.timings_s["first_pass_settled"] = round(time.monotonic() - t0, 1)
+        for inv_id in voids:
+            sb.st_state.update("invoice", inv_id, {"status": "void"})
+        report.voided = len(voids)
+        log(f"voided {len(voids)} invoice(s); settling again")
+        report.settle_rounds += settle(stack, ctx, world, deadline, log)
+        report.timings_s["settled"] = round(time.monotonic() - t0, 1)
+    finally:
+        ctx.close()
+    report.faults = {k: v for k, v in {
+        **{f"servicetrade {k}": v for k, v in sb.st_injector.outcomes.items()},
+        **{f"spectrum {k}": v for k, v in sb.spectrum_injector.outcomes.items()},
+    }.items() if not k.endswith(":ok")}
+    report.faults["spectrum calls"] = sum(sb.spectrum_injector.calls.values())
+    report.faults["servicetrade calls"] = sum(sb.st_injector.calls.values())
+    report.faults["worker kills"] = stack.kills
+    report.faults["redis restarts"] = stack.redis.restarts
+    report.webhooks = stack.webhooks().counters()
+    return baseline
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    p.add_argument("--records", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--restart-redis", action="store_true",
+                   help="restart the private Redis once mid-run (nothing persisted)")
+    p.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--database-url", default=None, help="ledger URL (default: SQLite in the "
+                   "work directory)")
+    p.add_argument("--workdir", type=Path, default=None, help="keep logs and databases here")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    args = p.parse_args(argv)
+    cfg = ChaosConfig(
+        records=args.records, seed=args.seed, workers=args.workers, concurrency=args.concurrency,
+        kill_worker_at=None if args.no_kill else 0.35,
+        restart_redis_at=0.6 if args.restart_redis else None,
+        timeout_s=args.timeout, database_url=args.database_url,
+    )
+    random.seed(cfg.seed)
+    report = run_chaos(cfg, workdir=args.workdir, log=lambda s: print(s, flush=True))
+    print(report.text())
+    if args.json:
+        args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
