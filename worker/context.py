@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import redis
 
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
 from clients.spectrum.infolink import InfoLinkReader
+from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
+from clients.spectrum.rest_invoice import ARInvoiceResult
+from clients.spectrum.soap import PutResult
 from worker.ledger import Ledger, RecordKey
 from worker.settings import ConnectionSettings, Settings, get_settings
+from worker.throttle import WriteSlots
 
 #: the record a sync is working on, for audit rows written by client hooks
 current_record: ContextVar[RecordKey | None] = ContextVar("current_record", default=None)
@@ -93,6 +98,38 @@ def audit_hook(ledger: Ledger) -> Callable[[CallRecord], None]:
     return hook
 
 
+class ThrottledSpectrumClient(SpectrumClient):
+    """A Spectrum client whose writes each hold a per-connection slot (``max_in_flight``)."""
+
+    slots: WriteSlots | None = None
+
+    def put(self, request: SpectrumRequest) -> PutResult:
+        if self.slots is None:
+            return super().put(request)
+        with self.slots.slot():
+            return super().put(request)
+
+    def add_ar_invoices(self, invoices: Sequence[ARInvoiceRequest]) -> list[ARInvoiceResult]:
+        if self.slots is None:
+            return super().add_ar_invoices(invoices)
+        with self.slots.slot():
+            return super().add_ar_invoices(invoices)
+
+
+def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteSlots]:
+    """One semaphore per connection, on the broker's Redis under the deployment's prefix."""
+    lease = float(settings.reliability.task_time_limit_s + 30)
+    return {
+        name: WriteSlots(
+            client,
+            f"{settings.redis_key_prefix}stsync:spectrum-writes:{name}",
+            conn.max_in_flight,
+            lease_s=lease,
+        )
+        for name, conn in settings.connections.items()
+    }
+
+
 def build_context(
     settings: Settings,
     *,
@@ -101,8 +138,12 @@ def build_context(
     spectrum_transport: httpx.BaseTransport | None = None,
     retry_wait_s: float = 1.0,
     ledger: Ledger | None = None,
+    write_slots: dict[str, WriteSlots] | None = None,
 ) -> SyncContext:
-    """Build clients and the ledger from ``settings`` (transports injectable for tests)."""
+    """Build clients and the ledger from ``settings`` (transports injectable for tests).
+
+    ``write_slots`` caps Spectrum writes per connection (``max_in_flight``); worker processes pass
+    the Redis-backed ones, tests may pass none."""
     ledger = ledger or Ledger(settings.database_url)
     hook = audit_hook(ledger)
     st_cfg = settings.servicetrade
@@ -118,8 +159,8 @@ def build_context(
         retry_wait_s=retry_wait_s,
         on_call=hook,
     )
-    spectrum = {
-        name: SpectrumClient(
+    spectrum: dict[str, SpectrumClient] = {
+        name: ThrottledSpectrumClient(
             conn.base_url,
             authorization_id=conn.authorization_id.get_secret_value(),
             company_code=conn.company_code,
@@ -131,6 +172,9 @@ def build_context(
         )
         for name, conn in settings.connections.items()
     }
+    for name, client in spectrum.items():
+        if isinstance(client, ThrottledSpectrumClient) and write_slots:
+            client.slots = write_slots.get(name)
     infolink = {
         name: InfoLinkReader(conn.infolink_url, conn.company_code)
         for name, conn in settings.connections.items()
@@ -160,7 +204,15 @@ def open_process_context() -> SyncContext:
     global _process_context
     with _process_lock:
         if _process_context is None:
-            _process_context = build_context(get_settings())
+            settings = get_settings()
+            from worker.celery_app import resolve_broker_url
+
+            client = redis.Redis.from_url(
+                resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
+            )
+            _process_context = build_context(
+                settings, write_slots=write_slots_for(settings, client)
+            )
         return _process_context
 
 
