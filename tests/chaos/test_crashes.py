@@ -1,0 +1,204 @@
+"""Crash scenarios of shared/reference/celery-reliability.md §7 on real processes.
+
+Each test runs its own deployment (``bench.stack``): a *private* Redis that can be restarted
+without disturbing anybody else, both simulators on loopback, the ingest, and real Celery worker
+subprocesses. Limits are short so that redelivery happens within seconds:
+``visibility_timeout_s = 10`` and kombu's unacked-restore sweep every second (scenario 5 asks
+for exactly that), which settings validation allows with a 6 s time limit and 2 s backoff cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.stack import Stack, start_stack, wait_for
+from clients.spectrum import infolink_schema as t
+from sandbox.seed import SeedSpec
+from worker.ledger import RecordKey, Status
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+
+FAST = {
+    "retry_backoff_s": 1,
+    "retry_backoff_max_s": 2,
+    "max_retries": 6,
+    "lease_s": 8,
+    "task_time_limit_s": 6,
+    "task_soft_time_limit_s": 5,
+    "visibility_timeout_s": 10,
+    "unacked_restore_interval_s": 1,
+    "start_cap": 3,
+}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = start_stack(tmp_path, reliability=FAST, spec=SeedSpec(companies=3))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def new_company(stack: Stack, name: str) -> int:
+    company = stack.sandbox.st_state.create("company", {
+        "name": name, "isCustomer": True, "status": "active",
+        "address": {"street": "9 Dock St", "city": "Wilmington", "state": "NC",
+                    "postalCode": "28401"},
+        "phone": "910-555-0142",
+    })
+    return int(company["id"])
+
+
+def announce(stack: Stack, *company_ids: int) -> None:
+    """One webhook delivery naming these companies (the webhook is not registered: the tests
+    decide exactly what reaches the ingest)."""
+    body = {"messageId": str(uuid.uuid4()), "timestamp": "1", "data": [
+        {"action": "created", "timestamp": 1, "entity": {"type": "company", "id": i}}
+        for i in company_ids
+    ]}
+    assert httpx.post(stack.ingest_url, json=body, timeout=10).status_code == 202
+
+
+def customer(stack: Stack, company_id: int) -> Any:
+    return stack.ledger.get(RecordKey("main", "customer", str(company_id)))
+
+
+def spectrum_customers(stack: Stack, name: str) -> int:
+    return sum(1 for r in stack.sandbox.spectrum_db.rows(t.customers.name) if r["Name"] == name)
+
+
+def wait_done(stack: Stack, company_id: int, timeout: float) -> Any:
+    try:
+        return wait_for(
+            lambda: (rec := customer(stack, company_id)) is not None
+            and rec.status is Status.DONE and rec,
+            timeout, 0.2, f"customer {company_id} done",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.worker_logs()}") from None
+
+
+def test_whole_worker_sigkilled_mid_write_is_redelivered_within_seconds(stack: Stack) -> None:
+    """§7 scenario 5: the whole worker (main process and pool) dies while Spectrum has committed
+    AddCustomer but not answered. The unacked message comes back after the visibility timeout
+    (10 s) through the restore sweep of the worker started next, which adopts the customer."""
+    inj = stack.sandbox.spectrum_injector
+    inj.configure(inj.config.model_copy(update={"timeout_hold_s": 4.0}))
+    inj.script("AddCustomer", ["timeout"])  # commit, then hold the answer
+    stack.start_worker("w1", concurrency=1)
+    company = new_company(stack, "Whole Worker Killed Grill")
+    announce(stack, company)
+    wait_for(lambda: spectrum_customers(stack, "Whole Worker Killed Grill"), 30, 0.05,
+             "AddCustomer committed in Spectrum")
+    stack.kill_worker("w1")
+    killed_at = time.monotonic()
+    assert customer(stack, company).status is Status.IN_FLIGHT
+    stack.start_worker("w2", concurrency=1)
+    rec = wait_done(stack, company, 60)
+    redelivered_after = time.monotonic() - killed_at
+    print(f"redelivered and done {redelivered_after:.1f}s after the SIGKILL")
+    # visibility timeout 10 s + restore sweep 1 s + the new worker's start-up; a lost message
+    # would never come back, one restored by the default 10 x 10 s sweep only after ~100 s
+    assert redelivered_after < 45
+    # the second start took over the dead holder's claim (the crash count is cleared once done)
+    assert rec.attempts == 2 and rec.state.get("recovered") == 1
+    assert spectrum_customers(stack, "Whole Worker Killed Grill") == 1
+    # the held call is the only AddCustomer Spectrum saw: the redelivery looked the code up and
+    # adopted the customer instead of sending again
+    assert inj.calls.get("AddCustomer", 0) == 1
+    assert stack.redis.backlog() == {"ready": 0, "unacked": 0}
+
+
+def test_record_that_kills_its_worker_every_time_is_failed_after_the_start_cap(
+    stack: Stack,
+) -> None:
+    """§7 scenario 4, poison record: every start of its sync dies (the pool child is SIGKILLed
+    while it holds the claim). Redeliveries do not count toward Celery's max_retries, so the
+    ledger's start cap must stop it: after ``start_cap`` (3) crashes it is ``failed`` (poison)
+    with an alert, instead of looping for ever. Nothing reaches Spectrum."""
+    stack.sandbox.st_injector.configure(
+        stack.sandbox.st_injector.config.model_copy(update={"latency_ms": 2500.0}))
+    stack.start_worker("w1", concurrency=1)
+    company = new_company(stack, "Poison Pill Pizza")
+    announce(stack, company)
+    killed: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rec = customer(stack, company)
+        if rec is not None and rec.status is Status.FAILED:
+            break
+        if rec is not None and rec.status is Status.IN_FLIGHT and rec.lease_owner:
+            pid = int(rec.lease_owner.rpartition(":")[2])
+            if pid not in killed:
+                killed.add(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    rec = customer(stack, company)
+    assert rec is not None and rec.status is Status.FAILED, stack.worker_logs()
+    assert rec.error_kind == "poison" and "worker died each time" in (rec.last_error or "")
+    assert "(3 crashes)" in (rec.last_error or "") and len(killed) == 3
+    assert [a["kind"] for a in stack.ledger.alerts(rec.key)] == ["poison"]
+    assert spectrum_customers(stack, "Poison Pill Pizza") == 0
+    # the message is gone (acked as failed), not looping: the worker goes idle
+    wait_for(lambda: stack.redis.backlog() == {"ready": 0, "unacked": 0}, 20, 0.2,
+             "no message left")
+    time.sleep(2)
+    assert customer(stack, company).status is Status.FAILED
+    assert stack.workers["w1"].poll() is None
+
+
+def test_redis_restart_loses_queued_tasks_the_worker_resumes_and_the_sweep_recovers(
+    stack: Stack,
+) -> None:
+    """§7 scenario 6: Redis restarts with nothing persisted while tasks are queued and running.
+    The worker reconnects and consumes new work (the celery#8030 family of "stuck after
+    reconnect"); the records whose messages died with Redis are found by the missed-change sweep;
+    nothing is posted twice."""
+    from tasks.sweep import run_sweep
+
+    inj = stack.sandbox.spectrum_injector
+    inj.configure(inj.config.model_copy(update={"latency_ms": 400.0}))
+    stack.start_worker("w1", concurrency=2)
+    names = [f"Restart Survivor {i}" for i in range(8)]
+    ids = [new_company(stack, n) for n in names]
+    announce(stack, *ids)
+    wait_for(lambda: any((r := customer(stack, i)) is not None and r.status is Status.DONE
+                         for i in ids), 60, 0.1, "a first customer done")
+    before = stack.redis.backlog()
+    stack.redis.restart()
+    assert stack.redis.backlog() == {"ready": 0, "unacked": 0}
+    lost = [i for i in ids if (r := customer(stack, i)) is None or r.status is not Status.DONE]
+    assert before["ready"] > 0 and lost, "nothing was queued when Redis went down"
+
+    # the worker consumes again: a new record announced after the restart is synced
+    later = new_company(stack, "After The Restart Diner")
+    announce(stack, later)
+    wait_done(stack, later, 60)
+
+    ctx = stack.context()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if all((r := customer(stack, i)) is not None and r.status is Status.DONE
+                   for i in ids):
+                break
+            run_sweep(ctx)
+            time.sleep(3)
+    finally:
+        ctx.close()
+    for i, name in zip(ids, names, strict=True):
+        rec = customer(stack, i)
+        assert rec is not None and rec.status is Status.DONE, (name, rec, stack.worker_logs())
+        assert spectrum_customers(stack, name) == 1, name
