@@ -52,8 +52,14 @@ def state_code(value: str | None, *, label: str, adjustments: list[str]) -> str:
 def phone_digits(
     value: str | None, *, label: str, adjustments: list[str], max_len: int = 14
 ) -> str:
-    """Digits only (Spectrum stores phones without punctuation), at most ``max_len``."""
-    digits = "".join(ch for ch in (value or "") if ch.isdigit())
+    """ASCII digits only (Spectrum stores phones without punctuation), at most ``max_len``.
+
+    Decimal digits of other scripts (fullwidth ``１``, Arabic-Indic ``٣``) count as their value;
+    other characters that ``str.isdigit`` accepts (superscripts ``²``, circled ``①``) are dropped.
+    """
+    digits = "".join(
+        str(d) for ch in (value or "") if (d := unicodedata.decimal(ch, None)) is not None
+    )
     if len(digits) > max_len:
         adjustments.append(f"{label} has {len(digits)} digits; kept the first {max_len}")
         digits = digits[:max_len]
