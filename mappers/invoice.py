@@ -60,6 +60,7 @@ from clients.spectrum.services import (
     FORBIDDEN_KEY_CHARS,
 )
 from mappers.rules import ConnectionRules, CostCenterRules, InvoiceRules, TaxRules
+from mappers.text import ascii_printable
 
 #: ServiceTrade status of an invoice approved for accounting (reference §8).
 PENDING_ACCOUNTING = "pending_accounting"
@@ -108,8 +109,9 @@ def _cents(value: Decimal, *, record: str, field: str) -> Decimal:
 
 
 def _clean_text(text: str | None) -> str:
-    """Collapse newlines and runs of spaces (Spectrum text fields are single-line)."""
-    return " ".join((text or "").split())
+    """Printable ASCII on one line: Spectrum text fields are single-line, and control characters
+    or emoji in a description would be stored as they are (accents folded, é -> e)."""
+    return ascii_printable(text or "")
 
 
 def item_description(item: InvoiceItem) -> str:
