@@ -854,17 +854,23 @@ def ar_request_from_infolink(row: Mapping[str, object]) -> ARInvoiceRequest:
             return format_decimal(Decimal(str(value)), 4) if value else "0"
         return str(value).strip()
 
-    header = {f: text(row.get(f)) for f in _HEADER_FIELDS}
-    if row.get("Sales_Tax_Amount") is not None:
-        header["Sales_Tax_Amount"] = format_money(Decimal(str(row["Sales_Tax_Amount"])))
-    raw_lines = row.get("lines")
-    details: list[dict[str, str]] = []
-    for line in raw_lines if isinstance(raw_lines, list) else []:
-        detail = {f: text(line.get(f)) for f in _DETAIL_FIELDS}
-        if line.get("Line_Extension") is not None:
-            detail["Line_Extension"] = format_money(Decimal(str(line["Line_Extension"])))
-        details.append({k: v for k, v in detail.items() if v})
-    return _build(f"Spectrum invoice {number}", header, details)
+    record = f"Spectrum invoice {number}"
+    try:
+        header = {f: text(row.get(f)) for f in _HEADER_FIELDS}
+        if row.get("Sales_Tax_Amount") is not None:
+            header["Sales_Tax_Amount"] = format_money(Decimal(str(row["Sales_Tax_Amount"])))
+        raw_lines = row.get("lines")
+        details: list[dict[str, str]] = []
+        for line in raw_lines if isinstance(raw_lines, list) else []:
+            detail = {f: text(line.get(f)) for f in _DETAIL_FIELDS}
+            if line.get("Line_Extension") is not None:
+                detail["Line_Extension"] = format_money(Decimal(str(line["Line_Extension"])))
+            details.append({k: v for k, v in detail.items() if v})
+    except (InvalidOperation, ValueError, AttributeError) as exc:
+        # a number Spectrum's columns cannot hold (NaN, 1E+24 ...) or a malformed line: the row
+        # cannot be offset exactly, and a person must look at it
+        raise MappingError(record, "Info-Link row", f"cannot be read back: {exc!r}") from exc
+    return _build(record, header, details)
 
 
 # --- failures people can act on (F14) ------------------------------------------------------------
