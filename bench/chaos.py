@@ -53,9 +53,11 @@ Log = Callable[[str], None]
 PRIMARY = ("customer", "site", "job", "invoice", "timecard")
 #: error kinds that never belong to a record failing by design
 BAD_KINDS = frozenset({"retries_exhausted", "poison", "internal", "transient"})
-#: a long sweep overlap so that the first sweep's window covers the seeded records (created days
-#: before "now") and the seeded approvals
-SWEEP_SCHEDULES = {"sweep_every_s": 60, "sweep_overlap_s": 2_592_000}
+#: The replayed records keep the seed's ``created``/``updated`` times (up to ~400 days before the
+#: run) although their webhooks fire now; in production a new record's ``updated`` is the moment
+#: it was created. A 400-day sweep overlap puts every replayed record inside the sweep's window,
+#: as a freshly created record would be, so that one whose message died with Redis is found.
+SWEEP_SCHEDULES = {"sweep_every_s": 60, "sweep_overlap_s": 400 * 86_400}
 #: the simulators answer in milliseconds on loopback: a 5 s read timeout is generous, and it is
 #: also how long a timecard entry waits after an ambiguous PreTimeCard before looking for its
 #: marker (it must stay below the retry patience, ``max_retries`` x ``retry_backoff_max_s``)

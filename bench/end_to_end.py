@@ -1,0 +1,138 @@
+"""P2: approved invoices end to end at a realistic Spectrum latency (printed, never asserted).
+
+A seeded world whose customers, sites and jobs are synced first by the same worker (not timed),
+then ``--invoices`` ``sync.invoice`` tasks are queued at once with the Spectrum simulator
+answering after ``--latency-ms``; the clock runs until every invoice's ledger row is final. The
+lower bound is what the Spectrum calls cost if ``--concurrency`` of them were always in flight:
+``calls x latency / concurrency``; the ratio wall / bound says how close the pipeline gets.
+
+Real processes: a private Redis, both simulators on loopback, one Celery worker with
+``--concurrency`` pool processes, a SQLite ledger. ``--max-in-flight`` is the per-connection cap
+on concurrent Spectrum writes (``connections.<name>.max_in_flight``, default 2 in production
+config); the bench sets it to the concurrency unless told otherwise.
+
+    ./.venv/bin/python -m bench.end_to_end [--invoices 1000] [--latency-ms 100] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.stack import SOAK_RELIABILITY, Stack, start_stack
+from sandbox.seed import SeedSpec, build_world
+
+
+def spec_with_invoices(n: int, seed: int = 11) -> SeedSpec:
+    """The smallest world with ``n`` approved invoices (every completed job invoiced) and some
+    spare, since invoices whose job fails by design (unmapped service line) are left out."""
+    companies = max(3, n // 2)
+    while True:
+        spec = SeedSpec(seed=seed, companies=companies, invoices_fraction=1.0, timecard_days=0,
+                        techs=2)
+        world = build_world(spec)
+        pending = sum(1 for i in world.servicetrade["invoice"]
+                      if i["status"] == "pending_accounting")
+        if pending >= n * 1.15:
+            return spec
+        companies += max(1, companies // 10)
+
+
+def _final(stack: Stack, record_type: str, ids: list[int]) -> int:
+    from worker.ledger import TERMINAL
+
+    rows = stack.ledger.get_many("main", record_type, [str(i) for i in ids])
+    return sum(1 for r in rows.values() if r.status in TERMINAL)
+
+
+def _wait_final(stack: Stack, record_type: str, ids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _final(stack, record_type, ids) < len(ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{record_type}: {_final(stack, record_type, ids)}/{len(ids)} "
+                               f"final after {timeout:.0f}s")
+        time.sleep(0.25)
+
+
+def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_flight: int,
+                   timeout: float) -> dict[str, Any]:
+    from sandbox.faults import FaultConfig
+    from worker.celery_app import app
+    from worker.ledger import Status
+
+    spec = spec_with_invoices(invoices)
+    with tempfile.TemporaryDirectory(prefix="stsync-p2-") as d:
+        stack = start_stack(Path(d), spec=spec, reliability=SOAK_RELIABILITY,
+                            connection={"max_in_flight": max_in_flight}, ingest=False)
+        try:
+            world = stack.sandbox.world
+            candidates = [i for i in world.servicetrade["invoice"]
+                          if i["status"] == "pending_accounting"]
+            job_ids = sorted({i["job"]["id"] for i in candidates})
+            stack.start_worker("w1", concurrency=concurrency, loglevel="WARNING")
+            t0 = time.monotonic()
+            for j in job_ids:
+                app.send_task("sync.job", args=(j, "main"))
+            _wait_final(stack, "job", job_ids, timeout)
+            presync_s = time.monotonic() - t0
+            done_jobs = {
+                int(r.key.source_id) for r in stack.ledger.get_many(
+                    "main", "job", [str(j) for j in job_ids]).values()
+                if r.status is Status.DONE
+            }
+            chosen = [i["id"] for i in candidates if i["job"]["id"] in done_jobs][:invoices]
+            stack.sandbox.spectrum_injector.configure(FaultConfig(latency_ms=latency_ms))
+            sp0 = Counter(stack.sandbox.spectrum_injector.calls)
+            st0 = Counter(stack.sandbox.st_injector.calls)
+            load0 = os.getloadavg()
+            t1 = time.monotonic()
+            for i in chosen:
+                app.send_task("sync.invoice", args=(i, "main"))
+            _wait_final(stack, "invoice", chosen, timeout)
+            wall = time.monotonic() - t1
+            sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
+            st = Counter(stack.sandbox.st_injector.calls) - st0
+            outcomes = Counter(r.status.value for r in stack.ledger.get_many(
+                "main", "invoice", [str(i) for i in chosen]).values())
+            calls = sum(sp.values())
+            bound = calls * latency_ms / 1000 / concurrency
+            return {
+                "invoices": len(chosen), "outcomes": dict(outcomes), "jobs_presynced": len(job_ids),
+                "presync_s": round(presync_s, 1), "wall_s": round(wall, 1),
+                "spectrum_calls": dict(sp), "servicetrade_calls": dict(st),
+                "lower_bound_s": round(bound, 1),
+                "ratio": round(wall / bound, 2) if bound else None,
+                "invoices_per_s": round(len(chosen) / wall, 1),
+                "latency_ms": latency_ms, "concurrency": concurrency,
+                "max_in_flight": max_in_flight,
+                "load_before": [round(x, 2) for x in load0],
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+            }
+        finally:
+            stack.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.end_to_end",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--invoices", type=int, default=1000)
+    p.add_argument("--latency-ms", type=float, default=100.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="per-connection Spectrum write cap (default: the concurrency)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    args = p.parse_args(argv)
+    out = run_end_to_end(args.invoices, args.latency_ms, args.concurrency,
+                         args.max_in_flight or args.concurrency, args.timeout)
+    for k, v in out.items():
+        print(f"{k:>18}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
