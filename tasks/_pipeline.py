@@ -8,6 +8,7 @@ and returns an ``Outcome``. ``run_record`` turns what the body raises into ledge
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
 - ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
 - ``TransientError``      -> ``pending`` with the reason, re-raised so Celery retries with backoff
+- Celery's ``SoftTimeLimitExceeded`` -> the same, raised as ``TransientError`` (steps resume)
 - anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
 
 Concurrency: only the claim holder writes. A record held by a live worker raises ``RecordBusy``
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from clients.errors import (
     AlreadyExists,
@@ -183,6 +186,18 @@ def run_record(
             )
             _log(key, "retry", started, rec.attempts, str(exc))
             raise
+        except SoftTimeLimitExceeded as exc:
+            # out of time (a slow Spectrum, a wait for a write slot): every step is resumable,
+            # so this is a retry like any transient error, not a broken record
+            reason = (
+                f"{key}: stopped by the task's soft time limit "
+                f"({rel.task_soft_time_limit_s}s); will retry"
+            )
+            ctx.ledger.mark(
+                key, Status.PENDING, error_kind="transient", reason=reason, state=run.state
+            )
+            _log(key, "retry", started, rec.attempts, reason)
+            raise TransientError(reason) from exc
         except Exception as exc:
             ctx.ledger.mark(
                 key,

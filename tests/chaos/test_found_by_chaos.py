@@ -68,3 +68,36 @@ def test_void_comment_lost_to_a_503_is_posted_by_the_retry(
     # a later delivery changes nothing
     sync_invoice(ctx, inv_id, "main")
     assert len([c for c in comments_on(st_state, inv_id) if f"SV{inv_id}" in c]) == 1
+
+
+def test_soft_time_limit_is_a_retry_not_a_broken_record(
+    ctx: Any, world: Any, spectrum_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the full soak with the Spectrum write throttle: workers waiting for a write slot
+    (the slots of a SIGKILLed worker stay taken until their lease ends) hit the soft time limit;
+    the record was marked ``failed`` as an internal error, and the invoices on a failed job failed
+    as 'prerequisite'. Every step is resumable, so it is retried like a transient error."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from tasks.customer import sync_customer
+
+    company = next(c for c in world.servicetrade["company"] if c.get("isCustomer"))
+    client = ctx.spectrum_for("main")
+    real_put = client.put
+    calls = {"n": 0}
+
+    def put(request: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SoftTimeLimitExceeded()
+        return real_put(request)
+
+    monkeypatch.setattr(client, "put", put)
+    key = RecordKey("main", "customer", str(company["id"]))
+    with pytest.raises(TransientError, match="soft time limit"):
+        sync_customer(ctx, company["id"], "main")
+    rec = ctx.ledger.get(key)
+    assert rec.status is Status.PENDING and rec.error_kind == "transient"
+    out = sync_customer(ctx, company["id"], "main")  # the task's retry
+    assert out.result == "synced"
+    assert spectrum_db.count("CR_CUSTOMER_MASTER_MC", Customer_Code=out.spectrum_key) == 1
