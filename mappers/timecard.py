@@ -437,7 +437,9 @@ def _job_values(
 
 
 def _pay_rate(record: str, rate: Decimal) -> str:
-    if not rate.is_finite() or rate < 0:
+    # Pay_Rate holds 12 characters: anything from 10^8 up cannot be written (and would overflow
+    # the decimal context when rounded), so it is refused by value, before formatting
+    if not rate.is_finite() or rate < 0 or rate >= Decimal("1e8"):
         raise MappingError(record, "payRate", f"{rate} is not a usable pay rate", value=rate)
     text = format_decimal(rate, 4)
     return _checked(record, "Pay_Rate", text, "the entry's payRate")

@@ -37,7 +37,10 @@ def format_money(amount: Decimal) -> str:
 
 def format_decimal(value: Decimal, places: int = 4) -> str:
     """A plain decimal without exponent or trailing zeros beyond what is needed."""
-    q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP).normalize()
+    try:
+        q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP).normalize()
+    except InvalidOperation as exc:  # too many digits for the decimal context
+        raise ValueError(f"{value} has too many digits to send to Spectrum") from exc
     return format(q, "f")
 
 

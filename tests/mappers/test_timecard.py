@@ -321,6 +321,13 @@ def test_negative_pay_rate_is_refused() -> None:
         pretime(card({**LABOR, "payRate": -1}))
 
 
+@pytest.mark.parametrize("rate", [1e24, 100_000_000])
+def test_pay_rate_too_large_to_write_is_a_mapping_error(rate: float) -> None:
+    # 1e24 overflowed the decimal context while rounding (found by the mapper fuzz test)
+    with pytest.raises(MappingError, match="payRate"):
+        pretime(card({**LABOR, "payRate": rate}))
+
+
 def test_labor_without_spectrum_job_is_a_prerequisite() -> None:
     with pytest.raises(PrerequisiteMissing, match="ServiceTrade job 1001 has no Spectrum job"):
         pretime(card(LABOR), job_number=None)
