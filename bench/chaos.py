@@ -607,6 +607,25 @@ def _soak(
     return baseline
 
 
+def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh schema on ``pg_url`` for the ledger, and a function that drops it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"chaos_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(pg_url)
+    with engine.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+
+    def drop() -> None:
+        with engine.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+    return f"{pg_url}?options=-csearch_path%3D{schema}", drop
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--records", type=int, default=2000)
@@ -619,17 +638,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--database-url", default=None, help="ledger URL (default: SQLite in the "
                    "work directory)")
+    p.add_argument("--pg", default=None, metavar="URL",
+                   help="ledger on this PostgreSQL database, in a private schema dropped after "
+                   "(e.g. postgresql+psycopg://root@127.0.0.1:5432/test)")
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and databases here")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     args = p.parse_args(argv)
+    database_url, drop_schema = args.database_url, None
+    if args.pg:
+        database_url, drop_schema = _private_schema(args.pg)
     cfg = ChaosConfig(
         records=args.records, seed=args.seed, workers=args.workers, concurrency=args.concurrency,
         kill_worker_at=None if args.no_kill else 0.35,
         restart_redis_at=0.6 if args.restart_redis else None,
-        timeout_s=args.timeout, database_url=args.database_url,
+        timeout_s=args.timeout, database_url=database_url,
     )
     random.seed(cfg.seed)
-    report = run_chaos(cfg, workdir=args.workdir, log=lambda s: print(s, flush=True))
+    try:
+        report = run_chaos(cfg, workdir=args.workdir, log=lambda s: print(s, flush=True))
+    finally:
+        if drop_schema is not None:
+            drop_schema()
     print(report.text())
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
