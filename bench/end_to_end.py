@@ -74,7 +74,7 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             candidates = [i for i in world.servicetrade["invoice"]
                           if i["status"] == "pending_accounting"]
             job_ids = sorted({i["job"]["id"] for i in candidates})
-            stack.start_worker("w1", concurrency=concurrency, loglevel="WARNING")
+            stack.start_worker("w1", concurrency=concurrency)
             t0 = time.monotonic()
             for j in job_ids:
                 app.send_task("sync.job", args=(j, "main"))

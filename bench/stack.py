@@ -223,6 +223,7 @@ class Stack:
 
     # --- workers -------------------------------------------------------------------------------
     def start_worker(self, name: str, concurrency: int = 2, loglevel: str = "INFO") -> None:
+        """Start a worker subprocess and wait for its "ready" line (logged at INFO and below)."""
         log = self.tmp / f"worker-{name}.log"
         self.logs[name] = log
         mark = log.stat().st_size if log.exists() else 0
