@@ -90,9 +90,8 @@ def spectrum_db(world: Any, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def st_app(st_state: Any) -> Any:
-    from sandbox.servicetrade.app import create_app
-
     from sandbox.faults import FaultInjector
+    from sandbox.servicetrade.app import create_app
 
     return create_app(st_state, FaultInjector(), deliver=lambda url, body: 200)
 
