@@ -153,14 +153,15 @@ def test_sixteen_digit_ids_for_a_company_and_its_location(
                                   "only emoji", "unknown state"])
 def test_hostile_locations(ctx: Any, st_state: Any, spectrum_db: Any, case: str) -> None:
     cid = _company(st_state, name=f"Owner of {case}")
-    fields: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "name over length": {"name": "Location " * 40},
         "no address": {"address": None},
         "control characters": {"name": "Dock\x00 7\x1b", "phoneNumber": "\x07919-555-0100"},
         "only emoji": {"name": "🏭🏭"},
         "unknown state": {"address": {"street": "1 A St", "city": "X", "state": "ZZ",
                                       "postalCode": "1"}},
-    }[case]
+    }
+    fields = cases[case]
     loc = st_state.create("location", {
         "name": "Site", "status": "active", "company": {"id": cid, "name": f"Owner of {case}"},
         "address": {"street": "1 Main St", "city": "Durham", "state": "NC", "postalCode": "27701"},
