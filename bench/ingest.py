@@ -26,8 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.stack import REPO, SOAK_RELIABILITY, PrivateRedis, free_port, settings_toml, wait_for
+from bench.stack import REPO, SOAK_RELIABILITY, PrivateRedis, settings_toml
 from sandbox.credentials import WEBHOOK_SECRET, demo_environment
+from worker.serve import free_port, wait_for
 
 
 @dataclass

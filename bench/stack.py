@@ -12,46 +12,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 import redis
-import uvicorn
 
 from sandbox.credentials import WEBHOOK_SECRET
+from worker.serve import ThreadServer, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "sandbox" / "demo.toml"
 #: Celery's queues (worker.celery_app.Queue), by name so this module imports no Celery app
 QUEUES = ("stsync.sync", "stsync.schedule")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class PrivateRedis:
@@ -127,26 +104,6 @@ class PrivateRedis:
                 if r.type(key) == b"list":
                     ready += int(r.llen(key))
         return {"ready": ready, "unacked": int(r.hlen("unacked"))}
-
-
-class ThreadServer:
-    """An ASGI app under uvicorn in a daemon thread (access log off: the secret is in the path)."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False,
-                           log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.server.started, 15, 0.02, "ingest server start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(timeout=5)
 
 
 def override_table(text: str, table: str, values: dict[str, int]) -> str:

@@ -12,16 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,32 +27,10 @@ from clients.servicetrade.assumptions import webhook_entity_types
 from sandbox.credentials import WEBHOOK_SECRET
 from worker import embedded_redis
 from worker.ledger import TERMINAL, Ledger, Status
+from worker.serve import ThreadServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "sandbox" / "demo.toml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Ingest:
-    def __init__(self, app: Any, port: int) -> None:
-        cfg = uvicorn.Config(
-            app, host="127.0.0.1", port=port, access_log=False, log_level="warning"
-        )
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -118,8 +93,8 @@ def run_demo(
     ledger = Ledger(settings.database_url)
     ledger.migrate()
     configure(settings)
-    port = _free_port()
-    ingest = _Ingest(create_ingest_app(settings), port)
+    port = free_port()
+    ingest = ThreadServer(create_ingest_app(settings), port)
     hook = f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}"
     console.print(f"ingest     http://127.0.0.1:{port}/webhooks/servicetrade/<secret>")
     procs = [

@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.stack import Stack, start_stack, wait_for
+from bench.stack import Stack, start_stack
 from clients.spectrum import infolink_schema as t
 from sandbox.seed import SeedSpec
 from worker.ledger import RecordKey, Status
+from worker.serve import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
