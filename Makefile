@@ -33,5 +33,9 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+## The full-size chaos soak (the CI-sized one runs in `make test`).
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --records 2000 --restart-redis
+
 clean:
 	rm -rf .stsync .pytest_cache .mypy_cache .ruff_cache

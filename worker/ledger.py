@@ -240,7 +240,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _holder_is_dead(owner: str | None) -> bool:
+def holder_is_dead(owner: str | None) -> bool:
     """True when the lease holder ran on this host and its process no longer exists."""
     if not owner or ":" not in owner:
         return False
@@ -393,7 +393,7 @@ class Ledger:
             recovered = False
             if current.status is Status.IN_FLIGHT:
                 expired = current.lease_until is None or current.lease_until <= now
-                if not expired and not _holder_is_dead(current.lease_owner):
+                if not expired and not holder_is_dead(current.lease_owner):
                     return Claim(current, held=False)
                 recovered = True
             elif current.status in TERMINAL and not reclaim_done:

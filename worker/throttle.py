@@ -2,10 +2,12 @@
 
 Spectrum answers "Error executing Web Service" under sustained concurrent load (reference §1), so
 writes to one connection are capped by a counting semaphore in Redis (the broker's Redis, under the
-deployment's key prefix). It follows the fair-semaphore pattern: holders are ordered by a counter,
-not by clocks, and a holder that dies is released when its lease (above the task time limit) ends.
-A worker that cannot get a slot within ``wait_s`` raises ``TransientError`` and Celery retries
-later, so a slot is never waited for inside a busy loop without bound.
+deployment's key prefix). Expiring stale leases, counting and taking a slot is one atomic
+script, and a holder that dies is released when its lease (above the task time limit) ends.
+A holder's token starts with ``host:pid``, so a slot held by a process that died on this host
+(SIGKILL, OOM) is freed at once instead of blocking writes until its lease ends. A worker that
+cannot get a slot within ``wait_s`` raises ``TransientError`` and Celery retries later, so a slot
+is never waited for inside a busy loop without bound.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from contextlib import contextmanager
 import redis
 
 from clients.errors import TransientError
+from worker.ledger import holder_is_dead, worker_identity
+
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""
 
 
 class WriteSlots:
@@ -40,31 +52,24 @@ class WriteSlots:
         self.wait_s = wait_s
         self.poll_s = poll_s
         self._holders = f"{name}:holders"  # token -> acquisition time (for leases)
-        self._order = f"{name}:order"  # token -> counter (for fairness)
-        self._counter = f"{name}:counter"
+        # expire stale leases, count and add in one step: no two workers can both take the last slot
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def _free_dead_holders(self) -> None:
+        for raw in self.client.zrange(self._holders, 0, -1):
+            token = raw.decode() if isinstance(raw, bytes) else str(raw)
+            owner = token.rsplit(":", 1)[0]
+            if holder_is_dead(owner):
+                self._release(token)
 
     def _try(self, token: str) -> bool:
-        now = time.time()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zremrangebyscore(self._holders, "-inf", now - self.lease_s)
-        pipe.zinterstore(self._order, {self._order: 1, self._holders: 0})
-        pipe.incr(self._counter)
-        _, _, counter = pipe.execute()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(self._holders, {token: now})
-        pipe.zadd(self._order, {token: counter})
-        pipe.zrank(self._order, token)
-        rank = pipe.execute()[-1]
-        if rank is not None and rank < self.limit:
-            return True
-        self._release(token)
-        return False
+        self._free_dead_holders()
+        got = self._acquire(keys=[self._holders], args=[token, time.time(), self.lease_s,
+                                                        self.limit])
+        return bool(got)
 
     def _release(self, token: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self._holders, token)
-        pipe.zrem(self._order, token)
-        pipe.execute()
+        self.client.zrem(self._holders, token)
 
     def in_use(self) -> int:
         """Slots held now (expired leases excluded)."""
@@ -73,7 +78,7 @@ class WriteSlots:
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one slot for the duration of the block."""
-        token = uuid.uuid4().hex
+        token = f"{worker_identity()}:{uuid.uuid4().hex}"
         deadline = time.monotonic() + self.wait_s
         try:
             while not self._try(token):

@@ -95,3 +95,27 @@ def test_context_writes_hold_a_slot(ctx: Any, world: Any, r: Any) -> None:
     assert sync_customer(ctx, company["id"], "main").ok
     assert seen == [1]  # one AddCustomer, inside one slot
     assert client.slots.in_use() == 0
+
+
+def test_a_slot_of_a_process_that_died_on_this_host_is_freed_at_once(r: Any) -> None:
+    import multiprocessing as mp
+    import os
+    import socket
+
+    proc = mp.get_context("spawn").Process(target=os.getpid)
+    proc.start()
+    proc.join()
+    slots = WriteSlots(r, "t:w", 1, lease_s=3600, wait_s=0.2, poll_s=0.01)
+    assert slots._try(f"{socket.gethostname()}:{proc.pid}:deadbeef")  # its holder was SIGKILLed
+    with slots.slot():  # no wait for the hour-long lease
+        assert slots.in_use() == 1
+
+
+def test_a_slot_of_a_live_process_is_kept(r: Any) -> None:
+    import os
+    import socket
+
+    slots = WriteSlots(r, "t:w", 1, lease_s=3600, wait_s=0.1, poll_s=0.01)
+    assert slots._try(f"{socket.gethostname()}:{os.getpid()}:cafe")
+    with pytest.raises(TransientError, match="slots busy"), slots.slot():
+        pass
