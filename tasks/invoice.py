@@ -648,6 +648,10 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         # this one that stopped before its comment (ServiceTrade unavailable): comment now
         note = _void_note(posted.void_credit, posted)
         _void_comment(ctx, run, invoice_id, note)
+        # a redelivery that waited behind the crediting task: show it in the history as the
+        # no-op it is, like one that found the record final before claiming it
+        ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=run.key,
+                         detail="already credited; nothing sent")
         return run.done("unchanged", posted.void_credit, message="already credited")
     reason = void_skip_reason(invoice, posted)
     if reason:
