@@ -27,22 +27,27 @@ RECORD_TYPE = "customer"
 TASK_NAME = "sync.customer"
 
 
+def customer_record(ctx: SyncContext, connection: str) -> MasterRecord:
+    """How a connection's customers are coded, found and matched (the sync and the preview)."""
+    conn = ctx.connection(connection)
+    return MasterRecord(
+        kind=RECORD_TYPE,
+        st_entity="company",
+        start=conn.rules.customers.codes.start,
+        end=conn.rules.customers.codes.end,
+        render=lambda n: customer_code(n, conn.rules),
+        find=ctx.infolink_for(conn.name).find_customer,
+        matches=lambda row, req: same_text(row.get("Name"), req.values["Name"]),
+    )
+
+
 def sync_customer(
     ctx: SyncContext, company_id: int, connection: str | None = None, *, replay: bool = False
 ) -> Outcome:
     """Create the company's AR customer in Spectrum once. Idempotent."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(company_id))
-    infolink = ctx.infolink_for(conn.name)
-    spec = MasterRecord(
-        kind=RECORD_TYPE,
-        st_entity="company",
-        start=conn.rules.customers.codes.start,
-        end=conn.rules.customers.codes.end,
-        render=lambda n: customer_code(n, conn.rules),
-        find=infolink.find_customer,
-        matches=lambda row, req: same_text(row.get("Name"), req.values["Name"]),
-    )
+    spec = customer_record(ctx, conn.name)
 
     def body(run: Run) -> Outcome:
         company = ctx.st.get_company(company_id)

@@ -27,29 +27,34 @@ RECORD_TYPE = "site"
 TASK_NAME = "sync.site"
 
 
+def site_record(ctx: SyncContext, connection: str, customer: str) -> MasterRecord:
+    """How a connection's WO sites of ``customer`` are coded, found and matched."""
+    conn = ctx.connection(connection)
+    return MasterRecord(
+        kind=RECORD_TYPE,
+        st_entity="location",
+        start=conn.rules.sites.codes.start,
+        end=conn.rules.sites.codes.end,
+        render=lambda n: site_id(n, conn.rules),
+        find=ctx.infolink_for(conn.name).find_site,
+        matches=lambda row, req: same_text(row.get("Site_Name"), req.values["Site_Name"])
+        and same_text(row.get("Site_Customer_Code"), customer),
+    )
+
+
 def sync_site(
     ctx: SyncContext, location_id: int, connection: str | None = None, *, replay: bool = False
 ) -> Outcome:
     """Create the location's WO site in Spectrum once (customer first). Idempotent."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(location_id))
-    infolink = ctx.infolink_for(conn.name)
 
     def body(run: Run) -> Outcome:
         location = ctx.st.get_location(location_id)
         if location.company is None:
             raise MappingError(f"location {location_id}", "company", "has no company")
         customer = ensure_customer(ctx, location.company.id, conn.name)
-        spec = MasterRecord(
-            kind=RECORD_TYPE,
-            st_entity="location",
-            start=conn.rules.sites.codes.start,
-            end=conn.rules.sites.codes.end,
-            render=lambda n: site_id(n, conn.rules),
-            find=infolink.find_site,
-            matches=lambda row, req: same_text(row.get("Site_Name"), req.values["Site_Name"])
-            and same_text(row.get("Site_Customer_Code"), customer),
-        )
+        spec = site_record(ctx, conn.name, customer)
         run.state["customer"] = customer
         return create_master_record(
             run,

@@ -40,7 +40,7 @@ from clients.errors import (
 )
 from clients.servicetrade.models import Invoice, InvoiceItem, Job, Location, Timecard
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
-from mappers.customer import customer_code, st_company_to_add_customer
+from mappers.customer import st_company_to_add_customer
 from mappers.invoice import (
     PENDING_ACCOUNTING,
     VOID,
@@ -66,8 +66,7 @@ from mappers.job import (
     template_phase_requests,
     update_job_request,
 )
-from mappers.rules import CodeRange
-from mappers.site import site_id, st_location_to_wo_site
+from mappers.site import st_location_to_wo_site
 from mappers.timecard import APPROVED, employee_code, entry_source_id
 from mappers.work_order import st_job_to_work_order, work_order_contract
 from tasks import customer as customer_task
@@ -75,7 +74,7 @@ from tasks import invoice as invoice_task
 from tasks import job as job_task
 from tasks import site as site_task
 from tasks import timecard as timecard_task
-from tasks._pipeline import _collision, _unique_column, same_text
+from tasks._pipeline import Build, MasterRecord, _collision, _unique_column
 from worker.context import SyncContext, build_context
 from worker.ledger import Ledger, Record, RecordKey, Status, code_counter
 from worker.settings import ConnectionSettings, Settings
@@ -263,25 +262,23 @@ class _Planner:
             ).scalar_one_or_none()
         return None if value is None else int(value)
 
-    def predict_code(
-        self, key: RecordKey, kind: str, rng: CodeRange, render: Callable[[int], str],
-        taken: Callable[[str], bool],
-    ) -> str:
+    def predict_code(self, key: RecordKey, spec: MasterRecord) -> str:
         """The code ``allocate_code`` would hand out next, without advancing the counter."""
+        kind = spec.kind
         n = self._next.get(kind)
         if n is None:
-            n = self._counter(kind) or rng.start
+            n = self._counter(kind) or spec.start
         for _ in range(1000):
-            if n > rng.end:
+            if n > spec.end:
                 raise PermanentError(
                     f"{self.conn.name}: the {kind} code range is used up (last allowed "
-                    f"{rng.end}); widen [connections.{self.conn.name}.{kind}s.codes]",
+                    f"{spec.end}); widen [connections.{self.conn.name}.{kind}s.codes]",
                     field=f"connections.{self.conn.name}.{kind}s.codes.end",
-                    value=rng.end,
+                    value=spec.end,
                 )
-            code = render(n)
+            code = spec.render(n)
             n += 1
-            if not taken(code):
+            if spec.find(code) is None:
                 self._next[kind] = n
                 self.notes.append(
                     f"{key}: {code} is the next {kind} code the counter would give (a preview "
@@ -359,31 +356,38 @@ class _Planner:
         return code
 
     def _plan_customer(self, key: RecordKey, rec: Record | None, company_id: int) -> str:
-        state = rec.state if rec else {}
         company = self.ctx.st.get_company(company_id)
-        known = company.external_ids.get(self.conn.external_id_key)
-        if known and not (rec and rec.spectrum_key) and self.infolink.find_customer(known):
-            self.notes.append(f"{key}: mapped to Spectrum customer {known} by its externalIds; "
-                              "adopted, nothing sent")
-            self._customers[company_id] = known
-            return known
-        code = rec.spectrum_key if rec and rec.spectrum_key else self.predict_code(
-            key, customer_task.RECORD_TYPE, self.rules.customers.codes,
-            lambda n: customer_code(n, self.rules),
-            lambda c: self.infolink.find_customer(c) is not None,
+        code = self._plan_master(
+            key, rec, customer_task.customer_record(self.ctx, self.conn.name),
+            st_id=company_id, external_ids=company.external_ids,
+            build=lambda c: st_company_to_add_customer(company, code=c, rules=self.rules),
+            what=f"company {company_id}", label="Spectrum customer",
         )
-        request, adjustments = st_company_to_add_customer(company, code=code, rules=self.rules)
+        self._customers[company_id] = code
+        return code
+
+    def _plan_master(
+        self, key: RecordKey, rec: Record | None, spec: MasterRecord, *, st_id: int,
+        external_ids: Mapping[str, str], build: Build, what: str, label: str,
+    ) -> str:
+        """As ``tasks._pipeline.create_master_record``, read-only: the writes it would make."""
+        state = rec.state if rec else {}
+        known = external_ids.get(self.conn.external_id_key)
+        if known and not (rec and rec.spectrum_key) and spec.find(known):
+            self.notes.append(f"{key}: mapped to {label} {known} by its externalIds; "
+                              "adopted, nothing sent")
+            return known
+        code = rec.spectrum_key if rec and rec.spectrum_key else self.predict_code(key, spec)
+        request, adjustments = build(code)
         self.notes.extend(f"{key}: {a}" for a in adjustments)
         if "spectrum" not in _steps(state):
             self.create_or_adopt(
-                key, state, request, find=lambda: self.infolink.find_customer(code),
-                matches=lambda row: same_text(row.get("Name"), request.values["Name"]),
-                what=f"company {company_id}",
+                key, state, request, find=lambda: spec.find(code),
+                matches=lambda row: spec.matches(dict(row), request), what=what,
             )
         if "writeback" not in _steps(state):
             self.servicetrade(key, "externalIds", {
-                "entity": "company", "id": company_id, self.conn.external_id_key: code})
-        self._customers[company_id] = code
+                "entity": spec.st_entity, "id": st_id, self.conn.external_id_key: code})
         return code
 
     # --- sites ----------------------------------------------------------------------------------
@@ -403,38 +407,18 @@ class _Planner:
         return code
 
     def _plan_site(self, key: RecordKey, rec: Record | None, location_id: int) -> str:
-        state = rec.state if rec else {}
         location = self.ctx.st.get_location(location_id)
         if location.company is None:
             raise MappingError(f"location {location_id}", "company", "has no company")
         customer = self.customer(location.company.id)
-        known = location.external_ids.get(self.conn.external_id_key)
-        if known and not (rec and rec.spectrum_key) and self.infolink.find_site(known):
-            self.notes.append(f"{key}: mapped to WO site {known} by its externalIds; adopted, "
-                              "nothing sent")
-            self._sites[location_id] = known
-            return known
-        code = rec.spectrum_key if rec and rec.spectrum_key else self.predict_code(
-            key, site_task.RECORD_TYPE, self.rules.sites.codes,
-            lambda n: site_id(n, self.rules),
-            lambda c: self.infolink.find_site(c) is not None,
+        code = self._plan_master(
+            key, rec, site_task.site_record(self.ctx, self.conn.name, customer),
+            st_id=location_id, external_ids=location.external_ids,
+            build=lambda c: st_location_to_wo_site(
+                location, site=c, customer_code=customer, rules=self.rules
+            ),
+            what=f"location {location_id}", label="WO site",
         )
-        request, adjustments = st_location_to_wo_site(
-            location, site=code, customer_code=customer, rules=self.rules
-        )
-        self.notes.extend(f"{key}: {a}" for a in adjustments)
-        if "spectrum" not in _steps(state):
-            self.create_or_adopt(
-                key, state, request, find=lambda: self.infolink.find_site(code),
-                matches=lambda row: (
-                    same_text(row.get("Site_Name"), request.values["Site_Name"])
-                    and same_text(row.get("Site_Customer_Code"), customer)
-                ),
-                what=f"location {location_id}",
-            )
-        if "writeback" not in _steps(state):
-            self.servicetrade(key, "externalIds", {
-                "entity": "location", "id": location_id, self.conn.external_id_key: code})
         self._sites[location_id] = code
         return code
 
