@@ -3,6 +3,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md beat_schedule.py ./
+COPY cli ./cli
+COPY ingest ./ingest
 COPY worker ./worker
 COPY tasks ./tasks
 COPY mappers ./mappers

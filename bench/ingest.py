@@ -57,8 +57,8 @@ def serve(port: int) -> None:
     """Child process: the ingest app of the environment's configuration on 127.0.0.1:port."""
     import uvicorn
 
+    from ingest.app import create_ingest_app
     from worker.celery_app import configure
-    from worker.ingest import create_ingest_app
     from worker.settings import load_settings
 
     settings = load_settings()

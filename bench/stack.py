@@ -311,10 +311,10 @@ def start_stack(
 
     Workers are started by the caller (``Stack.start_worker``).
     """
+    from ingest.app import create_ingest_app
     from sandbox.run import start_sandbox
     from tasks._celery import apply_reliability
     from worker.celery_app import configure
-    from worker.ingest import create_ingest_app
     from worker.ledger import Ledger
     from worker.settings import load_settings
 

@@ -17,9 +17,9 @@ import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
+from ingest.app import create_ingest_app
 from sandbox import credentials
 from tests.conftest import DEMO_CONFIG, demo_env
-from worker.ingest import create_ingest_app
 from worker.settings import Settings, load_settings
 
 SECRET = credentials.WEBHOOK_SECRET

@@ -147,11 +147,11 @@ class Stack:
 
 
 def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+    from ingest.app import create_ingest_app
     from sandbox.run import start_sandbox
     from sandbox.seed import SeedSpec
     from tasks._celery import apply_reliability
     from worker.celery_app import configure
-    from worker.ingest import create_ingest_app
     from worker.ledger import Ledger
     from worker.settings import load_settings
 

@@ -174,7 +174,7 @@ def test_failure_mid_phases_is_retried_to_completion_without_duplicates(stack: S
 
 
 def test_work_order_send_update_resend_and_missing_site(stack: Stack) -> None:
-    from worker.ingest import create_ingest_app
+    from ingest.app import create_ingest_app
 
     configure(stack, ('mode = "jc"', 'mode = "work_order"'))
     stack.start_worker()

@@ -66,8 +66,8 @@ def cli_env(
     # wide consoles: the runner is not a terminal, and rich would wrap table cells at 80 columns
     from rich.console import Console
 
-    monkeypatch.setattr("worker.cli.console", Console(width=400, color_system=None))
-    monkeypatch.setattr("worker.cli.err", Console(width=400, color_system=None, stderr=True))
+    monkeypatch.setattr("cli.main.console", Console(width=400, color_system=None))
+    monkeypatch.setattr("cli.main.err", Console(width=400, color_system=None, stderr=True))
     return env
 
 
@@ -77,5 +77,5 @@ def cli_ctx(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     so it gets a copy whose ``close`` leaves the fixture's clients open."""
     copy = dataclasses.replace(ctx)
     copy.close = lambda: None  # type: ignore[method-assign]
-    monkeypatch.setattr("worker.cli._context", lambda settings: copy)
+    monkeypatch.setattr("cli.main._context", lambda settings: copy)
     return copy

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from tasks.invoice import sync_invoice
 from tasks.timecard import sync_timecard
 from tests.ops.conftest import Published
-from worker.cli import app
 from worker.ledger import RecordKey, Status
 
 runner = CliRunner()
@@ -170,14 +170,14 @@ def test_preview_prints_calls_and_exits_by_outcome(
     cli_env: Any, ctx: Any, st_state: Any, monkeypatch: pytest.MonkeyPatch,
     st_app: Any, spectrum_app: Any, settings: Any,
 ) -> None:
+    from cli.preview import preview_context
     from tests.conftest import asgi_transport
-    from worker.preview import preview_context
 
     def pctx(_settings: Any) -> Any:
         return preview_context(settings, st_transport=asgi_transport(st_app),
                                spectrum_transport=asgi_transport(spectrum_app), retry_wait_s=0)
 
-    monkeypatch.setattr("worker.cli._preview_context", pctx)
+    monkeypatch.setattr("cli.main._preview_context", pctx)
     res = run("preview", "site", "1032", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import typer
 
+from cli.main import app
 from tests.conftest import REPO
-from worker.cli import app
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"

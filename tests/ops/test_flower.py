@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import beat_schedule
+from cli.main import app as cli
+from ingest.app import create_ingest_app
 from tests.conftest import DEMO_CONFIG, REPO, demo_env
 from tests.ops.conftest import REDIS_URL, Published
 from tests.ops.smtp import free_port
 from worker.celery_app import Queue, app, configure
-from worker.cli import app as cli
-from worker.ingest import create_ingest_app
 from worker.routing import ENTITY_TASKS
 from worker.settings import load_settings
 
@@ -50,7 +50,7 @@ class FlowerProcess:
         self.log = log
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "flower", "--port", str(port), *args],
+                [sys.executable, "-m", "cli.main", "flower", "--port", str(port), *args],
                 cwd=REPO, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT,
                 start_new_session=True)
         deadline = time.monotonic() + 60

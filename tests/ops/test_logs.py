@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from clients.errors import PermanentError, TransientError
 from clients.spectrum.client import SpectrumClient
+from ingest.app import create_ingest_app
 from tasks._pipeline import Run, run_record
 from tasks.customer import sync_customer
 from tests.conftest import DEMO_CONFIG, REPO, asgi_transport, demo_env
 from tests.ops.conftest import REDIS_URL
-from worker.ingest import create_ingest_app
 from worker.ledger import Ledger, RecordKey, Status
 from worker.logs import configure_logging
 from worker.settings import load_settings

@@ -10,6 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cli.preview import (
+    REST_INVOICE_SERVICE,
+    PreviewWriteError,
+    ReadOnlyLedger,
+    preview_context,
+    preview_record,
+)
 from tasks.customer import sync_customer
 from tasks.invoice import sync_invoice
 from tasks.job import send_job, sync_job
@@ -17,13 +24,6 @@ from tasks.site import sync_site
 from tasks.timecard import sync_timecard
 from tests.conftest import asgi_transport
 from worker.ledger import alert, audit_event, code_counter, sync_record, watermark
-from worker.preview import (
-    REST_INVOICE_SERVICE,
-    PreviewWriteError,
-    ReadOnlyLedger,
-    preview_context,
-    preview_record,
-)
 
 
 @pytest.fixture

@@ -29,11 +29,11 @@ from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
 from clients.spectrum.services import NS_TYPES, SERVICES
 from clients.spectrum.soap import MalformedSoapError, parse_response
+from ingest.app import create_ingest_app
 from sandbox import credentials
 from tasks.customer import sync_customer
 from tasks.invoice import sync_invoice
 from tests.conftest import DEMO_CONFIG, demo_env
-from worker.ingest import create_ingest_app
 from worker.settings import load_settings
 
 SECRETS = [
@@ -141,7 +141,7 @@ def test_webhook_secret_is_compared_in_constant_time(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("worker.ingest.hmac.compare_digest", spy)
+    monkeypatch.setattr("ingest.app.hmac.compare_digest", spy)
     wrong = credentials.WEBHOOK_SECRET[:-1] + "X"
     assert client.post(f"/webhooks/servicetrade/{wrong}", json=_delivery(1)).status_code == 404
     assert calls and all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)

@@ -36,7 +36,7 @@ DEMO_CONFIG = REPO / "sandbox" / "demo.toml"
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         stdout=fh,
         stderr=subprocess.STDOUT,
@@ -61,12 +61,12 @@ def expected_records(created: dict[str, int]) -> int:
 def run_demo(
     *, data_dir: Path, companies: int, timeout: float, keep: bool, console: Console
 ) -> int:
+    from ingest.app import create_ingest_app
     from sandbox.replay import replay
     from sandbox.run import start_sandbox
     from sandbox.seed import SeedSpec, build_world
     from worker.celery_app import configure
     from worker.context import build_context
-    from worker.ingest import create_ingest_app
     from worker.settings import load_settings
 
     data_dir = data_dir.resolve()

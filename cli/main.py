@@ -564,7 +564,7 @@ def config_check(
     )
     if not remote:
         return
-    from worker.config_check import remote_problems
+    from cli.config_check import remote_problems
 
     problems = remote_problems(settings)
     for p in problems:
@@ -651,7 +651,7 @@ def ingest(host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None) 
     """Serve the webhook ingest endpoint (access log off: the secret is in the path)."""
     import uvicorn
 
-    from worker.ingest import create_ingest_app
+    from ingest.app import create_ingest_app
     from worker.logs import configure_logging
 
     settings = _settings(config)
@@ -726,7 +726,7 @@ def flower(
 
 # --- preview, PO poll, catch-up -----------------------------------------------------------------
 def _preview_context(settings: Settings) -> Any:
-    from worker.preview import preview_context
+    from cli.preview import preview_context
 
     return preview_context(settings)
 
@@ -784,7 +784,7 @@ def preview(
     Exit 0 when it could be sent (or nothing needs sending), 1 with the reason when not."""
     import json
 
-    from worker.preview import KINDS, preview_record
+    from cli.preview import KINDS, preview_record
 
     if record_type not in KINDS:
         err.print(f"[red]unknown record type {record_type!r}[/red]; one of: {', '.join(KINDS)}")
@@ -948,7 +948,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="leave the services running")] = False,
 ) -> None:
     """Run everything on the embedded default and show what lands in Spectrum."""
-    from worker.demo import run_demo
+    from cli.demo import run_demo
 
     raise typer.Exit(
         run_demo(

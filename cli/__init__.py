@@ -1,0 +1,1 @@
+"""Entry points people use at a shell: the `stsync` command, the preview, the demo."""

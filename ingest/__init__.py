@@ -1,0 +1,1 @@
+"""The ServiceTrade webhook ingest endpoints (an entry point: it enqueues tasks)."""
