@@ -23,8 +23,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 import tenacity
 
+from clients.digest import request_digest
 from clients.errors import AmbiguousWriteError, SyncError, TransientError
-from clients.spectrum.models import request_digest
 
 T = TypeVar("T")
 

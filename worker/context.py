@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import redis
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
@@ -25,6 +26,7 @@ from clients.spectrum.infolink import InfoLinkReader
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
+from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
@@ -191,6 +193,8 @@ def build_context(
 
 def celery_enqueue(task_name: str, args: tuple[Any, ...]) -> None:
     """Send a task by name on its configured queue (ids only in args)."""
+    # imported here, not at the top: importing the Celery app configures it from STSYNC_CONFIG,
+    # which a process that only builds a context (preview, demo, bench) must not pay for
     from worker.celery_app import app
 
     app.send_task(task_name, args=args)
@@ -205,8 +209,6 @@ def open_process_context() -> SyncContext:
     with _process_lock:
         if _process_context is None:
             settings = get_settings()
-            from worker.celery_app import resolve_broker_url
-
             client = redis.Redis.from_url(
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
@@ -222,6 +224,21 @@ def close_process_context() -> None:
         if _process_context is not None:
             _process_context.close()
             _process_context = None
+
+
+@worker_process_init.connect
+def _open_clients(**_: Any) -> None:
+    """Each pool process builds its own clients after fork (never shared across processes).
+
+    Connected here rather than in ``worker.celery_app`` so the app never imports this module (the
+    two used to import each other); the worker imports it through the task modules before forking.
+    """
+    open_process_context()
+
+
+@worker_process_shutdown.connect
+def _close_clients(**_: Any) -> None:
+    close_process_context()
 
 
 def get_context() -> SyncContext:
