@@ -185,7 +185,7 @@ def test_every_task_carries_ids_and_connection_names_only(
             assert s not in p.raw, f"{p.task} message carries a secret"
     # and each lands on its queue (sync.* on the sync queue, schedule.* on the schedule queue)
     for name in expected:
-        queue = app.tasks[name].queue
+        queue = app.tasks[name].queue  # type: ignore[attr-defined]  # a task option
         want = Queue.SCHEDULE.value if name.startswith("schedule.") else Queue.SYNC.value
         assert queue == want, f"{name} routes to {queue}"
 

@@ -121,11 +121,11 @@ def test_sentinel_secrets_never_reach_the_logs_in_process(
     def internal(run: Run) -> Any:
         raise RuntimeError(echoes)
 
-    run_record(ctx, RecordKey("main", "customer", "1"), permanent)  # type: ignore[arg-type]
+    run_record(ctx, RecordKey("main", "customer", "1"), permanent)
     with pytest.raises(TransientError):
-        run_record(ctx, RecordKey("main", "customer", "2"), transient)  # type: ignore[arg-type]
+        run_record(ctx, RecordKey("main", "customer", "2"), transient)
     with pytest.raises(RuntimeError):
-        run_record(ctx, RecordKey("main", "customer", "3"), internal)  # type: ignore[arg-type]
+        run_record(ctx, RecordKey("main", "customer", "3"), internal)
     try:
         raise TransientError(echoes)
     except TransientError:
