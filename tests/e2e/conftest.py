@@ -71,6 +71,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        fh.close()  # the worker has its own copy; ours would be left to the GC (a ResourceWarning)
         self.workers.append(proc)
         wait_for(
             lambda: "ready" in log.read_text(errors="replace") or proc.poll() is not None,
