@@ -22,14 +22,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-IO_LIBRARIES = {"httpx", "sqlalchemy", "celery", "kombu", "redis", "requests", "lxml",
-                "defusedxml", "fastapi", "uvicorn", "smtplib", "socket", "tenacity", "psycopg"}
+IO_LIBRARIES = {
+    "httpx",
+    "sqlalchemy",
+    "celery",
+    "kombu",
+    "redis",
+    "requests",
+    "lxml",
+    "defusedxml",
+    "fastapi",
+    "uvicorn",
+    "smtplib",
+    "socket",
+    "tenacity",
+    "psycopg",
+}
 #: the clients modules a mapper may import: models and wire constants, no I/O
-PURE_CLIENT_MODULES = {"clients", "clients.errors", "clients.digest", "clients.servicetrade",
-                       "clients.servicetrade.models", "clients.servicetrade.assumptions",
-                       "clients.spectrum", "clients.spectrum.models",
-                       "clients.spectrum.services", "clients.spectrum.formats",
-                       "clients.spectrum.po_models", "clients.spectrum.assumptions"}
+PURE_CLIENT_MODULES = {
+    "clients",
+    "clients.errors",
+    "clients.digest",
+    "clients.servicetrade",
+    "clients.servicetrade.models",
+    "clients.servicetrade.assumptions",
+    "clients.spectrum",
+    "clients.spectrum.models",
+    "clients.spectrum.services",
+    "clients.spectrum.formats",
+    "clients.spectrum.po_models",
+    "clients.spectrum.assumptions",
+}
 
 
 def config() -> dict[str, Any]:
@@ -66,9 +89,12 @@ def imports_of(path: Path, root: Path = REPO) -> set[str]:
                 stem = node.module or ""
             found.add(stem)
             # ``from pkg import mod`` imports the module pkg.mod when there is one
-            found.update(f"{stem}.{alias.name}" for alias in node.names
-                         if (root / Path(*f"{stem}.{alias.name}".split("."))).with_suffix(".py").exists()
-                         or (root / Path(*f"{stem}.{alias.name}".split("."))).is_dir())
+            found.update(
+                f"{stem}.{alias.name}"
+                for alias in node.names
+                if (root / Path(*f"{stem}.{alias.name}".split("."))).with_suffix(".py").exists()
+                or (root / Path(*f"{stem}.{alias.name}".split("."))).is_dir()
+            )
     return found
 
 
@@ -80,15 +106,28 @@ def lint_imports(cwd: Path, *contract_ids: str) -> subprocess.CompletedProcess[s
     args = [str(LINT_IMPORTS), "--no-cache"]
     for cid in contract_ids:
         args += ["--contract", cid]
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
 
 
 def test_there_is_something_to_check() -> None:
     assert len(package_files("mappers")) >= 8 and len(package_files("clients")) >= 10
     ids = {c["id"] for c in config()["contracts"]}
     assert {"layers", "no-sandbox", "pure-mappers", "no-cycles"} <= ids
-    assert contract("layers")["layers"] == ["cli", "ingest", "tasks", "worker", "mappers", "clients"]
+    assert contract("layers")["layers"] == [
+        "cli",
+        "ingest",
+        "tasks",
+        "worker",
+        "mappers",
+        "clients",
+    ]
 
 
 def test_the_import_contracts_hold() -> None:
@@ -100,21 +139,49 @@ def test_the_import_contracts_hold() -> None:
 #: (file, line appended to it, the contract it breaks, the import the report must name)
 FORBIDDEN_IMPORTS = [
     ("tasks/customer.py", "import cli.main", "layers", "tasks.customer -> cli.main"),
-    ("worker/serve.py", "def _up() -> None:\n    from tasks import customer  # noqa: F401\n",
-     "layers", "worker.serve -> tasks"),
-    ("clients/http.py", "from worker.ledger import Ledger  # noqa: F401", "layers",
-     "clients.http -> worker.ledger"),
-    ("ingest/app.py", "from sandbox import seed  # noqa: F401", "no-sandbox",
-     "ingest.app -> sandbox.seed"),
-    ("mappers/customer.py", "import httpx  # noqa: F401", "pure-mappers",
-     "mappers.customer -> httpx"),
+    (
+        "worker/serve.py",
+        "def _up() -> None:\n    from tasks import customer  # noqa: F401\n",
+        "layers",
+        "worker.serve -> tasks",
+    ),
+    (
+        "clients/http.py",
+        "from worker.ledger import Ledger  # noqa: F401",
+        "layers",
+        "clients.http -> worker.ledger",
+    ),
+    (
+        "ingest/app.py",
+        "from sandbox import seed  # noqa: F401",
+        "no-sandbox",
+        "ingest.app -> sandbox.seed",
+    ),
+    (
+        "mappers/customer.py",
+        "import httpx  # noqa: F401",
+        "pure-mappers",
+        "mappers.customer -> httpx",
+    ),
     # relative, and only indirectly reached from the mappers: a "pure" module pulling in the client
-    ("clients/spectrum/services.py", "from .client import SpectrumClient  # noqa: F401",
-     "pure-mappers", "clients.spectrum.services -> clients.spectrum.client"),
-    ("worker/celery_app.py", "def _ctx() -> None:\n    from worker import context  # noqa: F401\n",
-     "no-cycles", "celery_app"),
-    ("sandbox/run.py", "from worker import settings  # noqa: F401", "sandbox-uses-clients-only",
-     "sandbox.run -> worker.settings"),
+    (
+        "clients/spectrum/services.py",
+        "from .client import SpectrumClient  # noqa: F401",
+        "pure-mappers",
+        "clients.spectrum.services -> clients.spectrum.client",
+    ),
+    (
+        "worker/celery_app.py",
+        "def _ctx() -> None:\n    from worker import context  # noqa: F401\n",
+        "no-cycles",
+        "celery_app",
+    ),
+    (
+        "sandbox/run.py",
+        "from worker import settings  # noqa: F401",
+        "sandbox-uses-clients-only",
+        "sandbox.run -> worker.settings",
+    ),
 ]
 
 
@@ -123,14 +190,18 @@ def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packages and the contracts, copied once (each case edits one file and restores it)."""
     root = tmp_path_factory.mktemp("tree")
     for package in config()["root_packages"]:
-        shutil.copytree(REPO / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     shutil.copy(PYPROJECT, root / "pyproject.toml")
     return root
 
 
-@pytest.mark.parametrize(("path", "line", "contract_id", "named"), FORBIDDEN_IMPORTS,
-                         ids=[f"{c[2]}:{c[0]}" for c in FORBIDDEN_IMPORTS])
+@pytest.mark.parametrize(
+    ("path", "line", "contract_id", "named"),
+    FORBIDDEN_IMPORTS,
+    ids=[f"{c[2]}:{c[0]}" for c in FORBIDDEN_IMPORTS],
+)
 def test_a_forbidden_import_breaks_its_contract(
     tree_copy: Path, path: str, line: str, contract_id: str, named: str
 ) -> None:
@@ -149,7 +220,9 @@ def test_a_forbidden_import_breaks_its_contract(
 def test_every_clients_module_is_classified_pure_or_forbidden_to_mappers() -> None:
     """A new clients module must be declared: pure (mappers may import it) or not (the contract
     forbids it to mappers, directly and indirectly)."""
-    forbidden = {m for m in contract("pure-mappers")["forbidden_modules"] if m.startswith("clients")}
+    forbidden = {
+        m for m in contract("pure-mappers")["forbidden_modules"] if m.startswith("clients")
+    }
     modules = {module_name(p) for p in package_files("clients")}
     assert not forbidden & PURE_CLIENT_MODULES
     assert modules - PURE_CLIENT_MODULES == forbidden
@@ -162,9 +235,13 @@ def test_mappers_import_no_io_and_only_pure_models(path: Path) -> None:
     for name in imports_of(path):
         root = name.split(".")[0]
         assert root not in IO_LIBRARIES, f"{path.name} imports {name}"
-        assert root not in ("worker", "tasks", "sandbox", "cli", "ingest"), f"{path.name} imports {name}"
+        assert root not in ("worker", "tasks", "sandbox", "cli", "ingest"), (
+            f"{path.name} imports {name}"
+        )
         if root == "clients":
-            assert name in PURE_CLIENT_MODULES, f"{path.name} imports {name} (not a pure model module)"
+            assert name in PURE_CLIENT_MODULES, (
+                f"{path.name} imports {name} (not a pure model module)"
+            )
 
 
 def test_imports_of_resolves_relative_and_lazy_imports(tmp_path: Path) -> None:
@@ -174,10 +251,13 @@ def test_imports_of_resolves_relative_and_lazy_imports(tmp_path: Path) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "helper.py").write_text("")
     probe = pkg / "probe.py"
-    probe.write_text("from . import helper\nfrom ..text import clean\n"
-                     "def f():\n    import httpx\n")
-    assert imports_of(probe, tmp_path) >= {"mappers.sub", "mappers.sub.helper", "mappers.text",
-                                           "httpx"}
+    probe.write_text("from . import helper\nfrom ..text import clean\ndef f():\n    import httpx\n")
+    assert imports_of(probe, tmp_path) >= {
+        "mappers.sub",
+        "mappers.sub.helper",
+        "mappers.text",
+        "httpx",
+    }
 
 
 def test_beat_schedule_names_tasks_without_importing_them() -> None:
@@ -195,8 +275,9 @@ def test_importing_mappers_loads_no_io_library() -> None:
         f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {sorted(IO_LIBRARIES - {'socket'})!r})\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "", f"mappers pull in: {out.stdout.strip()}"
 
 
@@ -212,12 +293,28 @@ def test_the_worker_registers_every_task_module_by_name() -> None:
         "print(' '.join(sorted(n for n in app.tasks if not n.startswith('celery.'))))\n"
         "print(' '.join(getattr(r(), '__qualname__', '?') for _, r in init.receivers))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True, env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     tasks, receivers = out.stdout.splitlines()
     names = set(tasks.split())
-    assert {"sync.customer", "sync.site", "sync.job", "sync.job.send", "sync.invoice",
-            "sync.timecard", "sync.po_line", "schedule.sweep", "schedule.po_poll",
-            "schedule.send_alerts", "schedule.timecard_catch_up"} <= names
+    assert {
+        "sync.customer",
+        "sync.site",
+        "sync.job",
+        "sync.job.send",
+        "sync.invoice",
+        "sync.timecard",
+        "sync.po_line",
+        "schedule.sweep",
+        "schedule.po_poll",
+        "schedule.send_alerts",
+        "schedule.timecard_catch_up",
+    } <= names
     # each pool process opens its clients after fork: worker.context's handler, loaded with the tasks
     assert "_open_clients" in receivers.split()

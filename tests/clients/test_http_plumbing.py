@@ -100,7 +100,9 @@ def test_the_token_is_refreshed_a_margin_before_it_expires() -> None:
 def test_a_short_lived_token_is_refreshed_at_half_its_life() -> None:
     with freeze_time("2026-01-01 00:00:00"):
         token = token_from_answer(
-            {"access_token": "t", "expires_in": 200}, what="t", margin_s=300,
+            {"access_token": "t", "expires_in": 200},
+            what="t",
+            margin_s=300,
             default_lifetime_s=3600,
         )
         now = time.time()
@@ -181,12 +183,13 @@ def test_token_expiry_from_the_jwt_exp_claim_when_asked() -> None:
     with freeze_time("2026-01-01 00:00:00"):
         now = time.time()
         answer = {"access_token": jwt(int(now) + 1000), "expires_in": 86400}
-        by_jwt = token_from_answer(answer, what="t", margin_s=300, default_lifetime_s=3600,
-                                   use_jwt_exp=True)
-        by_expires_in = token_from_answer(answer, what="t", margin_s=300,
-                                          default_lifetime_s=3600)
-        by_default = token_from_answer({"access_token": "x"}, what="t", margin_s=300,
-                                       default_lifetime_s=3600)
+        by_jwt = token_from_answer(
+            answer, what="t", margin_s=300, default_lifetime_s=3600, use_jwt_exp=True
+        )
+        by_expires_in = token_from_answer(answer, what="t", margin_s=300, default_lifetime_s=3600)
+        by_default = token_from_answer(
+            {"access_token": "x"}, what="t", margin_s=300, default_lifetime_s=3600
+        )
     assert by_jwt.refresh_at == now + 1000 - 300
     assert by_expires_in.refresh_at == now + 86400 - 300
     assert by_default.refresh_at == now + 3600 - 300
@@ -200,31 +203,45 @@ def test_the_exchanger_reports_the_refused_401_and_the_replay() -> None:
     auth = OAuth2ClientCredentials(issuer)
     with client(server) as http:
         wire = Exchanger(http, records.append, "test", Redactor())
-        result = wire.send("GET", "/x", what="GET /x", service="x", digest="d", write=False,
-                           classify=lambda r: r.status_code, auth=auth)
+        result = wire.send(
+            "GET",
+            "/x",
+            what="GET /x",
+            service="x",
+            digest="d",
+            write=False,
+            classify=lambda r: r.status_code,
+            auth=auth,
+        )
     assert result == 200
     assert [(r.status, r.outcome) for r in records] == [(401, "error"), (200, "ok")]
 
 
 # --- the status policy ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "records", "services", "token"), [
-    (200, Verdict.OK, Verdict.OK, Verdict.OK),
-    (204, Verdict.OK, Verdict.OK, Verdict.OK),
-    (302, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
-    (400, Verdict.REFUSED, Verdict.REFUSED, Verdict.DENIED),
-    (401, Verdict.REAUTHENTICATE, Verdict.REAUTHENTICATE, Verdict.DENIED),
-    (403, Verdict.DENIED, Verdict.DENIED, Verdict.DENIED),
-    (404, Verdict.MISSING, Verdict.REFUSED, Verdict.REFUSED),
-    (408, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
-    (409, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
-    (422, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
-    (429, Verdict.THROTTLED, Verdict.THROTTLED, Verdict.THROTTLED),
-    (500, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
-    (503, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
-])
+@pytest.mark.parametrize(
+    ("status", "records", "services", "token"),
+    [
+        (200, Verdict.OK, Verdict.OK, Verdict.OK),
+        (204, Verdict.OK, Verdict.OK, Verdict.OK),
+        (302, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
+        (400, Verdict.REFUSED, Verdict.REFUSED, Verdict.DENIED),
+        (401, Verdict.REAUTHENTICATE, Verdict.REAUTHENTICATE, Verdict.DENIED),
+        (403, Verdict.DENIED, Verdict.DENIED, Verdict.DENIED),
+        (404, Verdict.MISSING, Verdict.REFUSED, Verdict.REFUSED),
+        (408, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
+        (409, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
+        (422, Verdict.REFUSED, Verdict.REFUSED, Verdict.REFUSED),
+        (429, Verdict.THROTTLED, Verdict.THROTTLED, Verdict.THROTTLED),
+        (500, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
+        (503, Verdict.SERVER, Verdict.SERVER, Verdict.SERVER),
+    ],
+)
 def test_the_policy_table(status: int, records: Verdict, services: Verdict, token: Verdict) -> None:
-    assert (verdict(status, Endpoint.RECORDS), verdict(status, Endpoint.SERVICES),
-            verdict(status, Endpoint.TOKEN)) == (records, services, token)
+    assert (
+        verdict(status, Endpoint.RECORDS),
+        verdict(status, Endpoint.SERVICES),
+        verdict(status, Endpoint.TOKEN),
+    ) == (records, services, token)
 
 
 def test_every_row_of_the_table_has_a_verdict_per_endpoint() -> None:
@@ -238,8 +255,13 @@ def response(status: int, retry_after: str | None = None) -> httpx.Response:
 
 
 def test_status_errors_by_verdict() -> None:
-    def err(status: int, endpoint: Endpoint = Endpoint.RECORDS, *, write: bool = False,
-            retry_after: str | None = None) -> Exception:
+    def err(
+        status: int,
+        endpoint: Endpoint = Endpoint.RECORDS,
+        *,
+        write: bool = False,
+        retry_after: str | None = None,
+    ) -> Exception:
         return status_error(response(status, retry_after), endpoint, f"HTTP {status}", write=write)
 
     assert type(err(403)) is AuthorizationError
