@@ -72,27 +72,28 @@ from mappers.work_order import st_job_to_work_order, work_order_contract
 from tasks import customer as customer_task
 from tasks import invoice as invoice_task
 from tasks import job as job_task
+from tasks import registry
 from tasks import site as site_task
 from tasks import timecard as timecard_task
 from tasks._pipeline import Build, MasterRecord, _collision, _unique_column
+from tasks.state import (
+    ADD_AR_INVOICE,
+    CustomerState,
+    DocumentSummary,
+    InvoiceState,
+    JobState,
+    State,
+    TimecardEntryState,
+    VoidState,
+)
 from worker.context import SyncContext, build_context
 from worker.ledger import Ledger, Record, RecordKey, Status, code_counter
 from worker.settings import ConnectionSettings, Settings
 
 PreviewStatus = Literal["would_send", "nothing_to_send", "skipped", "blocked", "partial"]
 
-#: record types ``preview`` accepts (CLI names) -> the planner's kind
-KINDS: dict[str, str] = {
-    "customer": "customer",
-    "company": "customer",
-    "site": "site",
-    "location": "site",
-    "job": "job",
-    "work_order": "work_order",
-    "send-job": "work_order",
-    "invoice": "invoice",
-    "timecard": "timecard",
-}
+#: record types ``preview`` accepts (CLI names) -> the planner's kind (the ledger record type)
+KINDS: dict[str, str] = registry.PREVIEW_NAMES
 
 REST_INVOICE_SERVICE = "ARMultiLineInvoice"
 
@@ -213,8 +214,8 @@ class Preview:
         }
 
 
-def _steps(state: Mapping[str, Any]) -> list[str]:
-    return list(state.get("steps") or [])
+def _steps(state: State) -> list[str]:
+    return list(state.steps)
 
 
 class _Planner:
@@ -288,13 +289,13 @@ class _Planner:
         raise PermanentError(f"{key}: 1000 consecutive {kind} codes are already used in Spectrum")
 
     def create_or_adopt(
-        self, key: RecordKey, state: Mapping[str, Any], request: SpectrumRequest,
+        self, key: RecordKey, state: State, request: SpectrumRequest,
         find: Callable[[], Mapping[str, Any] | None], matches: Callable[[Mapping[str, Any]], bool],
         what: str,
     ) -> None:
         """As ``tasks._pipeline.create_or_adopt``: after an unknown outcome, look first."""
-        flag = f"sent:{request.service}:{request.values.get(_unique_column(request), '')}"
-        if state.get(flag):
+        unique = str(request.values.get(_unique_column(request), ""))
+        if state.was_sent(request.service, unique):
             existing = find()
             if existing is not None:
                 if matches(existing):
@@ -371,7 +372,7 @@ class _Planner:
         external_ids: Mapping[str, str], build: Build, what: str, label: str,
     ) -> str:
         """As ``tasks._pipeline.create_master_record``, read-only: the writes it would make."""
-        state = rec.state if rec else {}
+        state = CustomerState.load(rec.state if rec else None)
         known = external_ids.get(self.conn.external_id_key)
         if known and not (rec and rec.spectrum_key) and spec.find(known):
             self.notes.append(f"{key}: mapped to {label} {known} by its externalIds; "
@@ -448,7 +449,7 @@ class _Planner:
         return plan
 
     def _plan_job(self, key: RecordKey, rec: Record | None, job_id: int) -> dict[str, str]:
-        state = rec.state if rec else {}
+        state = JobState.load(rec.state if rec else None)
         steps = _steps(state)
         job = self.ctx.st.get_job(job_id)
         skip = job_skip_reason(job, self.rules.jobs)
@@ -456,7 +457,7 @@ class _Planner:
             raise RecordSkipped(skip)
         known = [n.strip() for n in job.external_ids.get(self.conn.external_id_key, "").split(",")]
         known = [n for n in known if n]
-        if known and not state.get("plan"):
+        if known and not state.plan:
             rows = [self.infolink.find_job(n) for n in known]
             if all(rows):
                 plan = {str((row or {}).get("Cost_Center") or "").strip(): n
@@ -471,7 +472,7 @@ class _Planner:
         company_id = job_task._company_id(job, location.company.id if location.company else None)
         customer = self.customer(company_id)
         site = self.site(location.id)
-        plan = {str(k): str(v) for k, v in (state.get("plan") or {}).items()}
+        plan = dict(state.plan)
         if not plan:
             lines = job_task._service_lines(self.ctx, job, self.conn)
             ccs = job_cost_centers(job, lines, self.rules, connection=self.conn.name)
@@ -488,7 +489,7 @@ class _Planner:
                 self._add_job(key, state, request, job_record(job))
             if self.rules.jobs.template_job and f"phases:{number}" not in steps:
                 phase_rows = job_task.template_phase_rows(self.ctx, self.conn)
-                sent = set(state.get(f"phases_sent:{number}") or [])
+                sent = state.phases_sent(number)
                 for phase in template_phase_requests(number, phase_rows, self.rules):
                     combo = f"{phase.values['Phase_Code']}/{phase.values['Cost_Type']}"
                     if combo not in sent:
@@ -503,7 +504,7 @@ class _Planner:
         return plan
 
     def _add_job(
-        self, key: RecordKey, state: Mapping[str, Any], request: SpectrumRequest, what: str
+        self, key: RecordKey, state: State, request: SpectrumRequest, what: str
     ) -> None:
         number = request.values["Job_Number"]
 
@@ -562,12 +563,12 @@ class _Planner:
         rec = self.rec(key)
         if rec is not None and rec.status is Status.IN_FLIGHT:
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner} right now")
-        state = rec.state if rec else {}
+        state = InvoiceState.load(rec.state if rec else None)
         posted = self._posted(invoice.id)
-        planned = dict(state.get("planned") or {})
-        kinds = [str(s["kind"]) for s in planned.values()]
+        planned = dict(state.planned)
+        kinds = [s.kind for s in planned.values()]
         if planned and all(getattr(posted, k, None) for k in kinds):
-            first = next(n for n, s in planned.items() if getattr(posted, s["kind"], None))
+            first = next(n for n, s in planned.items() if getattr(posted, s.kind, None))
             self.servicetrade(key, "invoice status", {
                 "id": invoice.id, "status": invoice_task.PROCESSED, "invoiceNumber": first})
             return None
@@ -575,9 +576,11 @@ class _Planner:
         pending: list[ARInvoiceRequest] = []
         for doc in docs:
             summary = invoice_task._summary(doc)
-            if getattr(posted, summary["kind"], None):
+            if getattr(posted, summary.kind, None):
                 continue
-            if state.get(f"sent:{doc.number}") and self._adoptable(doc.number, summary, invoice):
+            if state.was_sent(ADD_AR_INVOICE, doc.number) and self._adoptable(
+                doc.number, summary, invoice
+            ):
                 continue
             pending.append(doc)
         if pending:
@@ -586,7 +589,7 @@ class _Planner:
             "id": invoice.id, "status": invoice_task.PROCESSED, "invoiceNumber": docs[0].number})
         return None
 
-    def _adoptable(self, number: str, summary: Mapping[str, Any], invoice: Invoice) -> bool:
+    def _adoptable(self, number: str, summary: DocumentSummary, invoice: Invoice) -> bool:
         row = self.infolink.find_ar_invoice(number)
         if row is None:
             return False
@@ -602,7 +605,7 @@ class _Planner:
         return True
 
     def _map_invoice(
-        self, key: RecordKey, state: Mapping[str, Any], invoice: Invoice
+        self, key: RecordKey, state: InvoiceState, invoice: Invoice
     ) -> list[ARInvoiceRequest]:
         """As ``tasks.invoice._map``, with the chain planned instead of synced."""
         rules = self.rules
@@ -628,9 +631,10 @@ class _Planner:
             user = self.ctx.st.get_user(salesperson_ref.id)
             salesperson = salesperson_code_for(
                 user, rules=rules.invoices, external_id_key=self.conn.external_id_key)
-        stored = state.get("numbers")
-        numbers = DocumentNumbers(**stored) if stored else document_numbers(
-            invoice, rules.invoices)
+        stored = state.numbers
+        numbers = DocumentNumbers(
+            invoice=stored.invoice, credit_memo=stored.credit_memo
+        ) if stored else document_numbers(invoice, rules.invoices)
         loc_state = location.address.state if location is not None and location.address else None
         return st_invoice_to_ar_invoices(
             invoice, customer_code=customer, job_number=job_number,
@@ -709,7 +713,7 @@ class _Planner:
             raise RecordSkipped(rec.last_error or "the void was skipped")
         if rec is not None and rec.status is Status.IN_FLIGHT:
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner} right now")
-        state = rec.state if rec else {}
+        state = VoidState.load(rec.state if rec else None)
         record = record_name(invoice)
         approval = self.rec(self.key(invoice_task.RECORD_TYPE, invoice.id))
         if approval is not None and approval.status is Status.IN_FLIGHT:
@@ -717,14 +721,13 @@ class _Planner:
         posted = self._posted(invoice.id)
         if approval is not None:
             # documents whose write outcome is unknown are looked up first, as the task does
-            for number, summary in (approval.state.get("planned") or {}).items():
-                if approval.state.get(f"sent:{number}") and self._adoptable(
-                        number, summary, invoice):
+            for number, summary in InvoiceState.load(approval.state).unconfirmed().items():
+                if self._adoptable(number, summary, invoice):
                     posted = PostedDocuments(
-                        invoice=posted.invoice or (number if summary["kind"] == "invoice"
+                        invoice=posted.invoice or (number if summary.kind == "invoice"
                                                    else None),
                         credit_memo=posted.credit_memo or (
-                            number if summary["kind"] == "credit_memo" else None),
+                            number if summary.kind == "credit_memo" else None),
                         void_credit=posted.void_credit)
         if posted.void_credit:
             return f"already credited ({posted.void_credit})"
@@ -739,13 +742,13 @@ class _Planner:
                 "more (deleted there?); nothing was credited", field="Invoice_Or_Transaction",
                 value=posted.invoice)
         original = ar_request_from_infolink(row)
-        void_date = state.get("void_date") or datetime.now(
+        void_date = state.void_date or datetime.now(
             ZoneInfo(self.ctx.settings.timezone)).date().isoformat()
         (memo,) = void_credit_memo(
             invoice, posted=original, void_date=datetime.fromisoformat(void_date).date(),
             rules=self.rules, connection=self.conn.name)
         summary = invoice_task._summary(memo, invoice_task.VOID_KIND)
-        if not (state.get(f"sent:{memo.number}") and self._adoptable(
+        if not (state.was_sent(ADD_AR_INVOICE, memo.number) and self._adoptable(
                 memo.number, summary, invoice)):
             self.invoices(key, [memo], note=f"credit memo offsetting AR invoice {posted.invoice}")
         if "comment" not in _steps(state):
@@ -797,12 +800,12 @@ class _Planner:
     ) -> None:
         if rec is not None and rec.status is Status.IN_FLIGHT:
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner} right now")
-        state = rec.state if rec else {}
+        state = TimecardEntryState.load(rec.state if rec else None)
         request = timecard_task.map_entry(self.ctx, self.conn, tc, entry, employee, jobs)
-        if state.get("posted"):
+        if state.posted:
             return
         marker = request.values["Message"]
-        if state.get("sent_at") is not None and self.infolink.find_pre_time(marker):
+        if state.sent_at is not None and self.infolink.find_pre_time(marker):
             self.notes.append(f"{key}: pre-time row {marker!r} of an earlier attempt is in "
                               "Spectrum; it would be adopted, not sent again")
             return

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from clients.servicetrade.models import WebhookDelivery
-from worker.routing import ENTITY_TASKS, SYNC_ACTIONS
+from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS
 from worker.settings import Settings
 
 log = logging.getLogger("stsync.ingest")
