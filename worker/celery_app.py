@@ -9,7 +9,6 @@ sweep, cancelling late-ack tasks on connection loss. Redeliveries do not count t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -34,21 +33,9 @@ class Queue(StrEnum):
     SCHEDULE = "stsync.schedule"  # sweeps, catch-up, PO polls, alert digests
 
 
-#: modules holding tasks; those not written yet are simply not loaded
-TASK_MODULES = (
-    "tasks.customer",
-    "tasks.site",
-    "tasks.job",
-    "tasks.invoice",
-    "tasks.timecard",
-    "tasks.sweep",
-    "tasks.purchase_order",
-    "tasks.ops",
-)
-
-
-def _existing(modules: tuple[str, ...]) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is not None]
+#: the task package, named by string (the runtime never imports it): importing it imports every
+#: task module of the record-type registry, and a missing one fails the worker's start
+TASK_PACKAGES = ("tasks",)
 
 
 def resolve_broker_url(settings: Settings, *, start: bool = False) -> str:
@@ -122,7 +109,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     }
 
 
-app = Celery("stsync", include=_existing(TASK_MODULES))
+app = Celery("stsync", include=list(TASK_PACKAGES))
 
 
 def _drop_connection_pools() -> None:
