@@ -291,7 +291,7 @@ def create_or_adopt(
     run.state.mark_sent(request.service, unique)
     run.save()
     try:
-        run.ctx.spectrum_for(run.connection).put(request)
+        run.ctx.spectrum_writes(run.connection).put(request)
     except AlreadyExists as exc:
         existing = find()
         if existing is not None and matches(existing):
@@ -409,7 +409,7 @@ def create_master_record(
         run.state.adjustments = adjustments
         run.finish_step("spectrum")
     if not run.step_done("writeback"):
-        run.ctx.st.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
+        run.ctx.st_writes.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
         run.finish_step("writeback")
     result = Result.ADOPTED if run.state.how == "adopted" else Result.SYNCED
     return run.done(result, code, digest=request.digest())

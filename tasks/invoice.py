@@ -197,7 +197,7 @@ def _post(
     first = numbers[0]
     # ServiceTrade hears "processed" only once every document is in Spectrum; an invoice
     # approved again after posting gets this (and only this) again
-    ctx.st.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
+    ctx.st_writes.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
     run.finish_step("writeback")
     kinds = set(how.values())
     result = (
@@ -566,7 +566,7 @@ def _post_documents(
     for doc, _ in pending:
         run.state.mark_sent(ADD_AR_INVOICE, doc.number)
     run.save()  # recovery point: from here on the outcome may be unknown
-    results = ctx.spectrum_for(conn.name).add_ar_invoices([d for d, _ in pending])
+    results = ctx.spectrum_writes(conn.name).add_ar_invoices([d for d, _ in pending])
     refused: list[PermanentError] = []
     for (doc, summary), result in zip(pending, results, strict=True):
         if result.ok:
@@ -608,7 +608,7 @@ def _comment_once(
     run.state.comments = [*done, digest]
     ctx.ledger.update_progress(run.key, state=run.state.dump())
     try:
-        ctx.st.add_comment(
+        ctx.st_writes.add_comment(
             INVOICE_ENTITY_TYPE, invoice_id, failure_comment(invoice_id, exc, voided=voided)
         )
     except Exception:
@@ -625,7 +625,7 @@ def _fail_in_servicetrade(
     if isinstance(exc, NotFound):
         return
     _comment_once(ctx, run, invoice_id, exc, voided=False)
-    ctx.st.set_invoice_status(invoice_id, FAILED)
+    ctx.st_writes.set_invoice_status(invoice_id, FAILED)
 
 
 # --- voided invoices (F6) ------------------------------------------------------------------------
@@ -736,7 +736,7 @@ def _void_note(credit_number: str, posted: PostedDocuments) -> str:
 def _void_comment(ctx: SyncContext, run: Run[VoidState], invoice_id: int, note: str) -> None:
     """The void's one comment on the invoice (a step: a retry after it landed skips it)."""
     if not run.step_done("comment"):
-        ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
+        ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
         run.finish_step("comment")
 
 

@@ -93,7 +93,7 @@ def _sync_jc_job(
 ) -> Outcome:
     rules = conn.rules
     infolink = ctx.infolink_for(conn.name)
-    spectrum = ctx.spectrum_for(conn.name)
+    spectrum = ctx.spectrum_writes(conn.name)
     job = ctx.st.get_job(job_id)
     skip = job_skip_reason(job, rules.jobs)
     if skip:
@@ -155,7 +155,9 @@ def _sync_jc_job(
             run.finish_step(f"update:{number}")
 
     if not run.step_done("writeback"):
-        ctx.st.set_external_id("job", job_id, conn.external_id_key, ",".join(plan.values()))
+        ctx.st_writes.set_external_id(
+            "job", job_id, conn.external_id_key, ",".join(plan.values())
+        )
         run.finish_step("writeback")
     how_all = set(run.state.how.values())
     result = Result.ADOPTED if how_all == {"adopted"} else Result.SYNCED
@@ -247,7 +249,7 @@ def _copy_template_phases(
 ) -> None:
     """AddPhase per template row; each phase sent is remembered, so a retry sends only the rest."""
     requests = template_phase_requests(number, template_phase_rows(ctx, conn), conn.rules)
-    spectrum = ctx.spectrum_for(conn.name)
+    spectrum = ctx.spectrum_writes(conn.name)
     sent = run.state.phases_sent(number)
     for request in requests:
         combo = f"{request.values['Phase_Code']}/{request.values['Cost_Type']}"
@@ -290,9 +292,9 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
         run.state.sends += 1
         run.save(spectrum_key=number)
         # WorkOrderHeader adds or updates by WO_Number: repeating it is safe, so no flag
-        ctx.spectrum_for(conn.name).put(request)
+        ctx.spectrum_writes(conn.name).put(request)
         if job.external_ids.get(conn.external_id_key) != number:
-            ctx.st.set_external_id("job", job_id, conn.external_id_key, number)
+            ctx.st_writes.set_external_id("job", job_id, conn.external_id_key, number)
         return run.done(Result.SYNCED, number, digest=request.digest())
 
     # every send runs again (reclaim_done): a re-send is how people push edits to Spectrum
@@ -393,7 +395,7 @@ def comment_failure(
     text = job_failure_comment(job_id, problem, fix_hint(exc, run.connection),
                                connection=run.connection)
     try:
-        ctx.st.add_comment(JOB_ENTITY_TYPE, job_id, text)
+        ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job_id, text)
     except Exception:
         run.state.comments = done
         ctx.ledger.update_progress(run.key, state=run.state.dump())

@@ -333,7 +333,7 @@ def _sync_line(poll: _Poll, run: Run[PoLineState], line: PoLine, plan: _Plan) ->
             )
         state.create_sent_to = plan.job_id
         run.save(step="create")
-        item = ctx.st.create_job_item(to_wire(plan.target))
+        item = ctx.st_writes.create_job_item(to_wire(plan.target))
         state.item_id, state.job_id, state.removed = item.id, plan.job_id, False
         state.create_sent_to = None
         how = Result.ADOPTED if state.adopted else Result.SYNCED
@@ -363,7 +363,7 @@ def _sync_line(poll: _Poll, run: Run[PoLineState], line: PoLine, plan: _Plan) ->
     changes = job_item_update(existing, plan.target)
     if not changes:
         return run.done(Result.UNCHANGED, str(item_id), digest=plan.digest)
-    ctx.st.update_job_item(item_id, to_wire(changes))
+    ctx.st_writes.update_job_item(item_id, to_wire(changes))
     state.last_update = sorted(changes)
     return run.done(Result.UPDATED, str(item_id), digest=plan.digest)
 
@@ -392,7 +392,7 @@ def _get_item(ctx: SyncContext, job_id: int, item_id: int) -> JobItem | None:
 
 def _delete_item(ctx: SyncContext, item_id: int) -> None:
     with contextlib.suppress(NotFound):  # already gone: the goal is reached
-        ctx.st.delete_job_item(item_id)
+        ctx.st_writes.delete_job_item(item_id)
 
 
 # --- the poll -------------------------------------------------------------------------------------

@@ -103,9 +103,10 @@ JOB = RecordType(
     "job", "tasks.job", "sync.job", JobState,
     entity="job", sync="sync_job", previewed=True, siblings=("work_order",),
 )
+#: "Send Job to Spectrum": the work order in legacy mode, the JC job's replay otherwise
 WORK_ORDER = RecordType(
     "work_order", "tasks.job", "sync.job.send", WorkOrderState,
-    previewed=True, preview_aliases=("send-job",), siblings=("job",),
+    sync="send_job", previewed=True, preview_aliases=("send-job",), siblings=("job",),
 )
 INVOICE = RecordType(
     "invoice", "tasks.invoice", "sync.invoice", InvoiceState,

@@ -403,7 +403,7 @@ def _post_entry(
     run.state.digest = digest
     run.save(step="sending")  # the recovery point: from here on, a retry looks for the marker
     try:
-        ctx.spectrum_for(conn.name).put(request)
+        ctx.spectrum_writes(conn.name).put(request)
     except AmbiguousWriteError:
         raise  # may have landed: the retry looks for the marker before sending again
     except PermanentError:
