@@ -325,3 +325,15 @@ def test_an_unknown_write_previews_as_adopted_and_the_sync_sends_nothing(
     assert any("adopted" in n for n in preview.notes)
     assert sync_invoice(ctx, inv, "main").result == "adopted"
     assert sent == []
+
+
+def test_an_invoice_neither_approved_nor_void_previews_as_the_sync_skips_it(
+    pctx: Any, ctx: Any, world: Any, st_state: Any, sent: list[Any]
+) -> None:
+    inv = world.landmarks["invoice_nc"]
+    st_state.update("invoice", inv, {"status": "ok"})
+    preview = preview_record(pctx, "invoice", inv, "main")
+    outcome = sync_invoice(ctx, inv, "main")
+    assert preview.status == outcome.result == "skipped"
+    assert preview.reason == outcome.message and "'ok'" in preview.reason
+    assert preview.calls == [] and sent == []
