@@ -132,9 +132,11 @@ def send_job(
     """ "Send Job to Spectrum": enqueue the job's send for a named connection."""
     settings = _settings(config)
     conn = settings.connection(connection).name
+    from tasks.registry import WORK_ORDER
+
     celery_app = _configure_celery(settings)
-    celery_app.send_task("sync.job.send", args=(job_id, conn))
-    console.print(f"enqueued sync.job.send({job_id}, {conn!r})")
+    celery_app.send_task(WORK_ORDER.task, args=(job_id, conn))
+    console.print(f"enqueued {WORK_ORDER.task}({job_id}, {conn!r})")
 
 
 @app.command()
