@@ -123,9 +123,7 @@ class ScratchLedger(Ledger):
         self._pull([key])
         return super().get(key)
 
-    def get_many(
-        self, connection: str, record_type: str, source_ids: Any
-    ) -> dict[str, Record]:
+    def get_many(self, connection: str, record_type: str, source_ids: Any) -> dict[str, Record]:
         ids = list(source_ids)
         self._pull([RecordKey(connection, record_type, i) for i in ids])
         return super().get_many(connection, record_type, ids)
@@ -173,8 +171,10 @@ class ScratchLedger(Ledger):
             if key.record_type not in kinds:
                 continue
             mine, real = self.get(key), self.source.get(key)
-            if mine is not None and mine.spectrum_key and (
-                real is None or real.spectrum_key != mine.spectrum_key
+            if (
+                mine is not None
+                and mine.spectrum_key
+                and (real is None or real.spectrum_key != mine.spectrum_key)
             ):
                 out.append((key, mine.spectrum_key))
         return out
@@ -207,8 +207,13 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[PlannedCall] = []
 
-    def add(self, system: Literal["spectrum", "servicetrade"], service: str,
-            values: dict[str, Any], note: str = "") -> None:
+    def add(
+        self,
+        system: Literal["spectrum", "servicetrade"],
+        service: str,
+        values: dict[str, Any],
+        note: str = "",
+    ) -> None:
         key = current_record.get()
         self.calls.append(PlannedCall(system, service, str(key) if key else "", values, note))
 
@@ -236,8 +241,12 @@ class RecordingSpectrum:
         value = str(request.values.get(column, "")) if column else ""
         if column and self._taken(request.service, value):
             why = DUPLICATE_MESSAGE.format(column=column)
-            self.recorder.add("spectrum", request.service, dict(request.values),
-                              note=f"Spectrum would refuse it: {why}")
+            self.recorder.add(
+                "spectrum",
+                request.service,
+                dict(request.values),
+                note=f"Spectrum would refuse it: {why}",
+            )
             raise AlreadyExists(f"Spectrum {request.service}: {why}", field=column, value=value)
         self.recorder.add("spectrum", request.service, dict(request.values))
         return PutResult()
@@ -250,8 +259,11 @@ class RecordingSpectrum:
         for doc in invoices:
             if self._taken(ADD_AR_INVOICE, doc.number):
                 why = DUPLICATE_MESSAGE.format(column="Invoice_Or_Transaction")
-                error = AlreadyExists(f"Spectrum {REST_INVOICE_SERVICE}: {why}",
-                                      field="Invoice_Or_Transaction", value=doc.number)
+                error = AlreadyExists(
+                    f"Spectrum {REST_INVOICE_SERVICE}: {why}",
+                    field="Invoice_Or_Transaction",
+                    value=doc.number,
+                )
                 out.append(ARInvoiceResult(doc.number, ok=False, error=error))
             else:
                 out.append(ARInvoiceResult(doc.number, ok=True))

@@ -92,26 +92,56 @@ class RecordType:
 
 
 CUSTOMER = RecordType(
-    "customer", "tasks.customer", "sync.customer", CustomerState,
-    entity="company", sync="sync_customer", aliases=("company",), previewed=True,
+    name="customer",
+    module="tasks.customer",
+    task="sync.customer",
+    state=CustomerState,
+    entity="company",
+    sync="sync_customer",
+    aliases=("company",),
+    previewed=True,
 )
 SITE = RecordType(
-    "site", "tasks.site", "sync.site", SiteState,
-    entity="location", sync="sync_site", aliases=("location",), previewed=True,
+    name="site",
+    module="tasks.site",
+    task="sync.site",
+    state=SiteState,
+    entity="location",
+    sync="sync_site",
+    aliases=("location",),
+    previewed=True,
 )
 JOB = RecordType(
-    "job", "tasks.job", "sync.job", JobState,
-    entity="job", sync="sync_job", previewed=True, siblings=("work_order",),
+    name="job",
+    module="tasks.job",
+    task="sync.job",
+    state=JobState,
+    entity="job",
+    sync="sync_job",
+    previewed=True,
+    siblings=("work_order",),
 )
 #: "Send Job to Spectrum": the work order in legacy mode, the JC job's replay otherwise
 WORK_ORDER = RecordType(
-    "work_order", "tasks.job", "sync.job.send", WorkOrderState,
-    sync="send_job", previewed=True, preview_aliases=("send-job",), siblings=("job",),
+    name="work_order",
+    module="tasks.job",
+    task="sync.job.send",
+    state=WorkOrderState,
+    sync="send_job",
+    previewed=True,
+    preview_aliases=("send-job",),
+    siblings=("job",),
 )
 INVOICE = RecordType(
-    "invoice", "tasks.invoice", "sync.invoice", InvoiceState,
-    entity="invoice", sync="sync_invoice", previewed=True,
-    parts=("ar_document",), siblings=("invoice_void",),
+    name="invoice",
+    module="tasks.invoice",
+    task="sync.invoice",
+    state=InvoiceState,
+    entity="invoice",
+    sync="sync_invoice",
+    previewed=True,
+    parts=("ar_document",),
+    siblings=("invoice_void",),
 )
 #: a void and each posted document are replayed through their invoice's task
 INVOICE_VOID = RecordType("invoice_void", "tasks.invoice", "sync.invoice", VoidState)
@@ -119,12 +149,21 @@ AR_DOCUMENT = RecordType(
     "ar_document", "tasks.invoice", "sync.invoice", DocumentState, replay=Replay.BY_PARENT
 )
 TIMECARD = RecordType(
-    "timecard", "tasks.timecard", "sync.timecard", TimecardState,
-    entity="timecard", sync="sync_timecard", previewed=True, parts=("timecard_entry",),
+    name="timecard",
+    module="tasks.timecard",
+    task="sync.timecard",
+    state=TimecardState,
+    entity="timecard",
+    sync="sync_timecard",
+    previewed=True,
+    parts=("timecard_entry",),
 )
 #: an entry is replayed through its card (the card posts only what is missing)
 TIMECARD_ENTRY = RecordType(
-    "timecard_entry", "tasks.timecard", "sync.timecard", TimecardEntryState,
+    name="timecard_entry",
+    module="tasks.timecard",
+    task="sync.timecard",
+    state=TimecardEntryState,
     replay=Replay.BY_PARENT,
 )
 #: PO lines keep their string key (``"26001:001"``)
@@ -133,7 +172,15 @@ PO_LINE = RecordType(
 )
 
 RECORD_TYPES: tuple[RecordType, ...] = (
-    CUSTOMER, SITE, JOB, WORK_ORDER, INVOICE, INVOICE_VOID, AR_DOCUMENT, TIMECARD, TIMECARD_ENTRY,
+    CUSTOMER,
+    SITE,
+    JOB,
+    WORK_ORDER,
+    INVOICE,
+    INVOICE_VOID,
+    AR_DOCUMENT,
+    TIMECARD,
+    TIMECARD_ENTRY,
     PO_LINE,
 )
 BY_NAME: dict[str, RecordType] = {rt.name: rt for rt in RECORD_TYPES}
@@ -187,9 +234,9 @@ def state_model(name: str) -> type[State]:
     return rt.state if rt is not None else State
 
 
-def replay_for(record_type_name: str, source_id: str, connection: str) -> (
-    tuple[str, tuple[Any, ...]] | None
-):
+def replay_for(
+    record_type_name: str, source_id: str, connection: str
+) -> tuple[str, tuple[Any, ...]] | None:
     """The task name and arguments that replay a ledger row; None when it cannot be replayed.
 
     Arguments are ids and the connection name only."""

@@ -149,6 +149,7 @@ class State(BaseModel):
                 out.append(key)
         return out
 
+
 class Adjusted(State):
     """A record whose mapper adjusted values to fit Spectrum (``stsync history`` shows them)."""
 

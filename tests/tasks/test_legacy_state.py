@@ -41,9 +41,9 @@ from tasks.state import (
 )
 from worker.ledger import RecordKey, Status
 
-ROWS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent / "legacy_states.json").read_text()
-)["rows"]
+ROWS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "legacy_states.json").read_text())[
+    "rows"
+]
 
 MODELS: dict[str, type[State]] = {
     "customer": CustomerState,

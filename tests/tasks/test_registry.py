@@ -36,11 +36,23 @@ def test_webhook_routes_and_cli_names() -> None:
         "timecard": ("sync.timecard", "timecard"),
     }
     assert registry.ENTITY_BY_NAME == {
-        "customer": "company", "company": "company", "site": "location", "location": "location",
-        "job": "job", "invoice": "invoice", "timecard": "timecard",
+        "customer": "company",
+        "company": "company",
+        "site": "location",
+        "location": "location",
+        "job": "job",
+        "invoice": "invoice",
+        "timecard": "timecard",
     }
     assert list(registry.PREVIEW_NAMES) == [
-        "customer", "company", "site", "location", "job", "work_order", "send-job", "invoice",
+        "customer",
+        "company",
+        "site",
+        "location",
+        "job",
+        "work_order",
+        "send-job",
+        "invoice",
         "timecard",
     ]
     assert registry.record_type("company") is registry.CUSTOMER
