@@ -144,9 +144,15 @@ INVOICE = RecordType(
     siblings=("invoice_void",),
 )
 #: a void and each posted document are replayed through their invoice's task
-INVOICE_VOID = RecordType("invoice_void", "tasks.invoice", "sync.invoice", VoidState)
+INVOICE_VOID = RecordType(
+    name="invoice_void", module="tasks.invoice", task="sync.invoice", state=VoidState
+)
 AR_DOCUMENT = RecordType(
-    "ar_document", "tasks.invoice", "sync.invoice", DocumentState, replay=Replay.BY_PARENT
+    name="ar_document",
+    module="tasks.invoice",
+    task="sync.invoice",
+    state=DocumentState,
+    replay=Replay.BY_PARENT,
 )
 TIMECARD = RecordType(
     name="timecard",
@@ -168,7 +174,11 @@ TIMECARD_ENTRY = RecordType(
 )
 #: PO lines keep their string key (``"26001:001"``)
 PO_LINE = RecordType(
-    "po_line", "tasks.purchase_order", "sync.po_line", PoLineState, replay=Replay.BY_KEY
+    name="po_line",
+    module="tasks.purchase_order",
+    task="sync.po_line",
+    state=PoLineState,
+    replay=Replay.BY_KEY,
 )
 
 RECORD_TYPES: tuple[RecordType, ...] = (
