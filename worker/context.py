@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
+from worker.writers import ServiceTradeWriter, SpectrumWriter
 
 #: the record a sync is working on, for audit rows written by client hooks
 current_record: ContextVar[RecordKey | None] = ContextVar("current_record", default=None)
@@ -48,6 +49,9 @@ class SyncContext:
     infolink: dict[str, InfoLinkReader]
     #: enqueue a task by name with positional args (Celery in production, a list in tests)
     enqueue: Enqueue
+    #: where writes go instead of the clients (``worker.writers``; the preview records them)
+    spectrum_writers: dict[str, SpectrumWriter] | None = None
+    st_writer: ServiceTradeWriter | None = None
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +60,16 @@ class SyncContext:
 
     def spectrum_for(self, name: str) -> SpectrumClient:
         return self.spectrum[self.settings.connection(name).name]
+
+    def spectrum_writes(self, name: str) -> SpectrumWriter:
+        """Where the sync's Spectrum writes for connection ``name`` go (the client, normally)."""
+        writers: Mapping[str, SpectrumWriter] = self.spectrum_writers or self.spectrum
+        return writers[self.settings.connection(name).name]
+
+    @property
+    def st_writes(self) -> ServiceTradeWriter:
+        """Where the sync's ServiceTrade writes go (the client, normally)."""
+        return self.st_writer or self.st
 
     def infolink_for(self, name: str) -> InfoLinkReader:
         return self.infolink[self.settings.connection(name).name]

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 import beat_schedule
 from cli.main import app as cli
 from ingest.app import create_ingest_app
+from tasks.registry import ENTITY_TASKS
 from tests.conftest import DEMO_CONFIG, REPO, demo_env
 from tests.ops.conftest import REDIS_URL, Published
 from tests.ops.smtp import free_port
 from worker.celery_app import Queue, app, configure
-from worker.routing import ENTITY_TASKS
 from worker.settings import load_settings
 
 WEBHOOK = "whsec-SENTINEL-FLOWER-0001"

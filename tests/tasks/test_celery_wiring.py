@@ -8,10 +8,10 @@ import pytest
 
 from clients.errors import TransientError
 from tasks._celery import SyncTask, apply_reliability
+from tasks.registry import ENTITY_TASKS
 from worker.celery_app import app
 from worker.context import set_process_context
 from worker.ledger import RecordKey, Status
-from worker.routing import ENTITY_TASKS
 
 
 def sync_tasks() -> dict[str, SyncTask]:
