@@ -54,7 +54,7 @@ def fast_settings_toml(tmp: Path, *, extra: str = "") -> Path:
     text_ = DEMO_CONFIG.read_text()
     text_ += (
         "\n[reliability]\nretry_backoff_s = 1\nretry_backoff_max_s = 2\nmax_retries = 6\n"
-        "lease_s = 20\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
+        "lease_s = 65\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
         "visibility_timeout_s = 70\nunacked_restore_interval_s = 1\nstart_cap = 3\n"
     )
     text_ += extra

@@ -136,6 +136,14 @@ class ReliabilitySettings(Section):
                 f"task_time_limit_s + retry_backoff_max_s ({need}), or Redis redelivers "
                 "tasks that are still running or waiting to retry"
             )
+        if self.lease_s <= self.task_time_limit_s:
+            # a live holder is killed by the hard time limit before its claim runs out; with a
+            # shorter lease a slow (not dead) sync is taken over as a crash: two workers run the
+            # same record at once and the crash counts toward the poison start cap
+            raise ValueError(
+                f"lease_s ({self.lease_s}) must exceed task_time_limit_s "
+                f"({self.task_time_limit_s}), or a slow sync is taken over while still running"
+            )
         return self
 
 

@@ -38,6 +38,8 @@ class Stack:
     ledger: Any
     ingest_url: str
     ingest: ThreadServer
+    #: this stack's Redis key prefix (Celery's queues and unacked hash live under it)
+    prefix: str = ""
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -125,6 +127,48 @@ class Stack:
             self.sandbox.st_state, "webhooks"
         ) else self.sandbox.st_app.state.webhooks.flush(timeout)
 
+    def broker_backlog(self) -> dict[str, int]:
+        """This stack's messages in Redis: ready in the queues, and unacked (running, or held by
+        a worker for a retry countdown)."""
+        r = redis.Redis.from_url(REDIS_URL)
+        try:
+            ready = 0
+            for queue in ("stsync.sync", "stsync.schedule"):
+                for key in r.scan_iter(match=f"{self.prefix}{queue}*", count=1000):
+                    if r.type(key) == b"list":
+                        ready += int(r.llen(key))
+            return {"ready": ready, "unacked": int(r.hlen(f"{self.prefix}unacked"))}
+        finally:
+            r.close()
+
+    def open_rows(self) -> int:
+        """Ledger rows not final (``pending`` or ``in_flight``)."""
+        counts = self.ledger.counts()
+        return sum(n for (_, st), n in counts.items() if st in ("pending", "in_flight"))
+
+    def settle(self, timeout: float = 180.0) -> None:
+        """Wait until everything started has run out: no webhook queued in the simulator, no
+        message ready or unacked in Redis (duplicates, redeliveries and retry countdowns
+        included) and no ledger row open, three checks in a row. A condition, not a sleep: on
+        a loaded machine the work simply takes longer. The deadline only turns a hang into a
+        failure; it is generous because the 2-core CI machine runs other suites beside this."""
+        self.flush_webhooks(timeout)
+        calm = 0
+
+        def quiet() -> bool:
+            nonlocal calm
+            ok = self.broker_backlog() == {"ready": 0, "unacked": 0} and self.open_rows() == 0
+            calm = calm + 1 if ok else 0
+            return calm >= 3
+
+        try:
+            wait_for(quiet, timeout, 0.3, "the stack to settle (broker empty, no open row)")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nbroker {self.broker_backlog()}, open rows {self.open_rows()}\n"
+                f"{self.worker_logs()}"
+            ) from None
+
     def record(self, record_type: str, source_id: Any, connection: str = "main") -> Any:
         from worker.ledger import RecordKey
 
@@ -190,6 +234,7 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
         ledger=ledger,
         ingest_url=f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}",
         ingest=ingest,
+        prefix=prefix,
     )
     try:
         yield stack

@@ -62,7 +62,19 @@ def pre_time_calls(stack: Stack) -> int:
 
 
 def unapprove_quietly(stack: Stack, *cs: dict[str, Any]) -> None:
-    """Put cards back to ``submitted`` before any webhook is registered (no events reach us)."""
+    """Put cards back to ``submitted`` before any webhook is registered (no events reach us).
+
+    The simulator picks a change's subscribers when it batches the change (0.2 s later), not
+    when it is committed: a webhook registered right after would still receive these changes,
+    and under load it often was (a card then synced although "every webhook was dropped").
+    Flushing here hands the changes to the emitter while nobody is subscribed."""
+    for c in cs:
+        stack.sandbox.st_state.update("timecard", c["id"], {"status": "submitted"})
+    stack.flush_webhooks()
+
+
+def unapprove(stack: Stack, *cs: dict[str, Any]) -> None:
+    """Put cards back to ``submitted`` (with a webhook registered, the change is announced)."""
     for c in cs:
         stack.sandbox.st_state.update("timecard", c["id"], {"status": "submitted"})
 
@@ -80,9 +92,10 @@ def wait_rows(stack: Stack, expected: set[str], timeout: float = 90) -> None:
         raise AssertionError(f"{exc}\nmissing: {missing}\n{stack.worker_logs()}") from None
 
 
-def settle(stack: Stack, seconds: float = 2.0) -> None:
-    """Let redeliveries and duplicates run out before counting writes."""
-    time.sleep(seconds)
+def settle(stack: Stack) -> None:
+    """Let redeliveries, duplicates and retries run out before counting writes (a condition:
+    broker empty and no open ledger row, see ``Stack.settle``)."""
+    stack.settle()
 
 
 # --- approve -> pre-time ------------------------------------------------------------------------
@@ -118,7 +131,7 @@ def test_duplicate_approval_posts_no_new_rows(stack: Stack) -> None:
     assert sent == len(card["entries"])
 
     # approved again (un-approve + approve), and the same delivery posted three more times
-    unapprove_quietly(stack, card)
+    unapprove(stack, card)
     approve(stack, card)
     body = {"messageId": f"msg-tc-{card['id']}", "timestamp": "1", "data": [{
         "action": "updated", "timestamp": 1, "entity": {"type": "timecard", "id": card["id"]},
@@ -129,7 +142,7 @@ def test_duplicate_approval_posts_no_new_rows(stack: Stack) -> None:
     stack.flush_webhooks()
     wait_for(lambda: stack.record("timecard", card["id"]).attempts >= 3, 60, 0.3,
              "the card re-examined")
-    settle(stack, 3.0)
+    settle(stack)
 
     assert pre_time_calls(stack) == sent
     assert sorted(markers(stack)) == sorted(card_markers(card))

@@ -174,7 +174,7 @@ def test_a_real_worker_whose_task_fails_logs_no_secret(
     toml = tmp_path / "stsync.toml"
     toml.write_text(DEMO_CONFIG.read_text() + (
         "\n[reliability]\nretry_backoff_s = 1\nretry_backoff_max_s = 1\nmax_retries = 1\n"
-        "lease_s = 20\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
+        "lease_s = 65\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
         "visibility_timeout_s = 70\nunacked_restore_interval_s = 1\n"))
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     env = {**os.environ, **sentinel_env(tmp_path, SERVICETRADE_BASE_URL=url,

@@ -109,3 +109,17 @@ def test_visibility_timeout_must_cover_time_limit_and_backoff(tmp_path: Path) ->
     text = DEMO_CONFIG.read_text() + "\n[reliability]\nvisibility_timeout_s = 600\n"
     with pytest.raises(ConfigError, match="visibility_timeout_s"):
         load_settings(write(tmp_path, text), env(tmp_path))
+
+
+def test_lease_must_outlive_the_hard_time_limit_under_load(tmp_path: Path) -> None:
+    """A lease shorter than the task's hard time limit lets a sync that is slow (a loaded
+    machine), not dead, be taken over while still running: two workers on one record, and a
+    "crash" counted toward the poison start cap. Seen as an e2e timecard left unfinished under
+    load with the test config's 20 s lease and 60 s time limit."""
+    text = DEMO_CONFIG.read_text() + (
+        "\n[reliability]\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\nlease_s = 20\n"
+    )
+    with pytest.raises(ConfigError, match="lease_s"):
+        load_settings(write(tmp_path, text), env(tmp_path))
+    ok = text.replace("lease_s = 20", "lease_s = 65")
+    assert load_settings(write(tmp_path, ok), env(tmp_path)).reliability.lease_s == 65
