@@ -42,8 +42,6 @@ recognises what must not be credited (never posted, already credited, posted as 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -55,7 +53,7 @@ from pydantic import ValidationError
 from clients.errors import MappingError, PermanentError, PrerequisiteMissing, RecordSkipped
 from clients.servicetrade.models import Invoice, InvoiceItem, Ref, User
 from clients.spectrum.formats import check_value, format_date, format_decimal, format_money
-from clients.spectrum.models import ARInvoiceRequest
+from clients.spectrum.models import ARInvoiceRequest, request_digest
 from clients.spectrum.services import (
     AR_MULTI_LINE_DETAIL,
     AR_MULTI_LINE_HEADER,
@@ -1085,7 +1083,7 @@ def document_content(doc: ARInvoiceRequest) -> str:
         "header": {f: str(doc.header.get(f) or "").strip().upper() for f in _CONTENT_HEADER},
         "details": [dict(sorted(d.items())) for d in doc.details],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    return request_digest(payload)[:32]
 
 
 def group_invoices(

@@ -48,7 +48,6 @@ from mappers.invoice import (
     MAX_REVISION,
     PENDING_ACCOUNTING,
     VOID,
-    VOID_KIND,
     DocumentSlot,
     PostedDocuments,
     ar_request_from_infolink,
@@ -68,6 +67,7 @@ from mappers.invoice import (
     slot_of_kind,
     st_invoice_to_ar_invoices,
 )
+from mappers.invoice import VOID_KIND as VOID_KIND  # re-exported: the ledger kind of a void
 from tasks import customer as customer_task
 from tasks import job as job_task
 from tasks import site as site_task
@@ -676,6 +676,24 @@ def _jobs_from_st_job(
     )
 
 
+def _job_from_st_job(
+    ctx: SyncContext, conn: ConnectionSettings, invoice: Invoice, st_job: Job | None
+) -> tuple[str, str | None]:
+    """The one Spectrum job of the invoice (for the preview, which plans one job per invoice):
+    an invoice whose lines span several Spectrum jobs is an error here."""
+    jobs = _jobs_from_st_job(ctx, conn, invoice, st_job)
+    groups = {jobs.group_of(i) for i in invoice.items} or set(jobs.by_group)
+    if len(groups) == 1:
+        return jobs.by_group[next(iter(groups))]
+    raise MappingError(
+        record_name(invoice),
+        "Job_Number",
+        "the lines span several Spectrum jobs of a multi-cost-center job: the sync posts one "
+        "document set per job; the preview shows one job only",
+        value=sorted(str(g) for g in groups),
+    )
+
+
 def _job_cost_center(ctx: SyncContext, conn: ConnectionSettings, number: str) -> str | None:
     row = ctx.infolink_for(conn.name).find_job(number)
     if row is None:
@@ -741,8 +759,10 @@ def _job_from_location(
 
 
 # --- posting documents (shared by approvals and voids) -------------------------------------------
-def _summary(doc: ARInvoiceRequest, kind: str) -> dict[str, Any]:
-    """What identifies a document in Spectrum (kept before the write, compared on adoption)."""
+def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> dict[str, Any]:
+    """What identifies a document in Spectrum (kept before the write, compared on adoption).
+    ``kind`` defaults to the revision-0 half of a one-job invoice."""
+    kind = kind or ("invoice" if doc.header["Transaction_Type"] == INVOICE else "credit_memo")
     lines = sum(
         (Decimal(d["Line_Extension"]) for d in doc.details if d.get("Line_Extension")),
         Decimal("0"),
@@ -886,7 +906,15 @@ def _post_documents(
             _record_posted(ctx, run, invoice_id, doc.number, summary, "created")
             how[doc.number] = "created"
         elif isinstance(result.error, AlreadyExists):
-            if _adopt_or_collide(ctx, run, invoice_id, doc.number, summary, record):
+            try:
+                adopted = _adopt_or_collide(ctx, run, invoice_id, doc.number, summary, record)
+            except PermanentError as collision:
+                # someone else's document under our number: ours did not land
+                run.state.pop(f"sent:{doc.number}", None)
+                run.save()
+                refused.append(collision)
+                continue
+            if adopted:
                 how[doc.number] = "adopted"
             else:
                 refused.append(result.error)
