@@ -525,6 +525,9 @@ def retry(
     celery_app = _configure_celery(settings)
     sent: set[tuple[str, tuple[Any, ...]]] = set()
     skipped = 0
+    from cli.invoice_retry import InvoiceRetry
+
+    invoices = InvoiceRetry(lambda: _context(settings), yes=yes, out=console, err=err)
     for rec in targets:
         if rec.status is Status.IN_FLIGHT:
             console.print(f"skip {rec.key}: a worker is syncing it right now")
@@ -539,6 +542,9 @@ def retry(
             console.print(f"skip {rec.key}: no task replays this record type")
             skipped += 1
             continue
+        if not invoices.ready(rec):  # a failed invoice goes back to pending in ServiceTrade
+            skipped += 1
+            continue
         led.reopen(rec.key)
         if replay in sent:
             continue
@@ -546,7 +552,10 @@ def retry(
         task, args = replay
         celery_app.send_task(task, args=args)
         console.print(f"enqueued {task}{args!r}", highlight=False)
+    invoices.close()
     console.print(f"re-enqueued {len(sent)} task(s) for {len(targets) - skipped} record(s)")
+    if record_type and record_id and skipped:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")

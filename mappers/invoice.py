@@ -904,16 +904,22 @@ def failure_comment(invoice_id: int, error: BaseException, *, voided: bool = Fal
             f"`stsync retry invoice {invoice_id}`; the credit memo is posted once."
         )
     elif isinstance(error, PrerequisiteMissing):
-        parts.append(
-            "Fix the missing record or mapping, then set the invoice back to pending accounting "
-            "to send it again."
-        )
+        parts.append("Fix the missing record or mapping, then " + retry_instruction(invoice_id))
     else:
         parts.append(
-            "Fix this in ServiceTrade (or the stsync mapping / Spectrum setup), then set the "
-            "invoice back to pending accounting to send it again."
+            "Fix this in ServiceTrade (or the stsync mapping / Spectrum setup), then "
+            + retry_instruction(invoice_id)
         )
     return "\n".join(parts)
+
+
+def retry_instruction(invoice_id: int) -> str:
+    """How a failed approval is sent again: the same words in the comment, the CLI and the docs."""
+    return (
+        f"set the invoice back to pending accounting to send it again (or run `stsync retry "
+        f"invoice {invoice_id}`, which does that in ServiceTrade after asking; --yes skips the "
+        "question)."
+    )
 
 
 # --- numbers that always fit, revisions and cost-center groups (F21) -----------------------------

@@ -59,6 +59,7 @@ from mappers.invoice import (
     item_cost_center,
     owed,
     record_name,
+    retry_instruction,
     reversal_document,
     salesperson_code_for,
     servicetrade_number_base,
@@ -123,6 +124,20 @@ def sync_invoice(
         "synced"
     )
     ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
+    if rec is not None and rec.status is Status.PENDING and rec.error_kind is None and (
+        rec.last_error
+    ):
+        # a failed record reopened (stsync retry) while ServiceTrade still says it is not
+        # approved: nothing will post it, so it goes back to the failures list with the way out
+        plan = retry_plan_for(invoice)
+        reason = (
+            f"invoice {invoice_id} is {invoice.status!r} in ServiceTrade, so nothing posts it: "
+            + retry_instruction(invoice_id)
+            if plan.reapprove
+            else plan.message
+        )
+        ctx.ledger.mark(key, Status.FAILED, error_kind="not_approved", reason=reason)
+        return Outcome("failed", key, rec.spectrum_key, reason)
     result = "unchanged" if rec is not None and rec.status is Status.DONE else "skipped"
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
 
@@ -151,7 +166,7 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
 
     def on_permanent(run: Run, exc: PermanentError) -> None:
         if isinstance(exc, InvoiceChanged):
-            record_alert(ctx, run.key, "invoice_changed", str(exc))
+            record_alert(ctx, run.key, "drift", str(exc))
         _fail_in_servicetrade(ctx, run, invoice_id, exc)
 
     return run_record(ctx, key, body, reclaim_done=True, on_permanent=on_permanent)
@@ -1082,6 +1097,53 @@ def _confirm_unknown_writes(
         ):
             how[number] = "adopted"
     return how
+
+
+# --- stsync retry invoice N (F14, F17) -----------------------------------------------------------
+@dataclass(frozen=True)
+class RetryPlan:
+    """What ``stsync retry invoice N`` does for the invoice's ServiceTrade status."""
+
+    proceed: bool
+    #: set the invoice back to ``pending_accounting`` in ServiceTrade first (it is ``failed``)
+    reapprove: bool
+    message: str
+
+
+def retry_plan_for(invoice: Invoice) -> RetryPlan:
+    """Whether a retry can post ``invoice`` and what it must change in ServiceTrade first."""
+    status = invoice.status
+    if status in (PENDING_ACCOUNTING, VOID):
+        return RetryPlan(True, False, f"invoice {invoice.id} is {status!r}: queued again")
+    if status == FAILED:
+        return RetryPlan(
+            True,
+            True,
+            f"invoice {invoice.id} is 'failed' in ServiceTrade: stsync sets it back to pending "
+            "accounting there (as the office would) and syncs it",
+        )
+    return RetryPlan(
+        False,
+        False,
+        f"invoice {invoice.id} is {status!r} in ServiceTrade, so there is nothing for stsync to "
+        "post; to send it (again), set it to pending accounting in ServiceTrade and stsync "
+        "posts it then",
+    )
+
+
+def retry_plan(ctx: SyncContext, invoice_id: int) -> RetryPlan:
+    try:
+        invoice = ctx.st.get_invoice(invoice_id)
+    except NotFound:
+        return RetryPlan(
+            False, False, f"invoice {invoice_id} no longer exists in ServiceTrade: nothing to retry"
+        )
+    return retry_plan_for(invoice)
+
+
+def reapprove_in_servicetrade(ctx: SyncContext, invoice_id: int) -> None:
+    """``failed`` -> ``pending_accounting`` in ServiceTrade (a transition ServiceTrade allows)."""
+    ctx.st.set_invoice_status(invoice_id, PENDING_ACCOUNTING)
 
 
 # --- the sweep backstop (F15) --------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_rebill_alert_policy_fails_with_both_totals_and_posts_nothing(
     assert f"for {held}" in comment and f"now says {now}" in comment
     assert f"difference {now - held}" in comment
     alerts = ctx.ledger.alerts(RecordKey("main", RECORD_TYPE, str(inv_id)))
-    assert [a["kind"] for a in alerts] == ["invoice_changed"]
+    assert [a["kind"] for a in alerts] == ["drift"]
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == held
 
 
