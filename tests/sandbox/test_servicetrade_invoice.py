@@ -156,6 +156,7 @@ ALLOWED = [
     ("failed", "pending_accounting"),
     ("failed", "ok"),
     ("processed", "paid"),
+    ("processed", "pending_accounting"),  # [A] issue 13: an edited invoice re-approved
     *[
         (s, "void")
         for s in (
