@@ -383,3 +383,25 @@ def test_invoice_number_range_missing_with_a_long_id_names_the_key(
     assert out.result == "failed"
     assert "numbers = { prefix, start, end, width }" in out.message
     assert ctx.ledger.get(RecordKey("main", RECORD_TYPE, str(big))).status is Status.FAILED
+
+
+def test_rebill_after_an_outage_posts_each_document_once(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any
+) -> None:
+    """Spectrum refuses the rebill's call outright (down): the revision chosen before the write
+    is kept, and the retry posts the reversal and the revision once, under the same numbers."""
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    edit(st_state, inv_id)
+    approve(st_state, inv_id)
+    spectrum_app.state.injector.script(REST, ["error", "error"])
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            sync_invoice(ctx, inv_id, "main")
+    rec = ctx.ledger.get(RecordKey("main", RECORD_TYPE, str(inv_id)))
+    assert rec.status is Status.PENDING
+    assert rec.state["ar"]["revision"] == 1  # decided once, before the first write
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "synced", out.message
+    assert documents(ctx, inv_id) == sorted([f"ST{inv_id}", f"SV{inv_id}", f"ST{inv_id}-1"])
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id)
