@@ -405,3 +405,32 @@ def test_rebill_after_an_outage_posts_each_document_once(
     assert out.result == "synced", out.message
     assert documents(ctx, inv_id) == sorted([f"ST{inv_id}", f"SV{inv_id}", f"ST{inv_id}-1"])
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id)
+
+
+def test_rebill_of_an_invoice_posted_before_revisions_existed(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    """Ledger rows written by the previous release (no ``ar`` state, document rows without a
+    content digest) are read as revision 0: an edit is still rebilled under the old numbers."""
+    inv_id = world.landmarks["mixed_sign_invoice"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    key = RecordKey("main", RECORD_TYPE, str(inv_id))
+    rec = ctx.ledger.get(key)
+    old_state = {k: v for k, v in rec.state.items() if k != "ar"}
+    ctx.ledger.mark_done(key, spectrum_key=rec.spectrum_key, state=old_state)
+    for kind in ("invoice", "credit_memo"):
+        dkey = RecordKey("main", DOCUMENT_RECORD_TYPE, f"{inv_id}:{kind}")
+        drec = ctx.ledger.get(dkey)
+        ctx.ledger.mark_done(
+            dkey,
+            spectrum_key=drec.spectrum_key,
+            state={k: v for k, v in drec.state.items() if k != "content"},
+        )
+    approve(st_state, inv_id)
+    assert sync_invoice(ctx, inv_id, "main").result == "unchanged"  # same money: no drift
+    edit(st_state, inv_id)
+    approve(st_state, inv_id)
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "synced", out.message
+    assert out.spectrum_key == f"ST{inv_id}-1"
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id)
