@@ -54,8 +54,7 @@ class InvoiceRetry:
                 err=True,
             ):
                 self.err.print(
-                    f"not retried {rec.key}: it stays failed; "
-                    + retry_instruction(invoice_id),
+                    f"not retried {rec.key}: it stays failed; " + retry_instruction(invoice_id),
                     highlight=False,
                 )
                 return False

@@ -9,8 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from sandbox import credentials
 from tests.e2e.conftest import Stack, _make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +73,23 @@ def st_total(stack: Stack, invoice_id: int) -> Decimal:
     return Decimal(str(invoice(stack, invoice_id)["totalPrice"])).quantize(Decimal("0.01"))
 
 
+def office_api(stack: Stack) -> httpx.Client:
+    """The office's own session on the ServiceTrade simulator's REST API."""
+    base = stack.sandbox.st_url
+    token = httpx.post(
+        f"{base}/api/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials.ST_CLIENT_ID,
+            "client_secret": credentials.ST_CLIENT_SECRET,
+        },
+        timeout=10,
+    ).json()["access_token"]
+    return httpx.Client(
+        base_url=f"{base}/api", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
 def edited_items(stack: Stack, invoice_id: int, add: int = 2) -> list[dict[str, Any]]:
     items = [dict(i) for i in invoice(stack, invoice_id)["items"]]
     items[0]["quantity"] = float(Decimal(str(items[0]["quantity"])) + add)
@@ -80,8 +99,10 @@ def edited_items(stack: Stack, invoice_id: int, add: int = 2) -> list[dict[str, 
 def approve_and_wait(stack: Stack, inv_id: int, number: str | None = None) -> None:
     office(stack, inv_id, status="pending_accounting")
     wait_for(
-        lambda: invoice(stack, inv_id)["status"] == "processed"
-        and (number is None or invoice(stack, inv_id)["invoiceNumber"] == number),
+        lambda: (
+            invoice(stack, inv_id)["status"] == "processed"
+            and (number is None or invoice(stack, inv_id)["invoiceNumber"] == number)
+        ),
         60,
         what=f"invoice {inv_id} processed {number or ''}",
     )
@@ -95,14 +116,35 @@ def test_rebill_edit_and_reapprove_end_to_end(stack: Stack) -> None:
     first = st_total(stack, inv_id)
     assert owed_in_spectrum(stack, inv_id) == first
 
-    office(stack, inv_id, items=edited_items(stack, inv_id))  # processed: nothing happens yet
-    approve_and_wait(stack, inv_id, f"ST{inv_id}-1")
+    # the office edits a line and sends the invoice to accounting again, through the API
+    line = invoice(stack, inv_id)["items"][0]
+    with office_api(stack) as api:
+        api.put(
+            f"/invoiceitem/{line['id']}", json={"quantity": line["quantity"] + 2}
+        ).raise_for_status()
+        stack.flush_webhooks()  # processed: nothing happens yet
+        api.put(f"/invoice/{inv_id}", json={"status": "pending_accounting"}).raise_for_status()
+    stack.flush_webhooks()
+    wait_for(
+        lambda: (
+            invoice(stack, inv_id)["status"] == "processed"
+            and invoice(stack, inv_id)["invoiceNumber"] == f"ST{inv_id}-1"
+        ),
+        60,
+        what="rebilled and processed",
+    )
 
     assert st_total(stack, inv_id) != first
     wait_for(lambda: len(documents(stack, inv_id)) == 6, 30, what="six documents")
     assert documents(stack, inv_id) == sorted(
-        [f"ST{inv_id}", f"SC{inv_id}", f"SV{inv_id}", f"SD{inv_id}", f"ST{inv_id}-1",
-         f"SC{inv_id}-1"]
+        [
+            f"ST{inv_id}",
+            f"SC{inv_id}",
+            f"SV{inv_id}",
+            f"SD{inv_id}",
+            f"ST{inv_id}-1",
+            f"SC{inv_id}-1",
+        ]
     )
     assert owed_in_spectrum(stack, inv_id) == st_total(stack, inv_id)
     for number in documents(stack, inv_id):
@@ -140,12 +182,24 @@ def test_multi_cost_center_invoice_end_to_end(multi_cc_stack: Stack) -> None:
     other = {"SP": "FA", "FA": "SP", "EX": "SP"}[job["serviceLine"]]
     line = next(s for s in st.all("serviceline") if s["abbr"] == other)
     # the job has work in a second trade: one Spectrum job per cost center
-    st.create("jobitem", {"name": "Second trade", "quantity": 1, "cost": 10,
-                          "job": {"id": job["id"]},
-                          "serviceLine": {"id": line["id"], "abbr": other}})
+    st.create(
+        "jobitem",
+        {
+            "name": "Second trade",
+            "quantity": 1,
+            "cost": 10,
+            "job": {"id": job["id"]},
+            "serviceLine": {"id": line["id"], "abbr": other},
+        },
+    )
     items = [dict(i) for i in inv["items"]]
-    extra = {**items[0], "id": 990001, "description": "Second trade labor", "quantity": 2,
-             "serviceLine": {"id": line["id"], "abbr": other, "name": line.get("name")}}
+    extra = {
+        **items[0],
+        "id": 990001,
+        "description": "Second trade labor",
+        "quantity": 2,
+        "serviceLine": {"id": line["id"], "abbr": other, "name": line.get("name")},
+    }
     st.update("invoice", inv_id, {"items": [*items, extra]})
     register_invoice_webhook(stack)
     stack.start_worker()
@@ -164,9 +218,13 @@ def test_multi_cost_center_invoice_end_to_end(multi_cc_stack: Stack) -> None:
     assert owed_in_spectrum(stack, inv_id) == st_total(stack, inv_id)
     assert invoice(stack, inv_id)["invoiceNumber"] == numbers[0]
     note = wait_for(
-        lambda: [c["content"] for c in st.all("comment")
-                 if c.get("entityId") == inv_id and "Spectrum documents" in c["content"]],
-        30, what="numbers comment",
+        lambda: [
+            c["content"]
+            for c in st.all("comment")
+            if c.get("entityId") == inv_id and "Spectrum documents" in c["content"]
+        ],
+        30,
+        what="numbers comment",
     )
     assert all(n in note[0] for n in numbers)
 

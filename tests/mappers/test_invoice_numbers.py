@@ -65,8 +65,13 @@ def test_invoice_number_range_fallback_is_the_id_or_an_error_naming_the_key() ->
 
 def test_invoice_number_range_must_leave_room_for_every_derived_number() -> None:
     ok = InvoiceRules.model_validate(
-        {"number_prefix": "ST", "credit_memo_prefix": "SC", "void_prefix": "SV",
-         "debit_prefix": "SD", "numbers": {"prefix": "N", "start": 1, "end": 9999, "width": 4}}
+        {
+            "number_prefix": "ST",
+            "credit_memo_prefix": "SC",
+            "void_prefix": "SV",
+            "debit_prefix": "SD",
+            "numbers": {"prefix": "N", "start": 1, "end": 9999, "width": 4},
+        }
     )
     assert ok.numbers is not None and ok.numbers.format(7) == "N0007"
     assert base_fits(ok.numbers.format(9999), ok)
@@ -83,7 +88,14 @@ def test_invoice_number_range_must_leave_room_for_every_derived_number() -> None
 # --- slots and suffixes --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("group", "revision", "suffix"),
-    [(None, 0, ""), (None, 1, "-1"), (None, 10, "-A"), (0, 0, "-00"), (1, 2, "-12"), (11, 35, "-BZ")],
+    [
+        (None, 0, ""),
+        (None, 1, "-1"),
+        (None, 10, "-A"),
+        (0, 0, "-00"),
+        (1, 2, "-12"),
+        (11, 35, "-BZ"),
+    ],
 )
 def test_number_suffix(group: int | None, revision: int, suffix: str) -> None:
     assert number_suffix(group, revision) == suffix
@@ -176,8 +188,9 @@ def test_split_void_reversal_flips_the_type_and_keeps_every_amount() -> None:
         assert rev.header["Remarks"].startswith("Void of ")
     assert signed_total([invoice_doc, credit_doc]) + signed_total(
         [
-            reversal_document(d, number=f"X{n}", on=date(2026, 1, 20), rules=RULES, why="Void",
-                              invoice_id=4401)
+            reversal_document(
+                d, number=f"X{n}", on=date(2026, 1, 20), rules=RULES, why="Void", invoice_id=4401
+            )
             for n, d in enumerate((invoice_doc, credit_doc))
         ]
     ) == Decimal("0.00")
@@ -194,4 +207,3 @@ def test_rebill_content_ignores_numbers_and_dates_but_not_amounts() -> None:
     assert document_content(edited) != document_content(doc)
     (moved,) = map_invoice(inv, job_number="T99999")
     assert document_content(moved) != document_content(doc)
-

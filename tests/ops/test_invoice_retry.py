@@ -27,9 +27,16 @@ def failed_invoice(ctx: Any, world: Any, st_state: Any, spectrum_db: Any) -> int
     ServiceTrade and in the ledger; then accounting removes the squatter (the cause is fixed)."""
     inv_id = int(world.landmarks["invoice_nc"])
     with spectrum_db.transaction() as conn:
-        conn.execute(insert(il.ar_invoices).values(
-            Company_Code="ABC", Invoice_Or_Transaction=f"ST{inv_id}", Customer_Code="OTHER",
-            Transaction_Type="I", Invoice_Amount=Decimal("1.00"), Sales_Tax_Amount=Decimal(0)))
+        conn.execute(
+            insert(il.ar_invoices).values(
+                Company_Code="ABC",
+                Invoice_Or_Transaction=f"ST{inv_id}",
+                Customer_Code="OTHER",
+                Transaction_Type="I",
+                Invoice_Amount=Decimal("1.00"),
+                Sales_Tax_Amount=Decimal(0),
+            )
+        )
     assert sync_invoice(ctx, inv_id, "main").result == "failed"
     assert st_state.get("invoice", inv_id)["status"] == "failed"
     with spectrum_db.transaction() as conn:
@@ -42,7 +49,11 @@ def key(inv_id: int) -> RecordKey:
 
 
 def test_retry_dead_end_failed_invoice_is_reapproved_after_asking_and_synced(
-    cli_env: Any, cli_ctx: Any, world: Any, st_state: Any, spectrum_db: Any,
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
     published: list[Published],
 ) -> None:
     inv_id = failed_invoice(cli_ctx, world, st_state, spectrum_db)
@@ -60,7 +71,11 @@ def test_retry_dead_end_failed_invoice_is_reapproved_after_asking_and_synced(
 
 
 def test_retry_dead_end_declined_keeps_it_failed_with_the_instruction(
-    cli_env: Any, cli_ctx: Any, world: Any, st_state: Any, spectrum_db: Any,
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
     published: list[Published],
 ) -> None:
     inv_id = failed_invoice(cli_ctx, world, st_state, spectrum_db)
@@ -77,7 +92,11 @@ def test_retry_dead_end_declined_keeps_it_failed_with_the_instruction(
 
 
 def test_retry_dead_end_yes_skips_the_question(
-    cli_env: Any, cli_ctx: Any, world: Any, st_state: Any, spectrum_db: Any,
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
     published: list[Published],
 ) -> None:
     inv_id = failed_invoice(cli_ctx, world, st_state, spectrum_db)
@@ -88,7 +107,11 @@ def test_retry_dead_end_yes_skips_the_question(
 
 
 def test_retry_dead_end_refuses_an_invoice_that_is_not_approved(
-    cli_env: Any, cli_ctx: Any, world: Any, st_state: Any, spectrum_db: Any,
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
     published: list[Published],
 ) -> None:
     inv_id = failed_invoice(cli_ctx, world, st_state, spectrum_db)

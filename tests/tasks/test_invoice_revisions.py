@@ -140,7 +140,11 @@ def test_rebill_of_a_split_invoice_reverses_both_halves(
     out = sync_invoice(ctx, inv_id, "main")
     assert out.result == "synced", out.message
     assert set(documents(ctx, inv_id)) == {
-        f"ST{inv_id}", f"SC{inv_id}", f"SV{inv_id}", f"SD{inv_id}", f"ST{inv_id}-1",
+        f"ST{inv_id}",
+        f"SC{inv_id}",
+        f"SV{inv_id}",
+        f"SD{inv_id}",
+        f"ST{inv_id}-1",
         f"SC{inv_id}-1",
     }
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id)
@@ -303,12 +307,24 @@ def test_multi_cost_center_invoice_posts_one_document_set_per_spectrum_job(
     line = job["serviceLine"]
     other = {"SP": "FA", "FA": "SP", "EX": "SP"}[line]
     fa = next(s for s in st_state.all("serviceline") if s["abbr"] == other)
-    st_state.create("jobitem", {"name": "Second trade", "quantity": 1, "cost": 10,
-                                "job": {"id": job["id"]},
-                                "serviceLine": {"id": fa["id"], "abbr": other}})
+    st_state.create(
+        "jobitem",
+        {
+            "name": "Second trade",
+            "quantity": 1,
+            "cost": 10,
+            "job": {"id": job["id"]},
+            "serviceLine": {"id": fa["id"], "abbr": other},
+        },
+    )
     items = [dict(i) for i in inv["items"]]
-    extra = {**items[0], "id": 990001, "description": "Second trade labor", "quantity": 2,
-             "serviceLine": {"id": fa["id"], "abbr": other, "name": fa.get("name")}}
+    extra = {
+        **items[0],
+        "id": 990001,
+        "description": "Second trade labor",
+        "quantity": 2,
+        "serviceLine": {"id": fa["id"], "abbr": other, "name": fa.get("name")},
+    }
     st_state.update("invoice", inv_id, {"items": [*items, extra]})
 
     out = sync_invoice(ctx, inv_id, "main")
@@ -316,8 +332,7 @@ def test_multi_cost_center_invoice_posts_one_document_set_per_spectrum_job(
     assert out.result == "synced", out.message
     numbers = documents(ctx, inv_id)
     jobs = {
-        n: spectrum_db.rows(AR, Invoice_Or_Transaction=n)[0]["Job_Number"].strip()
-        for n in numbers
+        n: spectrum_db.rows(AR, Invoice_Or_Transaction=n)[0]["Job_Number"].strip() for n in numbers
     }
     assert len(set(jobs.values())) == 2, jobs
     assert all(len(n) <= 10 for n in numbers)
@@ -350,9 +365,16 @@ def test_invoice_number_range_allocates_when_servicetrade_has_none(
     assert len(str(big)) == 16
     # a number Spectrum already holds is skipped
     with spectrum_db.transaction() as conn:
-        conn.execute(insert(il.ar_invoices).values(
-            Company_Code="ABC", Invoice_Or_Transaction="STN0001", Customer_Code="X",
-            Transaction_Type="I", Invoice_Amount=Decimal("1.00"), Sales_Tax_Amount=Decimal(0)))
+        conn.execute(
+            insert(il.ar_invoices).values(
+                Company_Code="ABC",
+                Invoice_Or_Transaction="STN0001",
+                Customer_Code="X",
+                Transaction_Type="I",
+                Invoice_Amount=Decimal("1.00"),
+                Sales_Tax_Amount=Decimal(0),
+            )
+        )
 
     out = sync_invoice(ctx, big, "main")
 

@@ -68,14 +68,16 @@ def sync_through_ghosts(ctx: Any, app: Any, invoice_id: int, ghost: bool) -> Any
 )
 @given(steps=st.lists(step, min_size=1, max_size=7))
 def test_rebill_split_void_sequences_keep_spectrum_equal_to_servicetrade(
-    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any,
+    ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    spectrum_app: Any,
     steps: list[tuple[str, Any]],
 ) -> None:
     template = dict(st_state.get("invoice", world.landmarks["mixed_sign_invoice"]))
     inv_id = next(_ids)
-    st_state.create(
-        "invoice", {**template, "id": inv_id, "status": "ok", "invoiceNumber": None}
-    )
+    st_state.create("invoice", {**template, "id": inv_id, "status": "ok", "invoiceNumber": None})
     owed = Decimal("0.00")  # what ServiceTrade says is owed: the total of the last approval
     for action, arg in steps:
         inv = st_state.get("invoice", inv_id)
