@@ -35,9 +35,13 @@ What one approved invoice becomes (``st_invoice_to_ar_invoices``):
   (``salesperson_code_for``); none while ``invoices.require_salesperson`` -> ``PrerequisiteMissing``
   naming the ServiceTrade user.
 
-A voided invoice that was posted gets one offsetting credit memo of its posted invoice document
-(``void_credit_memo``), numbered ``invoices.void_prefix`` + the same base. ``void_skip_reason``
-recognises what must not be credited (never posted, already credited, posted as a credit memo only).
+Changes after posting (F21): every document of an invoice has a ``DocumentSlot`` (half, cost-center
+group, revision) and a number derived from one base that always fits 10 characters
+(``servicetrade_number_base`` / ``fallback_number_base`` / the ``invoices.numbers`` range in the
+task); ``document_content`` is what a re-approval compares; ``reversal_document`` cancels a
+document exactly as Spectrum holds it (rebill and void); ``group_invoices`` splits a
+multi-cost-center invoice by Spectrum job. ``void_credit_memo`` / ``void_skip_reason`` are the
+first release's one-document void, still used by the preview.
 """
 
 from __future__ import annotations

@@ -1,20 +1,25 @@
-"""ServiceTrade invoices -> Spectrum AR invoices and credit memos (F5, F6, F14).
+"""ServiceTrade invoices -> Spectrum AR invoices and credit memos (F5, F6, F14, F21).
 
 One task, ``sync.invoice(invoice_id, connection)``, decides from the invoice's fresh state:
 
-- ``pending_accounting`` (approved): post it (``post_invoice``). Customer, site and job first
-  (chain), then the Spectrum documents from ``mappers.invoice``: one AR invoice of the positive
-  lines and, when the invoice also has negative lines, one credit memo of them. Their numbers are
-  stored in the ledger before the write. Each document that lands gets its own ledger row
-  (record type ``ar_document``), so a split whose second half was refused is resumed later and the
-  first half is never posted again. Only when every document is in Spectrum does ServiceTrade hear
-  ``processed`` with the Spectrum number. Any permanent failure -> ServiceTrade ``failed`` plus a
-  comment saying what to fix (one comment per distinct problem); a missing prerequisite (e.g. a
-  salesperson without a Spectrum code) also records an alert for the support contacts.
-- ``void``: when the invoice was posted, post one offsetting credit memo of the AR invoice exactly
-  as Spectrum holds it (``void_invoice``, ledger record type ``invoice_void``). Never posted,
-  already credited, or posted as a credit memo only -> skipped with the reason.
-- any other status: nothing to do (an audit row says why).
+- ``pending_accounting`` (approved): make Spectrum hold what the invoice says (``post_invoice``).
+  Customer, site and job first (chain), then the Spectrum documents from ``mappers.invoice``: per
+  Spectrum job (one, or one per cost center of a multi-cost-center job) an AR invoice of the
+  positive lines and a credit memo of the negative ones. Numbers (``DocumentSlot``: half, group,
+  revision) derive from a base kept in the ledger before the first write: ServiceTrade's
+  ``invoiceNumber`` when usable, else ``invoices.numbers``. Each document that lands gets its own
+  ledger row (``ar_document``), so a half that was refused is sent later alone and nothing is
+  posted twice. Approved again after posting: unchanged -> ``processed`` again; changed ->
+  ``invoices.on_change_after_posting``: ``rebill`` reverses every document in force exactly as
+  Spectrum holds it and posts the new ones under the next revision, ``alert`` fails the invoice
+  with both totals. Only when every document is in Spectrum does ServiceTrade hear ``processed``
+  with the first number (all numbers in one comment). Any permanent failure -> ServiceTrade
+  ``failed`` plus a comment saying what to fix; a missing prerequisite also alerts.
+- ``void``: reverse every document in force (``void_invoice``, ledger record type
+  ``invoice_void``): a credit memo per invoice, a debit invoice per credit memo, so the voided
+  invoice's documents sum to 0.00. Never posted or already reversed -> skipped with the reason.
+- any other status: nothing to do (an audit row says why); a failed row reopened while ServiceTrade
+  still says ``failed`` goes back to ``failed`` with the retry instruction.
 
 Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a ``sent:<number>`` flag; the
 next attempt looks the number up in Info-Link (``CR_INVOICE_HEADER_MC``) and adopts the document
@@ -344,7 +349,7 @@ def _allocated_base(ctx: SyncContext, conn: ConnectionSettings, invoice: Invoice
         log.warning("invoice number already used in Spectrum; skipped", extra={"code": base})
     raise PermanentError(
         f"{record_name(invoice)}: 1000 consecutive invoice numbers are already used in "
-        "Spectrum; move [connections.{conn.name}.invoices] numbers",
+        f"Spectrum; move [connections.{conn.name}.invoices] numbers",
         field="invoices.numbers",
     )
 
