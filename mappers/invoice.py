@@ -902,7 +902,10 @@ def failure_comment(invoice_id: int, error: BaseException, *, voided: bool = Fal
         if value not in (None, ""):
             detail += f", value: {value!r}"
         parts.append(detail)
-    if voided:
+    how_to_retry = getattr(error, "how_to_retry", None)
+    if isinstance(how_to_retry, str) and how_to_retry:
+        parts.append(how_to_retry)
+    elif voided:
         parts.append(
             "Fix the cause (Spectrum setup or the stsync configuration), then run "
             f"`stsync retry invoice {invoice_id}`; the credit memo is posted once."

@@ -152,6 +152,9 @@ class InvoiceChanged(PermanentError):
     """An invoice approved again with other contents than Spectrum holds, under the ``alert``
     policy: nothing is posted, ServiceTrade hears ``failed`` and a person is alerted."""
 
+    #: what the failure comment says instead of the usual "set it back to pending accounting"
+    how_to_retry: str = ""
+
 
 def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = None) -> Outcome:
     """Make Spectrum hold what the approved invoice says, then mark it ``processed``.
@@ -223,7 +226,7 @@ def _post(
         _verify_held(ctx, conn, invoice_id, current, rows, record)
         if _drifted(current, rows, desired):
             if conn.rules.invoices.on_change_after_posting == "alert":
-                raise _changed_error(record, current, rows, desired)
+                raise _changed_error(record, invoice_id, current, rows, desired)
             revision = _new_revision(ctx, run, revision)
             desired = _desired(ctx, conn, run, invoice, base, revision)
     # earlier revisions still in force (a rebill, or one interrupted by a crash) are reversed
@@ -410,6 +413,7 @@ def _owed_by(rows: Mapping[str, Record], kinds: Sequence[str]) -> Decimal:
 
 def _changed_error(
     record: str,
+    invoice_id: int,
     current: Sequence[str],
     rows: Mapping[str, Record],
     desired: Sequence[tuple[DocumentSlot, ARInvoiceRequest]],
@@ -417,7 +421,7 @@ def _changed_error(
     held = _owed_by(rows, current)
     now = signed_total([doc for _, doc in desired])
     numbers = ", ".join(str(rows[k].spectrum_key) for k in current)
-    return InvoiceChanged(
+    error = InvoiceChanged(
         f"{record}: changed after it was posted: Spectrum holds {numbers} for {held}, "
         f"ServiceTrade now says {now} (difference {now - held}). "
         'invoices.on_change_after_posting = "alert": nothing was posted. Correct it in Spectrum, '
@@ -425,6 +429,14 @@ def _changed_error(
         field="totalPrice",
         value=str(now),
     )
+    error.how_to_retry = (
+        'Under on_change_after_posting = "alert" stsync leaves Spectrum as it is: correct it '
+        'there by hand (this invoice then stays failed here), or set on_change_after_posting = '
+        '"rebill" and set the invoice back to pending accounting (or run `stsync retry invoice '
+        f"{invoice_id}`): stsync then reverses what Spectrum holds and posts the invoice "
+        "as it is now."
+    )
+    return error
 
 
 def _verify_held(

@@ -170,6 +170,7 @@ def test_rebill_alert_policy_fails_with_both_totals_and_posts_nothing(
     comment = comments_on(st_state, inv_id)[-1]
     assert f"for {held}" in comment and f"now says {now}" in comment
     assert f"difference {now - held}" in comment
+    assert 'set on_change_after_posting = "rebill"' in comment
     alerts = ctx.ledger.alerts(RecordKey("main", RECORD_TYPE, str(inv_id)))
     assert [a["kind"] for a in alerts] == ["drift"]
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == held
