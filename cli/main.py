@@ -495,6 +495,10 @@ def retry(
     if record_type and record_id:
         key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
         rec = led.get(key)
+        if rec is not None and key.record_type == "invoice" and rec.status is Status.DONE:
+            # a posted invoice whose void failed: `retry invoice N` means its void
+            void = led.get(RecordKey(key.connection, "invoice_void", record_id))
+            rec = void if void is not None and void.status is not Status.DONE else rec
         if rec is None:
             err.print(f"no ledger record for {key}")
             raise typer.Exit(1)

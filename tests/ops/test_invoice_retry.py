@@ -143,3 +143,44 @@ def test_retry_dead_end_reopened_row_never_stays_pending(
     assert "set the invoice back to pending accounting" in (rec.last_error or "")
     assert f"stsync retry invoice {inv_id}" in (rec.last_error or "")
     assert f"main/invoice/{inv_id}" in run("failures").output
+
+
+def test_retry_dead_end_of_a_failed_void_retries_the_void(
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    published: list[Published],
+) -> None:
+    """The failure comment of a void says `stsync retry invoice N`: that replays the void (the
+    approval itself is done), without touching the invoice's status in ServiceTrade."""
+    inv_id = int(world.landmarks["invoice_nc"])
+    assert sync_invoice(cli_ctx, inv_id, "main").ok
+    with spectrum_db.transaction() as conn:
+        conn.execute(
+            insert(il.ar_invoices).values(
+                Company_Code="ABC",
+                Invoice_Or_Transaction=f"SV{inv_id}",
+                Customer_Code="OTHER",
+                Transaction_Type="C",
+                Invoice_Amount=Decimal("1.00"),
+                Sales_Tax_Amount=Decimal(0),
+            )
+        )
+    st_state.update("invoice", inv_id, {"status": "void"})
+    assert sync_invoice(cli_ctx, inv_id, "main").result == "failed"
+    comment = [c for c in st_state.all("comment") if c.get("entityId") == inv_id][-1]
+    assert f"stsync retry invoice {inv_id}" in comment["content"]
+    with spectrum_db.transaction() as conn:
+        conn.execute(delete(il.ar_invoices).where(il.ar_invoices.c.Customer_Code == "OTHER"))
+
+    res = run("retry", "invoice", str(inv_id))
+
+    assert res.exit_code == 0, res.output
+    assert [(p.task, p.args) for p in published] == [("sync.invoice", (inv_id, "main"))]
+    void_key = RecordKey("main", "invoice_void", str(inv_id))
+    assert cli_ctx.ledger.get(void_key).status is Status.PENDING
+    assert st_state.get("invoice", inv_id)["status"] == "void"
+    assert sync_invoice(cli_ctx, inv_id, "main").result == "synced"
+    assert cli_ctx.ledger.get(void_key).status is Status.DONE
