@@ -96,7 +96,6 @@ PROCESSED = "processed"
 FAILED = "failed"
 
 
-
 # --- entry point ---------------------------------------------------------------------------------
 def sync_invoice(
     ctx: SyncContext, invoice_id: int, connection: str | None = None, *, replay: bool = False
@@ -122,29 +121,42 @@ def sync_invoice(
     if invoice.status == PENDING_ACCOUNTING:
         return post_invoice(ctx, invoice_id, conn.name)
     if invoice.status == VOID:
-        return void_invoice(ctx, invoice_id, conn.name, replay=replay)
+        outcome = void_invoice(ctx, invoice_id, conn.name, replay=replay)
+        _settle_reopened_approval(ctx, key, invoice)
+        return outcome
     rec = ctx.ledger.get(key)
     why = (
         f"status is {invoice.status!r}: only {PENDING_ACCOUNTING!r} and {VOID!r} invoices are "
         "synced"
     )
     ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
-    if rec is not None and rec.status is Status.PENDING and rec.error_kind is None and (
-        rec.last_error
-    ):
-        # a failed record reopened (stsync retry) while ServiceTrade still says it is not
-        # approved: nothing will post it, so it goes back to the failures list with the way out
-        plan = retry_plan_for(invoice)
-        reason = (
-            f"invoice {invoice_id} is {invoice.status!r} in ServiceTrade, so nothing posts it: "
-            + retry_instruction(invoice_id)
-            if plan.reapprove
-            else plan.message
-        )
-        ctx.ledger.mark(key, Status.FAILED, error_kind="not_approved", reason=reason)
-        return Outcome("failed", key, rec.spectrum_key, reason)
+    settled = _settle_reopened_approval(ctx, key, invoice)
+    if settled is not None:
+        return settled
     result = "unchanged" if rec is not None and rec.status is Status.DONE else "skipped"
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
+
+
+def _settle_reopened_approval(ctx: SyncContext, key: RecordKey, invoice: Invoice) -> Outcome | None:
+    """A failed approval reopened (``stsync retry``) while ServiceTrade does not say
+    ``pending_accounting`` is never left ``pending`` with nothing to post it: voided -> skipped
+    (there is nothing to approve any more), else failed again with the way out."""
+    rec = ctx.ledger.get(key)
+    if rec is None or rec.status is not Status.PENDING or rec.error_kind or not rec.last_error:
+        return None
+    if invoice.status == VOID:
+        reason = f"invoice {invoice.id} was voided in ServiceTrade before it was posted"
+        ctx.ledger.mark(key, Status.SKIPPED, error_kind="skipped", reason=reason)
+        return Outcome("skipped", key, rec.spectrum_key, reason)
+    plan = retry_plan_for(invoice)
+    reason = (
+        f"invoice {invoice.id} is {invoice.status!r} in ServiceTrade, so nothing posts it: "
+        + retry_instruction(invoice.id)
+        if plan.reapprove
+        else plan.message
+    )
+    ctx.ledger.mark(key, Status.FAILED, error_kind="not_approved", reason=reason)
+    return Outcome("failed", key, rec.spectrum_key, reason)
 
 
 # --- approved invoices (F5, F21) -----------------------------------------------------------------

@@ -184,3 +184,24 @@ def test_retry_dead_end_of_a_failed_void_retries_the_void(
     assert st_state.get("invoice", inv_id)["status"] == "void"
     assert sync_invoice(cli_ctx, inv_id, "main").result == "synced"
     assert cli_ctx.ledger.get(void_key).status is Status.DONE
+
+
+def test_retry_dead_end_failed_then_voided_invoice_is_settled_not_pending(
+    cli_env: Any,
+    cli_ctx: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    published: list[Published],
+) -> None:
+    """Failed, then the office voided it, then `retry --all-failed`: the approval row must end
+    final (skipped: nothing to approve any more), not pending with nothing queued for it."""
+    inv_id = failed_invoice(cli_ctx, world, st_state, spectrum_db)
+    st_state.update("invoice", inv_id, {"status": "void"})
+    res = run("retry", "--all-failed", "--yes")
+    assert res.exit_code == 0, res.output
+    assert ("sync.invoice", (inv_id, "main")) in [(p.task, p.args) for p in published]
+    sync_invoice(cli_ctx, inv_id, "main")  # the worker runs the queued task
+    rec = cli_ctx.ledger.get(key(inv_id))
+    assert rec.status is Status.SKIPPED
+    assert "voided in ServiceTrade before it was posted" in (rec.last_error or "")
