@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from sandbox import credentials
-from tests.e2e.conftest import Stack, _make_stack, wait_for
+from tests.e2e.conftest import Stack, _make_stack
+from worker.serve import wait_for
 
 pytestmark = pytest.mark.e2e
 
