@@ -40,8 +40,8 @@ group, revision) and a number derived from one base that always fits 10 characte
 (``servicetrade_number_base`` / ``fallback_number_base`` / the ``invoices.numbers`` range in the
 task); ``document_content`` is what a re-approval compares; ``reversal_document`` cancels a
 document exactly as Spectrum holds it (rebill and void); ``group_invoices`` splits a
-multi-cost-center invoice by Spectrum job. ``void_credit_memo`` / ``void_skip_reason`` are the
-first release's one-document void, still used by the preview.
+multi-cost-center invoice by Spectrum job. ``void_credit_memo`` / ``void_skip_reason`` /
+``document_numbers`` are the first release's one-document rules; the sync no longer uses them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ One task, ``sync.invoice(invoice_id, connection)``, decides from the invoice's f
 - any other status: nothing to do (an audit row says why); a failed row reopened while ServiceTrade
   still says ``failed`` goes back to ``failed`` with the retry instruction.
 
-Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a ``sent:<number>`` flag; the
+Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a sent marker
+(``AddARInvoice:<number>``, ``tasks.state``); the
 next attempt looks the number up in Info-Link (``CR_INVOICE_HEADER_MC``) and adopts the document
 when customer, type and amounts match, else reports a collision and never overwrites.
 The sweep backstop (``sweep_pending_invoices``) enqueues every ``pending_accounting`` invoice.
@@ -34,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from clients.errors import (
@@ -53,6 +54,7 @@ from mappers.invoice import (
     MAX_REVISION,
     PENDING_ACCOUNTING,
     VOID,
+    VOID_KIND,
     DocumentSlot,
     PostedDocuments,
     ar_request_from_infolink,
@@ -73,23 +75,35 @@ from mappers.invoice import (
     slot_of_kind,
     st_invoice_to_ar_invoices,
 )
-from mappers.invoice import VOID_KIND as VOID_KIND  # re-exported: the ledger kind of a void
 from tasks import customer as customer_task
 from tasks import job as job_task
+from tasks import registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, problem_key, record_alert, run_record, same_text
+from tasks.state import (
+    ADD_AR_INVOICE,
+    DocumentNumbersState,
+    DocumentState,
+    DocumentSummary,
+    InvoiceState,
+    Result,
+    VoidState,
+)
 from worker.context import SyncContext, get_context
 from worker.ledger import Record, RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.invoice")
 
-RECORD_TYPE = "invoice"
-VOID_RECORD_TYPE = "invoice_void"
+#: the state of an approval or a void (both post AR documents and comment on failures)
+P = TypeVar("P", bound=InvoiceState)
+
+RECORD_TYPE = registry.INVOICE.name
+VOID_RECORD_TYPE = registry.INVOICE_VOID.name
 #: one row per Spectrum document that landed: source id ``<invoice id>:<kind>``
-DOCUMENT_RECORD_TYPE = "ar_document"
-TASK_NAME = "sync.invoice"
+DOCUMENT_RECORD_TYPE = registry.AR_DOCUMENT.name
+TASK_NAME = registry.INVOICE.task
 #: ServiceTrade entity type number of invoices (comments, reference §5.8)
 INVOICE_ENTITY_TYPE = 6
 PROCESSED = "processed"
@@ -117,7 +131,7 @@ def sync_invoice(
             key=key,
             detail="the invoice no longer exists in ServiceTrade",
         )
-        return Outcome("skipped", key, None, "the invoice no longer exists in ServiceTrade")
+        return Outcome(Result.SKIPPED, key, None, "the invoice no longer exists in ServiceTrade")
     if invoice.status == PENDING_ACCOUNTING:
         return post_invoice(ctx, invoice_id, conn.name)
     if invoice.status == VOID:
@@ -133,7 +147,7 @@ def sync_invoice(
     settled = _settle_reopened_approval(ctx, key, invoice)
     if settled is not None:
         return settled
-    result = "unchanged" if rec is not None and rec.status is Status.DONE else "skipped"
+    result = Result.UNCHANGED if rec is not None and rec.status is Status.DONE else Result.SKIPPED
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
 
 
@@ -147,7 +161,7 @@ def _settle_reopened_approval(ctx: SyncContext, key: RecordKey, invoice: Invoice
     if invoice.status == VOID:
         reason = f"invoice {invoice.id} was voided in ServiceTrade before it was posted"
         ctx.ledger.mark(key, Status.SKIPPED, error_kind="skipped", reason=reason)
-        return Outcome("skipped", key, rec.spectrum_key, reason)
+        return Outcome(Result.SKIPPED, key, rec.spectrum_key, reason)
     plan = retry_plan_for(invoice)
     reason = (
         f"invoice {invoice.id} is {invoice.status!r} in ServiceTrade, so nothing posts it: "
@@ -156,7 +170,7 @@ def _settle_reopened_approval(ctx: SyncContext, key: RecordKey, invoice: Invoice
         else plan.message
     )
     ctx.ledger.mark(key, Status.FAILED, error_kind="not_approved", reason=reason)
-    return Outcome("failed", key, rec.spectrum_key, reason)
+    return Outcome(Result.FAILED, key, rec.spectrum_key, reason)
 
 
 # --- approved invoices (F5, F21) -----------------------------------------------------------------
@@ -181,49 +195,48 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
     before = ctx.ledger.get(key)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[InvoiceState]) -> Outcome:
         return _post(ctx, conn, run, invoice_id, before)
 
-    def on_permanent(run: Run, exc: PermanentError) -> None:
+    def on_permanent(run: Run[InvoiceState], exc: PermanentError) -> None:
         if isinstance(exc, InvoiceChanged):
             record_alert(ctx, run.key, "drift", str(exc))
         _fail_in_servicetrade(ctx, run, invoice_id, exc)
 
-    return run_record(ctx, key, body, reclaim_done=True, on_permanent=on_permanent)
+    return run_record(
+        ctx, key, body, state=InvoiceState, reclaim_done=True, on_permanent=on_permanent
+    )
 
 
 def _post(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int, before: Record | None
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[InvoiceState],
+    invoice_id: int,
+    before: Record | None,
 ) -> Outcome:
     invoice = ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
-    planned: dict[str, dict[str, Any]] = dict(run.state.get("planned") or {})
+    planned = dict(run.state.planned)
     if invoice.status != PENDING_ACCOUNTING:
         rows = _document_rows(ctx, conn.name, invoice_id, _known_kinds(run.state))
-        if planned and all(str(s["kind"]) in rows for s in planned.values()):
-            return run.done("unchanged", run.record.spectrum_key, message="already posted")
+        if planned and all(s.kind in rows for s in planned.values()):
+            return run.done(Result.UNCHANGED, run.record.spectrum_key, message="already posted")
         why = f"{record}: status is now {invoice.status!r}; nothing posted"
         if before is not None and before.status is not Status.IN_FLIGHT:
             # a duplicate delivery that lost the race with the attempt that set this status:
             # leave that attempt's outcome (e.g. failed with its reason) as it was
-            ctx.ledger.mark(
-                run.key,
-                before.status,
-                error_kind=before.error_kind,
-                reason=before.last_error,
-                state=run.state,
-            )
-            return Outcome("unchanged", run.key, before.spectrum_key, why)
+            run.mark(before.status, error_kind=before.error_kind, reason=before.last_error)
+            return Outcome(Result.UNCHANGED, run.key, before.spectrum_key, why)
         raise RecordSkipped(why)
     if invoice.type != "invoice":
         raise RecordSkipped(f"{record}: type {invoice.type!r} is not a customer invoice")
     # documents whose write outcome is unknown (ghost writes) are looked up before deciding
     how = _confirm_unknown_writes(ctx, run, invoice_id, run.state, record)
-    ar = _ar(run.state)
     base = _number_base(ctx, conn, run, invoice)
     kinds = _known_kinds(run.state)
     rows = _document_rows(ctx, conn.name, invoice_id, kinds)
-    revision = int(ar.get("revision", 0))
+    revision = run.state.ar.revision
     in_force = _in_force(kinds, rows)
     if any(
         slot_of_kind(k).revision == revision and slot_of_kind(k).reversal_kind in rows
@@ -250,7 +263,7 @@ def _post(
         for k in stale
     ]
     docs = reversals + [(slot.kind, doc) for slot, doc in desired]
-    run.state["planned"] = {doc.number: _summary(doc, kind) for kind, doc in docs}
+    run.state.planned = {doc.number: _summary(doc, kind) for kind, doc in docs}
     _remember_kinds(run, [slot.kind for slot, _ in desired])
     run.save(spectrum_key=desired[0][1].number)
     how.update(_post_documents(ctx, conn, run, invoice_id, docs, record=record))
@@ -266,38 +279,34 @@ def _post(
     _numbers_comment(ctx, run, invoice_id, revision, desired, pairs)
     # ServiceTrade hears "processed" only once every document is in Spectrum; an invoice
     # approved again unchanged gets this (and only this) again
-    ctx.st.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
+    ctx.st_writes.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
     run.finish_step("writeback")
     kinds_how = set(how.values())
-    result = "synced" if "created" in kinds_how else "adopted" if kinds_how else "unchanged"
-    digest = request_digest([_summary(doc, slot.kind)["digest"] for slot, doc in desired])
+    result = (
+        Result.SYNCED
+        if "created" in kinds_how
+        else Result.ADOPTED
+        if kinds_how
+        else Result.UNCHANGED
+    )
+    digest = request_digest([_summary(doc, slot.kind).digest for slot, doc in desired])
     return run.done(result, first, digest=digest, message=", ".join(numbers))
 
 
 # --- the invoice's documents: numbers, revisions, what is in force --------------------------------
-def _ar(state: dict[str, Any]) -> dict[str, Any]:
-    """The invoice's Spectrum numbering (one grouped state key): ``base``, ``revision``,
-    ``kinds`` (every document kind ever planned), ``dates`` (posting date per revision > 0),
-    ``noted`` (revisions whose numbers were written to ServiceTrade in a comment)."""
-    ar: dict[str, Any] = state.setdefault("ar", {})
-    return ar
-
-
-def _known_kinds(state: Mapping[str, Any]) -> list[str]:
+def _known_kinds(state: InvoiceState) -> list[str]:
     """Every document kind planned for the invoice, oldest first (older rows: from ``planned``)."""
-    ar = state.get("ar") or {}
-    kinds = list(ar.get("kinds") or [])
-    for summary in (state.get("planned") or {}).values():
-        kind = str(summary["kind"])
+    kinds = list(state.ar.kinds)
+    for summary in state.planned.values():
+        kind = summary.kind
         if kind not in kinds and not kind.startswith("reversal.") and kind != VOID_KIND:
             kinds.append(kind)
     return kinds
 
 
-def _remember_kinds(run: Run, kinds: Sequence[str]) -> None:
-    ar = _ar(run.state)
-    known = list(ar.get("kinds") or _known_kinds(run.state))
-    ar["kinds"] = known + [k for k in kinds if k not in known]
+def _remember_kinds(run: Run[InvoiceState], kinds: Sequence[str]) -> None:
+    known = list(run.state.ar.kinds or _known_kinds(run.state))
+    run.state.ar.kinds = known + [k for k in kinds if k not in known]
 
 
 def _document_rows(
@@ -320,21 +329,21 @@ def _in_force(kinds: Sequence[str], rows: Mapping[str, Record]) -> list[str]:
     return [k for k in kinds if k in rows and slot_of_kind(k).reversal_kind not in rows]
 
 
-def _number_base(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice: Invoice) -> str:
+def _number_base(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[InvoiceState], invoice: Invoice
+) -> str:
     """The base of every Spectrum number of this invoice, kept in the ledger before any write:
     ServiceTrade's ``invoiceNumber`` when usable, else the next number of ``invoices.numbers``
     (skipping numbers Spectrum already holds), else (no range configured) the ServiceTrade id."""
-    ar = _ar(run.state)
-    if ar.get("base"):
-        return str(ar["base"])
+    if run.state.ar.base:
+        return run.state.ar.base
     rules = conn.rules.invoices
-    legacy = run.state.get("numbers")
+    legacy = run.state.numbers
     if legacy:  # a row from before revisions: its invoice number is number_prefix + base
-        number = str(legacy["invoice"])
-        base = number[len(rules.number_prefix) :]
+        base = legacy.invoice[len(rules.number_prefix) :]
     else:
         base = servicetrade_number_base(invoice, rules) or _allocated_base(ctx, conn, invoice)
-    ar["base"] = base
+    run.state.ar.base = base
     run.save()
     return base
 
@@ -369,31 +378,31 @@ def _allocated_base(ctx: SyncContext, conn: ConnectionSettings, invoice: Invoice
     )
 
 
-def _new_revision(ctx: SyncContext, run: Run, revision: int) -> int:
+def _new_revision(ctx: SyncContext, run: Run[InvoiceState], revision: int) -> int:
     """Start the next revision; saved (a recovery point) before anything of it is written."""
-    ar = _ar(run.state)
+    ar = run.state.ar
     revision += 1
     if revision > MAX_REVISION:
         raise PermanentError(
             f"{run.key}: rebilled {MAX_REVISION} times already; correct it in Spectrum by hand",
             field="Invoice_Or_Transaction",
         )
-    ar["revision"] = revision
-    ar.setdefault("dates", {})[str(revision)] = datetime.now(
-        ZoneInfo(ctx.settings.timezone)
-    ).date().isoformat()
+    ar.revision = revision
+    today = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
+    ar.dates = {**ar.dates, str(revision): today}
     run.save()
     return revision
 
 
-def _posting_date(ctx: SyncContext, run: Run, revision: int) -> date | None:
+def _posting_date(ctx: SyncContext, run: Run[InvoiceState], revision: int) -> date | None:
     """Revision 0 is dated as the invoice; a rebill (and its reversals) the day it is posted."""
     if revision == 0:
         return None
-    dates = _ar(run.state).setdefault("dates", {})
-    if str(revision) not in dates:  # pragma: no cover - _new_revision sets it
-        dates[str(revision)] = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
-    return date.fromisoformat(str(dates[str(revision)]))
+    ar = run.state.ar
+    if str(revision) not in ar.dates:  # pragma: no cover - _new_revision sets it
+        today = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
+        ar.dates = {**ar.dates, str(revision): today}
+    return date.fromisoformat(ar.dates[str(revision)])
 
 
 def _drifted(
@@ -408,19 +417,25 @@ def _drifted(
         doc = by_kind.get(kind)
         if doc is None:
             return True
-        held = rows[kind].state
-        if held.get("content"):
-            if held["content"] != document_content(doc):
+        held = DocumentState.load(rows[kind].state)
+        if held.content:
+            if held.content != document_content(doc):
                 return True
             continue
         now = _summary(doc, kind)  # a row from before content digests: compare the money
-        if any(str(held.get(k)) != str(now[k]) for k in ("type", "customer", "amount", "tax")):
+        if (held.type, held.customer, held.amount, held.tax) != (
+            now.type,
+            now.customer,
+            now.amount,
+            now.tax,
+        ):
             return True
     return False
 
 
 def _owed_by(rows: Mapping[str, Record], kinds: Sequence[str]) -> Decimal:
-    return owed([(str(rows[k].state["type"]), Decimal(str(rows[k].state["total"]))) for k in kinds])
+    held = [DocumentState.load(rows[k].state) for k in kinds]
+    return owed([(str(d.type), Decimal(str(d.total or "0"))) for d in held])
 
 
 def _changed_error(
@@ -464,7 +479,8 @@ def _verify_held(
     for kind in kinds:
         number = str(rows[kind].spectrum_key)
         row = infolink.find_ar_invoice(number)
-        why = "it is not there any more" if row is None else _mismatch(row, rows[kind].state)
+        summary = DocumentSummary.model_validate(rows[kind].state)
+        why = "it is not there any more" if row is None else _mismatch(row, summary)
         if why:
             raise PermanentError(
                 f"{record}: Spectrum AR document {number}, posted by stsync for this invoice, "
@@ -510,7 +526,7 @@ def _reversal(
 
 def _numbers_comment(
     ctx: SyncContext,
-    run: Run,
+    run: Run[InvoiceState],
     invoice_id: int,
     revision: int,
     desired: Sequence[tuple[DocumentSlot, ARInvoiceRequest]],
@@ -518,8 +534,8 @@ def _numbers_comment(
 ) -> None:
     """All Spectrum numbers in one comment, once per revision, when there is more than the one
     number ``invoiceNumber`` shows (a split, several jobs, a rebill)."""
-    ar = _ar(run.state)
-    noted = list(ar.get("noted") or [])
+    ar = run.state.ar
+    noted = list(ar.noted)
     if revision in noted or (revision == 0 and len(desired) == 1):
         return
     parts = [
@@ -534,15 +550,15 @@ def _numbers_comment(
             f". Revision {revision}: the invoice changed after it was posted"
             + (f"; {', '.join(reversed_)}" if reversed_ else "")
         )
-    ar["noted"] = [*noted, revision]
+    ar.noted = [*noted, revision]
     run.save()  # remembered before posting: a lost comment is better than a storm of duplicates
-    ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, text + ".")
+    ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, text + ".")
 
 
 def _desired(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[InvoiceState],
     invoice: Invoice,
     base: str,
     revision: int,
@@ -569,10 +585,12 @@ def _desired(
         salesperson = salesperson_code_for(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
-    if revision == 0 and not run.state.get("numbers"):
+    if revision == 0 and run.state.numbers is None:
         first = DocumentSlot("invoice").numbers(base, rules.invoices, record=record)
-        # kept for older readers of the row (preview): the revision-0 numbers of one job
-        run.state["numbers"] = {"invoice": first.invoice, "credit_memo": first.credit_memo}
+        # kept for older readers of the row: the revision-0 numbers of one job
+        run.state.numbers = DocumentNumbersState(
+            invoice=first.invoice, credit_memo=first.credit_memo
+        )
     state = location.address.state if location is not None and location.address else None
     on = _posting_date(ctx, run, revision)
     if len(jobs.by_group) == 1:
@@ -720,24 +738,6 @@ def _jobs_from_st_job(
     )
 
 
-def _job_from_st_job(
-    ctx: SyncContext, conn: ConnectionSettings, invoice: Invoice, st_job: Job | None
-) -> tuple[str, str | None]:
-    """The one Spectrum job of the invoice (for the preview, which plans one job per invoice):
-    an invoice whose lines span several Spectrum jobs is an error here."""
-    jobs = _jobs_from_st_job(ctx, conn, invoice, st_job)
-    groups = {jobs.group_of(i) for i in invoice.items} or set(jobs.by_group)
-    if len(groups) == 1:
-        return jobs.by_group[next(iter(groups))]
-    raise MappingError(
-        record_name(invoice),
-        "Job_Number",
-        "the lines span several Spectrum jobs of a multi-cost-center job: the sync posts one "
-        "document set per job; the preview shows one job only",
-        value=sorted(str(g) for g in groups),
-    )
-
-
 def _job_cost_center(ctx: SyncContext, conn: ConnectionSettings, number: str) -> str | None:
     row = ctx.infolink_for(conn.name).find_job(number)
     if row is None:
@@ -803,7 +803,7 @@ def _job_from_location(
 
 
 # --- posting documents (shared by approvals and voids) -------------------------------------------
-def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> dict[str, Any]:
+def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> DocumentSummary:
     """What identifies a document in Spectrum (kept before the write, compared on adoption).
     ``kind`` defaults to the revision-0 half of a one-job invoice."""
     kind = kind or ("invoice" if doc.header["Transaction_Type"] == INVOICE else "credit_memo")
@@ -811,28 +811,29 @@ def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> dict[str, Any]:
         (Decimal(d["Line_Extension"]) for d in doc.details if d.get("Line_Extension")),
         Decimal("0"),
     )
-    return {
-        "kind": kind,
-        "type": doc.header["Transaction_Type"],
-        "customer": doc.header["Customer_Code"],
-        "amount": str(lines),
-        "tax": doc.header.get("Sales_Tax_Amount", "0"),
-        "total": str(document_total(doc)),
-        "digest": doc.digest(),
-        "content": document_content(doc),
-    }
+    return DocumentSummary(
+        kind=kind,
+        type=doc.header["Transaction_Type"],
+        customer=doc.header["Customer_Code"],
+        amount=str(lines),
+        tax=str(doc.header.get("Sales_Tax_Amount", "0")),
+        total=str(document_total(doc)),
+        digest=doc.digest(),
+        content=document_content(doc),
+    )
 
 
-def _mismatch(row: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
+def _mismatch(row: Mapping[str, Any], summary: DocumentSummary) -> str | None:
     """Why the Spectrum document ``row`` is not the one ``summary`` describes, or None."""
     problems = []
-    if not same_text(row.get("Customer_Code"), summary["customer"]):
+    if not same_text(row.get("Customer_Code"), summary.customer):
         problems.append(f"customer {row.get('Customer_Code')!r}")
-    if not same_text(row.get("Transaction_Type"), summary["type"]):
+    if not same_text(row.get("Transaction_Type"), summary.type):
         problems.append(f"type {row.get('Transaction_Type')!r}")
-    for column, key in (("Invoice_Amount", "amount"), ("Sales_Tax_Amount", "tax")):
+    expected_values = (("Invoice_Amount", summary.amount), ("Sales_Tax_Amount", summary.tax))
+    for column, expected in expected_values:
         have = Decimal(str(row.get(column) or 0))
-        if have != Decimal(str(summary[key])):
+        if have != Decimal(str(expected)):
             problems.append(f"{column} {have}")
     return ", ".join(problems) or None
 
@@ -858,31 +859,31 @@ def posted_documents(ctx: SyncContext, connection: str, invoice_id: int) -> Post
 
 def _record_posted(
     ctx: SyncContext,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     number: str,
-    summary: Mapping[str, Any],
+    summary: DocumentSummary,
     how: str,
 ) -> None:
-    key = _document_key(run.connection, invoice_id, str(summary["kind"]))
+    key = _document_key(run.connection, invoice_id, summary.kind)
     ctx.ledger.ensure(key)
     ctx.ledger.mark_done(
         key,
         spectrum_key=number,
-        payload_digest=str(summary["digest"]),
-        state={"invoice_id": invoice_id, "how": how, **dict(summary)},
+        payload_digest=summary.digest,
+        state=DocumentState(invoice_id=invoice_id, how=how, **summary.model_dump()).dump(),
     )
-    run.state.setdefault("how", {})[number] = how
-    run.state.pop(f"sent:{number}", None)
+    run.state.how = {**run.state.how, number: how}
+    run.state.clear_sent(ADD_AR_INVOICE, number)
     run.save()
 
 
 def _adopt_or_collide(
     ctx: SyncContext,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     number: str,
-    summary: Mapping[str, Any],
+    summary: DocumentSummary,
     record: str,
 ) -> bool:
     """Adopt ``number`` when Spectrum has it and it is ours; False when Spectrum lacks it."""
@@ -905,7 +906,7 @@ def _adopt_or_collide(
 def _post_documents(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     docs: Sequence[tuple[str, ARInvoiceRequest]],
     *,
@@ -914,7 +915,7 @@ def _post_documents(
     """Send the documents (``(kind, document)``) not yet in Spectrum in one call; record each one
     that lands.
 
-    A document that may have landed earlier (its ``sent:`` flag is set) is looked up first and
+    A document that may have landed earlier (its sent marker is set) is looked up first and
     adopted when it matches. A refused document raises after the others are recorded, so the
     next attempt sends only what is missing. Returns number -> ``created``/``adopted`` for the
     documents this call put (or found) in Spectrum.
@@ -926,13 +927,12 @@ def _post_documents(
         if rec.status is Status.DONE
     }
     how: dict[str, str] = {}
-    pending: list[tuple[ARInvoiceRequest, dict[str, Any]]] = []
+    pending: list[tuple[ARInvoiceRequest, DocumentSummary]] = []
     for kind, doc in docs:
         summary = _summary(doc, kind)
         if kind in landed:
             continue
-        flag = f"sent:{doc.number}"
-        if run.state.get(flag) and _adopt_or_collide(
+        if run.state.was_sent(ADD_AR_INVOICE, doc.number) and _adopt_or_collide(
             ctx, run, invoice_id, doc.number, summary, record
         ):
             how[doc.number] = "adopted"
@@ -941,9 +941,9 @@ def _post_documents(
     if not pending:
         return how
     for doc, _ in pending:
-        run.state[f"sent:{doc.number}"] = True
+        run.state.mark_sent(ADD_AR_INVOICE, doc.number)
     run.save()  # recovery point: from here on the outcome may be unknown
-    results = ctx.spectrum_for(conn.name).add_ar_invoices([d for d, _ in pending])
+    results = ctx.spectrum_writes(conn.name).add_ar_invoices([d for d, _ in pending])
     refused: list[PermanentError] = []
     for (doc, summary), result in zip(pending, results, strict=True):
         if result.ok:
@@ -954,7 +954,7 @@ def _post_documents(
                 adopted = _adopt_or_collide(ctx, run, invoice_id, doc.number, summary, record)
             except PermanentError as collision:
                 # someone else's document under our number: ours did not land
-                run.state.pop(f"sent:{doc.number}", None)
+                run.state.clear_sent(ADD_AR_INVOICE, doc.number)
                 run.save()
                 refused.append(collision)
                 continue
@@ -964,7 +964,7 @@ def _post_documents(
                 refused.append(result.error)
         else:
             # refused outright: nothing landed, a later attempt may send it again
-            run.state.pop(f"sent:{doc.number}", None)
+            run.state.clear_sent(ADD_AR_INVOICE, doc.number)
             run.save()
             refused.append(result.error or PermanentError(f"{record}: {doc.number} refused"))
     if len(refused) == 1:
@@ -982,33 +982,35 @@ def _post_documents(
 
 # --- failures (F14) ------------------------------------------------------------------------------
 def _comment_once(
-    ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError, *, voided: bool
+    ctx: SyncContext, run: Run[P], invoice_id: int, exc: PermanentError, *, voided: bool
 ) -> bool:
     """Comment on the invoice once per distinct problem; True when a comment was posted."""
     digest = problem_key(str(exc))
-    done = list(run.state.get("comments") or [])
+    done = list(run.state.comments)
     if digest in done:
         return False
     # remembered before posting: a lost comment is better than a storm of duplicates
-    run.state["comments"] = [*done, digest]
-    ctx.ledger.update_progress(run.key, state=dict(run.state))
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
     try:
-        ctx.st.add_comment(
+        ctx.st_writes.add_comment(
             INVOICE_ENTITY_TYPE, invoice_id, failure_comment(invoice_id, exc, voided=voided)
         )
     except Exception:
-        run.state["comments"] = done
-        ctx.ledger.update_progress(run.key, state=dict(run.state))
+        run.state.comments = done
+        ctx.ledger.update_progress(run.key, state=run.state.dump())
         raise
     return True
 
 
-def _fail_in_servicetrade(ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError) -> None:
+def _fail_in_servicetrade(
+    ctx: SyncContext, run: Run[P], invoice_id: int, exc: PermanentError
+) -> None:
     """Failed approval: ServiceTrade status ``failed`` and a comment saying what to fix."""
     if isinstance(exc, NotFound):
         return
     _comment_once(ctx, run, invoice_id, exc, voided=False)
-    ctx.st.set_invoice_status(invoice_id, FAILED)
+    ctx.st_writes.set_invoice_status(invoice_id, FAILED)
 
 
 # --- voided invoices (F6) ------------------------------------------------------------------------
@@ -1026,34 +1028,43 @@ def void_invoice(
     before = ctx.ledger.get(key)
     final = before is not None and before.status in (Status.DONE, Status.SKIPPED)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[VoidState]) -> Outcome:
         return _void(ctx, conn, run, invoice_id)
 
-    def on_permanent(run: Run, exc: PermanentError) -> None:
+    def on_permanent(run: Run[VoidState], exc: PermanentError) -> None:
         if isinstance(exc, NotFound):
             return
         if not isinstance(exc, PrerequisiteMissing):  # run_record alerts those itself
             record_alert(ctx, run.key, "void_credit", str(exc))
         _comment_once(ctx, run, invoice_id, exc, voided=True)
 
-    return run_record(ctx, key, body, reclaim_done=replay or not final, on_permanent=on_permanent)
+    return run_record(
+        ctx,
+        key,
+        body,
+        state=VoidState,
+        reclaim_done=replay or not final,
+        on_permanent=on_permanent,
+    )
 
 
-def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int) -> Outcome:
+def _void(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[VoidState], invoice_id: int
+) -> Outcome:
     invoice = ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     approval = ctx.ledger.get(RecordKey(conn.name, RECORD_TYPE, str(invoice_id)))
     if approval is not None and approval.status is Status.IN_FLIGHT:
         # the approval is posting right now: decide once it has finished
         raise RecordBusy(f"{record}: its approval is being posted; the void waits", retry_after=5)
-    approval_state: Mapping[str, Any] = approval.state if approval is not None else {}
+    approval_state = InvoiceState.load(approval.state if approval is not None else None)
     if approval is not None:
         _confirm_unknown_writes(ctx, run, invoice_id, approval_state, record)
     kinds = _known_kinds(approval_state)
     rows = _document_rows(ctx, conn.name, invoice_id, kinds)
     in_force = _in_force(kinds, rows)
     landed = [k for k in kinds if k in rows]
-    if landed and not in_force and run.state.get("planned"):
+    if landed and not in_force and run.state.planned:
         # reversed by a concurrent delivery that finished first, or by an earlier attempt of
         # this one that stopped before its comment (ServiceTrade unavailable): comment now
         numbers = [str(rows[slot_of_kind(k).reversal_kind].spectrum_key) for k in landed]
@@ -1063,7 +1074,7 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         # no-op it is, like one that found the record final before claiming it
         ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=run.key,
                          detail="already credited; nothing sent")
-        return run.done("unchanged", numbers[0], message="already credited")
+        return run.done(Result.UNCHANGED, numbers[0], message="already credited")
     if invoice.status != VOID:
         raise RecordSkipped(f"{record}: void: status is {invoice.status!r}, not {VOID!r}")
     if invoice.type != "invoice":
@@ -1072,21 +1083,21 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         raise RecordSkipped(f"{record}: void: never posted to Spectrum: nothing to credit")
     if not in_force:
         raise RecordSkipped(f"{record}: void: every document is reversed already")
-    base = str((approval_state.get("ar") or {}).get("base") or "")
-    if not base:  # a row from before revisions: its invoice number is number_prefix + base
-        legacy = approval_state.get("numbers") or {}
-        base = str(legacy.get("invoice") or "")[len(conn.rules.invoices.number_prefix) :]
-    void_date = run.state.get("void_date")
+    base = approval_state.ar.base or ""
+    if not base and approval_state.numbers is not None:
+        # a row from before revisions: its invoice number is number_prefix + base
+        base = approval_state.numbers.invoice[len(conn.rules.invoices.number_prefix) :]
+    void_date = run.state.void_date
     if not void_date:
         # dated the day stsync credits it, kept for retries (the day the void reached Spectrum)
         void_date = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
-        run.state["void_date"] = void_date
+        run.state.void_date = void_date
     on = date.fromisoformat(str(void_date))
     docs = [
         _reversal(ctx, conn, invoice_id, k, str(rows[k].spectrum_key), base, on, "Void")
         for k in in_force
     ]
-    run.state["planned"] = {doc.number: _summary(doc, kind) for kind, doc in docs}
+    run.state.planned = {doc.number: _summary(doc, kind) for kind, doc in docs}
     run.save(spectrum_key=docs[0][1].number)
     how = _post_documents(ctx, conn, run, invoice_id, docs, record=record)
     originals = [str(rows[k].spectrum_key) for k in in_force]
@@ -1094,7 +1105,7 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
     _void_comment(ctx, run, invoice_id, note)
     adopted = all(how.get(doc.number) == "adopted" for _, doc in docs) and bool(how)
     return run.done(
-        "adopted" if adopted else "synced",
+        Result.ADOPTED if adopted else Result.SYNCED,
         docs[0][1].number,
         digest=request_digest([doc.digest() for _, doc in docs]),
         message=note,
@@ -1106,24 +1117,21 @@ def _void_note(reversals: Sequence[str], originals: Sequence[str]) -> str:
     return f"{pairs}; the invoice's documents now sum to 0.00"
 
 
-def _void_comment(ctx: SyncContext, run: Run, invoice_id: int, note: str) -> None:
+def _void_comment(ctx: SyncContext, run: Run[VoidState], invoice_id: int, note: str) -> None:
     """The void's one comment on the invoice (a step: a retry after it landed skips it)."""
     if not run.step_done("comment"):
-        ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
+        ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
         run.finish_step("comment")
 
 
 def _confirm_unknown_writes(
-    ctx: SyncContext, run: Run, invoice_id: int, state: Mapping[str, Any], record: str
+    ctx: SyncContext, run: Run[P], invoice_id: int, state: InvoiceState, record: str
 ) -> dict[str, str]:
     """Documents of an attempt whose write outcome is unknown are looked up in Spectrum before
     deciding, so a ghost write is recorded (adopted) rather than missed or sent again."""
-    planned = dict(state.get("planned") or {})
     how: dict[str, str] = {}
-    for number, summary in planned.items():
-        if state.get(f"sent:{number}") and _adopt_or_collide(
-            ctx, run, invoice_id, number, summary, record
-        ):
+    for number, summary in state.unconfirmed().items():
+        if _adopt_or_collide(ctx, run, invoice_id, number, summary, record):
             how[number] = "adopted"
     return how
 
@@ -1172,7 +1180,7 @@ def retry_plan(ctx: SyncContext, invoice_id: int) -> RetryPlan:
 
 def reapprove_in_servicetrade(ctx: SyncContext, invoice_id: int) -> None:
     """``failed`` -> ``pending_accounting`` in ServiceTrade (a transition ServiceTrade allows)."""
-    ctx.st.set_invoice_status(invoice_id, PENDING_ACCOUNTING)
+    ctx.st_writes.set_invoice_status(invoice_id, PENDING_ACCOUNTING)
 
 
 # --- the sweep backstop (F15) --------------------------------------------------------------------
