@@ -66,10 +66,15 @@ class CustomerRules(Rules):
     terms_code: str = Field(default="N", min_length=1, max_length=1)
     sales_tax_code: str = Field(default="EXEMPT", min_length=1, max_length=15)
     cost_center: str = Field(default="", max_length=10)
+    #: a stale external id (a code Spectrum does not have): "" = fail and alert; "by_name" =
+    #: adopt the Spectrum customer with the same normalised name and address
+    adopt: Literal["", "by_name"] = ""
 
 
 class SiteRules(Rules):
     codes: CodeRange = CodeRange(prefix="S")
+    #: as ``customers.adopt``, for WO sites (same name and address, same customer)
+    adopt: Literal["", "by_name"] = ""
 
 
 class TaxRules(Rules):
@@ -144,6 +149,9 @@ class JobRules(Rules):
     oh_batch_code: str = Field(default="", max_length=10)
     division: str = Field(default="", max_length=5)
     status_code: Literal["A", "I"] = "A"
+    #: Spectrum status sent when the ServiceTrade job is completed / canceled ("" = leave it)
+    status_on_complete: Literal["", "A", "I", "C"] = ""
+    status_on_cancel: Literal["", "A", "I", "C"] = ""
 
     @field_validator("number_prefix")
     @classmethod
@@ -182,6 +190,8 @@ class WorkOrderRules(Rules):
     price_type: Literal["", "F", "T"] = ""
     #: ServiceTrade contract id -> Spectrum contract number
     contract_map: dict[str, str] = Field(default_factory=dict)
+    #: re-send a sent work order automatically when its job changes in ServiceTrade
+    resend_on_update: bool = False
 
 
 class DateWindow(Rules):

@@ -38,8 +38,9 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
+from tasks import heal
 from worker.context import SyncContext, working_on
-from worker.ledger import Record, RecordKey, Status
+from worker.ledger import TERMINAL, Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
 
@@ -123,10 +124,18 @@ def run_record(
     *,
     reclaim_done: bool = False,
     on_permanent: OnPermanent | None = None,
+    reclaim: Callable[[Record], bool] | None = None,
 ) -> Outcome:
-    """Claim ``key``, run ``body``, record the outcome. See the module docstring."""
+    """Claim ``key``, run ``body``, record the outcome. See the module docstring.
+
+    ``reclaim`` decides, for a terminal row, whether it is run again (heal on change,
+    ``tasks/heal.py``); ``reclaim_done=True`` always runs it again (replay).
+    """
     rel = ctx.settings.reliability
     started = time.monotonic()
+    if not reclaim_done and reclaim is not None:
+        before = ctx.ledger.get(key)
+        reclaim_done = before is not None and before.status in TERMINAL and reclaim(before)
     claim = ctx.ledger.claim(key, lease_s=rel.lease_s, reclaim_done=reclaim_done)
     rec = claim.record
     if not claim.held:
@@ -166,6 +175,7 @@ def run_record(
             )
             outcome = Outcome("skipped", key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
+            run.state[heal.WAITS_ON] = heal.waits_on(exc)
             ctx.ledger.mark(
                 key, Status.FAILED, error_kind="prerequisite", reason=str(exc), state=run.state
             )
