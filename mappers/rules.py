@@ -240,6 +240,21 @@ class TimecardRules(Rules):
     processing_window: DateWindow = DateWindow()
     #: pay rate sent as an amount (``Pay_Rate``) or not at all (Spectrum uses the employee's rate)
     send_pay_rate: bool = True
+    #: time on a job stsync does not send to Spectrum (ignored type, canceled, work-order mode):
+    #: "" = the entry fails naming this key; "skip" = left out of payroll (recorded skipped);
+    #: "overhead" = posted to ``overhead_job`` / ``overhead_phase`` / ``overhead_cost_center``
+    unsynced_job_labor: Literal["", "skip", "overhead"] = ""
+    overhead_job: str = Field(default="", max_length=10)
+    overhead_phase: str = Field(default="", max_length=20)
+    overhead_cost_center: str = Field(default="", max_length=10)
+
+    @model_validator(mode="after")
+    def _overhead_job_given(self) -> TimecardRules:
+        if self.unsynced_job_labor == "overhead" and not self.overhead_job:
+            raise ValueError(
+                'unsynced_job_labor = "overhead" needs overhead_job (the Spectrum job to post to)'
+            )
+        return self
 
 
 class PurchaseOrderRules(Rules):

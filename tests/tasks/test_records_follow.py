@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from clients.spectrum import infolink_schema as il
+from clients.spectrum.models import SpectrumRequest
 from mappers.customer import st_company_to_add_customer
+from mappers.rules import TimecardRules
+from mappers.timecard import entry_marker
 from tasks.customer import sync_customer
 from tasks.invoice import sync_invoice
 from tasks.job import (
@@ -22,9 +28,11 @@ from tasks.job import (
     sync_job,
 )
 from tasks.site import sync_site
+from tasks.timecard import ENTRY_RECORD_TYPE, sync_timecard, sync_timecard_tally
 from worker.ledger import RecordKey, Status
 
 from .test_job import calls, job_comments, ledger_status, spectrum_rows, with_rules
+from .test_timecard import PRE_TIME, card_with
 
 JOBS = il.jobs.name
 CUSTOMERS = il.customers.name
@@ -443,3 +451,69 @@ def test_stale_external_id_of_a_job_is_not_replaced(
     assert "TGONE" in out.message and "relink or clear the external id" in out.message
     assert calls(spectrum_app, "AddJob") == 0
     assert st_state.get("job", job_id)["externalIds"]["spectrum"] == "TGONE"
+
+
+# --- labor on jobs not in Spectrum ---------------------------------------------------------------
+def _card_with_admin_labor(st_state: Any, world: Any) -> tuple[dict[str, Any], str]:
+    card = card_with(st_state, "labor")
+    labor = next(e for e in card["entries"] if e["kind"] == "labor")
+    admin = st_state.get("job", world.landmarks["administrative_job"])
+    new = {**labor, "id": 990101, "hours": 2,
+           "job": {"id": admin["id"], "number": admin["number"], "name": admin["name"]}}
+    st_state.update("timecard", card["id"], {"entries": [*card["entries"], new]})
+    return card, f"{card['id']}:990101"
+
+
+def test_unsynced_job_labor_default_fails_naming_the_option(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    card, sid = _card_with_admin_labor(st_state, world)
+    out, tally = sync_timecard_tally(ctx, card["id"], "main")
+    assert tally.failed == [sid]
+    assert len(tally.posted) == len(card["entries"])  # the rest of the card posts
+    rec = ctx.ledger.get(RecordKey("main", ENTRY_RECORD_TYPE, sid))
+    assert rec.status is Status.FAILED
+    assert "unsynced_job_labor" in (rec.last_error or "")
+    assert '"skip"' in (rec.last_error or "") and '"overhead"' in (rec.last_error or "")
+    # the advice: set the option, then replay the timecard
+    with_rules(ctx, timecards={"unsynced_job_labor": "skip"})
+    _, tally = sync_timecard_tally(ctx, card["id"], "main")
+    assert tally.skipped == [sid]
+    assert ctx.ledger.get(RecordKey("main", ENTRY_RECORD_TYPE, sid)).status is Status.SKIPPED
+
+
+def test_unsynced_job_labor_overhead_posts_to_the_overhead_job(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    ctx.spectrum_for("main").put(SpectrumRequest(service="AddPhase", values={
+        "Company_Code": "ABC", "Job_Number": "24-404E1", "Phase_Code": "900", "Cost_Type": "L",
+        "Description": "Overhead", "Price_Method_Code": "J",
+    }))
+    with_rules(ctx, timecards={"unsynced_job_labor": "overhead", "overhead_job": "24-404E1",
+                               "overhead_phase": "900", "overhead_cost_center": "100"})
+    card, sid = _card_with_admin_labor(st_state, world)
+    _, tally = sync_timecard_tally(ctx, card["id"], "main")
+    assert sid in tally.posted, ctx.ledger.get(RecordKey("main", ENTRY_RECORD_TYPE, sid)).last_error
+    (row,) = spectrum_rows(spectrum_db, PRE_TIME,
+                           Message=entry_marker(card["id"], 990101))
+    assert (row["Job_Number"], row["Phase_Code"], row["Cost_Center"]) == ("24-404E1", "900", "100")
+
+
+def test_unsynced_job_labor_overhead_needs_an_overhead_job() -> None:
+    with pytest.raises(ValidationError, match="overhead_job"):
+        TimecardRules(unsynced_job_labor="overhead")
+
+
+def test_heal_on_change_timecard_waiting_on_a_failed_job_is_woken(
+    ctx: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    no_default_cost_center(ctx)
+    card = card_with(st_state, "labor")
+    job_id = next(e for e in card["entries"] if e["kind"] == "labor")["job"]["id"]
+    line = st_state.get("job", job_id)["serviceLine"]
+    st_state.update("job", job_id, {"serviceLine": "KS"})
+    assert sync_timecard(ctx, card["id"], "main").result == "failed"
+    st_state.update("job", job_id, {"serviceLine": line})
+    assert sync_job(ctx, job_id, "main").result == "synced"
+    assert ("sync.timecard", (card["id"], "main")) in enqueued
+    assert sync_timecard(ctx, card["id"], "main").result == "synced"
