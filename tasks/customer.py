@@ -34,6 +34,7 @@ from tasks._pipeline import (
     run_record,
     same_text,
 )
+from tasks.route import route_refusal
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
 
@@ -205,4 +206,7 @@ def push_customer_to_spectrum(company_id: int, connection: str | None = None) ->
     Idempotent (ledger + create-or-adopt): safe to redeliver or run concurrently. Retries on
     TransientError (network, 5xx, SOAP fault, busy record) with jittered backoff.
     """
-    return sync_customer(get_context(), company_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, company_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_customer(ctx, company_id, connection).result

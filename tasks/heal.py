@@ -96,6 +96,8 @@ def reexamine_reason(
     if rec.status not in (Status.FAILED, Status.SKIPPED, Status.DONE):
         return None
     before = rec.state.get(STATE_KEY) or {}
+    if rec.error_kind == "route":
+        return "it was kept out by routing, and is asked for here now"
     if rec.status is Status.FAILED and rec.error_kind == "prerequisite":
         return "a prerequisite it waited on is looked at again"
     if before.get("config") and before["config"] != config:

@@ -64,6 +64,7 @@ from tasks._pipeline import (
     record_alert,
     run_record,
 )
+from tasks.route import route_refusal
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey, Status
 from worker.settings import ConnectionSettings
@@ -629,7 +630,10 @@ def push_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
     Idempotent (ledger + create-or-adopt + recorded steps): safe to redeliver or run concurrently.
     Retries on TransientError (network, 5xx, SOAP fault, busy record) with jittered backoff.
     """
-    return sync_job(get_context(), job_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, job_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_job(ctx, job_id, connection).result
 
 
 @sync_task(SEND_TASK_NAME, WORK_ORDER_RECORD_TYPE, also=(RECORD_TYPE,))

@@ -28,6 +28,7 @@ from tasks.customer import (
     ensure_customer,
     stale_id_notice,
 )
+from tasks.route import route_refusal
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
 
@@ -114,4 +115,7 @@ def push_site_to_spectrum(location_id: int, connection: str | None = None) -> st
     Idempotent (ledger + create-or-adopt): safe to redeliver or run concurrently. Retries on
     TransientError with jittered backoff.
     """
-    return sync_site(get_context(), location_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, location_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_site(ctx, location_id, connection).result
