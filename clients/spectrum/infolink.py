@@ -292,6 +292,14 @@ class InfoLinkReader:
                 return
             after = (rows[-1]["po_number"], rows[-1]["line_number"])
 
+    def po_line_keys(self) -> set[tuple[str, str]]:
+        """``(PO number, line number)`` of every PO line Spectrum holds now (keys only: finds the
+        lines deleted in Spectrum, which no ``Date_Modified`` shows, without rereading the POs)."""
+        d = s.po_details
+        rows = self._rows(select(_t(d.c.PO_Number).label("po"), _t(d.c.Line_Number).label("ln"))
+                          .where(self._co(d)))
+        return {(str(r["po"]), str(r["ln"])) for r in rows}
+
     @staticmethod
     def _po_line(r: Mapping[str, Any]) -> PoLine:
         stamps = [t for t in (r["header_modified"], r["line_modified"]) if t is not None]
