@@ -146,6 +146,10 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
                 str((row or {}).get("Cost_Center") or "").strip(): n
                 for n, row in zip(known, rows, strict=True)
             })
+            # adopted as it is: only later ServiceTrade changes are sent
+            baseline = followed_values(job, cost_center=None, rules=rules,
+                                       tz=ctx.settings.timezone)
+            run.state[FOLLOW_KEY] = {n: dict(baseline) for n in known}
             ctx.ledger.mark_done(run.key, spectrum_key=known[0], state=run.state, step="adopted")
             return Outcome("adopted", run.key, known[0], "existing externalIds mapping")
         missing = [n for n, row in zip(known, rows, strict=True) if not row]
@@ -311,6 +315,14 @@ def _push_changes(
         follow[number] = {**last, **changes}
         sent_fields.extend(f"{number}.{k}" for k in changes)
     return sent_fields
+
+
+def adopted_baseline(ctx: SyncContext, connection: str, job_id: int) -> dict[str, str]:
+    """The followed fields of a job linked or adopted as it is: later changes are sent, the
+    differences it had when it was linked are not (``stsync link``)."""
+    conn = ctx.connection(connection)
+    return followed_values(ctx.st.get_job(job_id), cost_center=None, rules=conn.rules,
+                           tz=ctx.settings.timezone)
 
 
 def _spectrum_date(value: object) -> str:
