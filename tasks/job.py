@@ -1,7 +1,9 @@
 """ServiceTrade jobs -> Spectrum JC jobs (F3) or work orders (F4, legacy "Send Job to Spectrum").
 
-JC mode (``mode = "jc"``, the default): a job is created in Spectrum once, on first sight. Its
-customer and WO site are synced first (chain). The job number(s) are planned and stored in the
+JC mode (``mode = "jc"``, the default): a job is created in Spectrum once, on first sight, and
+then follows the ServiceTrade job (``_follow``: UpdateJob / UpdateJob_UDF with what changed). Its
+customer and WO site are synced first (chain). A failed or skipped job is looked at again when it
+or its configuration changes (``tasks/heal.py``). The job number(s) are planned and stored in the
 ledger before ``AddJob`` (create-or-adopt: a ghost write is adopted, a job somebody else made
 under our number is a collision, reported and never overwritten). Then, per Spectrum job, the
 template phases (``AddPhase``, upserts) and the OH batch code / full-name comment (``UpdateJob``).
