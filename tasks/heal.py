@@ -209,7 +209,20 @@ def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
         if wake is None or ident in seen:
             continue
         seen.add(ident)
-        wake(ctx, rec)
+        try:
+            wake(ctx, rec)
+        except Exception as exc:  # noqa: BLE001 - one waiter must not stop the others
+            # the prerequisite is done, so no later run of it wakes this record: tell a person
+            message = (f"{rec.key} waited on {key}, which is now in Spectrum, but queueing it "
+                       f"again failed ({type(exc).__name__}: {exc}); run `stsync retry "
+                       f"{rec.key.record_type.removesuffix('_entry')} "
+                       f"{rec.key.source_id.split(':', 1)[0]}`")
+            ctx.ledger.record_alert(
+                rec.key, kind="wake", message=message,
+                problem_key=hashlib.sha256(message.encode()).hexdigest()[:32],
+            )
+            log.warning("heal: %s", message)
+            continue
         ctx.ledger.audit(
             system="stsync", service="heal", outcome="wake", key=rec.key,
             detail=f"{key} is now in Spectrum; queued again",
