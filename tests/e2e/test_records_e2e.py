@@ -166,3 +166,49 @@ def test_route_by_office_two_connections_each_job_in_exactly_one_company(stack: 
             ]
     finally:
         ingest.stop()
+
+
+def test_link_existing_apply_then_first_full_sync_makes_no_duplicates(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from mappers.customer import st_company_to_add_customer
+    from worker.context import build_context, celery_enqueue
+
+    st = stack.sandbox.st_state
+    companies = [c for c in st.all("company") if c.get("isCustomer")]
+    half = companies[: len(companies) // 2 or 1]
+    ctx = build_context(stack.settings, ledger=stack.ledger)
+    try:  # another integration put half of the customers into Spectrum, under its own codes
+        for i, company in enumerate(half, 1):
+            request, _ = st_company_to_add_customer(
+                ctx.st.get_company(company["id"]), code=f"OLD{i:03d}",
+                rules=stack.settings.connections["main"].rules)
+            ctx.spectrum_for("main").put(request)
+    finally:
+        ctx.close()
+    for k, v in stack.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr("cli.main.console", Console(width=300, color_system=None))
+    result = CliRunner().invoke(app, ["link", "--apply"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"{len(half)} link(s) written" in result.output
+
+    stack.start_worker()
+    for company in companies:  # the first full sync
+        celery_enqueue("sync.customer", (company["id"], "main"))
+    for company in companies:
+        stack.wait_status("customer", company["id"], timeout=90)
+    names = [r["Name"].strip().upper() for r in rows(stack, _customers())]
+    assert len(names) == len(set(names)) == len(companies)  # 0 duplicates
+    for i, company in enumerate(half, 1):
+        assert st.get("company", company["id"])["externalIds"]["spectrum"] == f"OLD{i:03d}"
+
+
+def _customers() -> str:
+    from clients.spectrum import infolink_schema as il
+
+    return str(il.customers.name)
