@@ -39,6 +39,7 @@ from clients.errors import (
 )
 from clients.servicetrade.models import ClockEntry, GenericEntry, LaborEntry, Timecard
 from clients.spectrum.models import SpectrumRequest
+from mappers.rules import route_mismatch
 from mappers.timecard import (
     APPROVED,
     catch_up_window,
@@ -51,6 +52,7 @@ from mappers.timecard import RECORD_TYPE as _ENTRY_RECORD_TYPE
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
 from tasks.job import spectrum_jobs_of, sync_job
+from tasks.route import job_route_facts
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
 from worker.ledger import TERMINAL, Record, RecordKey, Status
@@ -129,6 +131,7 @@ class _Jobs:
         plan = spectrum_jobs_of(self.ctx, job_id, self.conn.name)
         overhead = False
         if not plan and sync_missing:
+            routed_elsewhere(self.ctx, self.conn, job_id)
             outcome = sync_job(self.ctx, job_id, self.conn.name)
             plan = spectrum_jobs_of(self.ctx, job_id, self.conn.name)
             if not plan and outcome.result == "skipped":
@@ -161,6 +164,20 @@ class _Jobs:
         ccs = self.conn.rules.cost_centers
         cc = ccs.by_service_line.get(service_line or "", ccs.default)
         return facts.plan.get(cc) or next(iter(facts.plan.values()))
+
+
+def routed_elsewhere(ctx: SyncContext, conn: ConnectionSettings, job_id: int) -> None:
+    """Under routing (F24), time on a job that another connection's route takes is skipped here
+    (``RecordSkipped``): the job must not be created in this Spectrum company too."""
+    if conn.route is None:
+        return
+    mismatch = route_mismatch(conn.route, job_route_facts(ctx, ctx.st.get_job(job_id)))
+    if mismatch is not None:
+        raise RecordSkipped(
+            f"routing: ServiceTrade job {job_id} is not for connection {conn.name} (its route's "
+            f"{mismatch}); its time goes with the job",
+            field="route", value=conn.name,
+        )
 
 
 def unsynced_job_plan(conn: ConnectionSettings, job_id: int, why: str) -> dict[str, str]:
@@ -213,6 +230,14 @@ def map_entry(
     job_number = state = None
     office: int | None = None
     job_ref = None if isinstance(entry, GenericEntry) else entry.job
+    if job_ref is None and conn.route is not None and (
+        conn.name != ctx.settings.default_connection
+    ):
+        raise RecordSkipped(
+            f"routing: time without a job goes to the default connection "
+            f"{ctx.settings.default_connection}, not {conn.name}",
+            field="route", value=conn.name,
+        )
     if job_ref is not None:
         facts = jobs.facts(job_ref.id, sync_missing=sync_missing_jobs)
         abbr = None

@@ -45,10 +45,16 @@ by_service_line = {{ SP = "100", FA = "200", EX = "300" }}
 default = "100"
 [connections.east.jobs]
 number_prefix = "E"
+template_job = "TEMPLATE"
 job_type_map = {{ inspection = "INSP", repair = "REPAIR", service_call = "SVC", installation = "INSTALL", preventative_maintenance = "PM" }}
 [connections.east.tax]
 default_tax_class = "EXEMPT"
 tax_class_by_state = {{ NC = "NC", SC = "SC", VA = "VA" }}
+[connections.east.timecards]
+phase_by_service_line = {{ SP = "100", FA = "200", EX = "300" }}
+default_phase = "100"
+department_by_office = {{ "11" = "10", "12" = "20" }}
+default_department = "10"
 """
 
 
@@ -198,3 +204,39 @@ def test_route_by_matching_rules_are_pure() -> None:
     assert routes_overlap(Route(offices=["A"]), Route(offices=["B"])) is None
     assert routes_overlap(Route(offices=["A"]), Route(states=["NC"])) is None
     assert routes_overlap(Route(offices=["A", "B"]), Route(offices=["b"])) is not None
+
+
+def test_route_by_office_timecard_entries_go_with_their_jobs(
+    routed: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    from tasks.timecard import sync_timecard_tally
+
+    card = next(c for c in st_state.all("timecard") if c["status"] == "approved"
+                and c["user"].get("externalIds", {}).get("spectrum") == "E001"
+                and any(e["kind"] == "labor" for e in c["entries"]))
+    labor = next(e for e in card["entries"] if e["kind"] == "labor")
+    east_job = next(j for j in st_state.all("job") if j["assignedOffice"]["id"] == 12
+                    and j["type"] != "administrative" and j["status"] != "canceled")
+    extra = {**labor, "id": 990201, "hours": 1.5,
+             "job": {"id": east_job["id"], "number": east_job["number"], "name": east_job["name"]}}
+    # the technician is E001 in company XYZ too
+    st_state.update("user", card["user"]["id"], {"externalIds": {"spectrum_east": "E001"}})
+    st_state.update("timecard", card["id"], {"entries": [*card["entries"], extra]})
+    _, main_tally = sync_timecard_tally(routed, card["id"], "main")
+    _, east_tally = sync_timecard_tally(routed, card["id"], "east")
+    sid = f"{card['id']}:990201"
+    assert sid in east_tally.posted and sid in main_tally.skipped
+    main_jobs = {e["job"]["id"] for e in card["entries"] if e.get("job")}
+    for job_id in main_jobs:
+        entry_sids = [f"{card['id']}:{e['id']}" for e in card["entries"]
+                      if e.get("job") and e["job"]["id"] == job_id]
+        assert all(s in main_tally.posted for s in entry_sids)
+        assert all(s in east_tally.skipped for s in entry_sids)
+    # every job is in exactly one Spectrum company
+    for job_id in {*main_jobs, east_job["id"]}:
+        number = st_state.get("job", job_id)["number"]
+        made = [r for r in spectrum_db.rows("JC_JOB_MASTER_MC")
+                if r["Job_Number"].strip() in (f"T{number}", f"E{number}")]
+        assert len(made) == 1, (job_id, made)
+    jobless = [f"{card['id']}:{e['id']}" for e in card["entries"] if not e.get("job")]
+    assert all(s in main_tally.posted and s in east_tally.skipped for s in jobless)
