@@ -28,7 +28,8 @@ from mappers.job import job_numbers
 from mappers.link import KeyIndex, Link, digits, job_candidates, name_address_key, verdict
 from mappers.site import st_location_to_wo_site
 from tasks import heal
-from tasks.job import FOLLOW_KEY, adopted_baseline
+from tasks.job import adopted_baseline
+from tasks.state import CustomerState, JobState, SiteState, State
 from worker.context import SyncContext
 from worker.ledger import RecordKey, Status
 
@@ -153,20 +154,25 @@ def apply_links(ctx: SyncContext, report: LinkReport, progress: Progress | None 
         key = RecordKey(conn.name, link.kind, str(link.st_id))
         if _known(ctx, conn.name, link.kind, link.st_id):
             continue
-        ctx.st.set_external_id(_ENTITY[link.kind], link.st_id, conn.external_id_key, link.code)
-        state: dict[str, Any] = {"how": "linked"}
+        ctx.st_writes.set_external_id(
+            _ENTITY[link.kind], link.st_id, conn.external_id_key, link.code
+        )
+        state: State
+        if link.kind == "site":
+            state = SiteState(how="linked",
+                              customer=str(link.row.get("Site_Customer_Code") or "").strip())
+        elif link.kind == "job":
+            cc = str(link.row.get("Cost_Center") or "").strip()
+            state = JobState(how={link.code: "linked"}, plan={cc: link.code},
+                             follow={link.code: adopted_baseline(ctx, conn.name, link.st_id)})
+        else:
+            state = CustomerState(how="linked")
         fetch = {"customer": ctx.st.get_company, "site": ctx.st.get_location,
                  "job": ctx.st.get_job}[link.kind]
         # what the record says now: a later change (even within the second) is seen
         heal.stamp(state, fetch(link.st_id), conn, link.kind)
-        if link.kind == "site":
-            state["customer"] = str(link.row.get("Site_Customer_Code") or "").strip()
-        if link.kind == "job":
-            cc = str(link.row.get("Cost_Center") or "").strip()
-            state.update(how={link.code: "linked"}, plan={cc: link.code})
-            state[FOLLOW_KEY] = {link.code: adopted_baseline(ctx, conn.name, link.st_id)}
         ctx.ledger.ensure(key)
-        ctx.ledger.mark_done(key, spectrum_key=link.code, state=state, step="linked")
+        ctx.ledger.mark_done(key, spectrum_key=link.code, state=state.dump(), step="linked")
         ctx.ledger.audit(system="stsync", service="link", outcome="linked", key=key,
                          detail=f"linked to existing Spectrum {link.kind} {link.code}")
         applied += 1

@@ -9,7 +9,7 @@ stored in the ledger before ``AddCustomer`` is sent, then written back to the co
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from clients.errors import PermanentError, RecordSkipped
 from clients.spectrum.models import SpectrumRequest
@@ -20,7 +20,7 @@ from mappers.customer import (
     matching_rows,
     st_company_to_add_customer,
 )
-from tasks import heal
+from tasks import heal, registry
 from tasks._celery import sync_task
 from tasks._pipeline import (
     Build,
@@ -35,15 +35,18 @@ from tasks._pipeline import (
     same_text,
 )
 from tasks.route import route_refusal
+from tasks.state import CustomerState, Result
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
+
+M = TypeVar("M", bound=CustomerState)
 
 #: ServiceTrade entity type numbers (comments, reference §3)
 COMPANY_ENTITY_TYPE = 5
 LOCATION_ENTITY_TYPE = 11
 
-RECORD_TYPE = "customer"
-TASK_NAME = "sync.customer"
+RECORD_TYPE = registry.CUSTOMER.name
+TASK_NAME = registry.CUSTOMER.task
 
 
 def customer_record(ctx: SyncContext, connection: str) -> MasterRecord:
@@ -68,7 +71,7 @@ def sync_customer(
     key = RecordKey(conn.name, RECORD_TYPE, str(company_id))
     spec = customer_record(ctx, conn.name)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[CustomerState]) -> Outcome:
         company = ctx.st.get_company(company_id)
         heal.stamp(run.state, company, conn, RECORD_TYPE)
         skip = customer_skip_reason(company)
@@ -97,7 +100,7 @@ def sync_customer(
 
     before = ctx.ledger.get(key)
     rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_company(company_id))
-    outcome = run_record(ctx, key, body, reclaim_done=replay, reclaim=rule,
+    outcome = run_record(ctx, key, body, state=CustomerState, reclaim_done=replay, reclaim=rule,
                          on_permanent=stale_id_notice(ctx, COMPANY_ENTITY_TYPE, company_id))
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome
@@ -108,7 +111,7 @@ STALE_FIELD = "externalIds"
 
 
 def check_external_id(
-    run: Run,
+    run: Run[M],
     spec: MasterRecord,
     *,
     external_ids: Mapping[str, str],
@@ -138,11 +141,12 @@ def check_external_id(
         found = list(matching_rows(request.values, rows(), columns))
         if len(found) == 1:
             code = str(found[0][code_column]).strip()
-            run.state.update(how="adopted", stale_external_id=known)
+            run.state.how = "adopted"
+            run.state.stale_external_id = known
             run.save(spectrum_key=code)
-            run.ctx.st.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
+            run.ctx.st_writes.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
             return run.done(
-                "adopted", code,
+                Result.ADOPTED, code,
                 message=f"externalIds {conn.external_id_key!r} named {known!r}, which Spectrum "
                 f"does not have; adopted {code} (same name and address; adopt = \"by_name\")",
             )
@@ -165,20 +169,20 @@ def _usable_code(code: str) -> bool:
 
 def stale_id_notice(
     ctx: SyncContext, entity_type: int, st_id: int
-) -> Callable[[Run, PermanentError], None]:
+) -> Callable[[Run[M], PermanentError], None]:
     """On a stale external id: an alert and one comment on the company/location naming the code."""
 
-    def hook(run: Run, exc: PermanentError) -> None:
+    def hook(run: Run[M], exc: PermanentError) -> None:
         if exc.field != STALE_FIELD:
             return
         record_alert(ctx, run.key, "stale_external_id", str(exc))
         digest = problem_key(str(exc))
-        done = list(run.state.get("comments") or [])
+        done = list(run.state.comments)
         if digest in done:
             return
-        run.state["comments"] = [*done, digest]
-        ctx.ledger.update_progress(run.key, state=dict(run.state))
-        ctx.st.add_comment(entity_type, st_id, (
+        run.state.comments = [*done, digest]
+        ctx.ledger.update_progress(run.key, state=run.state.dump())
+        ctx.st_writes.add_comment(entity_type, st_id, (
             f"stsync could not send this record to Spectrum (connection {run.connection}).\n"
             f"What failed: {exc}\n"
             "How to fix: set the external id to the right Spectrum code, or clear it so stsync "

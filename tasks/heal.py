@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from clients.errors import PrerequisiteMissing
+from tasks.state import State
 from worker.context import SyncContext
 from worker.ledger import Record, RecordKey, Status
 from worker.settings import ConnectionSettings
@@ -231,10 +232,9 @@ def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
     return woken
 
 
-def stamp(run_state: dict[str, Any], record: BaseModel, conn: ConnectionSettings,
-          record_type: str) -> None:
+def stamp(state: State, record: BaseModel, conn: ConnectionSettings, record_type: str) -> None:
     """Store the attempt's facts in the run state (called by a body right after its fetch)."""
-    run_state[STATE_KEY] = facts(record, conn, record_type)
+    state.heal = facts(record, conn, record_type)
 
 
 def after_sync(ctx: SyncContext, key: RecordKey, before: Record | None, *, ok: bool) -> int:

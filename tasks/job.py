@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from clients.errors import (
     AlreadyExists,
@@ -55,7 +55,7 @@ from mappers.job import (
 )
 from mappers.work_order import st_job_to_work_order, work_order_contract
 from tasks import customer as customer_task
-from tasks import heal
+from tasks import heal, registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import (
@@ -67,16 +67,17 @@ from tasks._pipeline import (
     run_record,
 )
 from tasks.route import route_refusal
+from tasks.state import ADD_PHASE, Commented, JobState, Result, WorkOrderState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.job")
 
-RECORD_TYPE = "job"
-WORK_ORDER_RECORD_TYPE = "work_order"
-TASK_NAME = "sync.job"
-SEND_TASK_NAME = "sync.job.send"
+RECORD_TYPE = registry.JOB.name
+WORK_ORDER_RECORD_TYPE = registry.WORK_ORDER.name
+TASK_NAME = registry.JOB.task
+SEND_TASK_NAME = registry.WORK_ORDER.task
 #: the state key of what each Spectrum job was last given of the fields it follows
 FOLLOW_KEY = "follow"
 #: ServiceTrade entity type number of jobs (comments, reference §3)
@@ -100,13 +101,13 @@ def sync_job(
     if conn.rules.mode == "work_order":
         return _work_order_on_update(ctx, conn, job_id, key)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[JobState]) -> Outcome:
         return _sync_jc_job(ctx, conn, run, job_id)
 
     before = ctx.ledger.get(key)
     rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_job(job_id),
                              statuses=(Status.FAILED, Status.SKIPPED, Status.DONE))
-    outcome = run_record(ctx, key, body, reclaim_done=replay, reclaim=rule,
+    outcome = run_record(ctx, key, body, state=JobState, reclaim_done=replay, reclaim=rule,
                          on_permanent=_commenter(ctx, job_id))
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome
@@ -124,15 +125,17 @@ def _work_order_on_update(
     why = ("work-order mode: jobs are sent with Send Job to Spectrum"
            + ("" if sent is None else " (work_orders.resend_on_update is off)"))
     ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
-    return Outcome("skipped", key, None, "work-order mode: use Send Job to Spectrum")
+    return Outcome(Result.SKIPPED, key, None, "work-order mode: use Send Job to Spectrum")
 
 
-def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: int) -> Outcome:
+def _sync_jc_job(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job_id: int
+) -> Outcome:
     rules = conn.rules
     infolink = ctx.infolink_for(conn.name)
     job = ctx.st.get_job(job_id)
     heal.stamp(run.state, job, conn, RECORD_TYPE)
-    if run.state.get("plan") and run.record.done_at is not None:
+    if run.state.plan and run.record.done_at is not None:
         # in Spectrum already: follow the ServiceTrade job
         return _follow(ctx, conn, run, job)
     skip = job_skip_reason(job, rules.jobs)
@@ -140,20 +143,23 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
         raise RecordSkipped(skip)
     known = [n.strip() for n in job.external_ids.get(conn.external_id_key, "").split(",")]
     known = [n for n in known if n]
-    if known and not run.state.get("plan"):
+    if known and not run.state.plan:
         rows = [infolink.find_job(n) for n in known]
         if all(rows):
             # mapped before (an earlier integration or by hand): adopt it, send nothing
-            run.state.update(how=dict.fromkeys(known, "adopted"), plan={
+            run.state.how = dict.fromkeys(known, "adopted")
+            run.state.plan = {
                 str((row or {}).get("Cost_Center") or "").strip(): n
                 for n, row in zip(known, rows, strict=True)
-            })
+            }
             # adopted as it is: only later ServiceTrade changes are sent
             baseline = followed_values(job, cost_center=None, rules=rules,
                                        tz=ctx.settings.timezone)
-            run.state[FOLLOW_KEY] = {n: dict(baseline) for n in known}
-            ctx.ledger.mark_done(run.key, spectrum_key=known[0], state=run.state, step="adopted")
-            return Outcome("adopted", run.key, known[0], "existing externalIds mapping")
+            run.state.follow = {n: dict(baseline) for n in known}
+            ctx.ledger.mark_done(
+                run.key, spectrum_key=known[0], state=run.state.dump(), step="adopted"
+            )
+            return Outcome(Result.ADOPTED, run.key, known[0], "existing externalIds mapping")
         missing = [n for n, row in zip(known, rows, strict=True) if not row]
         raise PermanentError(
             f"{job_record(job)}: its externalIds[{conn.external_id_key!r}] names Spectrum job "
@@ -169,28 +175,28 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
     customer = customer_task.ensure_customer(ctx, company_id, conn.name)
     site = site_task.ensure_site(ctx, location.id, conn.name)
 
-    plan: dict[str, str] = dict(run.state.get("plan") or {})
+    plan = dict(run.state.plan)
     if not plan:
         lines = _service_lines(ctx, job, conn)
         ccs = job_cost_centers(job, lines, rules, connection=conn.name)
         plan = job_numbers(job.number, ccs, rules)
         # the numbers are the client token of AddJob: stored before the first write
-        run.state["plan"] = plan
+        run.state.plan = plan
         run.save(spectrum_key=next(iter(plan.values())))
     return _create_jobs(ctx, conn, run, job, location, plan, customer=customer, site=site)
 
 
 def _create_jobs(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job, location: Location,
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job, location: Location,
     plan: dict[str, str], *, customer: str, site: str,
 ) -> Outcome:
     """AddJob, template phases and UpdateJob per planned Spectrum job not yet made; write back."""
     rules = conn.rules
-    spectrum = ctx.spectrum_for(conn.name)
+    spectrum = ctx.spectrum_writes(conn.name)
     comment = job_comment(job)
-    adjustments: list[str] = list(run.state.get("adjustments") or [])
+    adjustments = list(run.state.adjustments)
     digests: list[str] = []
-    follow: dict[str, dict[str, str]] = dict(run.state.get(FOLLOW_KEY) or {})
+    follow: dict[str, dict[str, str]] = {k: dict(v) for k, v in run.state.follow.items()}
     for cost_center, number in plan.items():
         request, adjusted = st_job_to_add_job(
             job, location, number=number, cost_center=cost_center, customer_code=customer,
@@ -200,12 +206,12 @@ def _create_jobs(
         step = f"add:{number}"
         if not run.step_done(step):
             how = _add_job(run, request, job)
-            run.state.setdefault("how", {})[number] = how
+            run.state.how = {**run.state.how, number: how}
             adjustments.extend(f"{number}: {a}" for a in adjusted)
-            run.state["adjustments"] = adjustments
+            run.state.adjustments = adjustments
             follow[number] = {k: request.values.get(k, "") for k in FOLLOWED_FIELDS}
             follow[number]["Comment"] = comment
-            run.state[FOLLOW_KEY] = follow
+            run.state.follow = follow
             run.finish_step(step)
         if rules.jobs.template_job and not run.step_done(f"phases:{number}"):
             _copy_template_phases(ctx, conn, run, number)
@@ -219,18 +225,20 @@ def _create_jobs(
     if not run.step_done(f"writeback:{numbers}") and not (
         run.step_done("writeback") and job.external_ids.get(conn.external_id_key) == numbers
     ):
-        ctx.st.set_external_id("job", job.id, conn.external_id_key, numbers)
+        ctx.st_writes.set_external_id("job", job.id, conn.external_id_key, numbers)
         run.finish_step(f"writeback:{numbers}")
     # what AddJob cannot say yet (a completed job's status: phases are added to open jobs only)
     _push_changes(ctx, conn, run, job, plan, {}, follow)
-    run.state[FOLLOW_KEY] = follow
-    how_all = set((run.state.get("how") or {}).values())
-    result = "adopted" if how_all == {"adopted"} else "synced"
+    run.state.follow = follow
+    how_all = set(run.state.how.values())
+    result = Result.ADOPTED if how_all == {"adopted"} else Result.SYNCED
     return run.done(result, next(iter(plan.values())),
                     digest=digests[0] if len(digests) == 1 else _combined(digests))
 
 
-def _follow(ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job) -> Outcome:
+def _follow(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job
+) -> Outcome:
     """Send what changed on a synced job (``UpdateJob`` / ``UpdateJob_UDF``), per Spectrum job.
 
     Compared with what Spectrum was last given (else with Spectrum's row), so a field edited only
@@ -243,7 +251,7 @@ def _follow(ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job) -> O
     """
     rules = conn.rules
     infolink = ctx.infolink_for(conn.name)
-    plan: dict[str, str] = {str(k): str(v) for k, v in (run.state.get("plan") or {}).items()}
+    plan: dict[str, str] = dict(run.state.plan)
     try:
         wanted_ccs: list[str] | None = job_cost_centers(
             job, _service_lines(ctx, job, conn), rules, connection=conn.name
@@ -274,19 +282,20 @@ def _follow(ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job) -> O
             cc_of[number] = new
             plan = {new: number}
     follow: dict[str, dict[str, str]] = {
-        str(k): dict(v) for k, v in (run.state.get(FOLLOW_KEY) or {}).items()
+        str(k): dict(v) for k, v in run.state.follow.items()
     }
     sent_fields = _push_changes(ctx, conn, run, job, plan, cc_of, follow)
-    run.state[FOLLOW_KEY] = follow
-    run.state["plan"] = plan
+    run.state.follow = follow
+    run.state.plan = plan
     if sent_fields:
-        return run.done("synced", next(iter(plan.values())),
+        return run.done(Result.SYNCED, next(iter(plan.values())),
                         message="updated in Spectrum: " + ", ".join(sent_fields))
-    return run.done("unchanged", next(iter(plan.values())), message="nothing to update")
+    return run.done(Result.UNCHANGED, next(iter(plan.values())), message="nothing to update")
 
 
 def _push_changes(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job, plan: Mapping[str, str],
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    plan: Mapping[str, str],
     cc_of: Mapping[str, str | None], follow: dict[str, dict[str, str]],
 ) -> list[str]:
     """UpdateJob / UpdateJob_UDF per Spectrum job for the followed fields that changed since
@@ -307,7 +316,7 @@ def _push_changes(
         changes = job_changes(last, wanted)
         try:
             for request in job_update_requests(number, changes, rules):
-                ctx.spectrum_for(conn.name).put(request)  # updates: repeating one is harmless
+                ctx.spectrum_writes(conn.name).put(request)  # updates: repeating is harmless
         except PermanentError as exc:
             _notice(ctx, run, job,
                     f"{job_record(job)}: Spectrum refused the update of job {number}: {exc}",
@@ -338,7 +347,8 @@ def _spectrum_date(value: object) -> str:
 
 
 def _add_cost_centers(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, job: Job, plan: dict[str, str]
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    plan: dict[str, str],
 ) -> Outcome:
     """A multi-cost-center job gained cost centers: create their Spectrum jobs (and write back)."""
     if job.location is None:
@@ -347,25 +357,26 @@ def _add_cost_centers(
     company_id = _company_id(job, location.company.id if location.company else None)
     customer = customer_task.ensure_customer(ctx, company_id, conn.name)
     site = site_task.ensure_site(ctx, location.id, conn.name)
-    run.state["plan"] = plan
+    run.state.plan = plan
     run.save()
     return _create_jobs(ctx, conn, run, job, location, plan, customer=customer, site=site)
 
 
 def _notice(
-    ctx: SyncContext, run: Run, job: Job, problem: str, fix: str, *, alert: bool = False
+    ctx: SyncContext, run: Run[JobState], job: Job, problem: str, fix: str, *,
+    alert: bool = False,
 ) -> None:
     """Tell people about a change that was not followed: one job comment (and alert) per problem."""
     digest = problem_key(problem)
-    done = list(run.state.get("comments") or [])
+    done = list(run.state.comments)
     if digest in done:
         return
-    run.state["comments"] = [*done, digest]
-    ctx.ledger.update_progress(run.key, state=dict(run.state))
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
     if alert:
         record_alert(ctx, run.key, "job_update", problem)
     where = f" (Spectrum connection {run.connection})"
-    ctx.st.add_comment(JOB_ENTITY_TYPE, job.id, "\n".join([
+    ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job.id, "\n".join([
         f"stsync did not copy a change of this job (id {job.id}) to Spectrum{where}.",
         f"What: {problem}", f"How to fix: {fix}",
     ]))
@@ -398,7 +409,7 @@ def _service_lines(ctx: SyncContext, job: Job, conn: ConnectionSettings) -> list
     return lines
 
 
-def _add_job(run: Run, request: SpectrumRequest, job: Job) -> str:
+def _add_job(run: Run[JobState], request: SpectrumRequest, job: Job) -> str:
     """AddJob once; adopt a job with our number only when its customer and site are ours."""
     infolink = run.ctx.infolink_for(run.connection)
     number = request.values["Job_Number"]
@@ -451,20 +462,18 @@ def template_phase_rows(ctx: SyncContext, conn: ConnectionSettings) -> list[dict
 
 
 def _copy_template_phases(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, number: str
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], number: str
 ) -> None:
     """AddPhase per template row; each phase sent is remembered, so a retry sends only the rest."""
     requests = template_phase_requests(number, template_phase_rows(ctx, conn), conn.rules)
-    spectrum = ctx.spectrum_for(conn.name)
-    sent_key = f"phases_sent:{number}"
-    sent = set(run.state.get(sent_key) or [])
+    spectrum = ctx.spectrum_writes(conn.name)
+    sent = run.state.phases_sent(number)
     for request in requests:
         combo = f"{request.values['Phase_Code']}/{request.values['Cost_Type']}"
         if combo in sent:
             continue
         spectrum.put(request)  # AddPhase upserts: repeating one after a crash is harmless
-        sent.add(combo)
-        run.state[sent_key] = sorted(sent)
+        run.state.mark_sent(ADD_PHASE, f"{number}/{combo}")
         run.save()
 
 
@@ -485,7 +494,7 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, WORK_ORDER_RECORD_TYPE, str(job_id))
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[WorkOrderState]) -> Outcome:
         job = ctx.st.get_job(job_id)
         skip = job_skip_reason(job, conn.rules.jobs)
         if skip:
@@ -496,16 +505,17 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
             contract_number=work_order_contract(job, conn.rules), connection=conn.name,
         )
         number = request.values["WO_Number"]
-        run.state.update(adjustments=adjustments, sends=int(run.state.get("sends", 0)) + 1)
+        run.state.adjustments = adjustments
+        run.state.sends += 1
         run.save(spectrum_key=number)
         # WorkOrderHeader adds or updates by WO_Number: repeating it is safe, so no flag
-        ctx.spectrum_for(conn.name).put(request)
+        ctx.spectrum_writes(conn.name).put(request)
         if job.external_ids.get(conn.external_id_key) != number:
-            ctx.st.set_external_id("job", job_id, conn.external_id_key, number)
-        return run.done("synced", number, digest=request.digest())
+            ctx.st_writes.set_external_id("job", job_id, conn.external_id_key, number)
+        return run.done(Result.SYNCED, number, digest=request.digest())
 
     # every send runs again (reclaim_done): a re-send is how people push edits to Spectrum
-    return run_record(ctx, key, body, reclaim_done=True,
+    return run_record(ctx, key, body, state=WorkOrderState, reclaim_done=True,
                       on_permanent=_commenter(ctx, job_id))
 
 
@@ -575,32 +585,37 @@ def fix_hint(exc: PermanentError, connection: str) -> str:
     return "See `stsync history job` for details, fix the cause, then send the job again."
 
 
-def _commenter(ctx: SyncContext, job_id: int) -> Callable[[Run, PermanentError], None]:
-    def hook(run: Run, exc: PermanentError) -> None:
+C = TypeVar("C", bound=Commented)
+
+
+def _commenter(ctx: SyncContext, job_id: int) -> Callable[[Run[C], PermanentError], None]:
+    def hook(run: Run[C], exc: PermanentError) -> None:
         comment_failure(ctx, run, job_id, exc)
 
     return hook
 
 
-def comment_failure(ctx: SyncContext, run: Run, job_id: int, exc: PermanentError) -> bool:
+def comment_failure(
+    ctx: SyncContext, run: Run[C], job_id: int, exc: PermanentError
+) -> bool:
     """Comment on the ServiceTrade job once per distinct problem; True when a comment was posted."""
     if isinstance(exc, NotFound):
         return False  # the job is gone: there is nothing to comment on
     problem = str(exc)
     digest = problem_key(problem)
-    done = list(run.state.get("comments") or [])
+    done = list(run.state.comments)
     if digest in done:
         return False
     # remembered before posting: a lost comment is better than a storm of duplicates
-    run.state["comments"] = [*done, digest]
-    ctx.ledger.update_progress(run.key, state=dict(run.state))
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
     text = job_failure_comment(job_id, problem, fix_hint(exc, run.connection),
                                connection=run.connection)
     try:
-        ctx.st.add_comment(JOB_ENTITY_TYPE, job_id, text)
+        ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job_id, text)
     except Exception:
-        run.state["comments"] = done
-        ctx.ledger.update_progress(run.key, state=dict(run.state))
+        run.state.comments = done
+        ctx.ledger.update_progress(run.key, state=run.state.dump())
         raise
     return True
 
@@ -614,8 +629,7 @@ def spectrum_jobs_of(ctx: SyncContext, job_id: int, connection: str) -> dict[str
     rec = ctx.ledger.get(RecordKey(ctx.connection(connection).name, RECORD_TYPE, str(job_id)))
     if rec is None or rec.status is not Status.DONE:
         return {}
-    plan = rec.state.get("plan") or {}
-    return {str(k): str(v) for k, v in plan.items()}
+    return dict(JobState.load(rec.state).plan)
 
 
 def enqueue_send_job(

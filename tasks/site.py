@@ -11,7 +11,7 @@ from clients.errors import MappingError
 from clients.spectrum.models import SpectrumRequest
 from mappers.customer import SITE_MATCH
 from mappers.site import site_id, st_location_to_wo_site
-from tasks import heal
+from tasks import heal, registry
 from tasks._celery import sync_task
 from tasks._pipeline import (
     MasterRecord,
@@ -29,11 +29,12 @@ from tasks.customer import (
     stale_id_notice,
 )
 from tasks.route import route_refusal
+from tasks.state import SiteState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
 
-RECORD_TYPE = "site"
-TASK_NAME = "sync.site"
+RECORD_TYPE = registry.SITE.name
+TASK_NAME = registry.SITE.task
 
 
 def site_record(ctx: SyncContext, connection: str, customer: str) -> MasterRecord:
@@ -58,14 +59,14 @@ def sync_site(
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(location_id))
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[SiteState]) -> Outcome:
         location = ctx.st.get_location(location_id)
         heal.stamp(run.state, location, conn, RECORD_TYPE)
         if location.company is None:
             raise MappingError(f"location {location_id}", "company", "has no company")
         customer = ensure_customer(ctx, location.company.id, conn.name)
         spec = site_record(ctx, conn.name, customer)
-        run.state["customer"] = customer
+        run.state.customer = customer
 
         def build(code: str) -> tuple[SpectrumRequest, list[str]]:
             return st_location_to_wo_site(
@@ -91,7 +92,7 @@ def sync_site(
 
     before = ctx.ledger.get(key)
     rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_location(location_id))
-    outcome = run_record(ctx, key, body, reclaim_done=replay, reclaim=rule,
+    outcome = run_record(ctx, key, body, state=SiteState, reclaim_done=replay, reclaim=rule,
                          on_permanent=stale_id_notice(ctx, LOCATION_ENTITY_TYPE, location_id))
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome

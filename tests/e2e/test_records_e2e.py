@@ -156,8 +156,10 @@ def test_route_by_office_two_connections_each_job_in_exactly_one_company(stack: 
         for job, home, away, prefix, company in (
             (durham, "main", "east", "T", "ABC"), (charlotte, "east", "main", "E", "XYZ"),
         ):
-            wait_for(lambda j=job, h=home: status_of(stack, j["id"], h) == "done", 90, 0.2,
-                     f"job {job['id']} in {home}")
+            def landed(j: dict[str, Any] = job, h: str = home) -> bool:
+                return status_of(stack, j["id"], h) == "done"
+
+            wait_for(landed, 90, 0.2, f"job {job['id']} in {home}")
             away_rec = stack.record("job", job["id"], away)
             assert away_rec is not None and away_rec.status.value == "skipped"
             made = [r for r in rows(stack, JOBS) if r["Job_Number"].endswith(str(job["number"]))]

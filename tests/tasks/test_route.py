@@ -165,6 +165,7 @@ def test_route_by_tag_and_state_two_matches_fail_with_the_reason(
         assert deliver(ctx, "job", job["id"]) == {"main": "skipped", "east": "skipped"}
         for conn in ("main", "east"):
             rec = led.get(RecordKey(conn, "job", str(job["id"])))
+            assert rec is not None
             assert rec.status is Status.FAILED
             assert "matches the routes of connections main, east" in (rec.last_error or "")
             assert led.alerts(RecordKey(conn, "job", str(job["id"])))
