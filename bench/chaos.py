@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.changes import NOT_YET, ChangePlan, apply_change, owed, owed_problems, plan_changes
 from bench.stack import SOAK_RELIABILITY, Stack, settings_toml, start_stack
 from sandbox.faults import FaultConfig
 from sandbox.seed import SeedSpec, SeedWorld, build_world
@@ -84,6 +85,13 @@ class ChaosConfig:
     timeout_s: float = 1800.0
     database_url: str | None = None
     worker_loglevel: str = "INFO"
+    #: the changes phase (``bench.changes``) after the voids
+    changes: bool = False
+    #: Spectrum faults every call for this long while the changes arrive (0: no outage)
+    outage_s: float = 0.0
+    #: ledger on a private PostgreSQL server restarted (crash: immediate stop) when this share
+    #: of the records is settled (None: never; ignored with ``database_url``)
+    restart_db_at: float | None = None
 
 
 @dataclass
@@ -98,6 +106,13 @@ class ChaosReport:
     chaos_events: list[str] = field(default_factory=list)
     settle_rounds: int = 0
     voided: int = 0
+    changes: dict[str, int] = field(default_factory=dict)
+    changes_not_exercised: list[str] = field(default_factory=list)
+    #: per change kind, how many changed records ended as the change means (rebill: a new
+    #: revision number in ServiceTrade and Spectrum summing to the new total; split void: 0.00)
+    changes_landed: dict[str, int] = field(default_factory=dict)
+    invoices_balanced: int = 0
+    outage: dict[str, float] = field(default_factory=dict)
     expected_failures: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -122,6 +137,10 @@ class ChaosReport:
             f"webhooks: {self.webhooks}",
             f"voided after the first pass: {self.voided}; sweep/catch-up rounds: "
             f"{self.settle_rounds}",
+            f"changes phase: {self.changes or '-'} (landed as meant: "
+            f"{self.changes_landed or '-'}); outage: {self.outage or '-'}",
+            f"invoices whose Spectrum AR documents sum to what ServiceTrade says is owed: "
+            f"{self.invoices_balanced}",
             "ledger (type/status): "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.ledger.items())),
             "spectrum rows written: " + ", ".join(
@@ -186,6 +205,8 @@ class Snapshot:
     st_invoices: dict[int, tuple[str, str | None]]
     comments: Counter[tuple[int, int]]
     external_ids: dict[tuple[str, int], str]
+    #: invoice id -> (ServiceTrade status, owed per ServiceTrade, sum of its Spectrum documents)
+    owed: dict[int, tuple[str, str, str]] = field(default_factory=dict)
 
 
 #: Spectrum tables stsync writes (attribute of ``infolink_schema``), and the natural identity of a
@@ -251,10 +272,13 @@ def snapshot(ledger: Any, spectrum_db: Any, st_state: Any, baseline: dict[str, i
             value = (obj.get("externalIds") or {}).get("spectrum")
             if value:
                 external_ids[(resource, int(obj["id"]))] = str(value)
-    return Snapshot(outcomes, reasons, tables, table_rows, st_invoices, comments, external_ids)
+    return Snapshot(outcomes, reasons, tables, table_rows, st_invoices, comments, external_ids,
+                    owed(ledger, spectrum_db, st_state))
 
 
-def _sync_all(ctx: Any, world: SeedWorld, voids: list[int], st_state: Any) -> None:
+def _sync_all(
+    ctx: Any, world: SeedWorld, voids: list[int], st_state: Any, plan: ChangePlan
+) -> None:
     from tasks.customer import sync_customer
     from tasks.invoice import sync_invoice
     from tasks.job import sync_job
@@ -263,22 +287,27 @@ def _sync_all(ctx: Any, world: SeedWorld, voids: list[int], st_state: Any) -> No
 
     st = world.servicetrade
     vendors = {c["id"] for c in st["company"] if c.get("isVendor")}
-    plan: list[tuple[Callable[..., Any], Iterable[int]]] = [
+    first: list[tuple[Callable[..., Any], Iterable[int]]] = [
         (sync_customer, [c["id"] for c in st["company"] if c["id"] not in vendors]),
         (sync_site, [x["id"] for x in st["location"] if x["company"]["id"] not in vendors]),
         (sync_job, [j["id"] for j in st["job"]]),
         (sync_invoice, [i["id"] for i in st["invoice"]]),
         (sync_timecard, [tc["id"] for tc in st["timecard"]]),
     ]
-    for fn, ids in plan:
+    for fn, ids in first:
         for i in ids:
             fn(ctx, i, "main")
     for i in voids:
         st_state.update("invoice", i, {"status": "void"})
         sync_invoice(ctx, i, "main")
+    for change in plan.changes:  # the same changes, in the same order
+        apply_change(st_state, change)
+        sync_invoice(ctx, change.invoice_id, "main")
 
 
-def reference_run(world: SeedWorld, spec: SeedSpec, voids: list[int], tmp: Path) -> Snapshot:
+def reference_run(
+    world: SeedWorld, spec: SeedSpec, voids: list[int], tmp: Path, plan: ChangePlan | None = None
+) -> Snapshot:
     """The same seed synced sequentially in-process (plain sync functions), no faults."""
     from fastapi.testclient import TestClient
 
@@ -311,7 +340,7 @@ def reference_run(world: SeedWorld, spec: SeedSpec, voids: list[int], tmp: Path)
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # expected failures would print one warning each
     try:
-        _sync_all(ctx, world, voids, sb.st_state)
+        _sync_all(ctx, world, voids, sb.st_state, plan or ChangePlan())
         return snapshot(ledger, sb.spectrum_db, sb.st_state, baseline)
     finally:
         quiet.setLevel(level)
@@ -330,6 +359,8 @@ def compare(
     not list it (``GET /job?status=all`` leaves canceled jobs out, reference §5.3).
     """
     problems = list(stack_checks)
+    problems += owed_problems("reference run", expected.owed)
+    problems += owed_problems("chaos run", actual.owed)
     for k in sorted(set(expected.outcomes) | set(actual.outcomes)):
         want, got = expected.outcomes.get(k), actual.outcomes.get(k)
         if got is not None and (got[1] in BAD_KINDS or got[0] in ("pending", "in_flight")):
@@ -379,6 +410,20 @@ def compare(
 
 
 # --- the soak -------------------------------------------------------------------------------------
+def landed(plan: ChangePlan, snap: Snapshot) -> dict[str, int]:
+    """How many changes ended as they mean in this run (see ``ChaosReport.changes_landed``)."""
+    out = dict.fromkeys(plan.counts(), 0)
+    for c in plan.changes:
+        balance = snap.owed.get(c.invoice_id)
+        if balance is None or balance[1] != balance[2]:
+            continue
+        number = snap.st_invoices.get(c.invoice_id, ("", None))[1] or ""
+        if (c.kind == "rebill" and balance[0] == "processed" and number.endswith("-1")) or (
+                c.kind == "split_void" and balance[0] == "void" and balance[2] == "0.00"):
+            out[c.kind] += 1
+    return out
+
+
 def _settled(stack: Stack, expected: int) -> float:
     from worker.ledger import TERMINAL
 
@@ -484,15 +529,28 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
     root = Path(tmpdir.name) if tmpdir is not None else Path(workdir)  # type: ignore[arg-type]
     started = time.monotonic()
     deadline = started + cfg.timeout_s
+    pg = None
+    database_url = cfg.database_url
+    if cfg.restart_db_at is not None and database_url is None:
+        from bench.pg import PrivatePostgres
+
+        pg = PrivatePostgres()
+        pg.start()
+        database_url = pg.url
     try:
-        stack = start_stack(root / "soak", database_url=cfg.database_url, schedules=SWEEP_SCHEDULES,
+        stack = start_stack(root / "soak", database_url=database_url, schedules=SWEEP_SCHEDULES,
                               connection=CONNECTION)
         try:
             world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
             report.world = world_counts(world)
             voids = void_targets(world, cfg.void_every)
-            log(f"world: {report.world}; {len(voids)} invoice(s) to void later")
-            baseline = _soak(stack, cfg, world, voids, deadline, report, log)
+            plan = plan_changes(world, cfg.seed, exclude=set(voids)) if cfg.changes else \
+                ChangePlan()
+            report.changes = plan.counts() if cfg.changes else {}
+            report.changes_not_exercised = list(NOT_YET) if cfg.changes else []
+            log(f"world: {report.world}; {len(voids)} invoice(s) to void later; changes "
+                f"{report.changes or '-'}")
+            baseline = _soak(stack, cfg, world, voids, deadline, report, log, plan, pg)
             report.timings_s["soak"] = round(time.monotonic() - started, 1)
             actual = snapshot(stack.ledger, stack.sandbox.spectrum_db, stack.sandbox.st_state,
                               baseline)
@@ -501,9 +559,11 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
             stack.close()
         t_ref = time.monotonic()
         log("reference run (sequential, no faults) ...")
-        expected = reference_run(world, spec, voids, root / "reference")
+        expected = reference_run(world, spec, voids, root / "reference", plan)
         report.timings_s["reference_run"] = round(time.monotonic() - t_ref, 1)
         report.spectrum_rows = actual.table_rows
+        report.invoices_balanced = sum(1 for _, want, got in actual.owed.values() if want == got)
+        report.changes_landed = landed(plan, actual)
         report.problems = compare(expected, actual, checks, report.notes)
         report.expected_failures = dict(Counter(
             f"{k[0]} {st}" + (f" ({kind})" if kind else "")
@@ -515,6 +575,8 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         report.load_average = [round(x, 2) for x in os.getloadavg()]
         return report
     finally:
+        if pg is not None:
+            pg.close()
         if tmpdir is not None:
             tmpdir.cleanup()
 
@@ -527,6 +589,8 @@ def _soak(
     deadline: float,
     report: ChaosReport,
     log: Log,
+    plan: ChangePlan | None = None,
+    pg: Any = None,
 ) -> dict[str, int]:
     """Drive the soak; returns the Spectrum row counts of the seed (before any sync)."""
     from sandbox.replay import replay
@@ -549,6 +613,7 @@ def _soak(
     log(f"replayed into ServiceTrade: {created} in {time.monotonic() - t0:.1f}s")
     expected = report.world["records"]
     killed = redis_restarted = False
+    db_restarted = pg is None
     last_note = 0.0
     calm = 0
     while time.monotonic() < deadline:
@@ -570,12 +635,18 @@ def _soak(
             event = f"Redis restarted (nothing saved) at {share:.0%} settled, losing {backlog}"
             log(event)
             report.chaos_events.append(event)
+        if not db_restarted and cfg.restart_db_at is not None and share >= cfg.restart_db_at:
+            pg.restart()
+            db_restarted = True
+            event = f"PostgreSQL ledger restarted (immediate stop: a crash) at {share:.0%} settled"
+            log(event)
+            report.chaos_events.append(event)
         if time.monotonic() - last_note > 10:
             last_note = time.monotonic()
             log(f"  {time.monotonic() - t0:6.0f}s settled {share:.0%}, open rows "
                 f"{stack.open_rows()}, broker {stack.redis.backlog()}")
         everything_happened = (killed or cfg.kill_worker_at is None) and (
-            redis_restarted or cfg.restart_redis_at is None)
+            redis_restarted or cfg.restart_redis_at is None) and db_restarted
         calm = calm + 1 if everything_happened and stack.broker_quiet() else 0
         # over when nothing moves any more: rows left open then lost their messages, and the
         # settle rounds (the sweep) are what brings them back
@@ -592,6 +663,11 @@ def _soak(
         report.voided = len(voids)
         log(f"voided {len(voids)} invoice(s); settling again")
         report.settle_rounds += settle(stack, ctx, world, deadline, log)
+        report.timings_s["voids_settled"] = round(time.monotonic() - t0, 1)
+        if plan is not None and plan.changes:
+            _changes_phase(stack, cfg, plan, report, log)
+            report.settle_rounds += settle(stack, ctx, world, deadline, log)
+            report.timings_s["changes_settled"] = round(time.monotonic() - t0, 1)
         report.timings_s["settled"] = round(time.monotonic() - t0, 1)
     finally:
         ctx.close()
@@ -603,8 +679,53 @@ def _soak(
     report.faults["servicetrade calls"] = sum(sb.st_injector.calls.values())
     report.faults["worker kills"] = stack.kills
     report.faults["redis restarts"] = stack.redis.restarts
+    report.faults["postgresql restarts"] = pg.restarts if pg is not None else 0
     report.webhooks = stack.webhooks().counters()
     return baseline
+
+
+def retry_budget_s(rel: Any) -> float:
+    """How long Celery keeps retrying one transient failure: the sum of the backoff countdowns
+    (before jitter, which only shortens them) over ``max_retries`` retries."""
+    return float(sum(min(rel.retry_backoff_s * 2 ** n, rel.retry_backoff_max_s)
+                     for n in range(rel.max_retries)))
+
+
+#: production's budget with the defaults (8 retries, 2 s doubling, 600 s cap) is ~8.5 minutes;
+#: the issue's outage is >= 30 minutes, so an outage is at least this many budgets long
+OUTAGE_RATIO = 3.5
+
+
+def _changes_phase(
+    stack: Stack, cfg: ChaosConfig, plan: ChangePlan, report: ChaosReport, log: Log
+) -> None:
+    """Apply the planned changes in ServiceTrade (webhooks carry them, with the soak's faults).
+    With an outage, Spectrum faults every call from just before the first change until
+    ``outage_s`` later; half the changes arrive at its start and half in its middle."""
+    inj = stack.sandbox.spectrum_injector
+    normal = inj.config
+    half = len(plan.changes) // 2
+    t0 = time.monotonic()
+    if cfg.outage_s:
+        inj.configure(normal.model_copy(update={"error_rate": 1.0, "ghost_write_rate": 0.0}))
+        budget = retry_budget_s(stack.settings.reliability)
+        report.outage = {"seconds": cfg.outage_s, "retry_budget_s": budget,
+                         "ratio": round(cfg.outage_s / budget, 2)}
+        event = (f"Spectrum outage for {cfg.outage_s:.0f}s (every call a fault; the retry "
+                 f"budget is {budget:.0f}s)")
+        log(event)
+        report.chaos_events.append(event)
+    for change in plan.changes[:half]:
+        apply_change(stack.sandbox.st_state, change)
+    if cfg.outage_s:
+        time.sleep(max(0.0, cfg.outage_s / 2 - (time.monotonic() - t0)))
+    for change in plan.changes[half:]:
+        apply_change(stack.sandbox.st_state, change)
+    if cfg.outage_s:
+        time.sleep(max(0.0, cfg.outage_s - (time.monotonic() - t0)))
+        inj.configure(normal)
+        report.chaos_events.append("Spectrum answers again")
+    log(f"changes applied: {plan.counts()}; settling again")
 
 
 def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:
@@ -626,6 +747,13 @@ def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:
     return f"{pg_url}?options=-csearch_path%3D{schema}", drop
 
 
+def default_outage_s() -> float:
+    """``OUTAGE_RATIO`` x the soak's retry budget (``SOAK_RELIABILITY``)."""
+    from worker.settings import ReliabilitySettings
+
+    return round(OUTAGE_RATIO * retry_budget_s(ReliabilitySettings(**SOAK_RELIABILITY)))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--records", type=int, default=2000)
@@ -635,6 +763,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart-redis", action="store_true",
                    help="restart the private Redis once mid-run (nothing persisted)")
     p.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker")
+    p.add_argument("--restart-db", action="store_true",
+                   help="ledger on a private PostgreSQL server (bench/pg.py), crashed and "
+                   "restarted once mid-run")
+    p.add_argument("--changes", action="store_true",
+                   help="after the first pass: invoices edited and approved again (rebill), "
+                   "split invoices voided (bench/changes.py)")
+    p.add_argument("--outage", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
+                   help="Spectrum faults every call while the changes arrive; default length "
+                   f"{OUTAGE_RATIO} x the retry budget (implies --changes)")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--database-url", default=None, help="ledger URL (default: SQLite in the "
                    "work directory)")
@@ -652,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
         kill_worker_at=None if args.no_kill else 0.35,
         restart_redis_at=0.6 if args.restart_redis else None,
         timeout_s=args.timeout, database_url=database_url,
+        changes=args.changes or bool(args.outage),
+        restart_db_at=0.5 if args.restart_db else None,
+        outage_s=args.outage if args.outage >= 0 else default_outage_s(),
     )
     random.seed(cfg.seed)
     try:
