@@ -11,7 +11,11 @@ Change kinds wired in (their behaviour is on main):
   again (``on_change_after_posting = "rebill"``: reversal + new revision in Spectrum);
 - ``split_void``: 5 % (at least one) of the approved invoices that Spectrum holds as a split
   (positive lines -> AR invoice, negative lines -> credit memo) are voided: both documents are
-  reversed, the invoice sums to 0.00.
+  reversed, the invoice sums to 0.00;
+- ``job_recode``: 10 % of the jobs without an invoice get another service line (cost center and
+  price method follow while no invoice is posted; a job that failed on an unmapped line heals);
+- ``job_complete`` / ``job_cancel``: 10 % of the open jobs are completed (``Complete_Date``
+  follows) or canceled, half each.
 
 Kinds the issue asks for whose behaviour is not on main yet (``NOT_YET``) are listed, not faked.
 
@@ -30,16 +34,20 @@ from typing import Any
 from sandbox.seed import SeedWorld
 
 #: change kinds exercised by the soak
-KINDS = ("rebill", "split_void")
+KINDS = ("rebill", "split_void", "job_recode", "job_complete", "job_cancel")
 #: asked for by issue 15, waiting for their behaviour to land on main (records / recovery)
 NOT_YET = (
     "failed record fixed at its source (salesperson id, service-line map entry, employee code)",
-    "job re-coded before its first invoice",
-    "job completed or canceled",
     "PO line deleted in Spectrum",
 )
 REBILL_SHARE = 0.10
 SPLIT_VOID_SHARE = 0.05
+RECODE_SHARE = 0.10
+CLOSE_SHARE = 0.10
+#: mapped service lines of the demo configuration (``cost_centers.by_service_line``)
+SERVICE_LINES = ("SP", "FA", "EX")
+#: the completion time given to completed jobs (a fixed instant: both runs send the same date)
+COMPLETED_ON = 1_796_000_000
 
 
 @dataclass(frozen=True)
@@ -47,12 +55,21 @@ class Change:
     """One office action on a ServiceTrade record."""
 
     kind: str
+    #: the invoice id, or the job id of a ``job_*`` change
     invoice_id: int
     #: ``rebill``: the line edited and the quantity it gets
     line: int = 0
     quantity: float = 0.0
+    #: ``job_recode``: the new service line
+    service_line: str = ""
+
+    @property
+    def resource(self) -> str:
+        return "job" if self.kind.startswith("job_") else "invoice"
 
     def text(self) -> str:
+        if self.kind.startswith("job_"):
+            return f"job {self.invoice_id}: {self.kind[4:]} {self.service_line}".strip()
         if self.kind == "rebill":
             return (f"invoice {self.invoice_id}: line {self.line} quantity -> {self.quantity}, "
                     "approved again")
@@ -70,7 +87,7 @@ class ChangePlan:
         return out
 
     def invoice_ids(self) -> list[int]:
-        return sorted({c.invoice_id for c in self.changes})
+        return sorted({c.invoice_id for c in self.changes if c.resource == "invoice"})
 
 
 def _amount(item: dict[str, Any]) -> float:
@@ -104,6 +121,21 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
         # one more (or one less for a negative line): the sign of the line stays, never zero
         plan.changes.append(Change("rebill", inv_id, line, q + 1 if q >= 0 else q - 1))
     plan.changes += [Change("split_void", i) for i in voids]
+    jobs = sorted(world.servicetrade["job"], key=lambda j: int(j["id"]))
+    invoiced = {int((i.get("job") or {}).get("id") or 0) for i in world.servicetrade["invoice"]}
+    uninvoiced = [j for j in jobs if int(j["id"]) not in invoiced and j["status"] != "canceled"]
+    recode = rng.sample(uninvoiced, min(len(uninvoiced), round(len(jobs) * RECODE_SHARE)))
+    for job in sorted(recode, key=lambda j: int(j["id"])):
+        others = [sl for sl in SERVICE_LINES if sl != job.get("serviceLine")]
+        plan.changes.append(Change("job_recode", int(job["id"]), service_line=rng.choice(others)))
+    recoded = {int(j["id"]) for j in recode}
+    open_jobs = [j for j in jobs if j["status"] in ("new", "scheduled")
+                 and int(j["id"]) not in recoded]
+    close = sorted(rng.sample(open_jobs, min(len(open_jobs), round(len(jobs) * CLOSE_SHARE))),
+                   key=lambda j: int(j["id"]))
+    for n, job in enumerate(close):
+        plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel",
+                                   int(job["id"])))
     return plan
 
 
@@ -117,6 +149,13 @@ def apply_change(st_state: Any, change: Change) -> None:
         st_state.update("invoice", change.invoice_id, {"status": "pending_accounting"})
     elif change.kind == "split_void":
         st_state.update("invoice", change.invoice_id, {"status": "void"})
+    elif change.kind == "job_recode":
+        st_state.update("job", change.invoice_id, {"serviceLine": change.service_line})
+    elif change.kind == "job_complete":
+        st_state.update("job", change.invoice_id,
+                        {"status": "completed", "completedOn": COMPLETED_ON})
+    elif change.kind == "job_cancel":
+        st_state.update("job", change.invoice_id, {"status": "canceled"})
     else:  # pragma: no cover - a kind added to KINDS without its action
         raise ValueError(f"unknown change kind {change.kind!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from celery import Task
 from clients.errors import TransientError
 from worker.celery_app import Queue, app
 from worker.context import get_context
-from worker.ledger import RecordKey, Status
+from worker.ledger import LEDGER_DOWN, LedgerUnavailable, RecordKey, Status
 from worker.settings import CONFIG_ENV, ReliabilitySettings
 
 log = logging.getLogger("stsync.tasks")
@@ -68,6 +69,15 @@ def sync_task(
     """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
     def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except LEDGER_DOWN as exc:
+                # a ledger restart (found by the soak's PostgreSQL crash) failed every running
+                # task "unexpectedly" and acked its message: the records waited for the sweep
+                raise LedgerUnavailable(f"the ledger database is unavailable: {exc}") from exc
+
         return app.task(  # type: ignore[return-value]
             name=name,
             base=SyncTask,
@@ -83,7 +93,7 @@ def sync_task(
             ignore_result=True,
             record_type=record_type,
             record_types=(record_type, *also),
-        )(fn)
+        )(run)
 
     return wrap
 

@@ -20,6 +20,7 @@ instead of looping (redeliveries do not count toward Celery's ``max_retries``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -42,7 +43,7 @@ from clients.spectrum.models import SpectrumRequest
 from tasks import heal
 from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
-from worker.ledger import TERMINAL, Record, RecordKey, Status
+from worker.ledger import LEDGER_DOWN, TERMINAL, Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
 
@@ -217,6 +218,12 @@ def run_record(
             run.mark(Status.PENDING, error_kind="transient", reason=reason)
             _log(key, "retry", started, rec.attempts, reason)
             raise TransientError(reason) from exc
+        except LEDGER_DOWN:
+            # the ledger went away: not this record's fault. Release the claim if it is back
+            # already (else the retry waits for the lease); the task retries it either way
+            with contextlib.suppress(Exception):
+                run.mark(Status.PENDING, error_kind="transient", reason="ledger unavailable")
+            raise
         except Exception as exc:
             run.mark(
                 Status.FAILED,

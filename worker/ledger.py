@@ -47,11 +47,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from clients.errors import PermanentError
+from clients.errors import PermanentError, TransientError
 
 metadata = MetaData()
 
@@ -227,6 +228,16 @@ class Claim:
     held: bool
     #: the previous holder died mid-task (its lease was taken over)
     recovered: bool = False
+
+
+class LedgerUnavailable(TransientError):
+    """The ledger database cannot be reached (restarted, failing over, network): a retry, never
+    a broken record. Raised by the task layer (``tasks._celery``) from SQLAlchemy's
+    connection-level errors."""
+
+
+#: SQLAlchemy errors that mean "the database went away", not "this statement is wrong"
+LEDGER_DOWN: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 
 def _aware(d: datetime | None) -> datetime | None:

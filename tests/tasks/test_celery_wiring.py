@@ -67,3 +67,22 @@ def test_a_permanent_failure_is_not_touched_by_on_failure(ctx: Any) -> None:
     finally:
         set_process_context(None)
     assert ctx.ledger.get(key).last_error == "bad terms"
+
+
+def test_ledger_database_gone_is_a_retry_not_an_unexpected_failure(ctx: Any) -> None:
+    """Found by the soak's PostgreSQL crash (``--restart-db``): every task running while the
+    ledger restarted raised ``OperationalError`` "unexpectedly", its message was acked and the
+    record waited for the sweep. A database that cannot be reached is a transient error: the
+    task's autoretry (``autoretry_for=(TransientError,)``) takes it."""
+    from worker.ledger import Ledger, LedgerUnavailable
+
+    down = Ledger("postgresql+psycopg://root@127.0.0.1:9/nothing_listens_here?connect_timeout=2")
+    ctx.ledger = down
+    set_process_context(ctx)
+    try:
+        with pytest.raises(LedgerUnavailable, match="ledger database is unavailable"):
+            app.tasks["sync.customer"].run(77, "main")
+    finally:
+        set_process_context(None)
+        down.dispose()
+    assert issubclass(LedgerUnavailable, TransientError)
