@@ -39,7 +39,7 @@ bench: $(STAMP)
 
 ## The full-size chaos soak (the CI-sized one runs in `make test`).
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos --records 2000 --restart-redis
+	$(BIN)/python -m bench.chaos --records 2000 --changes --restart-redis --restart-db
 
 clean:
 	rm -rf .stsync .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -20,7 +20,6 @@ instead of looping (redeliveries do not count toward Celery's ``max_retries``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -219,10 +218,12 @@ def run_record(
             _log(key, "retry", started, rec.attempts, reason)
             raise TransientError(reason) from exc
         except LEDGER_DOWN:
-            # the ledger went away: not this record's fault. Release the claim if it is back
-            # already (else the retry waits for the lease); the task retries it either way
-            with contextlib.suppress(Exception):
-                run.mark(Status.PENDING, error_kind="transient", reason="ledger unavailable")
+            # the ledger went away: not this record's fault; the task retries it. Release the
+            # claim once the database is back (a restart takes seconds): a claim left in_flight
+            # by this live process answers every retry "busy" until its lease ends, and the
+            # retries ran out first in the soak (records failed "gave up ... being synced by")
+            wait = min(LEDGER_RELEASE_WAIT_S, rel.task_soft_time_limit_s / 4)
+            _release_when_back(run, deadline=time.monotonic() + wait)
             raise
         except Exception as exc:
             run.mark(
@@ -234,6 +235,23 @@ def run_record(
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
     return outcome
+
+
+#: how long a sync whose ledger went away keeps trying to release its claim
+LEDGER_RELEASE_WAIT_S = 15.0
+
+
+def _release_when_back(run: Run[Any], *, deadline: float) -> bool:
+    """Put the record back to ``pending`` as soon as the ledger answers again (True), or give up
+    at ``deadline`` (False: the claim then ends with its lease, as a crashed holder's)."""
+    while True:
+        try:
+            run.mark(Status.PENDING, error_kind="transient", reason="ledger unavailable")
+            return True
+        except LEDGER_DOWN:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
 
 def _notify(ctx: SyncContext, run: Run[S], hook: OnPermanent[S], exc: PermanentError) -> None:

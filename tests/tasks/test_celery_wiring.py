@@ -86,3 +86,30 @@ def test_ledger_database_gone_is_a_retry_not_an_unexpected_failure(ctx: Any) -> 
         set_process_context(None)
         down.dispose()
     assert issubclass(LedgerUnavailable, TransientError)
+
+
+def test_a_claim_caught_by_a_ledger_restart_is_released_once_the_ledger_is_back() -> None:
+    """The soak's PostgreSQL crash left claims ``in_flight`` under live worker processes: every
+    retry was answered "busy" until the lease ended and the retries ran out first. The sync
+    releases its claim as soon as the database answers again."""
+    import sqlalchemy.exc
+
+    from tasks._pipeline import _release_when_back
+
+    class Flaky:
+        calls = 0
+
+        def mark(self, status: Status, **_: Any) -> None:
+            self.calls += 1
+            if self.calls < 3:
+                raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed"))
+            self.status = status
+
+    run = Flaky()
+    import time
+
+    assert _release_when_back(run, deadline=time.monotonic() + 10)  # type: ignore[arg-type]
+    assert run.calls == 3 and run.status is Status.PENDING
+    always_down = Flaky()
+    always_down.calls = -10_000
+    assert not _release_when_back(always_down, deadline=time.monotonic() + 0.6)  # type: ignore[arg-type]
