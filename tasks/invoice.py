@@ -109,7 +109,8 @@ def sync_invoice(
         )
         return Outcome("skipped", key, None, "the invoice no longer exists in ServiceTrade")
     if invoice.status == PENDING_ACCOUNTING:
-        return post_invoice(ctx, invoice_id, conn.name)
+        # the invoice just read is the one posted: read once per sync
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     if invoice.status == VOID:
         return void_invoice(ctx, invoice_id, conn.name, replay=replay)
     rec = ctx.ledger.get(key)
@@ -123,19 +124,26 @@ def sync_invoice(
 
 
 # --- approved invoices (F5) ----------------------------------------------------------------------
-def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = None) -> Outcome:
+def post_invoice(
+    ctx: SyncContext,
+    invoice_id: int,
+    connection: str | None = None,
+    *,
+    invoice: Invoice | None = None,
+) -> Outcome:
     """Post the approved invoice's Spectrum documents once, then mark it ``processed``.
 
     The record is claimed again on every approval (``reclaim_done``): a failed invoice that a
     person fixed and approved again is retried, and a posted one approved again only gets its
-    ServiceTrade status re-set — its documents are never sent twice.
+    ServiceTrade status re-set — its documents are never sent twice. ``invoice``: the state the
+    caller has just read (else it is read here); a retry of the task reads it afresh.
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
     before = ctx.ledger.get(key)
 
     def body(run: Run) -> Outcome:
-        return _post(ctx, conn, run, invoice_id, before)
+        return _post(ctx, conn, run, invoice_id, before, invoice)
 
     return run_record(
         ctx,
@@ -147,9 +155,14 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
 
 
 def _post(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int, before: Record | None
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run,
+    invoice_id: int,
+    before: Record | None,
+    fresh: Invoice | None = None,
 ) -> Outcome:
-    invoice = ctx.st.get_invoice(invoice_id)
+    invoice = fresh if fresh is not None else ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     posted = posted_documents(ctx, conn.name, invoice_id)
     planned: dict[str, dict[str, Any]] = dict(run.state.get("planned") or {})
@@ -208,7 +221,8 @@ def _map(
     record = record_name(invoice)
     if invoice.type != "invoice":
         raise RecordSkipped(f"{record}: type {invoice.type!r} is not a customer invoice")
-    st_job = ctx.st.get_job(invoice.job.id) if invoice.job is not None else None
+    # job, location and salesperson are facts of other records: the read cache may serve them
+    st_job = ctx.st.get_job(invoice.job.id, cached=True) if invoice.job is not None else None
     location = _location(ctx, invoice, st_job)
     company_id = _company_id(invoice, st_job, location)
     if rules.invoices.job_resolution == "job":
@@ -224,7 +238,7 @@ def _map(
     salesperson_ref = st_job.salesperson if st_job is not None else None
     salesperson = None
     if salesperson_ref is not None:
-        user = ctx.st.get_user(salesperson_ref.id)
+        user = ctx.st.get_user(salesperson_ref.id, cached=True)
         salesperson = salesperson_code_for(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
@@ -254,7 +268,7 @@ def _map(
 
 def _location(ctx: SyncContext, invoice: Invoice, st_job: Job | None) -> Location | None:
     ref = invoice.location or (st_job.location if st_job is not None else None)
-    return ctx.st.get_location(ref.id) if ref is not None else None
+    return ctx.st.get_location(ref.id, cached=True) if ref is not None else None
 
 
 def _company_id(invoice: Invoice, st_job: Job | None, location: Location | None) -> int:

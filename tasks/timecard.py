@@ -138,10 +138,11 @@ class _Jobs:
         if cached is not None:
             facts = JobFacts(plan, cached.state, cached.office_id)
         else:
-            job = self.ctx.st.get_job(job_id)
+            # facts of other records: the read cache may serve them (one read per job a run)
+            job = self.ctx.st.get_job(job_id, cached=True)
             state: str | None = None
             if job.location is not None:
-                location = self.ctx.st.get_location(job.location.id)
+                location = self.ctx.st.get_location(job.location.id, cached=True)
                 state = location.address.state if location.address else None
             office = job.assigned_office.id if job.assigned_office else None
             facts = JobFacts(plan, state, office)

@@ -26,6 +26,7 @@ from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
 from worker.ledger import Ledger, RecordKey
+from worker.readcache import ReadCache, redis_read_cache
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
 
@@ -130,6 +131,13 @@ def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteS
     }
 
 
+def process_read_cache(settings: Settings, client: redis.Redis) -> ReadCache:
+    """The worker process's read cache, its stamps in the broker's Redis (worker/readcache.py)."""
+    return redis_read_cache(
+        settings.servicetrade.read_cache_ttl_s, client, settings.redis_key_prefix
+    )
+
+
 def build_context(
     settings: Settings,
     *,
@@ -139,11 +147,13 @@ def build_context(
     retry_wait_s: float = 1.0,
     ledger: Ledger | None = None,
     write_slots: dict[str, WriteSlots] | None = None,
+    read_cache: ReadCache | None = None,
 ) -> SyncContext:
     """Build clients and the ledger from ``settings`` (transports injectable for tests).
 
     ``write_slots`` caps Spectrum writes per connection (``max_in_flight``); worker processes pass
-    the Redis-backed ones, tests may pass none."""
+    the Redis-backed ones, tests may pass none. ``read_cache`` serves job, location and user
+    facts (worker/readcache.py); without one every read goes to ServiceTrade."""
     ledger = ledger or Ledger(settings.database_url)
     hook = audit_hook(ledger)
     st_cfg = settings.servicetrade
@@ -159,6 +169,7 @@ def build_context(
         retry_wait_s=retry_wait_s,
         on_call=hook,
     )
+    st.read_cache = read_cache
     spectrum: dict[str, SpectrumClient] = {
         name: ThrottledSpectrumClient(
             conn.base_url,
@@ -211,7 +222,9 @@ def open_process_context() -> SyncContext:
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
             _process_context = build_context(
-                settings, write_slots=write_slots_for(settings, client)
+                settings,
+                write_slots=write_slots_for(settings, client),
+                read_cache=process_read_cache(settings, client),
             )
         return _process_context
 
