@@ -33,10 +33,11 @@ from sandbox.seed import SeedSpec
 def child(since: str, until: str) -> None:
     """Run the catch-up in this process and print its summary, wall time and peak RSS."""
     from tasks.timecard import run_catch_up
-    from worker.context import build_context
+    from worker.context import attach_read_cache, build_context
     from worker.settings import load_settings
 
     ctx = build_context(load_settings())
+    attach_read_cache(ctx)  # as `stsync catch-up` does
     started = time.perf_counter()
     summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until))
     wall = time.perf_counter() - started
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
+    print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
     out = run_catch_up_bench(args.techs, args.days, args.synced)
     for k, v in out.items():
         print(f"{k:>32}: {v}")

@@ -879,6 +879,9 @@ def catch_up(
         err.print("[red]--until is before --since[/red]")
         raise typer.Exit(2)
     ctx = _context(settings)
+    from worker.context import attach_read_cache
+
+    attach_read_cache(ctx)  # job facts read once per job, as the workers do
     try:
         with Progress(
             TextColumn("{task.description}"),

@@ -242,6 +242,13 @@ def _map(
         salesperson = salesperson_code_for(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
+        if salesperson is None:
+            # no webhook invalidates users: a missing code is read afresh, so a person's fix
+            # is seen by the next approval at once
+            user = ctx.st.get_user(salesperson_ref.id)
+            salesperson = salesperson_code_for(
+                user, rules=rules.invoices, external_id_key=conn.external_id_key
+            )
     stored = run.state.get("numbers")
     numbers = DocumentNumbers(**stored) if stored else document_numbers(invoice, rules.invoices)
     if not stored:

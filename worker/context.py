@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import redis
 
+from clients.errors import ConfigError
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
@@ -136,6 +137,20 @@ def process_read_cache(settings: Settings, client: redis.Redis) -> ReadCache:
     return redis_read_cache(
         settings.servicetrade.read_cache_ttl_s, client, settings.redis_key_prefix
     )
+
+
+def attach_read_cache(ctx: SyncContext) -> bool:
+    """Give an inline run (``stsync catch-up``) the workers' read cache when a broker is
+    configured (its stamps live there); False, and every read fresh, when there is none."""
+    from worker.celery_app import resolve_broker_url
+
+    try:
+        url = resolve_broker_url(ctx.settings)
+    except ConfigError:
+        return False
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    ctx.st.read_cache = process_read_cache(ctx.settings, client)
+    return True
 
 
 def build_context(
