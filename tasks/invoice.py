@@ -112,7 +112,7 @@ def sync_invoice(
         # the invoice just read is the one posted: read once per sync
         return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     if invoice.status == VOID:
-        return void_invoice(ctx, invoice_id, conn.name, replay=replay)
+        return void_invoice(ctx, invoice_id, conn.name, replay=replay, invoice=invoice)
     rec = ctx.ledger.get(key)
     why = (
         f"status is {invoice.status!r}: only {PENDING_ACCOUNTING!r} and {VOID!r} invoices are "
@@ -628,7 +628,12 @@ def _fail_in_servicetrade(ctx: SyncContext, run: Run, invoice_id: int, exc: Perm
 
 # --- voided invoices (F6) ------------------------------------------------------------------------
 def void_invoice(
-    ctx: SyncContext, invoice_id: int, connection: str | None = None, *, replay: bool = False
+    ctx: SyncContext,
+    invoice_id: int,
+    connection: str | None = None,
+    *,
+    replay: bool = False,
+    invoice: Invoice | None = None,
 ) -> Outcome:
     """Credit a voided, posted invoice once with an offsetting credit memo. Idempotent.
 
@@ -642,7 +647,7 @@ def void_invoice(
     final = before is not None and before.status in (Status.DONE, Status.SKIPPED)
 
     def body(run: Run) -> Outcome:
-        return _void(ctx, conn, run, invoice_id)
+        return _void(ctx, conn, run, invoice_id, invoice)
 
     def on_permanent(run: Run, exc: PermanentError) -> None:
         if isinstance(exc, NotFound):
@@ -654,8 +659,15 @@ def void_invoice(
     return run_record(ctx, key, body, reclaim_done=replay or not final, on_permanent=on_permanent)
 
 
-def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int) -> Outcome:
-    invoice = ctx.st.get_invoice(invoice_id)
+def _void(
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run,
+    invoice_id: int,
+    fresh: Invoice | None = None,
+) -> Outcome:
+    # the state sync_invoice has just read, else read here: once per sync
+    invoice = fresh if fresh is not None else ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     approval = ctx.ledger.get(RecordKey(conn.name, RECORD_TYPE, str(invoice_id)))
     if approval is not None and approval.status is Status.IN_FLIGHT:
