@@ -76,7 +76,8 @@ def _mark_synced(ledger: Any, world: Any, share: float) -> tuple[int, int]:
     return n, len(rows)
 
 
-def run_catch_up_bench(techs: int, days: int, synced: float) -> dict[str, Any]:
+def run_catch_up_bench(techs: int, days: int, synced: float,
+                       profile_to: str | None = None) -> dict[str, Any]:
     from tasks.job import sync_job
 
     spec = SeedSpec(companies=10, techs=techs, timecard_days=days)
@@ -102,8 +103,9 @@ def run_catch_up_bench(techs: int, days: int, synced: float) -> dict[str, Any]:
             st0 = Counter(stack.sandbox.st_injector.calls)
             load0 = os.getloadavg()
             started = time.monotonic()
+            profile = ["-m", "cProfile", "-o", profile_to] if profile_to else []
             proc = subprocess.run(
-                [sys.executable, "-m", "bench.catch_up", "--child", since, until],
+                [sys.executable, *profile, "-m", "bench.catch_up", "--child", since, until],
                 cwd=REPO, env=stack.env, capture_output=True, text=True, check=False,
                 timeout=3600,
             )
@@ -134,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--techs", type=int, default=999)
     p.add_argument("--days", type=int, default=22)
     p.add_argument("--synced", type=float, default=0.95)
+    p.add_argument("--profile", default=None, metavar="PATH",
+                   help="run the catch-up child under cProfile, stats written to PATH")
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)
         return 0
     print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
-    out = run_catch_up_bench(args.techs, args.days, args.synced)
+    out = run_catch_up_bench(args.techs, args.days, args.synced, args.profile)
     for k, v in out.items():
         print(f"{k:>32}: {v}")
     return 0
