@@ -36,11 +36,35 @@ def child(since: str, until: str) -> None:
     from worker.context import attach_read_cache, build_context
     from worker.settings import load_settings
 
+    trace = os.environ.get("STSYNC_BENCH_TRACEMALLOC") == "1"
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(8)
     ctx = build_context(load_settings())
     attach_read_cache(ctx)  # as `stsync catch-up` does
+    if trace:
+        print(f"peak RSS before the run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB", file=sys.stderr)
     started = time.perf_counter()
-    summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until))
+    samples: list[tuple[int, float]] = []
+
+    def progress(done: int, _total: int) -> None:
+        if trace and (done in (1, 2, 50, 200, 201) or done % 1000 == 0):
+            samples.append((done, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+    summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until),
+                           progress)
     wall = time.perf_counter() - started
+    if trace:
+        print(f"peak RSS (MB) by cards done: {samples}", file=sys.stderr)
+        snap = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+        print(f"tracemalloc peak {peak / 2**20:.1f} MB; largest live allocations:",
+              file=sys.stderr)
+        for stat in snap.statistics("traceback")[:8]:
+            print(f"{stat.size / 2**20:8.1f} MB {stat.count:>8}", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print(f"    {line}", file=sys.stderr)
     ctx.close()
     print(json.dumps({"wall_s": round(wall, 1), "summary": summary.as_dict(),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -112,6 +136,8 @@ def run_catch_up_bench(techs: int, days: int, synced: float,
             wall = time.monotonic() - started
             if proc.returncode != 0:
                 raise RuntimeError(f"catch-up child failed:\n{proc.stderr[-3000:]}")
+            if os.environ.get("STSYNC_BENCH_TRACEMALLOC") == "1":
+                print(proc.stderr[-12000:])
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
             st = Counter(stack.sandbox.st_injector.calls) - st0
