@@ -44,7 +44,8 @@ def child(since: str, until: str) -> None:
     ctx = build_context(load_settings())
     attach_read_cache(ctx)  # as `stsync catch-up` does
     if trace:
-        print(f"peak RSS before the run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB", file=sys.stderr)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS before the run: {rss:.1f} MB", file=sys.stderr)
     started = time.perf_counter()
     samples: list[tuple[int, float]] = []
 

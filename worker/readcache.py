@@ -23,6 +23,7 @@ rely on the TTL alone). When Redis cannot be read the lookup is a miss and nothi
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -40,15 +41,24 @@ T = TypeVar("T")
 #: ServiceTrade resources whose reads are cached (webhook ``entity.type`` names)
 CACHED_RESOURCES = frozenset({"job", "location", "user"})
 STAMP_PREFIX = "stsync:readcache:stamp:"
+#: values shared between worker processes: ``{"s": stamp, "t": read at, "d": value}``
+VALUE_PREFIX = "stsync:readcache:value:"
 #: stamps outlive the entries they guard by at least this long
 STAMP_MARGIN_S = 60
 DEFAULT_MAX_ENTRIES = 20_000
 
 
 class Stamps(Protocol):
-    """Where the current stamps of records live (Redis in production)."""
+    """Where the current stamps of records live, and the values shared between processes
+    (Redis in production)."""
 
     def current(self, keys: Sequence[str]) -> list[str | None]: ...
+
+    def lookup(self, key: str) -> tuple[str | None, str | None]:
+        """(current stamp, shared entry as JSON or None) in one round trip."""
+        ...
+
+    def share(self, key: str, entry: str, ttl_s: float) -> None: ...
 
 
 def stamp_key(prefix: str, resource: str, entity_id: int | str) -> str:
@@ -84,6 +94,18 @@ class RedisStamps:
         values = self.client.mget([f"{self.prefix}{STAMP_PREFIX}{k}" for k in keys])
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
+    def lookup(self, key: str) -> tuple[str | None, str | None]:
+        stamp, entry = self.client.mget(
+            [f"{self.prefix}{STAMP_PREFIX}{key}", f"{self.prefix}{VALUE_PREFIX}{key}"]
+        )
+        return (
+            stamp.decode() if isinstance(stamp, bytes) else stamp,
+            entry.decode() if isinstance(entry, bytes) else entry,
+        )
+
+    def share(self, key: str, entry: str, ttl_s: float) -> None:
+        self.client.set(f"{self.prefix}{VALUE_PREFIX}{key}", entry, ex=max(1, int(ttl_s)))
+
 
 class LocalStamps:
     """Stamps in this process (tests and in-process tools that have no Redis)."""
@@ -91,8 +113,16 @@ class LocalStamps:
     def __init__(self) -> None:
         self._stamps: dict[str, str] = {}
 
+        self._shared: dict[str, str] = {}
+
     def current(self, keys: Sequence[str]) -> list[str | None]:
         return [self._stamps.get(k) for k in keys]
+
+    def lookup(self, key: str) -> tuple[str | None, str | None]:
+        return self._stamps.get(key), self._shared.get(key)
+
+    def share(self, key: str, entry: str, ttl_s: float) -> None:
+        self._shared[key] = entry
 
     def changed(self, resource: str, entity_id: int | str) -> None:
         self._stamps[f"{resource}:{entity_id}"] = secrets.token_hex(8)
@@ -110,56 +140,84 @@ class ReadCache:
         self._entries: OrderedDict[str, tuple[float, str | None, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
+        self.shared_hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _stamp(self, key: str) -> tuple[bool, str | None]:
-        """(readable, current stamp); unreadable stamps mean "do not trust or store"."""
+    def _lookup(self, key: str) -> tuple[bool, str | None, str | None]:
+        """(readable, current stamp, shared entry); unreadable means "do not trust or store"."""
         try:
-            return True, self.stamps.current([key])[0]
+            stamp, shared = self.stamps.lookup(key)
         except redis.RedisError as exc:
             log.warning("read cache: stamps unreadable (%s); reading fresh", type(exc).__name__)
-            return False, None
+            return False, None, None
+        return True, stamp, shared
 
     def get(self, resource: str, entity_id: int, load: Callable[[], T]) -> T:
-        """The cached value when still valid, else ``load()`` (remembered)."""
+        """The cached value when still valid (this process's, else one another worker process
+        shared), else ``load()`` (remembered and shared)."""
         if self.ttl_s <= 0:
             return load()
         key = f"{resource}:{entity_id}"
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
-        readable, stamp = self._stamp(key)
-        if entry is not None and readable and entry[0] > now and entry[1] == stamp:
+        readable, stamp, shared = self._lookup(key)
+        if not readable:
+            self.misses += 1
+            return self._load(key, load, False, None)
+        if entry is not None and entry[0] > now and entry[1] == stamp:
             with self._lock:
                 self._entries.move_to_end(key)
                 self.hits += 1
             value: T = entry[2]
             return value
+        if shared is not None:
+            try:
+                doc = json.loads(shared)
+                age = time.time() - float(doc["t"])
+                valid = doc["s"] == (stamp or "") and 0 <= age < self.ttl_s
+            except (ValueError, KeyError, TypeError):
+                valid = False
+            if valid:
+                self.shared_hits += 1
+                self._remember(key, stamp, doc["d"], self.ttl_s - age)
+                shared_value: T = doc["d"]
+                return shared_value
         self.misses += 1
-        return self._load(key, load, readable, stamp)
+        return self._load(key, load, True, stamp)
 
     def refresh(self, resource: str, entity_id: int, load: Callable[[], T]) -> T:
         """``load()`` now (a record's own fresh read) and remember the result."""
         if self.ttl_s <= 0:
             return load()
         key = f"{resource}:{entity_id}"
-        readable, stamp = self._stamp(key)
+        readable, stamp, _shared = self._lookup(key)
         return self._load(key, load, readable, stamp)
+
+    def _remember(self, key: str, stamp: str | None, value: Any, ttl_s: float) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl_s, stamp, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
     def _load(self, key: str, load: Callable[[], T], readable: bool, stamp: str | None) -> T:
         # the stamp was read before the record: an edit during the read makes it stale at once
+        read_at = time.time()
         value = load()
-        with self._lock:
-            if readable:
-                self._entries[key] = (time.monotonic() + self.ttl_s, stamp, value)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-            else:
+        if not readable:
+            with self._lock:
                 self._entries.pop(key, None)
+            return value
+        self._remember(key, stamp, value, self.ttl_s)
+        try:
+            entry = json.dumps({"s": stamp or "", "t": read_at, "d": value})
+            self.stamps.share(key, entry, self.ttl_s)
+        except (TypeError, ValueError, redis.RedisError) as exc:
+            log.debug("read cache: %s not shared (%s)", key, type(exc).__name__)
         return value
 
     def drop(self, resource: str, entity_id: int) -> None:

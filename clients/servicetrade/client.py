@@ -70,9 +70,9 @@ class ReadCache(Protocol):
     """A cache of reads by id (``worker.readcache.ReadCache``): ``get`` may serve a remembered
     value, ``refresh`` always loads and remembers."""
 
-    def get(self, resource: str, entity_id: int, load: Callable[[], M]) -> M: ...
+    def get(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
 
-    def refresh(self, resource: str, entity_id: int, load: Callable[[], M]) -> M: ...
+    def refresh(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
 
 
 class _UnauthorizedError(AuthorizationError):
@@ -439,18 +439,22 @@ class ServiceTradeClient:
         return _parse(model, data, f"ServiceTrade {resource} {entity_id}")
 
     def _read(self, resource: str, model: type[M], entity_id: int, cached: bool) -> M:
-        """A read by id through the read cache: ``cached`` may serve a remembered value (facts
-        of *another* record); otherwise the read is fresh and refreshes the cache."""
+        """A read by id through the read cache: ``cached`` may serve a remembered record (facts
+        of *another* record); otherwise the read is fresh and refreshes the cache. The cache
+        holds the record as ServiceTrade sent it (JSON, shareable between processes); it is
+        parsed on every use, exactly as a fresh read."""
         cache = self.read_cache
-
-        def load() -> M:
+        if cache is None:
             return self._get_one(resource, model, entity_id)
 
-        if cache is None:
-            return load()
+        def fetch() -> Any:
+            return self._call("GET", f"{resource}/{int(entity_id)}", service=resource, write=False)
+
         if cached:
-            return cache.get(resource, int(entity_id), load)
-        return cache.refresh(resource, int(entity_id), load)
+            data = cache.get(resource, int(entity_id), fetch)
+        else:
+            data = cache.refresh(resource, int(entity_id), fetch)
+        return _parse(model, data, f"ServiceTrade {resource} {entity_id}")
 
     # --- reads by id ------------------------------------------------------------------------------
     def get_company(self, company_id: int) -> Company:

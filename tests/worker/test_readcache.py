@@ -67,6 +67,7 @@ def test_expired_entries_are_read_again_and_ttl_zero_never_caches(
 
     now = [1000.0]
     monkeypatch.setattr(rc.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rc.time, "time", lambda: now[0])  # shared copies age by wall time
     cache = ReadCache(30, LocalStamps())
     load = Loads()
     cache.get("user", 1, load)
@@ -90,7 +91,24 @@ def test_fresh_reads_refresh_the_entry_and_the_size_is_bounded() -> None:
     cache.get("job", 2, lambda: "x")
     cache.get("job", 3, lambda: "y")
     assert len(cache) == 2
-    assert cache.get("job", 1, lambda: "d") == "d"  # the least recently used was dropped
+    # the least recently used left this process (the shared copy still serves it)
+    assert cache.get("job", 1, lambda: "d") == "b" and cache.shared_hits == 1
+
+
+def test_worker_processes_share_entries_under_the_same_stamps() -> None:
+    r = fakeredis.FakeRedis()
+    one, two = ReadCache(60, RedisStamps(r, "p:")), ReadCache(60, RedisStamps(r, "p:"))
+    load = Loads()
+    assert one.get("job", 4, load) == "v1"
+    assert two.get("job", 4, load) == "v1"  # the other process's read, through Redis
+    assert load.calls == 1 and two.shared_hits == 1
+    load.value = "v2"
+    pipe = r.pipeline()
+    mark_changed(pipe, "p:", [("job", 4)], 60)  # the ingest, on the edit's webhook
+    pipe.execute()
+    assert two.get("job", 4, load) == "v2"
+    assert one.get("job", 4, load) == "v2"  # its own copy is stale too
+    assert load.calls == 2  # one re-read, shared again
 
 
 def test_unreadable_stamps_mean_fresh_reads_and_nothing_kept() -> None:
