@@ -75,6 +75,7 @@ def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: f
     """One client process: ``threads`` keep-alive connections (plain ``http.client``, much
     lighter than httpx, so the clients leave the CPU to the server) posting ``deliveries``."""
     parsed = urlsplit(url)
+    host = parsed.hostname or "127.0.0.1"
     lock = threading.Lock()
     budget = [deliveries]
     ids = itertools.count(first_id, batch)
@@ -85,7 +86,7 @@ def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: f
     def worker() -> None:
         local: list[float] = []
         failed = 0
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        conn = http.client.HTTPConnection(host, parsed.port, timeout=30)
         while time.monotonic() < deadline:
             with lock:
                 if budget[0] <= 0:
@@ -104,7 +105,7 @@ def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: f
                 ok = resp.status == 202
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+                conn = http.client.HTTPConnection(host, parsed.port, timeout=30)
                 ok = False
             if ok:
                 local.append((time.perf_counter() - started) * 1000)

@@ -45,7 +45,7 @@ def prefixed(tmp_path: Path) -> Iterator[tuple[Any, redis.Redis, str]]:
         r.close()
 
 
-def _decoded(raw: bytes) -> dict[str, Any]:
+def _decoded(raw: bytes | str) -> dict[str, Any]:
     msg: dict[str, Any] = json.loads(raw)
     msg["body"] = json.loads(base64.b64decode(msg["body"]))
     return msg

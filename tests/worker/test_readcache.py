@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from ingest.app import create_ingest_app
 from sandbox import credentials
 from tasks.invoice import sync_invoice
+from tasks.state import Result
 from tasks.timecard import sync_timecard
 from worker.readcache import LocalStamps, ReadCache, RedisStamps, mark_changed
 
@@ -63,11 +64,11 @@ def test_a_change_during_the_read_is_not_trusted_afterwards() -> None:
 def test_expired_entries_are_read_again_and_ttl_zero_never_caches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import worker.readcache as rc
+    import time
 
     now = [1000.0]
-    monkeypatch.setattr(rc.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(rc.time, "time", lambda: now[0])  # shared copies age by wall time
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])  # shared copies age by wall time
     cache = ReadCache(30, LocalStamps())
     load = Loads()
     cache.get("user", 1, load)
@@ -202,7 +203,7 @@ def test_an_approved_invoice_reads_servicetrade_at_most_three_times_in_steady_st
     before = _reads(st_app)
     results = Counter(sync_invoice(ctx, i["id"], "main").result for i in approved)
     calls = _reads(st_app) - before
-    posted = results["synced"]
+    posted = results[Result.SYNCED]
     assert posted >= 3
     # read once + the processed write-back; failures add their comment and status
     per_posted = (calls["invoice"] + calls["job"] + calls["location"] + calls["user"]) / len(
