@@ -170,9 +170,12 @@ def transport_failure(exc: httpx.TransportError, *, what: str, write: bool) -> T
 def server_failure(
     message: str, *, write: bool, retry_after: float | None = None
 ) -> TransientError:
-    """A 5xx-like refusal: ambiguous for a write, transient for a read."""
+    """A 5xx-like refusal: ambiguous for a write, transient for a read (either way carrying the
+    server's ``Retry-After``, which the task's retry honours)."""
     if write:
-        return AmbiguousWriteError(f"{message}; the write may have been applied")
+        return AmbiguousWriteError(
+            f"{message}; the write may have been applied", retry_after=retry_after
+        )
     return TransientError(message, retry_after=retry_after)
 
 

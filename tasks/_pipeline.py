@@ -7,7 +7,14 @@ and returns an ``Outcome``. ``run_record`` turns what the body raises into ledge
 - ``RecordSkipped``       -> ``skipped`` with the reason
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
 - ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
-- ``TransientError``      -> ``pending`` with the reason, re-raised so Celery retries with backoff
+- ``TransientError``      -> ``pending`` with the reason and a due time, re-raised so Celery retries
+                             with backoff; when Celery's retries run out the task's ``on_failure``
+                             makes it ``retry_later`` (tasks/_celery.py) and the Beat re-enqueuer
+                             (tasks/requeue.py) tries again with growing delays. Once
+                             ``reliability.retry_later_period_s`` has passed since the first
+                             transient failure of the streak, the next transient failure is final:
+                             ``failed`` (kind ``retries_exhausted``), one alert, and the body's
+                             ``on_permanent`` hook (the record type's own failure path)
 - Celery's ``SoftTimeLimitExceeded`` -> the same, raised as ``TransientError`` (steps resume)
 - anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
 
@@ -24,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -42,6 +49,11 @@ from worker.context import SyncContext, working_on
 from worker.ledger import Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
+
+
+class RetryPeriodOver(PermanentError):
+    """A record failed on transient causes for longer than ``reliability.retry_later_period_s``:
+    it fails for good, through its record type's own failure path."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +193,12 @@ def run_record(
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
         except TransientError as exc:
-            ctx.ledger.mark(
-                key, Status.PENDING, error_kind="transient", reason=str(exc), state=run.state
-            )
-            _log(key, "retry", started, rec.attempts, str(exc))
-            raise
+            if _retry_period_over(ctx, rec):
+                outcome = _give_up(ctx, run, exc, on_permanent)
+            else:
+                _wait_for_retry(ctx, run, str(exc), exc.retry_after)
+                _log(key, "retry", started, rec.attempts, str(exc))
+                raise
         except SoftTimeLimitExceeded as exc:
             # out of time (a slow Spectrum, a wait for a write slot): every step is resumable,
             # so this is a retry like any transient error, not a broken record
@@ -193,11 +206,12 @@ def run_record(
                 f"{key}: stopped by the task's soft time limit "
                 f"({rel.task_soft_time_limit_s}s); will retry"
             )
-            ctx.ledger.mark(
-                key, Status.PENDING, error_kind="transient", reason=reason, state=run.state
-            )
-            _log(key, "retry", started, rec.attempts, reason)
-            raise TransientError(reason) from exc
+            if _retry_period_over(ctx, rec):
+                outcome = _give_up(ctx, run, TransientError(reason), on_permanent)
+            else:
+                _wait_for_retry(ctx, run, reason, None)
+                _log(key, "retry", started, rec.attempts, reason)
+                raise TransientError(reason) from exc
         except Exception as exc:
             ctx.ledger.mark(
                 key,
@@ -210,6 +224,70 @@ def run_record(
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
     return outcome
+
+
+def _wait_for_retry(
+    ctx: SyncContext,
+    run: Run,
+    reason: str,
+    retry_after: float | None,
+    *,
+    since: datetime | None = None,
+) -> None:
+    """Back to ``pending`` for Celery's retry, due (for the re-enqueuer) once that retry should
+    have run: the pending grace, plus a server's ``Retry-After`` when it asked for longer."""
+    due = datetime.now(UTC) + timedelta(
+        seconds=ctx.settings.reliability.pending_due_after_s + (retry_after or 0.0)
+    )
+    ctx.ledger.mark(
+        run.key,
+        Status.PENDING,
+        error_kind="transient",
+        reason=reason,
+        state=run.state,
+        next_attempt_at=due,
+        transient=True,
+        retry_since=since,
+    )
+
+
+def _retry_period_over(ctx: SyncContext, rec: Record) -> bool:
+    """Has this record been failing on transient causes for the whole retry_later period?"""
+    if rec.retry_since is None:
+        return False
+    period = timedelta(seconds=ctx.settings.reliability.retry_later_period_s)
+    return datetime.now(UTC) - rec.retry_since >= period
+
+
+def _give_up(
+    ctx: SyncContext, run: Run, exc: TransientError, on_permanent: OnPermanent | None
+) -> Outcome:
+    """The retry_later period is over: fail for good through the record's own failure path."""
+    rec = run.record
+    hours = ctx.settings.reliability.retry_later_period_s / 3600
+    since = rec.retry_since.strftime("%Y-%m-%d %H:%M UTC") if rec.retry_since else "?"
+    reason = (
+        f"{run.key}: still failing on a transient cause after {hours:g} h of retries "
+        f"(since {since}): {exc}. Check that ServiceTrade and Spectrum are reachable, then "
+        "`stsync retry`"
+    )
+    ctx.ledger.mark(
+        run.key, Status.FAILED, error_kind="retries_exhausted", reason=reason, state=run.state
+    )
+    # one alert per record and streak, whatever the last error said
+    if ctx.ledger.record_alert(
+        run.key,
+        kind="retries_exhausted",
+        problem_key=problem_key(f"{run.key}:retries_exhausted:{since}"),
+        message=reason,
+    ):
+        log.warning(
+            "alert recorded",
+            extra={"record": str(run.key), "alert_kind": "retries_exhausted", "outcome": "alert"},
+        )
+    if on_permanent:
+        _notify(ctx, run, on_permanent, RetryPeriodOver(reason))
+    return Outcome("failed", run.key, rec.spectrum_key, reason)
 
 
 def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) -> None:
@@ -225,12 +303,13 @@ def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) 
     try:
         hook(run, exc)
     except TransientError as notify_exc:
-        ctx.ledger.mark(
-            run.key,
-            Status.PENDING,
-            error_kind="transient",
-            reason=f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
-            state=run.state,
+        _wait_for_retry(
+            ctx,
+            run,
+            f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
+            notify_exc.retry_after,
+            # the streak goes on: a final failure whose telling failed is told on the next try
+            since=run.record.retry_since,
         )
         raise
     except Exception:  # noqa: BLE001

@@ -44,6 +44,7 @@ TASK_MODULES = (
     "tasks.sweep",
     "tasks.purchase_order",
     "tasks.ops",
+    "tasks.requeue",
 )
 
 

@@ -31,6 +31,7 @@ from clients.errors import (
     ConfigError,
     NotFound,
     PermanentError,
+    RateLimited,
     SyncError,
     TransientError,
 )
@@ -283,11 +284,15 @@ class ServiceTradeClient:
             raise NotFound(message)
         if status == 429:
             # refused before anything was done: plainly transient, writes included
-            raise TransientError(
+            raise RateLimited(
                 message, retry_after=retry_after_seconds(resp.headers.get("Retry-After"))
             )
         if status == 408 or status >= 500:
-            raise server_failure(message, write=write)
+            raise server_failure(
+                message,
+                write=write,
+                retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+            )
         raise PermanentError(message)
 
     # --- authentication ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from clients.errors import (
     ConfigError,
     ErrorRow,
     PermanentError,
+    RateLimited,
     SyncError,
     TransientError,
 )
@@ -94,10 +95,9 @@ def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> 
         raise AuthorizationError(f"{what}: HTTP 403: Spectrum refused the credentials")
     if status == 404:
         raise PermanentError(f"{what}: HTTP 404: no web service at /ws/{svc.name} (base URL?)")
+    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
     if status == 429:
-        raise TransientError(
-            f"{what}: HTTP 429", retry_after=retry_after_seconds(resp.headers.get("Retry-After"))
-        )
+        raise RateLimited(f"{what}: HTTP 429", retry_after=retry_after)
     server_side = status == 408 or status >= 500
     if not (200 <= status < 300 or server_side):
         raise PermanentError(f"{what}: HTTP {status}")
@@ -112,9 +112,9 @@ def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> 
         message = f"{what}: SOAP fault {code}: {text}"
         if is_client_fault(answer.fault):
             raise PermanentError(message)
-        raise server_failure(message, write=write)
+        raise server_failure(message, write=write, retry_after=retry_after if server_side else None)
     if server_side:
-        raise server_failure(f"{what}: HTTP {status}", write=write)
+        raise server_failure(f"{what}: HTTP {status}", write=write, retry_after=retry_after)
     return answer
 
 

@@ -20,7 +20,7 @@ from clients.errors import (
     AuthorizationError,
     ErrorRow,
     PermanentError,
-    TransientError,
+    RateLimited,
 )
 from clients.http import retry_after_seconds
 from clients.spectrum import assumptions as shared
@@ -119,10 +119,13 @@ def interpret_response(
     if status in (401, 403):
         raise AuthorizationError(f"{where}: Spectrum refused the company code/Authorization ID")
     if status == 429:
-        raise TransientError(where, retry_after=retry_after_seconds(retry_after))
+        raise RateLimited(where, retry_after=retry_after_seconds(retry_after))
     if status == 408 or status >= 500:
         snippet = body.decode("utf-8", "replace").strip()[:200]
-        raise AmbiguousWriteError(f"{where} {snippet}; the invoices may have been imported")
+        raise AmbiguousWriteError(
+            f"{where} {snippet}; the invoices may have been imported",
+            retry_after=retry_after_seconds(retry_after),
+        )
     entries = _entries(body)
     if entries is None:
         snippet = body.decode("utf-8", "replace").strip()[:200]
