@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import redis
 
+from clients.errors import RateLimited
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
@@ -26,6 +27,7 @@ from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
 from worker.ledger import Ledger, RecordKey
+from worker.pacing import AccountPause, pause_key
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
 
@@ -116,6 +118,28 @@ class ThrottledSpectrumClient(SpectrumClient):
             return super().add_ar_invoices(invoices)
 
 
+class PacedServiceTradeClient(ServiceTradeClient):
+    """A ServiceTrade client that consults the account's shared pause before every exchange and
+    extends it when ServiceTrade answers 429 (worker/pacing.py)."""
+
+    pause: AccountPause | None = None
+
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self.pause is None:
+            return super()._exchange(method, path, **kwargs)
+        self.pause.wait()
+        try:
+            return super()._exchange(method, path, **kwargs)
+        except RateLimited as exc:
+            self.pause.pause(exc.retry_after)
+            raise
+
+
+def account_pause_for(settings: Settings, client: redis.Redis) -> AccountPause:
+    """The ServiceTrade account's shared pause, on the broker's Redis under the prefix."""
+    return AccountPause(client, pause_key(settings.redis_key_prefix))
+
+
 def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteSlots]:
     """One semaphore per connection, on the broker's Redis under the deployment's prefix."""
     lease = float(settings.reliability.task_time_limit_s + 30)
@@ -139,15 +163,17 @@ def build_context(
     retry_wait_s: float = 1.0,
     ledger: Ledger | None = None,
     write_slots: dict[str, WriteSlots] | None = None,
+    st_pause: AccountPause | None = None,
 ) -> SyncContext:
     """Build clients and the ledger from ``settings`` (transports injectable for tests).
 
     ``write_slots`` caps Spectrum writes per connection (``max_in_flight``); worker processes pass
     the Redis-backed ones, tests may pass none."""
     ledger = ledger or Ledger(settings.database_url)
+    ledger.pending_grace_s = float(settings.reliability.pending_due_after_s)
     hook = audit_hook(ledger)
     st_cfg = settings.servicetrade
-    st = ServiceTradeClient(
+    st = PacedServiceTradeClient(
         st_cfg.base_url,
         client_id=st_cfg.client_id,
         client_secret=st_cfg.client_secret.get_secret_value() if st_cfg.client_secret else None,
@@ -159,6 +185,7 @@ def build_context(
         retry_wait_s=retry_wait_s,
         on_call=hook,
     )
+    st.pause = st_pause
     spectrum: dict[str, SpectrumClient] = {
         name: ThrottledSpectrumClient(
             conn.base_url,
@@ -211,7 +238,9 @@ def open_process_context() -> SyncContext:
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
             _process_context = build_context(
-                settings, write_slots=write_slots_for(settings, client)
+                settings,
+                write_slots=write_slots_for(settings, client),
+                st_pause=account_pause_for(settings, client),
             )
         return _process_context
 
