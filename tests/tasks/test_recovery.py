@@ -24,10 +24,10 @@ from mappers.timecard import entry_marker
 from tasks._celery import apply_reliability, retry_countdown
 from tasks._pipeline import Outcome, Run, run_record
 from tasks.customer import sync_customer
-from tasks.invoice import sweep_pending_invoices
+from tasks.invoice import sweep_pending_invoices, sync_invoice
 from tasks.job import sync_job
-from tasks.site import sync_site
 from tasks.requeue import invariant_breaches, invariant_tolerance_s, run_requeue, task_for
+from tasks.site import sync_site
 from worker.celery_app import app
 from worker.context import set_process_context
 from worker.ledger import WAITING, RecordKey, Status, sync_record
@@ -199,8 +199,6 @@ def test_retry_later_final_failure_whose_telling_fails_is_told_on_the_next_try(
     with freeze_time(since + timedelta(seconds=period + 1), tick=True):
         st_app.state.injector.script("comment", ["error"] * 3)
         with pytest.raises(TransientError):
-            from tasks.invoice import sync_invoice
-
             sync_invoice(ctx, inv_id, "main")
         rec = ctx.ledger.get(k)
         assert rec.status is Status.PENDING and rec.retry_since == since
@@ -431,6 +429,11 @@ def test_retry_later_spectrum_outage_of_30_minutes_everything_lands_once(
     Spectrum returns everything lands: no person involved (no alert, no failure, no comment),
     nothing written twice."""
     ctx = worker
+    # a short Celery budget (2 attempts, no waiting in-process): production's 4-8 minutes of
+    # backoff are far shorter than a 30-minute outage too; what matters is that it runs out
+    rel = ctx.settings.reliability.model_copy(update={"max_retries": 1})
+    ctx.settings = ctx.settings.model_copy(update={"reliability": rel})
+    apply_reliability(rel)
     injector = spectrum_app.state.injector
     inv_id = world.landmarks["invoice_nc"]
     st_state.update("invoice", inv_id, {"status": "pending_accounting"})
