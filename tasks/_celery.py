@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -14,6 +15,7 @@ from celery import Task, states
 from clients.errors import TransientError
 from worker.celery_app import Queue, app
 from worker.context import get_context
+from worker.infra import INFRASTRUCTURE_ERRORS, describe
 from worker.ledger import Record, RecordKey, Status, holder_is_dead
 from worker.settings import CONFIG_ENV, ReliabilitySettings
 
@@ -178,6 +180,14 @@ def sync_task(
     """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
     def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except INFRASTRUCTURE_ERRORS as exc:
+                # e.g. the claim itself could not reach the ledger: retried like any transient
+                raise TransientError(f"{name}{args}: {describe(exc)}") from exc
+
         return app.task(  # type: ignore[return-value]
             name=name,
             base=SyncTask,
@@ -193,7 +203,7 @@ def sync_task(
             ignore_result=True,
             record_type=record_type,
             record_types=(record_type, *also),
-        )(fn)
+        )(run)
 
     return wrap
 

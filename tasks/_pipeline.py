@@ -16,6 +16,7 @@ and returns an ``Outcome``. ``run_record`` turns what the body raises into ledge
                              ``failed`` (kind ``retries_exhausted``), one alert, and the body's
                              ``on_permanent`` hook (the record type's own failure path)
 - Celery's ``SoftTimeLimitExceeded`` -> the same, raised as ``TransientError`` (steps resume)
+- the ledger or the broker not answering (``worker.infra``) -> the same
 - anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
 
 Concurrency: only the claim holder writes. A record held by a live worker raises ``RecordBusy``
@@ -26,6 +27,7 @@ instead of looping (redeliveries do not count toward Celery's ``max_retries``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -46,6 +48,7 @@ from clients.errors import (
 )
 from clients.spectrum.models import SpectrumRequest
 from worker.context import SyncContext, working_on
+from worker.infra import INFRASTRUCTURE_ERRORS, describe
 from worker.ledger import Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
@@ -212,6 +215,14 @@ def run_record(
                 _wait_for_retry(ctx, run, reason, None)
                 _log(key, "retry", started, rec.attempts, reason)
                 raise TransientError(reason) from exc
+        except INFRASTRUCTURE_ERRORS as exc:
+            # the ledger or the broker hiccupped: a transient cause like any other
+            reason = f"{key}: {describe(exc)}; will retry"
+            # the ledger may be away: then the claim's lease runs out and the row is taken over
+            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                _wait_for_retry(ctx, run, reason, None)
+            _log(key, "retry", started, rec.attempts, reason)
+            raise TransientError(reason) from exc
         except Exception as exc:
             ctx.ledger.mark(
                 key,

@@ -209,6 +209,46 @@ def test_retry_later_final_failure_whose_telling_fails_is_told_on_the_next_try(
     assert len(ctx.ledger.alerts(k)) == 1
 
 
+def test_retry_later_ledger_or_broker_hiccup_is_a_transient_cause(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that does not answer while a body publishes, or a ledger that does not answer the
+    claim: retried like any transient error, never failed as an internal error."""
+    import kombu.exceptions
+    import sqlalchemy.exc
+
+    ctx = worker
+    k = key("customer", 931)
+
+    def publish_fails(run: Run) -> Outcome:
+        raise kombu.exceptions.OperationalError("Error 111 connecting to redis")
+
+    with pytest.raises(TransientError, match="the broker did not answer"):
+        run_record(ctx, k, publish_fails)
+    rec = ctx.ledger.get(k)
+    assert rec.status is Status.PENDING and rec.error_kind == "transient"
+    assert rec.next_attempt_at is not None
+
+    def claim_fails(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.OperationalError("UPDATE sync_record", {}, Exception("locked"))
+
+    monkeypatch.setattr(ctx.ledger, "claim", claim_fails)
+    retried: list[BaseException | None] = []
+    from celery.app.task import Task
+
+    original = Task.retry
+
+    def spy(self: Any, *args: Any, **kw: Any) -> Any:
+        retried.append(kw.get("exc"))
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(Task, "retry", spy)
+    result = app.tasks["sync.customer"].apply(args=(932, "main"))
+    assert isinstance(result.result, TransientError), result.traceback
+    assert "the ledger did not answer" in str(result.result)
+    assert len(retried) == ctx.settings.reliability.max_retries + 1
+
+
 # --- the invariant: nothing waiting without something queued or scheduled ---------------------
 def _due_message(ctx: Any, enqueued: Queue, k: RecordKey) -> tuple[str, tuple[Any, ...]]:
     """Run the re-enqueuer just after the row's due time; returns what it queued for the row."""
