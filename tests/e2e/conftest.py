@@ -146,7 +146,7 @@ class Stack:
             raise AssertionError(f"{exc}\nledger: {rec}\n{self.worker_logs()}") from None
 
 
-def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+def _make_stack(tmp_path: Path, database_url: str, *, extra: str = "") -> Iterator[Stack]:
     from ingest.app import create_ingest_app
     from sandbox.run import start_sandbox
     from sandbox.seed import SeedSpec
@@ -159,7 +159,7 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     r = redis.Redis.from_url(REDIS_URL)
     sandbox = start_sandbox(tmp_path / "sandbox", spec=SeedSpec(companies=3))
-    config = fast_settings_toml(tmp_path)
+    config = fast_settings_toml(tmp_path, extra=extra)
     env = dict(os.environ)
     env.update(sandbox.environment())
     env.update(
