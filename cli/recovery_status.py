@@ -39,8 +39,9 @@ def breaches(ledger: Ledger, settings: Settings, now: datetime | None = None) ->
     )
 
 
-def print_recovery(console: Console, ledger: Ledger, settings: Settings,
-                   connection: str | None) -> int:
+def print_recovery(
+    console: Console, ledger: Ledger, settings: Settings, connection: str | None
+) -> int:
     """Print the waiting rows and the invariant check; returns the exit code (0 or 3)."""
     table = Table("waiting", "rows", "next due")
     for status, n, nxt in waiting_summary(ledger, connection):
@@ -49,7 +50,8 @@ def print_recovery(console: Console, ledger: Ledger, settings: Settings,
     table.add_row("webhook inbox", str(inbox), "-")
     console.print(table)
     found = [
-        b for b in breaches(ledger, settings)
+        b
+        for b in breaches(ledger, settings)
         if connection is None or b.name.startswith(f"{connection}/")
     ]
     if not found:

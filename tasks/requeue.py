@@ -30,13 +30,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tasks import invoice as invoice_task
-from tasks import job as job_task
 from tasks import purchase_order as po_task
-from tasks import timecard as timecard_task
+from tasks.registry import replay_for
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
 from worker.ledger import Breach, Record
-from worker.routing import ENTITY_TASKS
 
 log = logging.getLogger("stsync.requeue")
 
@@ -47,31 +45,14 @@ Message = tuple[str, tuple[Any, ...]]
 
 
 def task_for(rec: Record) -> Message | None:
-    """The task (name, args) that settles this ledger row, or None when no task can."""
+    """The task (name, args) that settles this ledger row, or None when no task can.
+
+    As ``stsync retry`` replays it (``tasks.registry``), except a PO line without its snapshot
+    on the row: only the PO poll of its connection can read it again."""
     rtype, sid, conn = rec.key.record_type, rec.key.source_id, rec.key.connection
-    head = sid.split(":", 1)[0]
-    if rtype == po_task.RECORD_TYPE:
-        if "line" in rec.state:
-            return po_task.LINE_TASK_NAME, (sid, conn)
+    if rtype == po_task.RECORD_TYPE and "line" not in rec.state:
         return po_task.TASK_NAME, (conn,)
-    by_type = {record_type: task for task, record_type in ENTITY_TASKS.values()}
-    by_type.update(
-        {
-            timecard_task.ENTRY_RECORD_TYPE: timecard_task.TASK_NAME,  # "<card>:<entry>"
-            invoice_task.VOID_RECORD_TYPE: invoice_task.TASK_NAME,
-            invoice_task.DOCUMENT_RECORD_TYPE: invoice_task.TASK_NAME,  # "<invoice>:<kind>"
-            job_task.WORK_ORDER_RECORD_TYPE: job_task.SEND_TASK_NAME,
-        }
-    )
-    task = by_type.get(rtype)
-    if task is None or not head.isdigit():
-        return None
-    if ":" in sid and rtype not in (
-        timecard_task.ENTRY_RECORD_TYPE,
-        invoice_task.DOCUMENT_RECORD_TYPE,
-    ):
-        return None
-    return task, (int(head), conn)
+    return replay_for(rtype, sid, conn)
 
 
 @dataclass
@@ -170,4 +151,3 @@ def requeue_due() -> dict[str, Any]:
 def pending_invoices() -> dict[str, int]:
     """Beat: queue every ``pending_accounting`` invoice not already waiting on its own schedule."""
     return pending_invoice_backstop(get_context())
-

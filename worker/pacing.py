@@ -69,7 +69,8 @@ class AccountPause:
         try:
             if self._extend(keys=[self.key], args=[f"{until:.3f}", int(wait * 1000) + 1000]):
                 log.warning(
-                    "ServiceTrade asked to slow down: every worker pauses %.1f s", wait,
+                    "ServiceTrade asked to slow down: every worker pauses %.1f s",
+                    wait,
                     extra={"outcome": "rate_limited", "retry_after": wait},
                 )
         except redis.RedisError as exc:

@@ -25,8 +25,10 @@ def test_durable_ack_redis_flushed_after_the_answer_records_still_land(stack: St
     every record in, each once."""
     companies = [new_company(stack, f"Durable Ack {n} LLC") for n in range(3)]
     for n, company in enumerate(companies):
-        body = {"messageId": f"durable-{n}", "data": [
-            {"action": "created", "entity": {"type": "company", "id": company["id"]}}]}
+        body = {
+            "messageId": f"durable-{n}",
+            "data": [{"action": "created", "entity": {"type": "company", "id": company["id"]}}],
+        }
         assert post_delivery(stack, body) == 202
     stored = {e.source_id for e in stack.ledger.inbox_entries()}
     assert stored == {str(c["id"]) for c in companies}
@@ -59,8 +61,16 @@ def test_retry_after_countdown_spectrum_503_delays_the_task_retry(stack: Stack) 
     injector.script("AddCustomer", ["error"])
     stack.start_worker()
     company = new_company(stack, "Retry After Diner")
-    assert post_delivery(stack, {"messageId": "ra-1", "data": [
-        {"action": "created", "entity": {"type": "company", "id": company["id"]}}]}) == 202
+    assert (
+        post_delivery(
+            stack,
+            {
+                "messageId": "ra-1",
+                "data": [{"action": "created", "entity": {"type": "company", "id": company["id"]}}],
+            },
+        )
+        == 202
+    )
     rec = stack.wait_status("customer", company["id"], timeout=90)
     calls = injector.requests("AddCustomer")
     assert [c.outcome for c in calls] == ["error", "ok"]
@@ -80,8 +90,9 @@ SHORT_RECOVERY = (
 
 @pytest.fixture
 def short_stack(tmp_path: Path) -> Iterator[Stack]:
-    yield from _make_stack(tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-                           extra=SHORT_RECOVERY)
+    yield from _make_stack(
+        tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}", extra=SHORT_RECOVERY
+    )
 
 
 def test_retry_later_spectrum_outage_real_workers_everything_lands_once(
@@ -99,22 +110,30 @@ def test_retry_later_spectrum_outage_real_workers_everything_lands_once(
     inv_id = int(stack.sandbox.world.landmarks["invoice_nc"])
     st.update("invoice", inv_id, {"status": "pending_accounting"})
     job = next(
-        j for j in st.all("job")
-        if j["type"] in ("inspection", "repair", "service_call") and j["status"] != "canceled"
+        j
+        for j in st.all("job")
+        if j["type"] in ("inspection", "repair", "service_call")
+        and j["status"] != "canceled"
         and j["serviceLine"] == "SP"
         and st.get("location", j["location"]["id"])["address"]["state"] == "NC"
     )
-    card = next(c for c in st.all("timecard")
-                if c["user"].get("externalIds", {}).get("spectrum") and c["entries"])
+    card = next(
+        c
+        for c in st.all("timecard")
+        if c["user"].get("externalIds", {}).get("spectrum") and c["entries"]
+    )
     st.update("timecard", card["id"], {"status": "approved"})
 
     injector.set_outage(True)
     stack.start_worker(concurrency=2)
-    body = {"messageId": "outage-1", "data": [
-        {"action": "updated", "entity": {"type": "invoice", "id": inv_id}},
-        {"action": "created", "entity": {"type": "job", "id": job["id"]}},
-        {"action": "updated", "entity": {"type": "timecard", "id": card["id"]}},
-    ]}
+    body = {
+        "messageId": "outage-1",
+        "data": [
+            {"action": "updated", "entity": {"type": "invoice", "id": inv_id}},
+            {"action": "created", "entity": {"type": "job", "id": job["id"]}},
+            {"action": "updated", "entity": {"type": "timecard", "id": card["id"]}},
+        ],
+    }
     assert post_delivery(stack, body) == 202
     ctx = build_context(stack.settings, ledger=stack.ledger)
     seen: set[str] = set()
@@ -149,8 +168,10 @@ def test_retry_later_spectrum_outage_real_workers_everything_lands_once(
     assert st.get("invoice", inv_id)["status"] == "processed"
     assert not [c for c in st.all("comment") if c.get("entityId") in (inv_id, job["id"])]
     number = stack.record("invoice", inv_id).spectrum_key
-    assert len(stack.sandbox.spectrum_db.rows("CR_INVOICE_HEADER_MC",
-                                              Invoice_Or_Transaction=number)) == 1
+    assert (
+        len(stack.sandbox.spectrum_db.rows("CR_INVOICE_HEADER_MC", Invoice_Or_Transaction=number))
+        == 1
+    )
     job_number = stack.record("job", job["id"]).spectrum_key
     assert len(stack.sandbox.spectrum_db.rows("JC_JOB_MASTER_MC", Job_Number=job_number)) == 1
     marks = [str(r["Message"]).strip() for r in stack.sandbox.spectrum_db.rows("PR_PRE_TIME_MC")]

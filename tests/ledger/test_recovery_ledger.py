@@ -30,8 +30,9 @@ def test_retry_later_streak_and_due_times(led: Ledger) -> None:
     led.mark(KEY, Status.PENDING, error_kind="transient", reason="503", transient=True)
     first = led.get(KEY)
     assert first is not None and first.retry_since is not None
-    later = led.mark_retry_later(KEY, next_attempt_at=utcnow() + timedelta(minutes=5),
-                                 reason="retries ran out")
+    later = led.mark_retry_later(
+        KEY, next_attempt_at=utcnow() + timedelta(minutes=5), reason="retries ran out"
+    )
     assert later.status is Status.RETRY_LATER and later.retry_rounds == 1
     assert later.retry_since == first.retry_since  # the streak goes on
     led.mark_retry_later(KEY, next_attempt_at=utcnow() + timedelta(minutes=15), reason="again")

@@ -38,7 +38,9 @@ def test_status_lists_rows_breaking_the_invariant_and_exits_3(cli_env: Any, ctx:
     ctx.ledger.ensure(nodue)
     with ctx.ledger.tx() as conn:
         conn.execute(
-            update(sync_record).where(sync_record.c.source_id == "5003").values(next_attempt_at=None)
+            update(sync_record)
+            .where(sync_record.c.source_id == "5003")
+            .values(next_attempt_at=None)
         )
     result = runner.invoke(app, ["status"], catch_exceptions=False)
     assert result.exit_code == 3, result.output

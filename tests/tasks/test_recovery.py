@@ -28,6 +28,7 @@ from tasks.invoice import sweep_pending_invoices, sync_invoice
 from tasks.job import sync_job
 from tasks.requeue import invariant_breaches, invariant_tolerance_s, run_requeue, task_for
 from tasks.site import sync_site
+from tasks.state import State
 from worker.celery_app import app
 from worker.context import set_process_context
 from worker.ledger import WAITING, RecordKey, Status, sync_record
@@ -40,7 +41,7 @@ Queue = list[tuple[str, tuple[Any, ...]]]
 @pytest.fixture
 def worker(ctx: Any) -> Iterator[Any]:
     """This process acts as the worker: tasks find ``ctx`` through ``get_context()``."""
-    before = ReliabilitySettings(max_retries=app.tasks["sync.customer"].max_retries)
+    before = ReliabilitySettings(max_retries=int(app.tasks["sync.customer"].max_retries or 0))
     apply_reliability(ctx.settings.reliability)
     set_process_context(ctx)
     yield ctx
@@ -64,7 +65,7 @@ def key(record_type: str, source_id: object) -> RecordKey:
 
 
 def boom(message: str = "Spectrum: Error executing Web Service", **kw: Any) -> Any:
-    def body(run: Run) -> Outcome:
+    def body(run: Run[State]) -> Outcome:
         raise TransientError(message, **kw)
 
     return body
@@ -85,8 +86,12 @@ def comments_on(st_state: Any, entity_type: int, entity_id: int) -> list[str]:
 def pick_job(st_state: Any) -> dict[str, Any]:
     for job in st_state.all("job"):
         loc = st_state.get("location", job["location"]["id"])
-        if (job["type"] in ("inspection", "repair", "service_call") and job["status"] != "canceled"
-                and job["serviceLine"] == "SP" and loc["address"]["state"] == "NC"):
+        if (
+            job["type"] in ("inspection", "repair", "service_call")
+            and job["status"] != "canceled"
+            and job["serviceLine"] == "SP"
+            and loc["address"]["state"] == "NC"
+        ):
             return dict(job)
     raise AssertionError("no seeded job the demo config maps")
 
@@ -95,7 +100,14 @@ def pick_job(st_state: Any) -> dict[str, Any]:
 def test_retry_later_delays_grow_and_are_capped(settings: Any) -> None:
     rel = settings.reliability.model_copy(update={"retry_later_delays_s": [300, 900, 3600, 21_600]})
     assert [rel.retry_later_delay_s(n) for n in range(7)] == [
-        300, 900, 3600, 21_600, 21_600, 21_600, 21_600]
+        300,
+        900,
+        3600,
+        21_600,
+        21_600,
+        21_600,
+        21_600,
+    ]
     defaults = type(settings.reliability)()
     assert defaults.retry_later_delays_s[0] == 300 and max(defaults.retry_later_delays_s) == 21_600
     assert defaults.retry_later_period_s == 72 * 3600
@@ -105,7 +117,7 @@ def test_retry_later_transient_error_leaves_a_pending_row_due_after_the_retry(ct
     k = key("customer", 901)
     before = datetime.now(UTC)
     with pytest.raises(TransientError):
-        run_record(ctx, k, boom(retry_after=120.0))
+        run_record(ctx, k, boom(retry_after=120.0), state=State)
     rec = ctx.ledger.get(k)
     grace = ctx.settings.reliability.pending_due_after_s
     assert rec.status is Status.PENDING and rec.error_kind == "transient"
@@ -220,11 +232,11 @@ def test_retry_later_ledger_or_broker_hiccup_is_a_transient_cause(
     ctx = worker
     k = key("customer", 931)
 
-    def publish_fails(run: Run) -> Outcome:
+    def publish_fails(run: Run[State]) -> Outcome:
         raise kombu.exceptions.OperationalError("Error 111 connecting to redis")
 
     with pytest.raises(TransientError, match="the broker did not answer"):
-        run_record(ctx, k, publish_fails)
+        run_record(ctx, k, publish_fails, state=State)
     rec = ctx.ledger.get(k)
     assert rec.status is Status.PENDING and rec.error_kind == "transient"
     assert rec.next_attempt_at is not None
@@ -274,14 +286,14 @@ def test_retry_later_invariant_every_path_leaves_a_due_row_the_requeuer_sends(
     # 1. a transient error (Celery will retry; the row is due after that retry)
     k1 = key("customer", 911)
     with pytest.raises(TransientError):
-        run_record(ctx, k1, boom())
+        run_record(ctx, k1, boom(), state=State)
     assert _due_message(ctx, enqueued, k1) == ("sync.customer", (911, "main"))
 
     # 2. Celery's retries ran out -> retry_later with its delay
     k2 = key("site", 912)
     with pytest.raises(TransientError):
-        run_record(ctx, k2, boom())
-    app.tasks["sync.site"].on_failure(TransientError("503"), "t2", (912, "main"), {}, None)
+        run_record(ctx, k2, boom(), state=State)
+    app.tasks["sync.site"].on_failure(TransientError("503"), "t2", (912, "main"), {}, None)  # type: ignore[arg-type]
     assert ctx.ledger.get(k2).status is Status.RETRY_LATER
     assert _due_message(ctx, enqueued, k2) == ("sync.site", (912, "main"))
 
@@ -309,7 +321,7 @@ def test_retry_later_invariant_every_path_leaves_a_due_row_the_requeuer_sends(
     # 6. retries ran out before the body ever ran (the record could not even be read): the row
     #    is created so the wait is durable
     k6 = key("invoice", 916)
-    app.tasks["sync.invoice"].on_failure(TransientError("ST 503"), "t6", (916, "main"), {}, None)
+    app.tasks["sync.invoice"].on_failure(TransientError("ST 503"), "t6", (916, "main"), {}, None)  # type: ignore[arg-type]
     assert ctx.ledger.get(k6).status is Status.RETRY_LATER
     assert _due_message(ctx, enqueued, k6) == ("sync.invoice", (916, "main"))
 
@@ -414,8 +426,9 @@ def test_retry_after_countdown_servicetrade_429_pauses_every_worker(
     slept: list[float] = []
 
     def pause() -> AccountPause:
-        return AccountPause(r, "t:stsync:servicetrade-pause", clock=lambda: clock[0],
-                            sleep=slept.append)
+        return AccountPause(
+            r, "t:stsync:servicetrade-pause", clock=lambda: clock[0], sleep=slept.append
+        )
 
     ctx.st.pause = pause()
     company = next(c for c in st_state.all("company") if c.get("isCustomer"))
@@ -459,7 +472,11 @@ def test_retry_after_countdown_spectrum_fault_carries_retry_after(
 
 # --- Spectrum down for 30 minutes with invoices, jobs and timecards in flight -------------------
 def test_retry_later_spectrum_outage_of_30_minutes_everything_lands_once(
-    worker: Any, world: Any, st_state: Any, spectrum_app: Any, spectrum_db: Any,
+    worker: Any,
+    world: Any,
+    st_state: Any,
+    spectrum_app: Any,
+    spectrum_db: Any,
     enqueued: Queue,
 ) -> None:
     """Spectrum answers every call "Error executing Web Service" for 30 simulated minutes while
@@ -479,14 +496,18 @@ def test_retry_later_spectrum_outage_of_30_minutes_everything_lands_once(
     st_state.update("invoice", inv_id, {"status": "pending_accounting"})
     job = pick_job(st_state)
     card = next(
-        c for c in st_state.all("timecard")
+        c
+        for c in st_state.all("timecard")
         if c["user"].get("externalIds", {}).get("spectrum") and c["entries"]
     )
     start = datetime.now(UTC).replace(microsecond=0)
     injector.set_outage(True)
     with freeze_time(start, tick=True) as clock:
-        for message in [("sync.invoice", (inv_id, "main")), ("sync.job", (job["id"], "main")),
-                        ("sync.timecard", (card["id"], "main"))]:
+        for message in [
+            ("sync.invoice", (inv_id, "main")),
+            ("sync.job", (job["id"], "main")),
+            ("sync.timecard", (card["id"], "main")),
+        ]:
             enqueued.append(message)
         drain(enqueued)
         waiting = {r.key.record_type for r in waiting_rows(ctx)}

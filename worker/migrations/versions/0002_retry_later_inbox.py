@@ -25,13 +25,12 @@ def upgrade() -> None:
     with op.batch_alter_table("sync_record") as batch:
         batch.add_column(sa.Column("next_attempt_at", TS))
         batch.add_column(sa.Column("retry_since", TS))
-        batch.add_column(
-            sa.Column("retry_rounds", sa.Integer, nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("retry_rounds", sa.Integer, nullable=False, server_default="0"))
         batch.create_index("ix_sync_record_due", ["status", "next_attempt_at"])
     op.execute(
-        sa.text("UPDATE sync_record SET next_attempt_at = CURRENT_TIMESTAMP "
-                "WHERE status = 'pending'")
+        sa.text(
+            "UPDATE sync_record SET next_attempt_at = CURRENT_TIMESTAMP WHERE status = 'pending'"
+        )
     )
     op.create_table(
         "inbox",
