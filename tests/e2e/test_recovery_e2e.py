@@ -90,8 +90,11 @@ SHORT_RECOVERY = (
 
 @pytest.fixture
 def short_stack(tmp_path: Path) -> Iterator[Stack]:
+    # the fast settings end with their [reliability] table: these keys extend it
     yield from _make_stack(
-        tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}", extra=SHORT_RECOVERY
+        tmp_path,
+        f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        config_edit=lambda text: text + SHORT_RECOVERY,
     )
 
 
