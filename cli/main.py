@@ -152,6 +152,13 @@ def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
     for (rtype, st), n in sorted(counts.items()):
         table.add_row(rtype, st, str(n))
     console.print(table)
+    from cli.recovery_status import print_recovery
+
+    code = print_recovery(
+        console, led, settings, settings.connection(connection).name if connection else None
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def _ledger_type(record_type: str) -> str:
