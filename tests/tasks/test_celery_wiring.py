@@ -1,4 +1,4 @@
-"""The thin-task wiring: retry policy on every sync task, "gave up" recorded in the ledger."""
+"""The thin-task wiring: retry policy on every sync task, "retry later" recorded in the ledger."""
 
 from __future__ import annotations
 
@@ -40,21 +40,25 @@ def test_apply_reliability_sets_the_retry_policy(settings: Any) -> None:
     ("sync.job.send", "job"),  # a JC-mode send leaves the job row
     ("sync.job.send", "work_order"),
 ])
-def test_retries_exhausted_marks_the_record_failed_with_an_alert(
+def test_retries_exhausted_puts_the_record_retry_later_not_failed(
     ctx: Any, task_name: str, pending_type: str
 ) -> None:
     key = RecordKey("main", pending_type, "77")
     ctx.ledger.claim(key, lease_s=30)
-    ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503")
+    ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503", transient=True)
     set_process_context(ctx)
     try:
         app.tasks[task_name].on_failure(TransientError("Spectrum 503"), "tid", (77, "main"), {}, None)  # type: ignore[arg-type]
     finally:
         set_process_context(None)
     rec = ctx.ledger.get(key)
-    assert rec.status is Status.FAILED and rec.error_kind == "retries_exhausted"
-    assert "gave up after" in rec.last_error
-    assert [a["kind"] for a in ctx.ledger.alerts(key)] == ["retries_exhausted"]
+    rel = ctx.settings.reliability
+    assert rec.status is Status.RETRY_LATER and rec.retry_rounds == 1
+    assert "retries ran out" in rec.last_error and "Spectrum 503" in rec.last_error
+    wait = (rec.next_attempt_at - rec.updated_at).total_seconds()
+    assert abs(wait - rel.retry_later_delays_s[0]) < 5
+    # not final: nobody is told yet
+    assert ctx.ledger.alerts(key) == []
 
 
 def test_a_permanent_failure_is_not_touched_by_on_failure(ctx: Any) -> None:
@@ -73,43 +77,40 @@ def test_ledger_database_gone_is_a_retry_not_an_unexpected_failure(ctx: Any) -> 
     """Found by the soak's PostgreSQL crash (``--restart-db``): every task running while the
     ledger restarted raised ``OperationalError`` "unexpectedly", its message was acked and the
     record waited for the sweep. A database that cannot be reached is a transient error: the
-    task's autoretry (``autoretry_for=(TransientError,)``) takes it."""
-    from worker.ledger import Ledger, LedgerUnavailable
+    task's autoretry (``autoretry_for=(TransientError,)``) takes it. (Fixed the same way on the
+    recovery branch, ``worker/infra.py``; this keeps the soak's finding tested.)"""
+    from worker.ledger import Ledger
 
     down = Ledger("postgresql+psycopg://root@127.0.0.1:9/nothing_listens_here?connect_timeout=2")
     ctx.ledger = down
     set_process_context(ctx)
     try:
-        with pytest.raises(LedgerUnavailable, match="ledger database is unavailable"):
+        with pytest.raises(TransientError, match="the ledger did not answer"):
             app.tasks["sync.customer"].run(77, "main")
     finally:
         set_process_context(None)
         down.dispose()
-    assert issubclass(LedgerUnavailable, TransientError)
 
 
 def test_a_claim_caught_by_a_ledger_restart_is_released_once_the_ledger_is_back() -> None:
     """The soak's PostgreSQL crash left claims ``in_flight`` under live worker processes: every
     retry was answered "busy" until the lease ended and the retries ran out first. The sync
-    releases its claim as soon as the database answers again."""
+    keeps trying to release its claim, and does so as soon as the database answers again."""
+    import time
+
     import sqlalchemy.exc
 
     from tasks._pipeline import _release_when_back
 
-    class Flaky:
-        calls = 0
+    calls: list[int] = []
 
-        def mark(self, status: Status, **_: Any) -> None:
-            self.calls += 1
-            if self.calls < 3:
-                raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed"))
-            self.status = status
+    def release(fail_first: int) -> None:
+        calls.append(1)
+        if len(calls) <= fail_first:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed"))
 
-    run = Flaky()
-    import time
-
-    assert _release_when_back(run, deadline=time.monotonic() + 10)  # type: ignore[arg-type]
-    assert run.calls == 3 and run.status is Status.PENDING
-    always_down = Flaky()
-    always_down.calls = -10_000
-    assert not _release_when_back(always_down, deadline=time.monotonic() + 0.6)  # type: ignore[arg-type]
+    assert _release_when_back(lambda: release(2), deadline=time.monotonic() + 10)
+    assert len(calls) == 3
+    calls.clear()
+    assert not _release_when_back(lambda: release(10_000), deadline=time.monotonic() + 0.6)
+    assert 1 < len(calls) < 10
