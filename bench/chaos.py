@@ -63,6 +63,10 @@ SWEEP_SCHEDULES = {"sweep_every_s": 60, "sweep_overlap_s": 400 * 86_400}
 #: also how long a timecard entry waits after an ambiguous PreTimeCard before looking for its
 #: marker (it must stay below the retry patience, ``max_retries`` x ``retry_backoff_max_s``)
 CONNECTION = {"timeout_s": 5}
+#: the soak's limits plus short retry_later rounds (production: 5 min, 15 min, 1 h, ...): a
+#: record whose retries ran out during the outage is tried again within seconds by the
+#: re-enqueuer, which the settle rounds run as Beat would
+RELIABILITY: dict[str, Any] = {**SOAK_RELIABILITY, "retry_later_delays_s": [5, 10, 20]}
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,7 @@ def reference_run(
     tmp.mkdir(parents=True, exist_ok=True)
     sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
     baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
-    config = settings_toml(tmp, reliability=SOAK_RELIABILITY, schedules=SWEEP_SCHEDULES,
+    config = settings_toml(tmp, reliability=RELIABILITY, schedules=SWEEP_SCHEDULES,
                               connection=CONNECTION)
     env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
     env.update({"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
@@ -479,6 +483,7 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
     A round waits for the broker to drain; rows left open then (their messages were lost) are
     re-queued by the sweep once they are stale, as in production.
     """
+    from tasks.requeue import run_requeue
     from tasks.sweep import run_sweep
     from tasks.timecard import run_catch_up
 
@@ -502,10 +507,12 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
                 log(f"  {open_rows} open ledger row(s) whose messages are gone: the sweep "
                     f"re-queues them once stale, in {wait:.0f}s")
                 time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+        requeued = run_requeue(ctx)  # what Beat's schedule.requeue does every minute
         swept = run_sweep(ctx)
         caught = run_catch_up(ctx, since, until, inline=False)
         rounds += 1
-        log(f"  round {rounds}: sweep queued {sum(s.total_enqueued for s in swept)} "
+        log(f"  round {rounds}: re-enqueuer {requeued.as_dict()}; sweep queued "
+            f"{sum(s.total_enqueued for s in swept)} "
             f"(errors {sum(len(s.errors) for s in swept)}), catch-up queued {caught.enqueued} "
             f"card(s); open rows before: {open_rows}")
         previous = now
@@ -515,7 +522,7 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
 def _open_statuses() -> tuple[Any, ...]:
     from worker.ledger import Status
 
-    return (Status.PENDING, Status.IN_FLIGHT)
+    return (Status.PENDING, Status.IN_FLIGHT, Status.RETRY_LATER)
 
 
 def _stack_checks(stack: Stack) -> list[str]:
@@ -553,7 +560,7 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         database_url = pg.url
     try:
         stack = start_stack(root / "soak", database_url=database_url, schedules=SWEEP_SCHEDULES,
-                              connection=CONNECTION)
+                              connection=CONNECTION, reliability=RELIABILITY)
         try:
             world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
             report.world = world_counts(world)
@@ -765,7 +772,8 @@ def default_outage_s() -> float:
     """``OUTAGE_RATIO`` x the soak's retry budget (``SOAK_RELIABILITY``)."""
     from worker.settings import ReliabilitySettings
 
-    return round(OUTAGE_RATIO * retry_budget_s(ReliabilitySettings(**SOAK_RELIABILITY)))
+    soak = ReliabilitySettings.model_validate(SOAK_RELIABILITY)
+    return round(OUTAGE_RATIO * retry_budget_s(soak))
 
 
 def main(argv: list[str] | None = None) -> int:

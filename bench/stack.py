@@ -130,7 +130,7 @@ def override_table(text: str, table: str, values: dict[str, int]) -> str:
 def settings_toml(
     directory: Path,
     *,
-    reliability: dict[str, int],
+    reliability: dict[str, Any],
     schedules: dict[str, int] | None = None,
     connection: dict[str, int] | None = None,
     extra: str = "",
@@ -271,12 +271,13 @@ class Stack:
         return self.sandbox.st_app.state.webhooks
 
     def open_rows(self) -> int:
-        """Ledger rows not final: ``pending`` or ``in_flight``."""
+        """Ledger rows not final: ``pending``, ``in_flight`` or ``retry_later``."""
         from worker.ledger import Status
 
         counts = self.ledger.counts()
         return sum(n for (_, st), n in counts.items()
-                   if st in (Status.PENDING.value, Status.IN_FLIGHT.value))
+                   if st in (Status.PENDING.value, Status.IN_FLIGHT.value,
+                             Status.RETRY_LATER.value))
 
     def broker_quiet(self) -> bool:
         """Nothing left to deliver: no webhook queued, no message ready or unacked."""
@@ -301,7 +302,7 @@ class Stack:
 def start_stack(
     tmp: Path,
     *,
-    reliability: dict[str, int] | None = None,
+    reliability: dict[str, Any] | None = None,
     schedules: dict[str, int] | None = None,
     connection: dict[str, int] | None = None,
     extra_toml: str = "",

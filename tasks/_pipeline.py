@@ -28,7 +28,6 @@ instead of looping (redeliveries do not count toward Celery's ``max_retries``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time

@@ -142,9 +142,11 @@ class Stack:
             r.close()
 
     def open_rows(self) -> int:
-        """Ledger rows not final (``pending`` or ``in_flight``)."""
+        """Ledger rows not final (``pending``, ``in_flight`` or ``retry_later``)."""
         counts = self.ledger.counts()
-        return sum(n for (_, st), n in counts.items() if st in ("pending", "in_flight"))
+        return sum(
+            n for (_, st), n in counts.items() if st in ("pending", "in_flight", "retry_later")
+        )
 
     def settle(self, timeout: float = 180.0) -> None:
         """Wait until everything started has run out: no webhook queued in the simulator, no
