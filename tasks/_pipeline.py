@@ -173,7 +173,11 @@ def run_record(
         if rec.status is Status.IN_FLIGHT:
             wait = 5.0
             if rec.lease_until is not None:
-                wait = max(1.0, (rec.lease_until - datetime.now(UTC)).total_seconds())
+                # a live holder usually finishes in seconds (two tasks of one chain racing on a
+                # shared customer or site): look again soon rather than when its lease would
+                # end (up to lease_s, 330 s) now that the retry countdown honours retry_after
+                lease_left = (rec.lease_until - datetime.now(UTC)).total_seconds()
+                wait = max(1.0, min(lease_left, BUSY_RECHECK_S))
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner}", retry_after=wait)
         result = {Status.DONE: Result.UNCHANGED, Status.SKIPPED: Result.SKIPPED}.get(
             rec.status, Result.FAILED
@@ -262,6 +266,9 @@ def run_record(
     _log(key, outcome.result, started, rec.attempts, outcome.message)
     return outcome
 
+
+#: the longest a task waits before looking again at a record another live worker holds
+BUSY_RECHECK_S = 10.0
 
 #: how long a sync whose ledger went away keeps trying to release its claim
 LEDGER_RELEASE_WAIT_S = 15.0

@@ -83,6 +83,9 @@ def staged(stack: Stack, *names: str) -> list[int]:
     ids = [landmark(stack, n) for n in names]
     for i in ids:
         set_status(stack, i, "internal_review")
+    # the simulator picks subscribers when it batches a change (0.2 s later): hand these changes
+    # over now, while nobody is subscribed, or a webhook registered next may still get them
+    stack.flush_webhooks()
     return ids
 
 

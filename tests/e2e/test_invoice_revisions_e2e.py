@@ -48,6 +48,9 @@ def staged(stack: Stack, name: str) -> int:
     assert stack.sandbox.world is not None
     inv_id = int(stack.sandbox.world.landmarks[name])
     stack.sandbox.st_state.update("invoice", inv_id, {"status": "internal_review"})
+    # handed to the simulator's emitter before any webhook exists (it picks subscribers 0.2 s
+    # after the change: a webhook registered next could still receive it)
+    stack.flush_webhooks()
     return inv_id
 
 

@@ -114,3 +114,20 @@ def test_a_claim_caught_by_a_ledger_restart_is_released_once_the_ledger_is_back(
     calls.clear()
     assert not _release_when_back(lambda: release(10_000), deadline=time.monotonic() + 0.6)
     assert 1 < len(calls) < 10
+
+
+def test_a_record_busy_under_a_live_holder_is_looked_at_again_soon_under_load(ctx: Any) -> None:
+    """Now that the retry countdown honours ``retry_after``, a record held by a live worker was
+    retried only when that holder's lease would end (the whole ``lease_s``: 65 s in the tests,
+    330 s in production), although the holder — another task of the same chain syncing a shared
+    site — finished milliseconds later. Seen as an e2e invoice not done in 60 s under load."""
+    from clients.errors import RecordBusy
+    from tasks._pipeline import BUSY_RECHECK_S, run_record
+    from tasks.state import State
+
+    key = RecordKey("main", "site", "4242")
+    assert ctx.ledger.claim(key, lease_s=330, owner="otherhost:1").held
+    with pytest.raises(RecordBusy) as busy:
+        run_record(ctx, key, lambda run: None, state=State)  # type: ignore[arg-type,return-value]
+    assert busy.value.retry_after is not None
+    assert 1.0 <= busy.value.retry_after <= BUSY_RECHECK_S
