@@ -562,7 +562,14 @@ def _numbers_comment(
         )
     ar.noted = [*noted, revision]
     run.save()  # remembered before posting: a lost comment is better than a storm of duplicates
-    ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, text + ".")
+    try:
+        ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, text + ".")
+    except Exception:
+        # refused (e.g. a ServiceTrade 503): forget it, so the retry posts it (as _comment_once
+        # does); the convergence soak lost a rebill's numbers comment this way
+        ar.noted = noted
+        run.save()
+        raise
 
 
 def _desired(

@@ -457,3 +457,24 @@ def test_rebill_of_an_invoice_posted_before_revisions_existed(
     assert out.result == "synced", out.message
     assert out.spectrum_key == f"ST{inv_id}-1"
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id)
+
+
+def test_rebill_numbers_comment_refused_by_servicetrade_is_posted_by_the_retry(
+    ctx: Any, world: Any, st_state: Any, st_app: Any
+) -> None:
+    """Found by the convergence soak (ServiceTrade 5 % 503): the revision's numbers comment was
+    remembered before posting and a refused post was never retried (12 comments instead of 13)."""
+    from clients.errors import TransientError
+
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").result == "synced"
+    edit(st_state, inv_id)
+    approve(st_state, inv_id)
+    st_app.state.injector.script("comment", ["error"])
+    with pytest.raises(TransientError):
+        sync_invoice(ctx, inv_id, "main")
+    assert not [c for c in comments_on(st_state, inv_id) if "Revision 1" in c]
+    out = sync_invoice(ctx, inv_id, "main")  # Celery's retry
+    assert out.ok, out.message
+    (note,) = [c for c in comments_on(st_state, inv_id) if "Revision 1" in c]
+    assert f"ST{inv_id}-1" in note
