@@ -6,7 +6,10 @@ and returns an ``Outcome``. ``run_record`` turns what the body raises into ledge
 
 - ``RecordSkipped``       -> ``skipped`` with the reason
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
-- ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
+- ``AuthorizationError``  -> ``pending`` (kind ``paused``): the connection pauses, one alert an
+                             hour, and resumes with the next success (``tasks/_connection.py``)
+- ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook; an
+                             ``InfoLinkSchemaError`` also alerts the connection once)
 - ``TransientError``      -> ``pending`` with the reason, re-raised so Celery retries with backoff
 - Celery's ``SoftTimeLimitExceeded`` -> the same, raised as ``TransientError`` (steps resume)
 - anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
@@ -31,6 +34,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from clients.errors import (
     AlreadyExists,
+    AuthorizationError,
+    InfoLinkSchemaError,
     PermanentError,
     PrerequisiteMissing,
     RecordBusy,
@@ -38,6 +43,7 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
+from tasks import _connection
 from worker.context import SyncContext, working_on
 from worker.ledger import Record, RecordKey, Status
 
@@ -173,10 +179,15 @@ def run_record(
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
+        except AuthorizationError as exc:  # the connection's problem: pause it (tasks/_connection)
+            reason = _connection.credentials_refused(ctx, key, exc, run.state)
+            outcome = Outcome("paused", key, rec.spectrum_key, reason)
         except PermanentError as exc:
             ctx.ledger.mark(
                 key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc), state=run.state
             )
+            if isinstance(exc, InfoLinkSchemaError):
+                _connection.schema_problem(ctx, key, exc)
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
@@ -209,6 +220,8 @@ def run_record(
             _log(key, "internal_error", started, rec.attempts, repr(exc))
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
+    if outcome.ok:
+        _connection.resume_if_paused(ctx, key.connection)
     return outcome
 
 
@@ -238,7 +251,9 @@ def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) 
 
 
 def _log(key: RecordKey, outcome: str, started: float, attempt: int, message: str) -> None:
-    log.info(
+    ok = outcome in ("synced", "adopted", "unchanged", "skipped", "retry")
+    log.log(
+        logging.INFO if ok else logging.WARNING,
         "%s %s",
         key,
         outcome,

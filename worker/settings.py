@@ -92,6 +92,8 @@ class IngestSettings(Section):
     dedupe_ttl_s: int = Field(default=86_400, ge=1)
     #: header carrying the token of the "send job" endpoint
     send_job_token: SecretStr | None = None
+    #: public https base URL where ServiceTrade reaches the ingest (``stsync webhook``/``doctor``)
+    public_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
 
 
 class ScheduleSettings(Section):
