@@ -75,7 +75,12 @@ def pause(ledger: Ledger, connection: str, reason: str, *, now: datetime | None 
 
 
 def resume(ledger: Ledger, connection: str) -> bool:
-    """Clear the pause; True when the connection was paused (the caller re-enqueues)."""
+    """Clear the pause; True when the connection was paused (the caller re-enqueues).
+
+    Called after every successful record: a read first, a write only when there is a pause.
+    """
+    if ledger.get_watermark(connection, PAUSED_SINCE) is None:
+        return False
     with ledger.tx() as conn:
         res = conn.execute(
             delete(watermark)
