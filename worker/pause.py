@@ -24,6 +24,8 @@ from worker.ledger import Ledger, Record, RecordKey, Status, watermark
 ERROR_KIND = "paused"
 #: watermark name holding when the connection was paused (ISO time)
 PAUSED_SINCE = "paused_since"
+#: watermark name holding when the last pause alert was recorded (kept across pauses)
+ALERTED_AT = "paused_alerted_at"
 #: ledger record type of alerts about a whole connection
 CONNECTION = "connection"
 #: at most one alert per paused connection in this many seconds
@@ -58,19 +60,22 @@ def pause(ledger: Ledger, connection: str, reason: str, *, now: datetime | None 
     if since is None:
         since = now
         ledger.set_watermark(connection, PAUSED_SINCE, now.isoformat())
-    # one alert per hour of the pause: the hour's number is the alert's problem key, so two
-    # workers failing at once store it once (the alert table's unique key)
-    hour = max(0, int((now - since).total_seconds() // ALERT_EVERY_S))
+    # at most one alert an hour per connection, across pauses (a connection whose services are
+    # only partly authorized pauses and resumes repeatedly): none within an hour of the last one,
+    # and the clock hour is the problem key, so two workers failing at once store it once
+    key = alert_key(connection, "credentials")
+    last = ledger.get_watermark(connection, ALERTED_AT)
+    if last is not None and (now - datetime.fromisoformat(last)).total_seconds() < ALERT_EVERY_S:
+        return False
+    ledger.set_watermark(connection, ALERTED_AT, now.isoformat())
+    hour = int(now.timestamp() // ALERT_EVERY_S)
     message = (
         f"connection {connection!r} is paused since {since:%Y-%m-%d %H:%M} UTC: the credentials "
         f"were refused ({reason}). Its records stay pending and resume by themselves once a call "
         "succeeds: fix the Authorization ID / ServiceTrade credentials, then run `stsync doctor`"
     )
     return ledger.record_alert(
-        alert_key(connection, "credentials"),
-        kind=ERROR_KIND,
-        problem_key=f"{ERROR_KIND}:{since.isoformat()}:{hour}",
-        message=message,
+        key, kind=ERROR_KIND, problem_key=f"{ERROR_KIND}:{hour}", message=message
     )
 
 

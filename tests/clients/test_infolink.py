@@ -14,7 +14,13 @@ from sqlalchemy import Connection, Table, create_engine, insert
 
 from clients.errors import ConfigError, InfoLinkSchemaError, TransientError
 from clients.spectrum import infolink_schema as s
-from clients.spectrum.infolink import CODE_TABLES, InfoLinkReader, is_schema_error, open_engine
+from clients.spectrum.infolink import (
+    CODE_TABLES,
+    DRIVER_INSTALL,
+    InfoLinkReader,
+    is_schema_error,
+    open_engine,
+)
 from clients.spectrum.po_models import PoLine
 
 CO = "ABC"
@@ -572,3 +578,15 @@ def test_unknown_dialect_is_one_line() -> None:
     with pytest.raises(ConfigError, match="dialect 'oracle9'") as info:
         open_engine("oracle9://u:p@h/db")
     assert "\n" not in str(info.value)
+
+
+def test_the_mssql_extra_and_the_image_carry_a_pip_only_driver() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(dep.startswith("pymssql") for dep in extras["mssql"])
+    assert 'pip install --no-cache-dir ".[mssql]"' in (root / "Dockerfile").read_text()
+    assert "stsync[mssql]" in DRIVER_INSTALL["pymssql"]

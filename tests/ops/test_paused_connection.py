@@ -86,8 +86,12 @@ def test_paused_connection_alerts_once_per_hour(ledger: Any) -> None:
     assert pause.paused_since(ledger, "main") == t0
     assert pause.resume(ledger, "main") is True
     assert pause.resume(ledger, "main") is False
-    # a new pause later starts its own hourly count
+    # pausing again soon after (a connection whose services are only partly authorized pauses
+    # and resumes repeatedly) does not alert again within the hour
+    assert pause.pause(ledger, "main", "A: again", now=t0 + timedelta(minutes=70)) is False
+    assert pause.paused_since(ledger, "main") == t0 + timedelta(minutes=70)
     assert pause.pause(ledger, "main", "A: again", now=t0 + timedelta(hours=5)) is True
+    assert len(connection_alerts(ledger)) == 4
 
 
 def test_paused_connection_servicetrade_401_after_token_refetch(
