@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 
+from worker.alerts import CONNECTION_ALERT
 from worker.ledger import Ledger, Record, RecordKey, Status, watermark
 
 #: the ledger's ``error_kind`` of a record left retryable because its connection is paused
@@ -27,7 +28,7 @@ PAUSED_SINCE = "paused_since"
 #: watermark name holding when the last pause alert was recorded (kept across pauses)
 ALERTED_AT = "paused_alerted_at"
 #: ledger record type of alerts about a whole connection
-CONNECTION = "connection"
+CONNECTION = CONNECTION_ALERT
 #: at most one alert per paused connection in this many seconds
 ALERT_EVERY_S = 3600
 

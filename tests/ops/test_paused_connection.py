@@ -170,3 +170,15 @@ def test_infolink_schema_error_fails_the_record_and_alerts_the_connection_once(
     alerts = connection_alerts(ctx.ledger)
     assert len(alerts) == 1 and alerts[0]["kind"] == "configuration"
     assert pause.paused_connections(ctx.ledger) == []  # a schema problem does not pause
+
+
+def test_paused_connection_alert_mail_says_run_doctor_not_retry(ledger: Any) -> None:
+    from worker.alerts import Alert, compose_alert
+
+    pause.pause(ledger, "main", "Spectrum AddCustomer: A: The Web Service is not authorized")
+    (row,) = connection_alerts(ledger)
+    mail = compose_alert(Alert.from_row(row), sender="s@example.com", recipients=["p@example.com"])
+    body = mail.get_content()
+    assert "connection paused: credentials refused" in mail["Subject"]
+    assert "stsync doctor" in body and "stsync retry" not in body
+    assert "not authorized" in body
