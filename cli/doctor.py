@@ -207,7 +207,7 @@ def resume_passing(
     settings: Settings, checks: list[Check], enqueue: Callable[..., Any]
 ) -> list[str]:
     """Resume the paused connections whose checks all passed; lines saying what was done."""
-    from tasks.ops import replay_for
+    from tasks.registry import replay_for
     from worker import pause
 
     st_ok = all(c.ok for c in checks if c.what == "servicetrade")
@@ -224,7 +224,14 @@ def resume_passing(
                 continue
             records = pause.paused_records(ledger, p.connection)
             pause.resume(ledger, p.connection)
-            sent = {r for r in (replay_for(rec.key) for rec in records) if r is not None}
+            sent = {
+                r
+                for r in (
+                    replay_for(rec.key.record_type, rec.key.source_id, rec.key.connection)
+                    for rec in records
+                )
+                if r is not None
+            }
             for task, args in sorted(sent):
                 enqueue(task, args)
             lines.append(f"resumed connection {p.connection!r}: {len(sent)} task(s) re-enqueued")

@@ -2,7 +2,7 @@
 
 The webhook carries exactly what stsync syncs from: the entity types of
 ``clients.servicetrade.assumptions.webhook_entity_types`` and the actions of
-``worker.routing.SYNC_ACTIONS`` (deletions are not propagated). Its URL is the ingest's public base
+``tasks.registry.SYNC_ACTIONS`` (deletions are not propagated). Its URL is the ingest's public base
 (``[ingest] public_url`` or ``--url``) + ``/webhooks/servicetrade/<WEBHOOK_SECRET>``; the secret
 is never printed. ServiceTrade cannot change a webhook's URL, so a registration that is wrong
 (disabled, other entities or actions) is deleted and registered again.
@@ -20,7 +20,7 @@ import typer
 from clients.errors import SyncError
 from clients.servicetrade import assumptions as st_assume
 from clients.servicetrade.client import ServiceTradeClient
-from worker.routing import SYNC_ACTIONS
+from tasks.registry import SYNC_ACTIONS
 from worker.settings import Settings
 
 #: the ingest's webhook path (``ingest/app.py``)

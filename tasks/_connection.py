@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from clients.errors import AuthorizationError, InfoLinkSchemaError
 from worker import pause
@@ -20,12 +21,18 @@ from worker.ledger import RecordKey, Status
 log = logging.getLogger("stsync.sync")
 
 
+class Mark(Protocol):
+    """``Run.mark``: record a status with the reason and the run's state."""
+
+    def __call__(self, status: Status, *, error_kind: str | None, reason: str | None) -> None: ...
+
+
 def credentials_refused(
-    ctx: SyncContext, key: RecordKey, exc: AuthorizationError, state: dict[str, object]
+    ctx: SyncContext, key: RecordKey, exc: AuthorizationError, mark: Mark
 ) -> str:
-    """Leave the record pending and pause its connection; the reason recorded."""
+    """Leave the record pending (``mark``: the run's) and pause its connection; the reason."""
     reason = f"{key}: connection {key.connection!r} paused, credentials refused: {exc}"
-    ctx.ledger.mark(key, Status.PENDING, error_kind=pause.ERROR_KIND, reason=reason, state=state)
+    mark(Status.PENDING, error_kind=pause.ERROR_KIND, reason=reason)
     if pause.pause(ctx.ledger, key.connection, str(exc)):
         log.warning(
             "connection paused",
@@ -55,11 +62,11 @@ def resume_if_paused(ctx: SyncContext, connection: str) -> int:
 
 def reenqueue_paused(ctx: SyncContext, connection: str) -> int:
     """Send again every record the pause left pending (ids and the connection only)."""
-    from tasks.ops import replay_for
+    from tasks.registry import replay_for
 
     sent: set[tuple[str, tuple[object, ...]]] = set()
     for rec in pause.paused_records(ctx.ledger, connection):
-        replay = replay_for(rec.key)
+        replay = replay_for(rec.key.record_type, rec.key.source_id, rec.key.connection)
         if replay is None or replay in sent:
             continue
         sent.add(replay)

@@ -19,6 +19,7 @@ from cli.webhook import wanted_events
 from clients.servicetrade.assumptions import webhook_entity_types
 from clients.spectrum import infolink_schema as schema
 from sandbox import credentials
+from tasks.registry import ENTITY_TASKS
 from tests.conftest import asgi_transport
 
 runner = CliRunner()
@@ -188,6 +189,8 @@ def test_webhook_register_exact_entities_and_actions_once(sandbox_net: Any, st_s
     got = {int(e["entityType"]): sorted(e["actions"]) for e in hook["entityEvents"]}
     assert got == {n: ["created", "updated"] for n in webhook_entity_types().values()}
     assert set(webhook_entity_types()) == {"company", "location", "job", "invoice", "timecard"}
+    # exactly the entities webhooks are routed from (tasks/registry.py), no more, no less
+    assert set(webhook_entity_types()) == set(ENTITY_TASKS)
     again = run("webhook", "register", "--url", PUBLIC)
     assert "already registered" in again.output
     assert len(st_state.all("webhook")) == 1
