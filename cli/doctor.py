@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
+from cli import webhook
 from clients.errors import AuthorizationError, PermanentError, SyncError, TransientError
-from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum import assumptions as sp_assume
 from clients.spectrum.client import SpectrumClient
 from clients.spectrum.infolink import InfoLinkReader
@@ -54,19 +53,6 @@ class Check:
 
     def line(self) -> str:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.what}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class Transports:
-    """HTTP transports of the clients (tests plug the in-process sandbox in)."""
-
-    servicetrade: httpx.BaseTransport | None = None
-    spectrum: httpx.BaseTransport | None = None
-
-
-def transports() -> Transports:
-    """The real network (tests replace this function)."""
-    return Transports()
 
 
 # --- which Spectrum services stsync calls ---------------------------------------------------------
@@ -137,43 +123,22 @@ def infolink_checks(name: str, conn: ConnectionSettings) -> list[Check]:
 
 
 # --- clients -------------------------------------------------------------------------------------
-def servicetrade_client(
-    settings: Settings, transport: httpx.BaseTransport | None = None
-) -> ServiceTradeClient:
-    cfg = settings.servicetrade
-    return ServiceTradeClient(
-        cfg.base_url,
-        client_id=cfg.client_id,
-        client_secret=cfg.client_secret.get_secret_value() if cfg.client_secret else None,
-        username=cfg.username,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        timeout_s=cfg.timeout_s,
-        connect_timeout_s=cfg.connect_timeout_s,
-        transport=transport or transports().servicetrade,
-        retry_wait_s=0.5,
-    )
-
-
-def spectrum_client(
-    conn: ConnectionSettings, transport: httpx.BaseTransport | None
-) -> SpectrumClient:
+def spectrum_client(conn: ConnectionSettings, net: webhook.Transports) -> SpectrumClient:
     return SpectrumClient(
         conn.base_url,
         authorization_id=conn.authorization_id.get_secret_value(),
         company_code=conn.company_code,
         timeout_s=conn.timeout_s,
         connect_timeout_s=conn.connect_timeout_s,
-        transport=transport,
-        retry_wait_s=0.5,
+        transport=net.spectrum,
+        retry_wait_s=net.retry_wait_s,
     )
 
 
 def run_checks(settings: Settings, public_url: str | None = None) -> Iterator[Check]:
     """Every check, in order (each yielded as soon as it is known)."""
-    from cli import webhook
-
-    t = transports()
-    with servicetrade_client(settings, t.servicetrade) as st:
+    t = webhook.transports()
+    with webhook.servicetrade_client(settings, t.servicetrade) as st:
         try:
             webhooks_ok = True
             st.list_webhooks()
@@ -185,7 +150,7 @@ def run_checks(settings: Settings, public_url: str | None = None) -> Iterator[Ch
             webhooks_ok = False
             yield Check("servicetrade", False, f"no answer: {exc}")
         for name, conn in settings.connections.items():
-            with spectrum_client(conn, t.spectrum) as client:
+            with spectrum_client(conn, t) as client:
                 yield from spectrum_checks(name, conn, client)
             yield from infolink_checks(name, conn)
         try:
@@ -204,7 +169,7 @@ def run_checks(settings: Settings, public_url: str | None = None) -> Iterator[Ch
 
 
 def resume_passing(
-    settings: Settings, checks: list[Check], enqueue: Callable[..., Any]
+    settings: Settings, checks: list[Check], enqueue: Callable[[str, tuple[Any, ...]], None]
 ) -> list[str]:
     """Resume the paused connections whose checks all passed; lines saying what was done."""
     from tasks.registry import replay_for
@@ -264,29 +229,32 @@ def doctor(
     config: ConfigOpt = None,
 ) -> None:
     """Check credentials, Spectrum web services, Info-Link tables and the webhook, one line each."""
-    from cli.main import _settings, console
-
-    settings = _settings(config)
+    settings = webhook.load_settings_or_exit(config)
     checks: list[Check] = []
     for c in run_checks(settings, url):
         checks.append(c)
-        console.print(c.line(), markup=False, highlight=False)
+        typer.echo(c.line())
     failed = [c for c in checks if not c.ok]
     try:
-        from cli.main import _configure_celery
-
-        celery: list[Any] = []
-
-        def enqueue(task: str, args: tuple[Any, ...]) -> None:
-            if not celery:
-                celery.append(_configure_celery(settings))
-            celery[0].send_task(task, args=args)
-
-        for line in resume_passing(settings, checks, enqueue):
-            console.print(line, markup=False, highlight=False)
+        for line in resume_passing(settings, checks, _celery_enqueue(settings)):
+            typer.echo(line)
     except Exception as exc:  # noqa: BLE001 - the report above stands; say why nothing resumed
-        console.print(f"paused connections not resumed: {exc}", markup=False, highlight=False)
+        typer.echo(f"paused connections not resumed: {exc}")
     summary = f"{len(failed)} of {len(checks)} checks failed" if failed else "all checks passed"
-    console.print(summary if failed else f"{summary} ({len(checks)})", markup=False)
+    typer.echo(summary if failed else f"{summary} ({len(checks)})")
     if failed:
         raise typer.Exit(1)
+
+
+def _celery_enqueue(settings: Settings) -> Callable[[str, tuple[Any, ...]], None]:
+    """Send tasks by name through the configured broker (configured on first use)."""
+    configured: list[Any] = []
+
+    def enqueue(task: str, args: tuple[Any, ...]) -> None:
+        if not configured:
+            from worker.celery_app import configure
+
+            configured.append(configure(settings))
+        configured[0].send_task(task, args=args)
+
+    return enqueue

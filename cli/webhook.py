@@ -10,18 +10,20 @@ is never printed. ServiceTrade cannot change a webhook's URL, so a registration 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
-from clients.errors import SyncError
+from clients.errors import ConfigError, SyncError
 from clients.servicetrade import assumptions as st_assume
 from clients.servicetrade.client import ServiceTradeClient
 from tasks.registry import SYNC_ACTIONS
-from worker.settings import Settings
+from worker.settings import CONFIG_ENV, Settings, load_settings
 
 #: the ingest's webhook path (``ingest/app.py``)
 HOOK_PATH = "/webhooks/servicetrade/"
@@ -154,52 +156,85 @@ def register(st: ServiceTradeClient, url: str) -> tuple[str, int]:
     return ("re-registered" if regs else "registered"), int(created.get("id") or 0)
 
 
+# --- clients and settings for the commands (doctor uses them too) ---------------------------------
+@dataclass(frozen=True)
+class Transports:
+    """HTTP transports of the clients (tests plug the in-process sandbox in)."""
+
+    servicetrade: httpx.BaseTransport | None = None
+    spectrum: httpx.BaseTransport | None = None
+    #: first wait before an inline retry of a read (in-process tests: none)
+    retry_wait_s: float = 0.5
+
+
+def transports() -> Transports:
+    """The real network (tests replace this function)."""
+    return Transports()
+
+
+def servicetrade_client(
+    settings: Settings, transport: httpx.BaseTransport | None = None
+) -> ServiceTradeClient:
+    net = transports()
+    cfg = settings.servicetrade
+    return ServiceTradeClient(
+        cfg.base_url,
+        client_id=cfg.client_id,
+        client_secret=cfg.client_secret.get_secret_value() if cfg.client_secret else None,
+        username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        timeout_s=cfg.timeout_s,
+        connect_timeout_s=cfg.connect_timeout_s,
+        transport=transport or net.servicetrade,
+        retry_wait_s=net.retry_wait_s,
+    )
+
+
+def load_settings_or_exit(config: Path | None) -> Settings:
+    """The settings, or the configuration error and exit code 2 (as every stsync command)."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"configuration error\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    if config:
+        os.environ[CONFIG_ENV] = str(config)
+    return settings
+
+
 # --- commands ------------------------------------------------------------------------------------
 def _st(settings: Settings) -> ServiceTradeClient:
-    from cli.doctor import servicetrade_client
-
-    client: ServiceTradeClient = servicetrade_client(settings)
-    return client
+    return servicetrade_client(settings)
 
 
 def _url_or_exit(settings: Settings, public_url: str | None) -> str:
-    from cli.main import err
-
     try:
         return hook_url(settings, public_url)
     except ValueError as exc:
-        err.print(str(exc), markup=False)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
 
 @webhook_app.command("register")
 def register_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Register the webhook with exactly the entity types and actions stsync needs."""
-    from cli.main import _settings, console, err
-
-    settings = _settings(config)
+    settings = load_settings_or_exit(config)
     full = _url_or_exit(settings, url)
     try:
         with _st(settings) as st:
             done, webhook_id = register(st, full)
     except SyncError as exc:
-        err.print(f"webhook register failed: {exc}", markup=False, highlight=False)
+        typer.echo(f"webhook register failed: {exc}", err=True)
         raise typer.Exit(1) from None
     names = ", ".join(st_assume.webhook_entity_types())
     actions = ", ".join(sorted(SYNC_ACTIONS))
-    console.print(
-        f"{done}: webhook {webhook_id} -> {masked(full)} ({names}: {actions})",
-        markup=False,
-        highlight=False,
-    )
+    typer.echo(f"{done}: webhook {webhook_id} -> {masked(full)} ({names}: {actions})")
 
 
 @webhook_app.command("show")
 def show_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """List the account's webhooks; stsync's is marked, with what is wrong with it."""
-    from cli.main import _settings, console, err
-
-    settings = _settings(config)
+    settings = load_settings_or_exit(config)
     mine = None
     if url or settings.ingest.public_url:
         mine = _url_or_exit(settings, url)
@@ -207,11 +242,11 @@ def show_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
         with _st(settings) as st:
             webhooks = st.list_webhooks()
     except SyncError as exc:
-        err.print(f"cannot list webhooks: {exc}", markup=False, highlight=False)
+        typer.echo(f"cannot list webhooks: {exc}", err=True)
         raise typer.Exit(1) from None
     names = _names()
     if not webhooks:
-        console.print("no webhooks registered", markup=False)
+        typer.echo("no webhooks registered")
     for w in webhooks:
         reg = compare(w)
         hook = str(w.get("hookUrl", ""))
@@ -222,11 +257,9 @@ def show_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
             f"{names.get(n, n)}: {','.join(a)}" for n, a in sorted(_events_of(w).items())
         )
         state = "enabled" if w.get("enabled") is True else "disabled"
-        console.print(
-            f"{w.get('id')} {masked(hook)} {state} {events}{tag}", markup=False, highlight=False
-        )
+        typer.echo(f"{w.get('id')} {masked(hook)} {state} {events}{tag}")
     if mine is not None and not find(webhooks, mine):
-        console.print(f"stsync's webhook ({masked(mine)}) is not registered", markup=False)
+        typer.echo(f"stsync's webhook ({masked(mine)}) is not registered")
         raise typer.Exit(1)
 
 
@@ -239,9 +272,7 @@ def remove_command(
     config: ConfigOpt = None,
 ) -> None:
     """Remove stsync's webhook (every registration posting to its URL), or one by id."""
-    from cli.main import _settings, console, err
-
-    settings = _settings(config)
+    settings = load_settings_or_exit(config)
     try:
         with _st(settings) as st:
             if webhook_id is not None:
@@ -251,9 +282,6 @@ def remove_command(
             for i in ids:
                 st.delete_webhook(i)
     except SyncError as exc:
-        err.print(f"webhook remove failed: {exc}", markup=False, highlight=False)
+        typer.echo(f"webhook remove failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    console.print(
-        f"removed webhook(s) {', '.join(map(str, ids))}" if ids else "nothing to remove",
-        markup=False,
-    )
+    typer.echo(f"removed webhook(s) {', '.join(map(str, ids))}" if ids else "nothing to remove")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Protocol
 
@@ -43,12 +44,10 @@ def credentials_refused(
 
 def schema_problem(ctx: SyncContext, key: RecordKey, exc: InfoLinkSchemaError) -> None:
     """One alert for the connection per distinct missing table/column."""
-    from tasks._pipeline import problem_key
-
     ctx.ledger.record_alert(
         pause.alert_key(key.connection, "infolink"),
         kind="configuration",
-        problem_key=problem_key(str(exc)),
+        problem_key=hashlib.sha256(str(exc).encode()).hexdigest()[:32],
         message=f"connection {key.connection!r}: {exc}",
     )
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from cli import doctor
+from cli import doctor, webhook
 from cli.main import app
 from cli.webhook import wanted_events
 from clients.servicetrade.assumptions import webhook_entity_types
@@ -36,9 +36,9 @@ def sandbox_net(
 ) -> dict[str, str]:
     """The CLI's clients talk to the in-process sandbox."""
     monkeypatch.setattr(
-        doctor,
+        webhook,
         "transports",
-        lambda: doctor.Transports(asgi_transport(st_app), asgi_transport(spectrum_app)),
+        lambda: webhook.Transports(asgi_transport(st_app), asgi_transport(spectrum_app), 0),
     )
     return cli_env
 

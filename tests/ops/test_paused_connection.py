@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cli import doctor
+from cli import webhook
 from cli.main import app
 from clients.servicetrade.client import ServiceTradeClient
 from sandbox import credentials
@@ -122,9 +122,9 @@ def test_paused_connection_shown_in_status_and_resumed_by_doctor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
-        doctor,
+        webhook,
         "transports",
-        lambda: doctor.Transports(asgi_transport(st_app), asgi_transport(spectrum_app)),
+        lambda: webhook.Transports(asgi_transport(st_app), asgi_transport(spectrum_app), 0),
     )
     cid = customers(world)[0]
     spectrum_app.state.admin.authorize(AUTH, "AddCustomer", False)
