@@ -73,8 +73,14 @@ def test_doctor_all_pass_after_webhook_register(
     got = lines(res.output)
     assert set(got.values()) == {"ok"}
     # one line per Spectrum web service stsync uses, the Info-Link tables, ServiceTrade, webhook
-    for service in ("AddCustomer", "AddWOSiteAddress", "AddJob", "UpdateJob", "PreTimeCard",
-                    "ARMultiLineInvoice"):
+    for service in (
+        "AddCustomer",
+        "AddWOSiteAddress",
+        "AddJob",
+        "UpdateJob",
+        "PreTimeCard",
+        "ARMultiLineInvoice",
+    ):
         assert f"spectrum main {service}" in got
     assert "servicetrade" in got and "infolink main" in got and "webhook" in got
     assert "all checks passed" in res.output
@@ -112,9 +118,7 @@ def test_doctor_reports_each_spectrum_service_not_authorized(
     assert "not authorized" in res.output
 
 
-def test_doctor_reports_a_missing_infolink_column(
-    sandbox_net: Any, spectrum_db: Any
-) -> None:
+def test_doctor_reports_a_missing_infolink_column(sandbox_net: Any, spectrum_db: Any) -> None:
     engine = create_engine(spectrum_db.url)
     with engine.begin() as conn:
         conn.exec_driver_sql('ALTER TABLE "JC_JOB_MASTER_MC" DROP COLUMN "WO_Site"')

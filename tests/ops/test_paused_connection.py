@@ -44,7 +44,9 @@ def test_paused_connection_keeps_records_pending_alerts_once_and_resumes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ids = customers(world)[:3]
-    spectrum_app.state.admin.authorize(AUTH, "AddCustomer", False)  # e.g. a rebuilt Authorization ID
+    spectrum_app.state.admin.authorize(
+        AUTH, "AddCustomer", False
+    )  # e.g. a rebuilt Authorization ID
     with caplog.at_level(logging.INFO, logger="stsync.sync"):
         first = sync_customer(ctx, ids[0], "main")
         second = sync_customer(ctx, ids[1], "main")
@@ -68,8 +70,9 @@ def test_paused_connection_keeps_records_pending_alerts_once_and_resumes(
     spectrum_app.state.admin.authorize(AUTH, "AddCustomer", True)
     assert sync_customer(ctx, ids[2], "main").result == "synced"
     assert pause.paused_connections(ctx.ledger) == []
-    assert sorted(enqueued) == sorted([("sync.customer", (ids[0], "main")),
-                                       ("sync.customer", (ids[1], "main"))])
+    assert sorted(enqueued) == sorted(
+        [("sync.customer", (ids[0], "main")), ("sync.customer", (ids[1], "main"))]
+    )
     # and they sync when those tasks run
     assert sync_customer(ctx, ids[0], "main").result == "synced"
     assert sync_customer(ctx, ids[1], "main").result == "synced"

@@ -20,7 +20,13 @@ CONFIGURATION = ROOT / "docs" / "configuration.md"
 DEPLOY = ROOT / "docs" / "deploy.md"
 
 #: Settings fields that only the environment or the loader fills (never a TOML key)
-NOT_TOML = {"config_path", "broker_url", "database_url", "webhook_secret", "webhook_previous_secret"}
+NOT_TOML = {
+    "config_path",
+    "broker_url",
+    "database_url",
+    "webhook_secret",
+    "webhook_previous_secret",
+}
 #: ConnectionSettings fields filled by the loader from other keys (the name, the env, the rules)
 CONNECTION_INTERNAL = {"name", "authorization_id", "rules"}
 
