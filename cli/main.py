@@ -472,6 +472,10 @@ def retry(
     if record_type and record_id:
         key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
         rec = led.get(key)
+        if rec is not None and key.record_type == "invoice" and rec.status is Status.DONE:
+            # a posted invoice whose void failed: `retry invoice N` means its void
+            void = led.get(RecordKey(key.connection, "invoice_void", record_id))
+            rec = void if void is not None and void.status is not Status.DONE else rec
         if rec is None:
             err.print(f"no ledger record for {key}")
             raise typer.Exit(1)
@@ -502,6 +506,9 @@ def retry(
     celery_app = _configure_celery(settings)
     sent: set[tuple[str, tuple[Any, ...]]] = set()
     skipped = 0
+    from cli.invoice_retry import InvoiceRetry
+
+    invoices = InvoiceRetry(lambda: _context(settings), yes=yes, out=console, err=err)
     for rec in targets:
         if rec.status is Status.IN_FLIGHT:
             console.print(f"skip {rec.key}: a worker is syncing it right now")
@@ -516,6 +523,9 @@ def retry(
             console.print(f"skip {rec.key}: no task replays this record type")
             skipped += 1
             continue
+        if not invoices.ready(rec):  # a failed invoice goes back to pending in ServiceTrade
+            skipped += 1
+            continue
         led.reopen(rec.key)
         if replay in sent:
             continue
@@ -523,7 +533,10 @@ def retry(
         task, args = replay
         celery_app.send_task(task, args=args)
         console.print(f"enqueued {task}{args!r}", highlight=False)
+    invoices.close()
     console.print(f"re-enqueued {len(sent)} task(s) for {len(targets) - skipped} record(s)")
+    if record_type and record_id and skipped:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")

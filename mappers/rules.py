@@ -209,6 +209,43 @@ class InvoiceRules(Rules):
     processing_window: DateWindow = DateWindow()
     require_salesperson: bool = True
     salesperson_map: dict[str, str] = Field(default_factory=dict)
+    #: reversal of a credit memo (a debit invoice: void or rebill of a split invoice's credit half)
+    debit_prefix: str = Field(default="D", max_length=9)
+    #: Spectrum number base when ServiceTrade has no usable ``invoiceNumber`` (null, blank, too
+    #: long, forbidden characters): a ledger counter like customer codes. None: the ServiceTrade id.
+    numbers: CodeRange | None = None
+    #: an invoice approved again with other lines/amounts/tax/customer/job than Spectrum holds
+    on_change_after_posting: Literal["rebill", "alert"] = "rebill"
+
+    @model_validator(mode="after")
+    def _numbers_fit(self) -> InvoiceRules:
+        prefixes = (
+            self.number_prefix,
+            self.credit_memo_prefix,
+            self.void_prefix,
+            self.debit_prefix,
+        )
+        for p in prefixes:
+            _check_key(p, "prefix")
+            if "-" in p:
+                raise ValueError(f"prefix {p!r}: '-' is kept for revision suffixes")
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(
+                "number_prefix, credit_memo_prefix, void_prefix and debit_prefix must differ "
+                f"(got {prefixes}): each kind of document needs its own numbers"
+            )
+        if self.numbers is not None:
+            if "-" in self.numbers.prefix:
+                raise ValueError("numbers.prefix: '-' is kept for revision suffixes")
+            digits = max(self.numbers.width, len(str(self.numbers.end)))
+            longest = max(map(len, prefixes)) + len(self.numbers.prefix) + digits + 3
+            if longest > 10:
+                raise ValueError(
+                    f"numbers: the longest document prefix + numbers.prefix "
+                    f"{self.numbers.prefix!r} + {digits} digits + 3 for a revision suffix "
+                    f"makes {longest} characters; Spectrum allows 10"
+                )
+        return self
 
 
 class TimecardRules(Rules):

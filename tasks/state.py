@@ -204,13 +204,16 @@ class DocumentSummary(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str  # "invoice" | "credit_memo" | "void"
+    #: "invoice" | "credit_memo" | "void" | "<half>.<group>.<revision>" | "reversal.<kind>"
+    kind: str
     type: str  # Spectrum Transaction_Type
     customer: str
     amount: str
     tax: str
     total: str
     digest: str
+    #: what a re-approval compares (``mappers.invoice.document_content``); None on older rows
+    content: str | None = None
 
     def amount_value(self) -> Decimal:
         return Decimal(self.amount)
@@ -223,12 +226,31 @@ class DocumentNumbersState(BaseModel):
     credit_memo: str
 
 
+class InvoiceRevisions(BaseModel):
+    """How an invoice's Spectrum documents are numbered and which revision is current (F21)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    #: the base of every number (ServiceTrade's number, or from ``invoices.numbers``)
+    base: str | None = None
+    #: 0 = first posting; n = the n-th rebill
+    revision: int = 0
+    #: every document kind ever planned for the invoice (``DocumentSlot.kind``), oldest first
+    kinds: list[str] = Field(default_factory=list)
+    #: revision -> the day its documents (and the reversals before them) are dated
+    dates: dict[str, str] = Field(default_factory=dict)
+    #: revisions whose numbers were written to ServiceTrade in a comment
+    noted: list[int] = Field(default_factory=list)
+
+
 class InvoiceState(Commented):
     """``invoice``: an approved ServiceTrade invoice posted as Spectrum AR documents."""
 
     #: document number -> what it is; kept before the write
     planned: dict[str, DocumentSummary] = Field(default_factory=dict)
     numbers: DocumentNumbersState | None = None
+    #: numbering and revisions (the approval's row; a void reads it)
+    ar: InvoiceRevisions = Field(default_factory=InvoiceRevisions)
     #: document number -> "created" | "adopted"
     how: dict[str, str] = Field(default_factory=dict)
 
@@ -256,6 +278,7 @@ class DocumentState(State):
     tax: str | None = None
     total: str | None = None
     digest: str | None = None
+    content: str | None = None
 
 
 # --- timecards -----------------------------------------------------------------------------------
