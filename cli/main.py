@@ -947,6 +947,11 @@ def demo(
     )
 
 
+from cli.link import register as _register_link  # noqa: E402 - needs the helpers above
+
+_register_link(app, lambda: console, lambda s: _context(s), lambda c: _settings(c))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

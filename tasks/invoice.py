@@ -81,6 +81,7 @@ from tasks import registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, problem_key, record_alert, run_record, same_text
+from tasks.route import route_refusal
 from tasks.state import (
     ADD_AR_INVOICE,
     DocumentNumbersState,
@@ -1204,4 +1205,7 @@ def push_invoice_to_spectrum(invoice_id: int, connection: str | None = None) -> 
     concurrently. Retries on TransientError (network, 5xx, busy record, unknown write outcome)
     with jittered backoff; permanent failures set the invoice ``failed`` with a comment.
     """
-    return sync_invoice(get_context(), invoice_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, invoice_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_invoice(ctx, invoice_id, connection).result

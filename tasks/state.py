@@ -108,6 +108,11 @@ class State(BaseModel):
     recovered: int = 0
     #: writes announced before sending (``sent_marker``), sorted
     sent: list[str] = Field(default_factory=list)
+    #: heal on change (``tasks/heal.py``): the ServiceTrade ``updated``, content digest and config
+    #: fingerprint of the last attempt
+    heal: dict[str, Any] | None = None
+    #: the prerequisite a failed record waits on (``"job:123"``), woken when it lands
+    waits_on: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -165,10 +170,12 @@ class Commented(State):
 
 
 # --- master records ------------------------------------------------------------------------------
-class CustomerState(Adjusted):
+class CustomerState(Commented, Adjusted):
     """``customer`` (and the base of ``site``): a create-once Spectrum master record."""
 
     how: str | None = None  # "created" | "adopted"
+    #: a stale external id replaced by adoption by name (``customers.adopt = "by_name"``)
+    stale_external_id: str | None = None
 
 
 class SiteState(CustomerState):
@@ -185,6 +192,8 @@ class JobState(Commented, Adjusted):
     plan: dict[str, str] = Field(default_factory=dict)
     #: Spectrum job number -> "created" | "adopted"
     how: dict[str, str] = Field(default_factory=dict)
+    #: Spectrum job number -> what it was last given of the fields it follows (``tasks/job.py``)
+    follow: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     def phases_sent(self, number: str) -> set[str]:
         """``Phase_Code/Cost_Type`` of the template phases already sent to job ``number``."""

@@ -25,7 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from clients.errors import ConfigError
-from mappers.rules import ConnectionRules
+from mappers.rules import ConnectionRules, Route, routes_overlap
 
 CONFIG_ENV = "STSYNC_CONFIG"
 DATA_DIR_ENV = "STSYNC_DATA_DIR"
@@ -78,6 +78,8 @@ class ConnectionSettings(Section):
     #: webhook and sweep events flow to this connection automatically (default: only the default
     #: connection); other connections receive records sent to them explicitly (send-job, CLI)
     auto_sync: bool = False
+    #: routing between several Spectrum companies (F24): the records this connection takes
+    route: Route | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     rules: ConnectionRules
@@ -180,6 +182,7 @@ class Settings(Section):
                 f"default_connection {self.default_connection!r} is not one of "
                 f"{sorted(self.connections)}"
             )
+        _check_routes(self.connections)
         keys = [c.external_id_key for c in self.connections.values()]
         if len(set(keys)) != len(keys):
             raise ValueError("connections must use distinct external_id_key values")
@@ -334,6 +337,28 @@ class _ResolvedEnv(dict[str, str]):
             return self[key]
         value = env_value(self._raw, key)
         return default if value is None else value
+def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
+    """Routes (F24): once one automatic connection has a route, every automatic one needs one,
+    and two routes that the config shows can take the same record are refused."""
+    auto = [c for c in connections.values() if c.auto_sync]
+    routed = [c for c in auto if c.route is not None]
+    if not routed:
+        return
+    unrouted = [c.name for c in auto if c.route is None]
+    if unrouted:
+        raise ValueError(
+            f"connections.{unrouted[0]}.route: missing, while connections.{routed[0].name} has "
+            "a route; every auto_sync connection needs one (a connection without a route would "
+            "take every record the routed ones take)"
+        )
+    for i, a in enumerate(routed):
+        for b in routed[i + 1:]:
+            why = routes_overlap(a.route, b.route) if a.route and b.route else None
+            if why:
+                raise ValueError(
+                    f"connections.{b.name}.route: overlaps connections.{a.name}.route ({why}); "
+                    "a record would go to both Spectrum companies"
+                )
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -347,6 +372,7 @@ _CONNECTION_KEYS = {
     "timeout_s",
     "connect_timeout_s",
     "auto_sync",
+    "route",
 }
 
 
@@ -388,6 +414,7 @@ def _build_connection(
         "max_in_flight",
         "timeout_s",
         "connect_timeout_s",
+        "route",
     ):
         if key in raw:
             out[key] = raw[key]
