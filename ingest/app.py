@@ -9,6 +9,13 @@ delivered and retries only on 5xx/timeouts (reference §7), so:
 - broker unreachable -> 503, so ServiceTrade tries again (the dedupe key is released).
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
+
+Throughput (docs/performance.md, P1): the handler parses on the event loop and hands the whole
+delivery to ``accept_delivery`` in a worker thread, which costs two Redis round trips per
+delivery however many events it carries: one pipeline with every dedupe ``SET NX`` (and the
+read-cache stamps of the records that changed, worker/readcache.py), then one pipeline with
+every Celery message (built in memory, ingest/publish.py). Blocking Redis calls never hold the
+event loop.
 """
 
 from __future__ import annotations
@@ -17,22 +24,28 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import redis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from clients.servicetrade.models import WebhookDelivery
+from clients.servicetrade.models import WebhookDelivery, WebhookEvent
+from ingest.publish import BatchPublisher
 from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS, WORK_ORDER
+from worker.readcache import mark_changed
 from worker.settings import Settings
 
 log = logging.getLogger("stsync.ingest")
 
 Send = Callable[[str, tuple[Any, ...]], None]
+#: enqueue many tasks at once: [(task name, args), ...] (one broker round trip in production)
+SendMany = Callable[[Sequence[tuple[str, tuple[Any, ...]]]], None]
 
 DEDUPE_PREFIX = "stsync:seen:"
 
@@ -82,6 +95,76 @@ def _duplicate_key(body: bytes) -> str | None:
     return None
 
 
+@dataclass
+class Accepted:
+    """What ``accept_delivery`` did with a delivery's events (the 202 body)."""
+
+    enqueued: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    tasks: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"enqueued": self.enqueued, "duplicates": self.duplicates, "ignored": self.ignored}
+
+
+def accept_delivery(
+    r: redis.Redis,
+    message_id: str,
+    events: Sequence[WebhookEvent],
+    *,
+    connections: Sequence[str],
+    seen_prefix: str,
+    dedupe_ttl_s: int,
+    key_prefix: str,
+    cache_ttl_s: float,
+    send_many: SendMany,
+) -> Accepted:
+    """The per-delivery accept step: de-duplicate, invalidate cached facts, enqueue. Blocking.
+
+    1. one Redis pipeline: the read-cache stamps of every record the delivery names (before any
+       task exists, so no worker reads a stale fact of them), and one ``SET NX`` per routed event;
+    2. the tasks of the events seen for the first time, sent together (``send_many``).
+    Any failure releases the dedupe keys this call set and raises: the caller answers 503 and
+    ServiceTrade's retry enqueues them.
+    """
+    out = Accepted()
+    routed: list[tuple[str, str, int]] = []  # (dedupe key, task name, entity id)
+    for event in events:
+        route = ENTITY_TASKS.get(event.entity.type)
+        if route is None or event.action not in SYNC_ACTIONS:
+            out.ignored += 1
+            continue
+        dedupe = (
+            f"{seen_prefix}{message_id}:{event.entity.type}:{event.entity.id}:{event.action}"
+        )
+        routed.append((dedupe, route[0], event.entity.id))
+    pipe = r.pipeline(transaction=False)
+    stamps = mark_changed(
+        pipe, key_prefix, ((e.entity.type, e.entity.id) for e in events), cache_ttl_s
+    )
+    for dedupe, _task, _id in routed:
+        pipe.set(dedupe, 1, nx=True, ex=dedupe_ttl_s)
+    results = pipe.execute()[stamps:]
+    fresh: list[str] = []
+    seen_now: set[str] = set()
+    for (dedupe, task_name, entity_id), was_set in zip(routed, results, strict=True):
+        if not was_set or dedupe in seen_now:
+            out.duplicates += 1
+            continue
+        seen_now.add(dedupe)
+        fresh.append(dedupe)
+        out.tasks.extend((task_name, (entity_id, conn)) for conn in connections)
+        out.enqueued += 1
+    if out.tasks:
+        try:
+            send_many(out.tasks)
+        except Exception:
+            r.delete(*fresh)  # let ServiceTrade's retry enqueue them
+            raise
+    return out
+
+
 def create_ingest_app(
     settings: Settings,
     *,
@@ -95,6 +178,7 @@ def create_ingest_app(
     ttl = settings.ingest.dedupe_ttl_s
     connections = settings.auto_sync_connections()
     seen_prefix = f"{settings.redis_key_prefix}{DEDUPE_PREFIX}"
+    cache_ttl = settings.servicetrade.read_cache_ttl_s
 
     def _redis() -> redis.Redis:
         nonlocal redis_client
@@ -118,6 +202,20 @@ def create_ingest_app(
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
+
+    publisher: BatchPublisher | None = None
+
+    def _send_many(tasks: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        nonlocal publisher
+        if send is not None:
+            for name, args in tasks:
+                send(name, args)
+            return
+        if publisher is None:
+            from worker.celery_app import app as celery_app
+
+            publisher = BatchPublisher(celery_app, _redis(), settings.redis_key_prefix)
+        publisher.send_many(tasks)
 
     @app.post("/webhooks/servicetrade/{secret}")
     async def receive(secret: str, request: Request) -> Response:
@@ -143,29 +241,20 @@ def create_ingest_app(
             msg = f"key {duplicate[:64]!r} appears twice in one object"
             log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg})
             return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
-        counts = {"enqueued": 0, "duplicates": 0, "ignored": 0}
         try:
-            r = _redis()
-            for event in delivery.data:
-                route = ENTITY_TASKS.get(event.entity.type)
-                if route is None or event.action not in SYNC_ACTIONS:
-                    counts["ignored"] += 1
-                    continue
-                task_name, _record = route
-                dedupe = (
-                    f"{seen_prefix}{delivery.message_id}:{event.entity.type}:"
-                    f"{event.entity.id}:{event.action}"
+            accepted = await anyio.to_thread.run_sync(
+                lambda: accept_delivery(
+                    _redis(),
+                    delivery.message_id,
+                    delivery.data,
+                    connections=connections,
+                    seen_prefix=seen_prefix,
+                    dedupe_ttl_s=ttl,
+                    key_prefix=settings.redis_key_prefix,
+                    cache_ttl_s=cache_ttl,
+                    send_many=_send_many,
                 )
-                if not r.set(dedupe, 1, nx=True, ex=ttl):
-                    counts["duplicates"] += 1
-                    continue
-                try:
-                    for conn in connections:
-                        _send(task_name, (event.entity.id, conn))
-                except Exception:
-                    r.delete(dedupe)  # let ServiceTrade's retry enqueue it
-                    raise
-                counts["enqueued"] += 1
+            )
         except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
             log.error(
                 "webhook not enqueued: broker unavailable",
@@ -178,10 +267,10 @@ def create_ingest_app(
                 "outcome": "accepted",
                 "message_id": delivery.message_id,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                **counts,
+                **accepted.counts(),
             },
         )
-        return JSONResponse(counts, status_code=202)
+        return JSONResponse(accepted.counts(), status_code=202)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -19,6 +19,7 @@ import httpx
 import redis
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from clients.errors import ConfigError
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
@@ -28,6 +29,7 @@ from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
 from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
+from worker.readcache import ReadCache, redis_read_cache
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
 from worker.writers import ServiceTradeWriter, SpectrumWriter
@@ -146,6 +148,27 @@ def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteS
     }
 
 
+def process_read_cache(settings: Settings, client: redis.Redis) -> ReadCache:
+    """The worker process's read cache, its stamps in the broker's Redis (worker/readcache.py)."""
+    return redis_read_cache(
+        settings.servicetrade.read_cache_ttl_s, client, settings.redis_key_prefix
+    )
+
+
+def attach_read_cache(ctx: SyncContext) -> bool:
+    """Give an inline run (``stsync catch-up``) the workers' read cache when a broker is
+    configured (its stamps live there); False, and every read fresh, when there is none."""
+    from worker.celery_app import resolve_broker_url
+
+    try:
+        url = resolve_broker_url(ctx.settings)
+    except ConfigError:
+        return False
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    ctx.st.read_cache = process_read_cache(ctx.settings, client)
+    return True
+
+
 def build_context(
     settings: Settings,
     *,
@@ -155,11 +178,13 @@ def build_context(
     retry_wait_s: float = 1.0,
     ledger: Ledger | None = None,
     write_slots: dict[str, WriteSlots] | None = None,
+    read_cache: ReadCache | None = None,
 ) -> SyncContext:
     """Build clients and the ledger from ``settings`` (transports injectable for tests).
 
     ``write_slots`` caps Spectrum writes per connection (``max_in_flight``); worker processes pass
-    the Redis-backed ones, tests may pass none."""
+    the Redis-backed ones, tests may pass none. ``read_cache`` serves job, location and user
+    facts (worker/readcache.py); without one every read goes to ServiceTrade."""
     ledger = ledger or Ledger(settings.database_url)
     hook = audit_hook(ledger)
     st_cfg = settings.servicetrade
@@ -175,6 +200,7 @@ def build_context(
         retry_wait_s=retry_wait_s,
         on_call=hook,
     )
+    st.read_cache = read_cache
     spectrum: dict[str, SpectrumClient] = {
         name: ThrottledSpectrumClient(
             conn.base_url,
@@ -227,7 +253,9 @@ def open_process_context() -> SyncContext:
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
             _process_context = build_context(
-                settings, write_slots=write_slots_for(settings, client)
+                settings,
+                write_slots=write_slots_for(settings, client),
+                read_cache=process_read_cache(settings, client),
             )
         return _process_context
 

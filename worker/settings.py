@@ -47,6 +47,9 @@ class ServiceTradeSettings(Section):
     password: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: how long a worker keeps job, location and user facts it read (webhooks invalidate
+    #: earlier; 0: never cached), see worker/readcache.py
+    read_cache_ttl_s: float = Field(default=120.0, ge=0, le=3600)
     #: ServiceTrade's system name for stsync's external ids is per connection (see connections)
 
     @model_validator(mode="after")
