@@ -165,6 +165,10 @@ def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
             "STSYNC_AUTOCONFIGURE": "0",
             "PYTHONPATH": str(REPO),
         })
+        from worker.ledger import Ledger
+
+        # ingest stores each delivery's wake-ups in the ledger before answering (durable ack)
+        Ledger(env["DATABASE_URL"]).migrate()
         proc = subprocess.Popen([sys.executable, "-m", "bench.ingest", "--serve", str(port),
                                  "--ingest-workers", str(ingest_workers)], cwd=REPO, env=env)
         try:

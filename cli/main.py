@@ -160,6 +160,13 @@ def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
     from cli.doctor import print_paused
 
     print_paused(console, led, connection)
+    from cli.recovery_status import print_recovery
+
+    code = print_recovery(
+        console, led, settings, settings.connection(connection).name if connection else None
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def _ledger_type(record_type: str) -> str:

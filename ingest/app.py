@@ -7,6 +7,12 @@ delivered and retries only on 5xx/timeouts (reference §7), so:
 - malformed JSON or wrong shape -> 400 with what is wrong, nothing enqueued;
 - unknown entity types and deletions -> acknowledged and ignored;
 - broker unreachable -> 503, so ServiceTrade tries again (the dedupe key is released).
+
+Durable acknowledgement (issue 17): before it answers 2xx, ingest writes one inbox row per
+announced record and connection into the ledger (``record_wakeups``: one batched statement in one
+transaction per delivery). Redis only carries the wake-up; when Redis loses it, the Beat
+re-enqueuer (tasks/requeue.py) queues the inbox row once it is due. A ledger that cannot take the
+write -> 503 (ServiceTrade tries again), never a 2xx for an event that is not stored.
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
 
@@ -46,6 +52,8 @@ log = logging.getLogger("stsync.ingest")
 Send = Callable[[str, tuple[Any, ...]], None]
 #: enqueue many tasks at once: [(task name, args), ...] (one broker round trip in production)
 SendMany = Callable[[Sequence[tuple[str, tuple[Any, ...]]]], None]
+#: durably record ``(connection, task, source id)`` wake-ups of one delivery (one transaction)
+RecordWakeups = Callable[[list[tuple[str, str, str]]], None]
 
 DEDUPE_PREFIX = "stsync:seen:"
 
@@ -163,6 +171,23 @@ def accept_delivery(
             r.delete(*fresh)  # let ServiceTrade's retry enqueue them
             raise
     return out
+def ledger_wakeups(settings: Settings) -> RecordWakeups:
+    """The production ``RecordWakeups``: the ledger's inbox, ONE multi-row upsert per delivery.
+
+    Kept as this one function so the ingest's durable write stays a single batched statement
+    (the throughput work on ingest changes the code around it, not this)."""
+    from worker.ledger import Ledger
+
+    ledger: Ledger | None = None
+    due_after = float(settings.reliability.pending_due_after_s)
+
+    def record(entries: list[tuple[str, str, str]]) -> None:
+        nonlocal ledger
+        if ledger is None:
+            ledger = Ledger(settings.database_url)
+        ledger.inbox_put(entries, due_after_s=due_after)
+
+    return record
 
 
 def create_ingest_app(
@@ -171,14 +196,18 @@ def create_ingest_app(
     redis_client: redis.Redis | None = None,
     send: Send | None = None,
     ledger_ping: Callable[[], None] | None = None,
+    record_wakeups: RecordWakeups | None = None,
 ) -> FastAPI:
-    """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default)."""
+    """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default);
+    ``record_wakeups`` stores wake-ups durably before the answer (the ledger's inbox by default).
+    """
     app = FastAPI(title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None)
     max_body = settings.ingest.max_body_bytes
     ttl = settings.ingest.dedupe_ttl_s
     connections = settings.auto_sync_connections()
     seen_prefix = f"{settings.redis_key_prefix}{DEDUPE_PREFIX}"
     cache_ttl = settings.servicetrade.read_cache_ttl_s
+    wakeups = record_wakeups or ledger_wakeups(settings)
 
     def _redis() -> redis.Redis:
         nonlocal redis_client
@@ -241,6 +270,21 @@ def create_ingest_app(
             msg = f"key {duplicate[:64]!r} appears twice in one object"
             log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg})
             return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
+        durable = [
+            (conn, route[0], str(event.entity.id))
+            for event in delivery.data
+            if (route := ENTITY_TASKS.get(event.entity.type)) is not None
+            and event.action in SYNC_ACTIONS
+            for conn in connections
+        ]
+        try:
+            await anyio.to_thread.run_sync(lambda: wakeups(durable))
+        except Exception as exc:  # noqa: BLE001 - not stored means not acknowledged
+            log.error(
+                "webhook not stored: ledger unavailable",
+                extra={"outcome": "ledger_down", "detail": type(exc).__name__},
+            )
+            return JSONResponse({"error": "ledger unavailable; retry later"}, status_code=503)
         try:
             accepted = await anyio.to_thread.run_sync(
                 lambda: accept_delivery(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -1214,13 +1214,41 @@ def reapprove_in_servicetrade(ctx: SyncContext, invoice_id: int) -> None:
 # --- the sweep backstop (F15) --------------------------------------------------------------------
 def sweep_pending_invoices(ctx: SyncContext, connection: str | None = None) -> int:
     """Enqueue ``sync.invoice`` for every ``pending_accounting`` invoice (webhooks get dropped
-    after 3 tries); returns how many. Cheap to repeat: posted documents are never sent again."""
+    after 3 tries); returns how many. Cheap to repeat: posted documents are never sent again.
+
+    Scheduled by Beat (``schedule.pending_invoices``). An invoice whose row is being synced, or
+    waits (``pending``/``retry_later``) for a due time still ahead, is left to that schedule:
+    the backstop must not defeat the retry_later back-off; the re-enqueuer queues it when due.
+    """
     name = ctx.connection(connection).name
     n = 0
+    now = datetime.now(UTC)
+    batch: list[int] = []
+
+    def flush() -> int:
+        known = ctx.ledger.get_many(name, RECORD_TYPE, [str(i) for i in batch])
+        sent = 0
+        for invoice_id in batch:
+            if not _scheduled_elsewhere(known.get(str(invoice_id)), now):
+                ctx.enqueue(TASK_NAME, (invoice_id, name))
+                sent += 1
+        batch.clear()
+        return sent
+
     for invoice in ctx.st.iter_invoices(status=PENDING_ACCOUNTING):
-        ctx.enqueue(TASK_NAME, (invoice.id, name))
-        n += 1
-    return n
+        batch.append(invoice.id)
+        if len(batch) >= 500:
+            n += flush()
+    return n + flush()
+
+
+def _scheduled_elsewhere(rec: Record | None, now: datetime) -> bool:
+    if rec is None:
+        return False
+    if rec.status is Status.IN_FLIGHT:
+        return rec.lease_until is not None and rec.lease_until > now
+    waiting = rec.status in (Status.PENDING, Status.RETRY_LATER)
+    return waiting and rec.next_attempt_at is not None and rec.next_attempt_at > now
 
 
 # --- Celery task ---------------------------------------------------------------------------------
