@@ -266,7 +266,7 @@ _cell = st.none() | _text() | _number() | st.dates()
 
 def _rows(columns: tuple[str, ...]) -> st.SearchStrategy[list[dict[str, Any]]]:
     """Info-Link rows as a driver returns them: the named columns with any kind of value."""
-    return st.lists(st.fixed_dictionaries({c: _cell for c in columns}), max_size=6)
+    return st.lists(st.fixed_dictionaries(dict.fromkeys(columns, _cell)), max_size=6)
 
 
 @FUZZ
@@ -295,8 +295,8 @@ def test_link_mapper(customers: list[dict[str, Any]], sites: list[dict[str, Any]
     by_number = {str(j.get("Job_Number") or ""): j for j in jobs}
     by_digits = link.KeyIndex(jobs, lambda r: link.digits(r.get("Job_Number")))
     assert set(link.digits(probe)) <= set("0123456789")
-    for found in link.job_candidates(st_number, our_number, by_number, by_digits):
-        assert any(found is j for j in jobs)
+    for candidate in link.job_candidates(st_number, our_number, by_number, by_digits):
+        assert any(candidate is j for j in jobs)
 
 
 def test_every_mapper_module_is_fuzzed_here() -> None:
