@@ -10,9 +10,10 @@ COPY tasks ./tasks
 COPY mappers ./mappers
 COPY clients ./clients
 COPY sandbox ./sandbox
+# The image carries the SQL Server driver for Info-Link (pymssql: pip alone, no ODBC driver).
 # /data belongs to the service user: Beat keeps its schedule file there, and a named volume mounted
 # on /data starts with this ownership
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 stsync \
+RUN pip install --no-cache-dir ".[mssql]" && useradd --system --uid 10001 stsync \
     && mkdir -p /data && chown stsync /data
 USER stsync
 ENTRYPOINT ["stsync"]

@@ -57,7 +57,11 @@ def remote_problems(settings: Settings) -> list[str]:
     """Human-readable problems: codes the config names that Spectrum does not have."""
     problems: list[str] = []
     for name, conn in settings.connections.items():
-        reader = InfoLinkReader(conn.infolink_url, conn.company_code)
+        try:
+            reader = InfoLinkReader(conn.infolink_url, conn.company_code)
+        except SyncError as exc:  # a bad URL or a missing driver: one line, no traceback
+            problems.append(f"connections.{name}: cannot open Info-Link: {exc}")
+            continue
         try:
             seen: set[tuple[str, str]] = set()
             for kind, code, where in configured_codes(conn.rules):

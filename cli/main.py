@@ -15,8 +15,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from cli.doctor import doctor as doctor_command
+from cli.webhook import webhook_app
 from clients.errors import ConfigError, SyncError
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
@@ -35,6 +38,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(broker_app, name="broker")
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(webhook_app, name="webhook")
+app.command("doctor")(doctor_command)
 
 console = Console()
 err = Console(stderr=True)
@@ -152,6 +157,9 @@ def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
     for (rtype, st), n in sorted(counts.items()):
         table.add_row(rtype, st, str(n))
     console.print(table)
+    from cli.doctor import print_paused
+
+    print_paused(console, led, connection)
     from cli.recovery_status import print_recovery
 
     code = print_recovery(
@@ -557,7 +565,7 @@ def config_check(
 
     problems = remote_problems(settings)
     for p in problems:
-        console.print(f"[red]missing in Spectrum[/red] {p}")
+        console.print(f"[red]missing in Spectrum[/red] {escape(p)}")
     if problems:
         raise typer.Exit(1)
     console.print("[green]every configured code exists in Spectrum[/green]")

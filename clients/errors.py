@@ -91,6 +91,14 @@ class AuthorizationError(PermanentError):
     """Spectrum ``A`` rows, ServiceTrade 401 after re-login or 403: credentials or authorization."""
 
 
+class InfoLinkSchemaError(PermanentError):
+    """Info-Link lacks a table or column stsync reads: the connection's configuration is wrong.
+
+    Permanent for the record (retrying reads the same missing table) and one alert for the
+    connection; ``stsync doctor`` reports it. Not "Info-Link unreachable".
+    """
+
+
 class AlreadyExists(PermanentError):
     """Spectrum refused an add because the key exists (``I`` row on a unique key column)."""
 

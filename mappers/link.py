@@ -77,7 +77,7 @@ def verdict(
 
 def digits(text: object) -> str:
     """The digits of a job number (``T-52311`` and ``52311A`` both give ``52311``)."""
-    return "".join(re.findall(r"\d+", str(text or "")))
+    return "".join(re.findall(r"[0-9]+", str(text or "")))
 
 
 def job_candidates(

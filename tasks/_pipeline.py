@@ -7,7 +7,10 @@ body raises into ledger states:
 
 - ``RecordSkipped``       -> ``skipped`` with the reason
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
-- ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
+- ``AuthorizationError``  -> ``pending`` (kind ``paused``): the connection pauses, one alert an
+                             hour, and resumes with the next success (``tasks/_connection.py``)
+- ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook; an
+                             ``InfoLinkSchemaError`` also alerts the connection once)
 - ``TransientError``      -> ``pending`` with the reason and a due time, re-raised so Celery retries
                              with backoff; when Celery's retries run out the task's ``on_failure``
                              makes it ``retry_later`` (tasks/_celery.py) and the Beat re-enqueuer
@@ -40,6 +43,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from clients.errors import (
     AlreadyExists,
+    AuthorizationError,
+    InfoLinkSchemaError,
     PermanentError,
     PrerequisiteMissing,
     RecordBusy,
@@ -47,7 +52,7 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
-from tasks import heal
+from tasks import _connection, heal
 from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
 from worker.infra import INFRASTRUCTURE_ERRORS, describe
@@ -216,8 +221,13 @@ def run_record(
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome(Result.FAILED, key, rec.spectrum_key, str(exc))
+        except AuthorizationError as exc:  # the connection's problem: pause it (tasks/_connection)
+            reason = _connection.credentials_refused(ctx, key, exc, run.mark)
+            outcome = Outcome(Result.PAUSED, key, rec.spectrum_key, reason)
         except PermanentError as exc:
             run.mark(Status.FAILED, error_kind=type(exc).__name__, reason=str(exc))
+            if isinstance(exc, InfoLinkSchemaError):
+                _connection.schema_problem(ctx, key, exc)
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome(Result.FAILED, key, rec.spectrum_key, str(exc))
@@ -264,6 +274,8 @@ def run_record(
             _log(key, "internal_error", started, rec.attempts, repr(exc))
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
+    if outcome.ok:
+        _connection.resume_if_paused(ctx, key.connection)
     return outcome
 
 
@@ -376,7 +388,9 @@ def _notify(ctx: SyncContext, run: Run[S], hook: OnPermanent[S], exc: PermanentE
 
 
 def _log(key: RecordKey, outcome: str, started: float, attempt: int, message: str) -> None:
-    log.info(
+    ok = outcome in ("synced", "adopted", "unchanged", "updated", "removed", "skipped", "retry")
+    log.log(
+        logging.INFO if ok else logging.WARNING,
         "%s %s",
         key,
         outcome,

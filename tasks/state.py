@@ -47,6 +47,7 @@ class Result(StrEnum):
     SKIPPED = "skipped"  # not for stsync (with the reason)
     FAILED = "failed"  # a person must act (with the reason)
     UNKNOWN = "unknown"  # the write's outcome cannot be known; a person must look
+    PAUSED = "paused"  # the connection's credentials were refused: waits, retried on resume
 
     @property
     def ok(self) -> bool:

@@ -75,7 +75,23 @@ KIND_HINTS: dict[str, tuple[str, str]] = {
         "The voided invoice could not be credited in Spectrum. Fix the cause, then replay the "
         "invoice.",
     ),
+    # about a whole connection (record type "connection", worker/pause.py)
+    "paused": (
+        "connection paused: credentials refused",
+        "Spectrum refused the connection's Authorization ID (or ServiceTrade its credentials). "
+        "Its records wait, nothing is lost. Fix the credential or grant the web service, then run "
+        "`stsync doctor`: when it passes the connection resumes and its records are sent again.",
+    ),
+    "configuration": (
+        "Info-Link table or column missing",
+        "Info-Link lacks a table or column stsync reads: check the connection's infolink_url and "
+        "the login's rights (`stsync doctor` lists each table), then replay the failed records "
+        "(`stsync retry --all-failed`).",
+    ),
 }
+
+#: the ledger record type of alerts about a whole connection (worker/pause.py: CONNECTION)
+CONNECTION_ALERT = "connection"
 
 
 @dataclass(frozen=True)
@@ -147,8 +163,14 @@ def alert_body(a: Alert) -> str:
             "",
             "What to do:",
             _indent(hint),
-            f"  Every step of the record:  {history_command(a)}",
-            f"  Replay it after the fix:   {replay_command(a)}",
+            *(
+                ["  Check it:                  stsync doctor"]
+                if a.record_type == CONNECTION_ALERT
+                else [
+                    f"  Every step of the record:  {history_command(a)}",
+                    f"  Replay it after the fix:   {replay_command(a)}",
+                ]
+            ),
         ]
     )
 

@@ -1,5 +1,9 @@
 """Settings: one TOML mapping file (``STSYNC_CONFIG``) plus the environment for secrets (F10, F11).
 
+The environment is read through pydantic-settings (``EnvSettings``: every variable stsync reads,
+declared once). Every variable also has a ``<NAME>_FILE`` form holding the path of a file with the
+value (Docker/compose secrets under ``/run/secrets``): setting both is an error naming them.
+
 Validated at start-up. A bad value stops the process with a ``ConfigError`` that names the key, the
 value and what is allowed. Credentials are ``SecretStr`` and never appear in ``repr``, logs or task
 arguments. Nothing falls back silently: every default is written in the model and documented in
@@ -11,17 +15,24 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from clients.errors import ConfigError
 from mappers.rules import ConnectionRules, Route, routes_overlap
 
 CONFIG_ENV = "STSYNC_CONFIG"
 DATA_DIR_ENV = "STSYNC_DATA_DIR"
+#: ServiceTrade's production API (reference servicetrade-api.md §1); the sandbox only via demo.toml
+SERVICETRADE_PRODUCTION_URL = "https://api.servicetrade.com"
+#: suffix of the variable that names a file holding a variable's value (Docker secrets)
+FILE_SUFFIX = "_FILE"
 
 
 class Section(BaseModel):
@@ -29,7 +40,7 @@ class Section(BaseModel):
 
 
 class ServiceTradeSettings(Section):
-    base_url: str = "http://127.0.0.1:8801"
+    base_url: str = SERVICETRADE_PRODUCTION_URL
     client_id: str | None = None
     client_secret: SecretStr | None = None
     username: str | None = None
@@ -86,6 +97,8 @@ class IngestSettings(Section):
     dedupe_ttl_s: int = Field(default=86_400, ge=1)
     #: header carrying the token of the "send job" endpoint
     send_job_token: SecretStr | None = None
+    #: public https base URL where ServiceTrade reaches the ingest (``stsync webhook``/``doctor``)
+    public_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
 
 
 class ScheduleSettings(Section):
@@ -247,6 +260,126 @@ class Settings(Section):
         return Path(self.data_dir)
 
 
+# --- the environment ---------------------------------------------------------------------------
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """``name`` from ``env``, or the content of the file ``<name>_FILE`` names; None when unset.
+
+    A file's content is stripped of surrounding whitespace (the trailing newline editors add).
+    Both set, an unreadable file or an empty one is a ``ConfigError`` naming the variable.
+    """
+    direct = env.get(name) or None
+    path = env.get(name + FILE_SUFFIX) or None
+    if path is None:
+        return direct
+    if direct is not None:
+        raise ConfigError(
+            f"both {name} and {name}{FILE_SUFFIX} are set: set only one",
+            field=name,
+        )
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}{FILE_SUFFIX}={path!r}: cannot read the file ({exc.strerror or exc})",
+            field=name + FILE_SUFFIX,
+        ) from None
+    if not value:
+        raise ConfigError(f"{name}{FILE_SUFFIX}={path!r}: the file is empty", field=name)
+    return value
+
+
+class _EnvWithFiles(PydanticBaseSettingsSource):
+    """The environment mapping given to ``EnvSettings.read``, each variable or its ``_FILE``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return env_value(self._env, field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class EnvSettings(BaseSettings):
+    """Every environment variable stsync reads (each also as ``<NAME>_FILE``).
+
+    Field names are the variable names. docs/configuration.md and docs/deploy.md list each one
+    (a test compares them). Per-connection Authorization IDs live in the variable a connection's
+    ``authorization_id_env`` names; they are read with ``env_value`` (``_FILE`` works there too).
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    STSYNC_CONFIG: str | None = None
+    STSYNC_DATA_DIR: str | None = None
+    STSYNC_REDIS_PREFIX: str | None = None
+    BROKER_URL: str | None = None
+    DATABASE_URL: str | None = None
+    WEBHOOK_SECRET: str | None = None
+    WEBHOOK_PREVIOUS_SECRET: str | None = None
+    SERVICETRADE_BASE_URL: str | None = None
+    SERVICETRADE_CLIENT_ID: str | None = None
+    SERVICETRADE_CLIENT_SECRET: str | None = None
+    SERVICETRADE_USERNAME: str | None = None
+    SERVICETRADE_PASSWORD: str | None = None
+    SPECTRUM_BASE_URL: str | None = None
+    SPECTRUM_AUTHORIZATION_ID: str | None = None
+    SPECTRUM_COMPANY_CODE: str | None = None
+    SPECTRUM_INFOLINK_URL: str | None = None
+    STSYNC_SEND_JOB_TOKEN: str | None = None
+    FLOWER_USER: str | None = None
+    FLOWER_PASSWORD: str | None = None
+    SMTP_PASSWORD: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _reading.get()
+        return (init_settings, _EnvWithFiles(settings_cls, os.environ if env is None else env))
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> EnvSettings:
+        """The variables of ``env`` (default ``os.environ``), each direct or from its file."""
+        token = _reading.set(os.environ if env is None else env)
+        try:
+            return cls()
+        finally:
+            _reading.reset(token)
+
+    def as_env(self) -> dict[str, str]:
+        """The variables that are set, resolved (files read): ``{NAME: value}``."""
+        return {k: v for k, v in self.model_dump().items() if isinstance(v, str) and v}
+
+
+#: the mapping ``EnvSettings.read`` is reading (pydantic-settings builds sources without arguments)
+_reading: ContextVar[Mapping[str, str] | None] = ContextVar("stsync_env", default=None)
+
+
+class _ResolvedEnv(dict[str, str]):
+    """The declared variables resolved, plus ``env_value`` for names only the TOML knows."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(EnvSettings.read(env).as_env())
+        self._raw = env
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        value = env_value(self._raw, key)
+        return default if value is None else value
 def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
     """Routes (F24): once one automatic connection has a route, every automatic one needs one,
     and two routes that the config shows can take the same record are refused."""
@@ -357,7 +490,7 @@ def _build_connection(
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the TOML file and the environment; ConfigError on any problem."""
-    env = os.environ if env is None else env
+    env = _ResolvedEnv(os.environ if env is None else env)
     path = path or env.get(CONFIG_ENV)
     if not path:
         raise ConfigError(

@@ -84,3 +84,14 @@ TOKEN_PATH: Final = "/connect/token"  # noqa: S105 - a path, not a password
 TOKEN_SCOPE: Final = "spectrumapi"  # noqa: S105 - an OAuth scope name
 #: §2 [A]: token lifetime when the answer carries no ``expires_in``.
 TOKEN_LIFETIME: Final = timedelta(hours=1)
+
+
+# --- probing authorization without writing (``stsync doctor``, issue 14) --------------------------
+
+#: §10 rule 1 [C]: every service must be authorized on the Authorization ID, otherwise ``A``.
+#: [A] Spectrum checks that grant before the record's elements: a Put (or a REST invoice) whose
+#: required elements are all empty answers ``A`` when the service is not authorized and ``E``/``M``
+#: rows, writing nothing, when it is. ``stsync doctor`` probes Put services this way.
+PROBE_AUTHORIZATION_BEFORE_VALIDATION: Final = True
+#: [A] The harmless read of a Get service: narrowed to a job number no company uses (zero rows).
+PROBE_GET_PARAMS: Final[dict[str, dict[str, str]]] = {"GetPhase": {"pJob_Number": "ZZDOCTOR"}}

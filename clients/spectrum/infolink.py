@@ -3,12 +3,18 @@
 Integrations write through Data Exchange but read Spectrum's state here: whether a customer, site,
 job, invoice or pre-time entry already exists (create-or-adopt), reference codes for ``config
 check``, and purchase-order lines for F9. Every query is scoped to one company; every string comes
-back trimmed (Info-Link columns are space-padded ``CHAR``), ``NULL`` stays ``None``. A database that
-cannot be reached (or is locked) raises ``TransientError``; the URL's password never appears in it.
+back trimmed (Info-Link columns are space-padded ``CHAR``), ``NULL`` stays ``None``.
+
+Errors are classified by cause: a database that cannot be reached (refused, timed out, locked)
+raises ``TransientError``; a missing table or column (SQLite ``no such table/column``, SQL Server
+``Invalid object name`` / ``Invalid column name``, PostgreSQL ``does not exist``) is a configuration
+problem, ``InfoLinkSchemaError`` (permanent); a URL whose driver is not installed is one
+``ConfigError`` line naming the extra to install. The URL's password never appears in any of them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -26,11 +32,17 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from clients.errors import ConfigError, PermanentError, TransientError
+from clients.errors import ConfigError, InfoLinkSchemaError, PermanentError, TransientError
 from clients.http import Redactor
 from clients.spectrum import infolink_schema as s
 from clients.spectrum.po_models import PoLine
@@ -53,6 +65,63 @@ CODE_TABLES: dict[str, tuple[Table, str]] = {
     "site": (s.sites, "Site_ID"),
     "vendor": (s.vendors, "Vendor_Code"),
 }
+
+
+#: How to install the DBAPI driver of an Info-Link URL (``dialect+driver://``).
+DRIVER_INSTALL: dict[str, str] = {
+    "pymssql": "pip install 'stsync[mssql]'",
+    "pyodbc": (
+        "pip install pyodbc, plus Microsoft's ODBC Driver 18 for SQL Server "
+        "(or use mssql+pymssql:// with pip install 'stsync[mssql]')"
+    ),
+}
+
+#: Database messages that mean "a table or column stsync reads is not there" (by engine).
+_SCHEMA_ERRORS = re.compile(
+    r"no such (table|column)"  # SQLite
+    r"|invalid (object|column) name"  # SQL Server (pyodbc 42S02/42S22, pymssql 208/207)
+    r"|(relation|column) \S+ does not exist"  # PostgreSQL
+    r"|unknown column",  # MySQL
+    re.IGNORECASE,
+)
+
+
+def is_schema_error(message: str) -> bool:
+    """Whether a database error message says a table or column is missing."""
+    return _SCHEMA_ERRORS.search(message) is not None
+
+
+def open_engine(url: str | URL) -> Engine:
+    """An engine for an Info-Link URL, or one ``ConfigError`` line saying what to fix.
+
+    Nothing is connected here; a missing driver or an unknown dialect is found now, so the worker
+    and ``stsync doctor`` fail with a sentence instead of a traceback.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "the Info-Link URL is not a valid SQLAlchemy URL "
+            "(expected e.g. mssql+pymssql://user:password@host:1433/db)",
+            field="infolink_url",
+        ) from None
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"the Info-Link URL's dialect {parsed.drivername!r} is unknown "
+            "(expected mssql+pymssql:// or mssql+pyodbc://)",
+            field="infolink_url",
+        ) from None
+    except ImportError as exc:
+        driver = parsed.get_driver_name()
+        how = DRIVER_INSTALL.get(driver, f"pip install {driver}")
+        raise ConfigError(
+            f"the Info-Link URL uses the {driver} driver, which is not installed "
+            f"({exc.name or driver}): {how}",
+            field="infolink_url",
+            value=driver,
+        ) from None
 
 
 def _t(col: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -79,15 +148,9 @@ class InfoLinkReader:
         self._company = company_code.strip()
         self._redact = Redactor()
         if engine is None:
-            try:
-                parsed = make_url(url)
-            except ArgumentError:
-                raise ConfigError(
-                    "the Info-Link URL is not a valid SQLAlchemy URL "
-                    "(expected e.g. mssql+pyodbc://user:password@host/db?driver=...)"
-                ) from None
-            self._redact.add(parsed.password if isinstance(parsed.password, str) else None)
-            engine = create_engine(parsed, pool_pre_ping=True)
+            engine = open_engine(url)
+            password = engine.url.password
+            self._redact.add(password if isinstance(password, str) else None)
             self._owns_engine = True
         else:
             self._owns_engine = False
@@ -113,12 +176,38 @@ class InfoLinkReader:
         try:
             with self._engine.connect() as conn:
                 return [_trimmed(r._mapping) for r in conn.execute(stmt)]
-        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-            raise TransientError(f"Info-Link unreachable: {self._reason(exc)}") from None
         except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise TransientError(f"Info-Link unreachable: {self._reason(exc)}") from None
-            raise PermanentError(f"Info-Link query failed: {self._reason(exc)}") from None
+            reason = self._reason(exc)
+            if is_schema_error(reason):
+                raise InfoLinkSchemaError(
+                    f"Info-Link lacks a table or column stsync reads ({reason}): check the "
+                    "connection's infolink_url points at the company's Info-Link database and "
+                    "its login may read every table `stsync doctor` lists"
+                ) from None
+            raise self._classified(exc, reason) from None
+        except PoolTimeoutError as exc:
+            raise TransientError(f"Info-Link unreachable: {self._reason(exc)}") from None
+
+    @staticmethod
+    def _classified(exc: DBAPIError, reason: str) -> Exception:
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            return TransientError(f"Info-Link unreachable: {reason}")
+        return PermanentError(f"Info-Link query failed: {reason}")
+
+    def check_tables(self) -> list[tuple[str, str | None]]:
+        """``(table, problem or None)`` for every Info-Link table stsync reads (``stsync doctor``).
+
+        Reads one row of each with every column stsync uses, so a missing column shows too.
+        """
+        out: list[tuple[str, str | None]] = []
+        for table in s.metadata.sorted_tables:
+            try:
+                self._rows(select(table).limit(1))
+            except (TransientError, PermanentError) as exc:
+                out.append((table.name, str(exc)))
+            else:
+                out.append((table.name, None))
+        return out
 
     def _reason(self, exc: Exception) -> str:
         orig = getattr(exc, "orig", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -11,9 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Table, create_engine, insert
 
-from clients.errors import ConfigError, TransientError
+from clients.errors import ConfigError, InfoLinkSchemaError, TransientError
 from clients.spectrum import infolink_schema as s
-from clients.spectrum.infolink import CODE_TABLES, InfoLinkReader
+from clients.spectrum.infolink import (
+    CODE_TABLES,
+    DRIVER_INSTALL,
+    InfoLinkReader,
+    is_schema_error,
+    open_engine,
+)
 from clients.spectrum.po_models import PoLine
 
 CO = "ABC"
@@ -466,3 +473,120 @@ def test_bad_configuration() -> None:
     with pytest.raises(ConfigError) as info:
         InfoLinkReader("not a url :// with secret", CO)
     assert "secret" not in str(info.value)
+
+
+# --- errors by cause: schema (configuration) vs unreachable (transient) --------------------------
+def test_missing_table_is_a_schema_error_not_unreachable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    create_engine(url).dispose()  # a database without the Info-Link tables
+    with InfoLinkReader(url, CO) as reader, pytest.raises(InfoLinkSchemaError) as info:
+        reader.find_customer("ACME")
+    assert "no such table" in str(info.value)
+    assert "unreachable" not in str(info.value)
+    assert not isinstance(info.value, TransientError)
+
+
+def test_missing_column_is_a_schema_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    s.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql('ALTER TABLE "CR_CUSTOMER_MASTER_MC" DROP COLUMN "Sales_Tax_Code"')
+    engine.dispose()
+    with InfoLinkReader(url, CO) as reader:
+        with pytest.raises(InfoLinkSchemaError, match="no such column"):
+            reader.find_customer("ACME")
+        problems = dict(reader.check_tables())
+    assert problems["CR_CUSTOMER_MASTER_MC"] is not None
+    assert "Sales_Tax_Code" in (problems["CR_CUSTOMER_MASTER_MC"] or "")
+    assert [t for t, p in problems.items() if p] == ["CR_CUSTOMER_MASTER_MC"]
+
+
+def test_check_tables_reads_every_table(db_url: str) -> None:
+    with InfoLinkReader(db_url, CO) as reader:
+        result = reader.check_tables()
+    assert {t for t, _ in result} == {t.name for t in s.metadata.sorted_tables}
+    assert all(p is None for _, p in result)
+
+
+@pytest.mark.parametrize(
+    ("message", "schema"),
+    [
+        ("(sqlite3.OperationalError) no such column: CR_CUSTOMER_MASTER_MC.Foo", True),
+        ("(sqlite3.OperationalError) no such table: JC_JOB_MASTER_MC", True),
+        ("('42S22', \"[42S22] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
+         "column name 'WO_Site'. (207)\")", True),
+        ("('42S02', \"[42S02] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
+         "object name 'JC_JOB_MASTER_MC'. (208)\")", True),
+        ("(208, b\"Invalid object name 'JC_JOB_MASTER_MC'.DB-Lib error message 20018\")", True),
+        ('relation "jc_job_master_mc" does not exist', True),
+        ("(20009, b'DB-Lib error message 20009, severity 9: Unable to connect: Adaptive Server "
+         "is unavailable or does not exist (sql:1433)')", False),
+        ("Login timeout expired", False),
+        ("connection refused", False),
+        ("database is locked", False),
+    ],
+)
+def test_schema_error_messages_by_engine(message: str, schema: bool) -> None:
+    assert is_schema_error(message) is schema
+
+
+# --- drivers: URL forms and a missing driver ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("mssql+pymssql://infolink_ro:pw@sql.example:1433/Spectrum", "pymssql"),
+        ("mssql+pymssql://infolink_ro:pw@sql.example/Spectrum?charset=utf8", "pymssql"),
+        ("sqlite:///x.sqlite", "pysqlite"),
+    ],
+)
+def test_info_link_url_forms_parse(url: str, driver: str) -> None:
+    engine = open_engine(url)  # builds the engine without connecting
+    try:
+        assert engine.dialect.driver == driver
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mssql+pyodbc://infolink_ro:pw@sql.example/Spectrum?driver=ODBC+Driver+18+for+SQL+Server",
+        "mssql+pyodbc://infolink_ro:pw@SpectrumDSN",
+    ],
+)
+def test_missing_driver_is_one_line_naming_the_extra(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyodbc", None)  # not installed, whatever this machine has
+    with pytest.raises(ConfigError) as info:
+        InfoLinkReader(url, CO)
+    text = str(info.value)
+    assert "\n" not in text
+    assert "pyodbc driver, which is not installed" in text
+    assert "stsync[mssql]" in text
+    assert "pw@" not in text
+
+
+def test_missing_pymssql_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pymssql", None)
+    with pytest.raises(ConfigError, match=r"pymssql driver.*pip install 'stsync\[mssql\]'"):
+        open_engine("mssql+pymssql://u:p@h/db")
+
+
+def test_unknown_dialect_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="dialect 'oracle9'") as info:
+        open_engine("oracle9://u:p@h/db")
+    assert "\n" not in str(info.value)
+
+
+def test_the_mssql_extra_and_the_image_carry_a_pip_only_driver() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(dep.startswith("pymssql") for dep in extras["mssql"])
+    assert 'pip install --no-cache-dir ".[mssql]"' in (root / "Dockerfile").read_text()
+    assert "stsync[mssql]" in DRIVER_INSTALL["pymssql"]

@@ -1,7 +1,7 @@
 """Hypothesis over every mapper module: only the project's typed errors may escape (R3).
 
 For each module in ``mappers/`` (customer, site, job, work_order, invoice, timecard,
-purchase_order) a seeded ServiceTrade record (or an Info-Link PO line / invoice row) is mutated:
+purchase_order, link) a seeded ServiceTrade record (or an Info-Link PO line / invoice row) is mutated:
 a handful of its leaves get hostile values of a similar kind (control characters, emoji, 10k
 characters, huge or negative numbers, NaN, None). Whatever the model accepts goes to the
 mapper's entry points, which must return a request or raise a ``clients.errors.SyncError``
@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from clients.errors import SyncError
 from clients.servicetrade.models import Company, Invoice, Job, Location, Timecard
 from clients.spectrum.po_models import PoLine
-from mappers import customer, invoice, job, purchase_order, site, timecard, work_order
+from mappers import customer, invoice, job, link, purchase_order, site, timecard, work_order
 from mappers.rules import ConnectionRules
 from sandbox.seed import SeedSpec, build_world
 from tests.conftest import DEMO_CONFIG, demo_env
@@ -261,11 +261,50 @@ def test_purchase_order_mapper(line: PoLine, codes: dict[str, int]) -> None:
     only_typed_errors(lambda: purchase_order.po_line_key(line))
 
 
+_cell = st.none() | _text() | _number() | st.dates()
+
+
+def _rows(columns: tuple[str, ...]) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Info-Link rows as a driver returns them: the named columns with any kind of value."""
+    return st.lists(st.fixed_dictionaries(dict.fromkeys(columns, _cell)), max_size=6)
+
+
+@FUZZ
+@given(customers=_rows(("Customer_Code", "Name", "Address_1", "Zip_Code")),
+       sites=_rows(("Site_Id", "Site_Name", "Site_Address1", "Site_Zip_Code")),
+       jobs=_rows(("Job_Number",)), st_number=st.integers(-(2**63), 2**63 - 1),
+       our_number=st.none() | _text(), probe=_cell)
+def test_link_mapper(customers: list[dict[str, Any]], sites: list[dict[str, Any]],
+                     jobs: list[dict[str, Any]], st_number: int, our_number: str | None,
+                     probe: Any) -> None:
+    """Day-one linking reads whatever Spectrum holds: hostile cells never crash the matcher,
+    and a match is only ever a row that was given."""
+    by_customer = link.KeyIndex(customers, link.name_address_key(customer.CUSTOMER_MATCH))
+    by_site = link.KeyIndex(sites, link.name_address_key(customer.SITE_MATCH))
+    for rows, index, code_column in ((customers, by_customer, "Customer_Code"),
+                                     (sites, by_site, "Site_Id")):
+        for row in rows:
+            key = link.name_address_key(
+                customer.CUSTOMER_MATCH if code_column == "Customer_Code" else customer.SITE_MATCH
+            )(row)
+            found = index.get(key)
+            assert all(any(f is r for r in rows) for f in found)
+            v = link.verdict("customer", 1, "label", found, code_column)
+            assert v.verdict == ("new" if not found else "matched" if len(found) == 1
+                                 else "ambiguous")
+    by_number = {str(j.get("Job_Number") or ""): j for j in jobs}
+    by_digits = link.KeyIndex(jobs, lambda r: link.digits(r.get("Job_Number")))
+    assert set(link.digits(probe)) <= set("0123456789")
+    for candidate in link.job_candidates(st_number, our_number, by_number, by_digits):
+        assert any(candidate is j for j in jobs)
+
+
 def test_every_mapper_module_is_fuzzed_here() -> None:
     """A new mapper module must get a fuzz test in this file."""
     import mappers
 
     found = {p.stem for p in Path(mappers.__file__).parent.glob("*.py")}
-    covered = {"customer", "site", "job", "work_order", "invoice", "timecard", "purchase_order"}
+    covered = {"customer", "site", "job", "work_order", "invoice", "timecard", "purchase_order",
+               "link"}
     helpers = {"__init__", "rules", "text"}
     assert found - helpers == covered
