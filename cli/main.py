@@ -710,17 +710,44 @@ def worker(
 
 
 @app.command()
-def beat(loglevel: str = "INFO", config: ConfigOpt = None) -> None:
+def beat(
+    loglevel: str = "INFO",
+    healthcheck: Annotated[
+        bool,
+        typer.Option("--healthcheck", help="exit 0 if the running Beat ticked lately, else 1"),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
     """Run Celery Beat (exactly one per deployment)."""
+    from cli import beat_health
     from worker.logs import configure_logging
 
     settings = _settings(config)
+    data = Path(settings.data_dir)
+    if healthcheck:
+        path = beat_health.heartbeat_path(data)
+        age = beat_health.heartbeat_age(path)
+        if beat_health.healthy(path):
+            console.print(f"beat ticked {age:.0f} s ago", highlight=False)
+            raise typer.Exit(0)
+        err.print(
+            f"beat has not ticked for {age:.0f} s" if age is not None
+            else f"beat never ticked here ({path} missing)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     celery_app = _configure_celery(settings, start_broker=True)
     configure_logging(settings)
-    data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     celery_app.start(
-        ["beat", f"--loglevel={loglevel}", f"--schedule={data / 'celerybeat-schedule'}"]
+        [
+            "beat",
+            f"--loglevel={loglevel}",
+            f"--schedule={data / 'celerybeat-schedule'}",
+            # a heartbeat file per tick, for the container healthcheck (`beat --healthcheck`)
+            "--scheduler=cli.beat_health:HeartbeatScheduler",
+            f"--max-interval={beat_health.MAX_INTERVAL_S}",
+        ]
     )
 
 
