@@ -76,10 +76,13 @@ def test_flower_failed_record_fails_its_task_with_the_reason_and_no_retry(
         assert failed.state == "FAILURE"
         # not retried: one attempt in the ledger, no retry in the worker's log
         assert rec.attempts == 1
-        logs = stack.worker_logs()
+        # an expected failure for Celery: one line, not an error with a traceback (the worker
+        # logs it just after storing the result: wait for it)
+        marker = f"sync.invoice[{failed.id}] raised"
+        logs = wait_for(lambda: marker in stack.worker_logs() and stack.worker_logs(), 30, 0.2,
+                        "the worker's failure line")
         assert "Retry in" not in logs
-        # an expected failure for Celery: one line, not an error with a traceback
-        (line,) = [ln for ln in logs.splitlines() if f"sync.invoice[{failed.id}] raised" in ln]
+        (line,) = [ln for ln in logs.splitlines() if marker in ln]
         assert "raised expected: RecordFailed" in line and '"level": "info"' in line, line
 
         # the same through the documented command line: celery -A worker.celery_app call
