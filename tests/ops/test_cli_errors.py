@@ -272,3 +272,35 @@ def test_cli_errors_backfill_enqueues_what_servicetrade_lists_since(
     res = run("backfill", "job", "--since", future)
     assert res.exit_code == 0 and published == []
     assert run("backfill", "gizmo", "--since", "2000-01-01").exit_code == 2
+
+
+def test_cli_errors_explain_classifies_by_cause() -> None:
+    """The mapping itself, for causes the end-to-end tests above do not reach (SQLite read-only,
+    a broker error wrapped by kombu, something unexpected): one line, the right exit code."""
+    import sqlite3
+
+    import kombu.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc as sa_exc
+
+    from cli.errors import UNAVAILABLE, UNEXPECTED, USAGE, SchemaNotCurrent, explain
+
+    ro = sa_exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError(
+        "attempt to write a readonly database"))
+    code, line = explain(ro, database_url="sqlite:////srv/ledger.sqlite")
+    assert code == UNAVAILABLE and "refuses to write" in line and "\n" not in line
+    try:
+        try:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to redis:6379.")
+        except redis.exceptions.ConnectionError as inner:
+            raise kombu.exceptions.OperationalError(str(inner)) from inner
+    except kombu.exceptions.OperationalError as wrapped:
+        code, line = explain(wrapped, broker_url="redis://:pw@redis:6379/0")
+    assert code == UNAVAILABLE and "cannot reach the broker" in line and ":pw@" not in line
+    code, line = explain(SchemaNotCurrent("run `stsync db upgrade`"))
+    assert code == USAGE and "ledger not migrated" in line
+    code, line = explain(ValueError("boom\nsecond line"))
+    assert code == UNEXPECTED and "STSYNC_DEBUG=1" in line and "second line" not in line
+    # markup in a reason is escaped, not interpreted
+    code, line = explain(SchemaNotCurrent("add it to [connections.main]"))
+    assert "\\[connections.main]" in line
