@@ -108,8 +108,7 @@ def scheduled_runs(
         ))
         runs.append(ScheduledRun(
             "timecard catch-up", name, catch_up_last, catch_up_next,
-            f"weekly, {s.catch_up_day} {s.catch_up_hour:02d}:{s.catch_up_minute:02d} "
-            f"{settings.timezone}",
+            f"weekly, {s.catch_up_day} {s.catch_up_hour:02d}:{s.catch_up_minute:02d}",
         ))
     return runs
 
@@ -130,8 +129,10 @@ def schedule_table(
     settings: Settings, led: Any, connection: str | None, now: datetime | None = None
 ) -> Table:
     now = now or datetime.now(UTC)
-    table = Table("scheduled run", "connection", "schedule", f"last run ({settings.timezone})",
-                  "next run", title="Scheduled runs (Beat)", title_justify="left")
+    table = Table(title=f"Scheduled runs (Beat), times in {settings.timezone}",
+                  title_justify="left")
+    for column in ("scheduled run", "connection", "schedule", "last run", "next run"):
+        table.add_column(column, overflow="fold")
     for run in scheduled_runs(settings, led, connection, now):
         table.add_row(run.name, run.connection, run.every,
                       _when(run.last, now, settings.timezone, future=False),
@@ -190,8 +191,9 @@ def print_synced_since(
     summary = ", ".join(f"{n} {t}" for t, n in sorted(per_type.items())) or "nothing"
     console.print(f"synced since {local} ({settings.timezone}): {summary}", highlight=False)
     if rows:
-        table = Table("record", "Spectrum", f"synced at ({settings.timezone})",
-                      title=f"Synced since {local}", title_justify="left")
+        table = Table(title=f"Synced since {local} ({settings.timezone})", title_justify="left")
+        for column in ("record", "Spectrum", "synced at"):
+            table.add_column(column, overflow="fold")
         for r in sorted(rows, key=lambda r: _aware(r.done_at) or start)[:SHOWN]:
             at = _aware(r.done_at) or _aware(r.updated_at) or start
             table.add_row(escape(str(r.key)), escape(r.spectrum_key or "-"),
