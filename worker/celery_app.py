@@ -175,6 +175,15 @@ def _drop_connection_pools() -> None:
         amqp._producer_pool = None
 
 
+def _drop_result_backend() -> None:
+    """Forget the result backend Celery built for the previous configuration: Celery caches it on
+    first use, so without this a re-configured URL or key prefix would not apply to results."""
+    setattr(app, "_backend_cache", None)  # noqa: B010 - private attribute, untyped in the stubs
+    local = getattr(app, "_local", None)
+    if local is not None and hasattr(local, "backend"):
+        del local.backend
+
+
 def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
     """Configure the app for ``settings`` (broker resolved now) and return it."""
     broker_url = resolve_broker_url(settings, start=start_broker)
@@ -182,6 +191,7 @@ def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
     conf.pop("task_queues_names")
     _drop_connection_pools()
     app.conf.update(conf)
+    _drop_result_backend()
     from kombu import Queue as KQueue
 
     app.conf.task_queues = [KQueue(q.value, routing_key=q.value) for q in Queue]

@@ -171,3 +171,22 @@ def test_flower_failed_sigterm_reaches_the_real_child(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_flower_failed_results_follow_a_reconfigured_broker(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """Celery builds its result backend once and caches it: configure() must drop it, or a
+    process that configures twice (tests, the demo) waits for results under the old prefix."""
+    from tests.ops.test_flower import env_for
+    from worker.celery_app import ResultsOnDemand, app, configure
+    from worker.settings import load_settings
+
+    first = env_for(tmp_path, "first:")
+    configure(load_settings(first["STSYNC_CONFIG"], first))
+    assert app.backend.task_keyprefix == b"first:celery-task-meta-"
+    second = env_for(tmp_path, redis_prefix)
+    configure(load_settings(second["STSYNC_CONFIG"], second))
+    backend = app.backend
+    assert isinstance(backend, ResultsOnDemand)
+    assert backend.task_keyprefix == f"{redis_prefix}celery-task-meta-".encode()
