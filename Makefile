@@ -22,9 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+## ruff's rules, the import layers (pyproject.toml [tool.importlinter], docs/pipeline.md), formatting
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/ruff format --check .
 
+## mypy over the code, bench/ and tests/ (strict; tests/ relaxed, see pyproject.toml [tool.mypy])
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
@@ -38,4 +42,4 @@ chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --records 2000 --restart-redis
 
 clean:
-	rm -rf .stsync .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .stsync .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

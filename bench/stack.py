@@ -66,6 +66,7 @@ class PrivateRedis:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        log.close()  # the child has its own copy; ours would be left to the GC (a ResourceWarning)
         deadline = time.monotonic() + timeout_s
         while True:
             with contextlib.suppress(redis.RedisError):
@@ -198,6 +199,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        fh.close()  # the child has its own copy
         self.workers[name] = proc
 
         def ready() -> bool:

@@ -13,7 +13,9 @@ Reasons are escaped for Rich (a ``[connections.main]`` in a reason is text, not 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
@@ -144,16 +146,45 @@ def _urls() -> tuple[str | None, str | None]:
     return settings.database_url, settings.broker_url
 
 
-def report(line: str) -> None:
-    from cli import main
+def _to_stderr(line: str) -> None:
+    from rich.console import Console
 
-    main.err.print(line, highlight=False)
+    Console(stderr=True).print(line, highlight=False)
+
+
+#: where the one line goes; cli/main.py points it at its own stderr console
+report: Callable[[str], None] = _to_stderr
+
+
+#: what the running command opened (ledger engines, clients), released when it ends
+_opened: list[Callable[[], None]] = []
+
+
+def close_on_exit(close: Callable[[], None]) -> None:
+    """Call ``close`` when the command ends, however it ends (database connections are closed,
+    not left to the garbage collector)."""
+    _opened.append(close)
+
+
+def _close_opened() -> None:
+    while _opened:
+        close = _opened.pop()
+        # releasing a resource of a command that has ended: never fail because of it
+        with contextlib.suppress(Exception):
+            close()
 
 
 class OperatorErrors(TyperGroup):
-    """The ``stsync`` group: exceptions from any command become one line and an exit code."""
+    """The ``stsync`` group: exceptions from any command become one line and an exit code, and
+    whatever the command opened is closed when it ends."""
 
     def invoke(self, ctx: Any) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:
+            _close_opened()
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except (Exit, Abort, TyperException):  # typer's own exits, aborts and usage errors

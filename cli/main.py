@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli import errors as cli_errors
 from cli.errors import OperatorErrors
 from clients.errors import ConfigError, SyncError
 from worker.settings import CONFIG_ENV, Settings, load_settings
@@ -44,6 +45,13 @@ app.add_typer(sandbox_app, name="sandbox")
 
 console = Console()
 err = Console(stderr=True)
+
+
+def _report_error(line: str) -> None:
+    err.print(line, highlight=False)
+
+
+cli_errors.report = _report_error
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-C", help="stsync.toml (default: $STSYNC_CONFIG)")
@@ -88,6 +96,7 @@ def _context(settings: Settings) -> Any:
     from worker.context import build_context, set_process_context
 
     ctx = build_context(settings)
+    cli_errors.close_on_exit(ctx.close)
     require_current_schema(ctx.ledger.engine)
     set_process_context(ctx)
     return ctx
@@ -106,35 +115,18 @@ def _configure_celery(settings: Settings, *, start_broker: bool = False) -> Any:
     return celery_app
 
 
-def _entity(record_type: str) -> tuple[str, str, str]:
-    from worker.routing import ENTITY_TASKS, RECORD_TYPES
+def _routed(record_type: str) -> Any:
+    """The routed record type (``tasks.registry``) a CLI name stands for; exit 2 when none."""
+    from tasks import registry
 
-    entity = RECORD_TYPES.get(record_type)
+    entity = registry.ENTITY_BY_NAME.get(record_type)
     if entity is None:
         err.print(
             f"[red]unknown record type {record_type!r}[/red]; one of: "
-            f"{', '.join(sorted(RECORD_TYPES))}"
+            f"{', '.join(sorted(registry.ENTITY_BY_NAME))}"
         )
         raise typer.Exit(2)
-    task, ledger_type = ENTITY_TASKS[entity]
-    return entity, task, ledger_type
-
-
-def _sync_function(entity: str) -> Any:
-    import importlib
-
-    module, fn = {
-        "company": ("tasks.customer", "sync_customer"),
-        "location": ("tasks.site", "sync_site"),
-        "job": ("tasks.job", "sync_job"),
-        "invoice": ("tasks.invoice", "sync_invoice"),
-        "timecard": ("tasks.timecard", "sync_timecard"),
-    }[entity]
-    try:
-        return getattr(importlib.import_module(module), fn)
-    except (ImportError, AttributeError):
-        err.print(f"[red]{entity} sync is not available in this build[/red]")
-        raise typer.Exit(2) from None
+    return registry.routed(entity)
 
 
 @app.command()
@@ -148,14 +140,15 @@ def sync(
     """Enqueue (or run now) one record's sync."""
     settings = _settings(config)
     conn = settings.connection(connection).name
-    entity, task, _ = _entity(record_type)
+    routed = _routed(record_type)
+    task = routed.task
     if now:
         from cli.records import require_in_servicetrade
 
         ctx = _context(settings)
         try:
-            require_in_servicetrade(ctx, entity, record_id)
-            outcome = _sync_function(entity)(ctx, record_id, conn)
+            require_in_servicetrade(ctx, routed.entity, record_id)
+            outcome = routed.sync_function()(ctx, record_id, conn)
         except SyncError as exc:
             err.print(
                 f"[yellow]not finished[/yellow] ({type(exc).__name__}): {escape(str(exc))}",
@@ -195,9 +188,11 @@ def send_job(
         )
         raise typer.Exit(2)
     conn = settings.connection(connection or next(iter(settings.connections))).name
+    from tasks.registry import WORK_ORDER
+
     celery_app = _configure_celery(settings)
-    celery_app.send_task("sync.job.send", args=(job_id, conn))
-    console.print(f"enqueued sync.job.send({job_id}, {conn!r})")
+    celery_app.send_task(WORK_ORDER.task, args=(job_id, conn))
+    console.print(f"enqueued {WORK_ORDER.task}({job_id}, {conn!r})")
 
 
 @app.command()
@@ -227,44 +222,18 @@ def status(
         status_view.print_synced_since(console, settings, led, conn_name, since)
 
 
-#: ledger record types people can name besides the CLI's record types
-LEDGER_TYPES = (
-    "customer",
-    "site",
-    "job",
-    "work_order",
-    "invoice",
-    "invoice_void",
-    "ar_document",
-    "timecard",
-    "timecard_entry",
-    "po_line",
-)
-
-
 def _ledger_type(record_type: str) -> str:
     """The ledger record type for a CLI name (customer/company, site/location, ...) or itself."""
-    from worker.routing import ENTITY_TASKS, RECORD_TYPES
+    from tasks import registry
 
-    entity = RECORD_TYPES.get(record_type)
-    if entity is not None:
-        return ENTITY_TASKS[entity][1]
-    if record_type in LEDGER_TYPES:
-        return record_type
-    err.print(
-        f"[red]unknown record type {record_type!r}[/red]; one of: "
-        f"{', '.join(sorted({*RECORD_TYPES, *LEDGER_TYPES}))}"
-    )
-    raise typer.Exit(2)
-
-
-#: record type -> ledger types of its parts (source id "<id>:<part>") and of its siblings (same id)
-_CHILDREN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "invoice": (("ar_document",), ("invoice_void",)),
-    "timecard": (("timecard_entry",), ()),
-    "job": ((), ("work_order",)),
-    "work_order": ((), ("job",)),
-}
+    try:
+        return registry.record_type(record_type).name
+    except KeyError:
+        names = {name for rt in registry.RECORD_TYPES for name in rt.names}
+        err.print(
+            f"[red]unknown record type {record_type!r}[/red]; one of: {', '.join(sorted(names))}"
+        )
+        raise typer.Exit(2) from None
 
 
 def _ledger(settings: Settings) -> Any:
@@ -272,6 +241,7 @@ def _ledger(settings: Settings) -> Any:
     from worker.ledger import Ledger
 
     led = Ledger(settings.database_url)
+    cli_errors.close_on_exit(led.dispose)
     require_current_schema(led.engine)
     return led
 
@@ -280,9 +250,11 @@ def _children(led: Any, key: Any) -> list[Any]:
     """Ledger rows that belong to ``key``: its parts, then its siblings."""
     from sqlalchemy import select
 
+    from tasks import registry
     from worker.ledger import Record, RecordKey, sync_record
 
-    parts, siblings = _CHILDREN.get(key.record_type, ((), ()))
+    rt = registry.BY_NAME.get(key.record_type)
+    parts, siblings = (rt.parts, rt.siblings) if rt is not None else ((), ())
     out: list[Any] = []
     if parts:
         q = (
@@ -303,6 +275,13 @@ def _children(led: Any, key: Any) -> list[Any]:
     return out
 
 
+def _adjustments(rec: Any) -> list[str]:
+    """What the mapper adjusted to fit Spectrum, from the row's recovery state."""
+    from tasks.state import Adjusted
+
+    return Adjusted.load(rec.state).adjustments
+
+
 def _record_json(led: Any, rec: Any) -> dict[str, Any]:
     return {
         "record": str(rec.key),
@@ -315,7 +294,7 @@ def _record_json(led: Any, rec: Any) -> dict[str, Any]:
         "attempts": rec.attempts,
         "error_kind": rec.error_kind,
         "last_error": rec.last_error,
-        "adjustments": rec.state.get("adjustments", []),
+        "adjustments": _adjustments(rec),
         "created_at": rec.created_at.isoformat(),
         "updated_at": rec.updated_at.isoformat(),
         "done_at": rec.done_at.isoformat() if rec.done_at else None,
@@ -358,7 +337,7 @@ def _print_record(led: Any, rec: Any, *, indent: str = "") -> None:
             f"{indent}  last error ({escape(str(rec.error_kind))}): {escape(rec.last_error)}",
             highlight=False,
         )
-    for adj in rec.state.get("adjustments", []):
+    for adj in _adjustments(rec):
         console.print(f"{indent}  adjusted: {escape(str(adj))}", highlight=False)
     for a in led.alerts(rec.key):
         sent = a["sent_at"].strftime("%Y-%m-%d %H:%M") if a["sent_at"] else "not mailed yet"
@@ -1049,7 +1028,8 @@ def backfill(
 
     settings = _settings(config)
     conn = settings.connection(connection).name
-    entity, task, _ = _entity(record_type)
+    routed = _routed(record_type)
+    entity, task = routed.entity, routed.task
     start = _local_day(since, settings.timezone)
     celery_app = _configure_celery(settings)
     ctx = _context(settings)

@@ -6,25 +6,43 @@ Both clients follow the same rules (DESIGN.md conventions 2, 3 and 6):
 - failures are classified here, at the edge, into ``clients.errors`` classes;
 - only safe-to-repeat calls (reads, Spectrum Get services, token requests) are retried inside the
   client, at most three attempts with jittered exponential waits; writes are never retried here;
+- what an HTTP status means is one table, ``STATUS_POLICY`` (per kind of endpoint), turned into
+  an error by ``status_error``; Spectrum's business errors inside HTTP 200 bodies are read a layer
+  after it, by the Spectrum client;
+- OAuth2 client credentials (and ServiceTrade's legacy session) are one ``httpx.Auth``,
+  ``OAuth2ClientCredentials``: the token is cached, fetched again a margin before it expires, and a
+  401 fetches a new one once and replays the request once;
 - every HTTP exchange is reported to an optional ``on_call`` hook as a ``CallRecord`` (the ledger's
-  audit trail, F19), reads included;
+  audit trail, F19), reads included (a 401 answered before a replay too);
 - credentials never appear in exception text, call records or logs (``Redactor``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from enum import StrEnum
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote, quote_plus
 
 import httpx
 import tenacity
 
-from clients.errors import AmbiguousWriteError, SyncError, TransientError
-from clients.spectrum.models import request_digest
+from clients.digest import request_digest
+from clients.errors import (
+    AmbiguousWriteError,
+    AuthorizationError,
+    NotFound,
+    PermanentError,
+    SyncError,
+    TransientError,
+)
 
 T = TypeVar("T")
 
@@ -176,6 +194,205 @@ def server_failure(
     return TransientError(message, retry_after=retry_after)
 
 
+# --- what an HTTP status means ------------------------------------------------------------------
+class Verdict(StrEnum):
+    """What a client does with an answer, by its HTTP status."""
+
+    OK = "ok"  # the client reads the body (Spectrum's business errors hide in there)
+    REAUTHENTICATE = "reauthenticate"  # 401: the auth re-fetched and replayed once already
+    DENIED = "denied"  # ``AuthorizationError``: credentials or rights; a person must act
+    MISSING = "missing"  # ``NotFound``: the record does not exist
+    THROTTLED = "throttled"  # ``TransientError`` with ``retry_after``; nothing was done
+    SERVER = "server"  # transient for a read, ``AmbiguousWriteError`` for a write
+    REFUSED = "refused"  # ``PermanentError``: retrying the same request cannot help
+
+
+class Endpoint(StrEnum):
+    """Kinds of endpoint whose statuses mean different things."""
+
+    RECORDS = "records"  # ServiceTrade's REST resources: a 404 is a record that does not exist
+    SERVICES = "services"  # Spectrum's SOAP services and REST invoice import: a 404 is a wrong URL
+    TOKEN = "token"  # noqa: S105 - OAuth2 token endpoints and ServiceTrade's session login
+
+
+_OK, _REAUTH, _DENIED, _MISSING = (
+    Verdict.OK, Verdict.REAUTHENTICATE, Verdict.DENIED, Verdict.MISSING
+)
+_THROTTLED, _SERVER, _REFUSED = Verdict.THROTTLED, Verdict.SERVER, Verdict.REFUSED
+
+#: The one status -> verdict table of both clients. Columns: ``Endpoint`` in declaration order
+#: (records, services, token); rows: a status, or its class ("2xx", "5xx", "other").
+STATUS_POLICY: Final[Mapping[int | str, tuple[Verdict, Verdict, Verdict]]] = {
+    "2xx": (_OK, _OK, _OK),
+    400: (_REFUSED, _REFUSED, _DENIED),  # OAuth2 says invalid_client/invalid_grant with a 400
+    401: (_REAUTH, _REAUTH, _DENIED),
+    403: (_DENIED, _DENIED, _DENIED),
+    404: (_MISSING, _REFUSED, _REFUSED),
+    408: (_SERVER, _SERVER, _SERVER),
+    429: (_THROTTLED, _THROTTLED, _THROTTLED),
+    "5xx": (_SERVER, _SERVER, _SERVER),
+    "other": (_REFUSED, _REFUSED, _REFUSED),
+}
+_COLUMN: Final = {endpoint: i for i, endpoint in enumerate(Endpoint)}
+
+
+def verdict(status: int, endpoint: Endpoint) -> Verdict:
+    """What ``status`` means on ``endpoint`` (``STATUS_POLICY``)."""
+    row = STATUS_POLICY.get(status)
+    if row is None:
+        status_class = "2xx" if 200 <= status < 300 else "5xx" if status >= 500 else "other"
+        row = STATUS_POLICY[status_class]
+    return row[_COLUMN[endpoint]]
+
+
+def replayed(resp: httpx.Response) -> bool:
+    """True when ``resp`` answers a request replayed after a 401 (``OAuth2ClientCredentials``)."""
+    return any(r.status_code == 401 for r in resp.history)
+
+
+def status_error(
+    resp: httpx.Response, endpoint: Endpoint, message: str, *, write: bool
+) -> SyncError:
+    """The error of a non-OK answer, by ``verdict``; ``message`` names the call and the status.
+
+    ``retry_after`` comes from the ``Retry-After`` header (429, and 408/5xx on reads).
+    """
+    found = verdict(resp.status_code, endpoint)
+    if found is Verdict.OK:
+        raise ValueError(f"{message}: HTTP {resp.status_code} is a success, not an error")
+    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+    if found is Verdict.REAUTHENTICATE:
+        # a 401 reaching the client: no credential to renew (Basic), or refused again after a replay
+        again = " (again after re-authenticating)" if replayed(resp) else ""
+        return AuthorizationError(message + again)
+    errors: dict[Verdict, Callable[[], SyncError]] = {
+        Verdict.DENIED: lambda: AuthorizationError(message),
+        Verdict.MISSING: lambda: NotFound(message),
+        Verdict.THROTTLED: lambda: TransientError(message, retry_after=retry_after),
+        Verdict.SERVER: lambda: server_failure(message, write=write, retry_after=retry_after),
+        Verdict.REFUSED: lambda: PermanentError(message),
+    }
+    return errors[found]()
+
+
+# --- OAuth2 client credentials ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Token:
+    """A credential and when to fetch the next one (``time.time()`` seconds)."""
+
+    value: str
+    refresh_at: float = float("inf")
+
+
+def jwt_exp(token: str) -> float | None:
+    """The ``exp`` claim of a JWT access token (unverified: only used to schedule a refresh)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def token_from_answer(
+    payload: Mapping[str, Any],
+    *,
+    what: str,
+    margin_s: float,
+    default_lifetime_s: float,
+    use_jwt_exp: bool = False,
+) -> Token:
+    """The token of an OAuth2 token answer, refreshed ``margin_s`` (at most half its life) early.
+
+    Its expiry: the JWT ``exp`` claim when ``use_jwt_exp`` and readable, else ``expires_in``, else
+    ``default_lifetime_s``.
+    """
+    value = payload.get("access_token")
+    if not isinstance(value, str) or not value:
+        raise TransientError(f"{what}: the answer has no access_token")
+    now = time.time()
+    expires_at = jwt_exp(value) if use_jwt_exp else None
+    if expires_at is None:
+        expires_in = payload.get("expires_in")
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float) and expires_in > 0
+            else default_lifetime_s
+        )
+        expires_at = now + lifetime
+    margin = min(margin_s, max(0.0, expires_at - now) / 2)
+    return Token(value, expires_at - margin)
+
+
+def bearer(request: httpx.Request, token: str) -> None:
+    request.headers["Authorization"] = f"Bearer {token}"
+
+
+class OAuth2ClientCredentials(httpx.Auth):
+    """OAuth2 client credentials as an ``httpx.Auth``: a cached token, refreshed early, one replay.
+
+    ``fetch`` gets a new token (the client's own exchange with its token endpoint, so the request
+    is classified, retried when safe and audited like any other); ``apply`` puts it on a request
+    (a Bearer header; ServiceTrade's legacy session uses a cookie). A token is reused until its
+    ``refresh_at``; a 401 drops it, fetches exactly one new one and replays the request once (a
+    401 is refused before anything is done, so replaying a write is safe). A second 401 is
+    returned to the client, which raises ``AuthorizationError`` (``status_error``): never a loop.
+    Threads share one token; a 401 on a token another thread already replaced fetches nothing.
+    """
+
+    requires_request_body = True  # the replay is a copy of the request, body included
+    requires_response_body = True  # the 401's connection is released before the token request
+
+    def __init__(
+        self,
+        fetch: Callable[[], Token],
+        *,
+        apply: Callable[[httpx.Request, str], None] = bearer,
+    ) -> None:
+        self._fetch = fetch
+        self._apply = apply
+        self._lock = threading.RLock()
+        self._token: Token | None = None
+
+    def token(self) -> str:
+        """The cached token, fetched first when there is none or it is due for a refresh."""
+        with self._lock:
+            if self._token is None or time.time() >= self._token.refresh_at:
+                self._token = self._fetch()
+            return self._token.value
+
+    def cached(self) -> str | None:
+        """The token held now, without fetching."""
+        with self._lock:
+            return self._token.value if self._token is not None else None
+
+    def invalidate(self, stale: str | None = None) -> None:
+        """Forget the token (only if it is still ``stale``, when given)."""
+        with self._lock:
+            if self._token is not None and (stale is None or self._token.value == stale):
+                self._token = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        used = self.token()
+        self._apply(request, used)
+        response = yield request
+        if response.status_code != 401:
+            return
+        self.invalidate(used)
+        replay = httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.content,
+            extensions=request.extensions,
+        )
+        self._apply(replay, self.token())
+        yield replay
+
+
 def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, AmbiguousWriteError)
 
@@ -259,11 +476,21 @@ class Exchanger:
         started = time.perf_counter()
         status: int | None = None
         try:
-            try:
-                resp = self._http.request(method, url, **request)
-            except httpx.TransportError as exc:
-                raise transport_failure(exc, what=what, write=write) from exc
-            status = resp.status_code
+            # a SyncError raised in here comes from the credential exchange of the request's auth
+            # (OAuth2ClientCredentials): that exchange reported itself and this call never left
+            resp = self._http.request(method, url, **request)
+        except httpx.TransportError as exc:
+            failure = scrub(transport_failure(exc, what=what, write=write), redact)
+            self._report(service, method, digest, started, status, failure, str(failure))
+            raise failure from exc
+        for refused in resp.history:  # a 401 answered before the auth replayed the request
+            self._report(
+                service, method, digest, started, refused.status_code,
+                AuthorizationError("refused"),
+                f"HTTP {refused.status_code}: credential refused; replayed with a new one",
+            )
+        status = resp.status_code
+        try:
             result = classify(resp)
         except SyncError as exc:
             scrub(exc, redact)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from clients.servicetrade.models import WebhookDelivery
-from worker.routing import ENTITY_TASKS, SYNC_ACTIONS
+from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS, WORK_ORDER
 from worker.settings import Settings
 
 log = logging.getLogger("stsync.ingest")
@@ -226,11 +226,11 @@ def create_ingest_app(
                 status_code=400,
             )
         try:
-            _send("sync.job.send", (job_id, name))
+            _send(WORK_ORDER.task, (job_id, name))
         except Exception:  # noqa: BLE001
             return JSONResponse({"error": "broker unavailable; retry later"}, status_code=503)
         return JSONResponse(
-            {"enqueued": "sync.job.send", "job": job_id, "connection": name}, status_code=202
+            {"enqueued": WORK_ORDER.task, "job": job_id, "connection": name}, status_code=202
         )
 
     return app

@@ -127,7 +127,7 @@ def sync_task(
 
 def apply_reliability(settings: ReliabilitySettings) -> None:
     """Copy the configured retry policy onto every registered sync task."""
-    app.loader.import_default_modules()  # register every task module listed in TASK_MODULES
+    app.loader.import_default_modules()  # register every task (Celery imports the `tasks` package)
     for task in app.tasks.values():
         if isinstance(task, SyncTask):
             # autoretry reads these attributes when a retry happens

@@ -1,8 +1,9 @@
 """The steps every record sync shares: claim, start cap, recovery points, create-or-adopt, outcome.
 
-A ``sync_<record>`` function hands its record-specific body to ``run_record``. The body works on a
-``Run`` (the claimed ledger row plus a mutable ``state`` dict that is saved at each recovery point)
-and returns an ``Outcome``. ``run_record`` turns what the body raises into ledger states:
+A ``sync_<record>`` function hands its record-specific body to ``run_record``. The body works on
+a ``Run[S]`` (the claimed ledger row plus its typed recovery state ``S``, a ``tasks.state.State``
+model saved at each recovery point) and returns an ``Outcome``. ``run_record`` turns what the
+body raises into ledger states:
 
 - ``RecordSkipped``       -> ``skipped`` with the reason
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
@@ -23,9 +24,9 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -38,34 +39,39 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
+from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
 from worker.ledger import Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
 
 
+S = TypeVar("S", bound=State)
+M = TypeVar("M", bound=CustomerState)
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What a sync did: ``synced``, ``adopted``, ``unchanged``, ``skipped``, ``failed``."""
+    """What a sync did (``Result``), with the Spectrum key and a message for people."""
 
-    result: str
+    result: Result
     key: RecordKey
     spectrum_key: str | None = None
     message: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.result in ("synced", "adopted", "unchanged")
+        return self.result.ok
 
 
 @dataclass
-class Run:
-    """One claimed attempt at a record."""
+class Run(Generic[S]):
+    """One claimed attempt at a record, with its typed recovery state."""
 
     ctx: SyncContext
     key: RecordKey
     record: Record
-    state: dict[str, Any] = field(default_factory=dict)
+    state: S
     recovered: bool = False
 
     @property
@@ -75,30 +81,39 @@ class Run:
     def save(self, *, step: str | None = None, spectrum_key: str | None = None) -> None:
         """A recovery point: persist progress before the next external write."""
         self.record = self.ctx.ledger.update_progress(
-            self.key, step=step, spectrum_key=spectrum_key, state=dict(self.state)
+            self.key, step=step, spectrum_key=spectrum_key, state=self.state.dump()
         )
 
     def done(
-        self, result: str, spectrum_key: str | None, *, digest: str | None = None, message: str = ""
+        self,
+        result: Result,
+        spectrum_key: str | None,
+        *,
+        digest: str | None = None,
+        message: str = "",
     ) -> Outcome:
         self.record = self.ctx.ledger.mark_done(
-            self.key, spectrum_key=spectrum_key, payload_digest=digest, state=dict(self.state)
+            self.key, spectrum_key=spectrum_key, payload_digest=digest, state=self.state.dump()
         )
         return Outcome(result, self.key, spectrum_key, message)
 
+    def mark(self, status: Status, *, error_kind: str | None, reason: str | None) -> None:
+        """Record ``status`` with the reason and the state as it is now."""
+        self.ctx.ledger.mark(
+            self.key, status, error_kind=error_kind, reason=reason, state=self.state.dump()
+        )
+
     def step_done(self, step: str) -> bool:
-        return step in self.state.get("steps", [])
+        return step in self.state.steps
 
     def finish_step(self, step: str) -> None:
-        steps = list(self.state.get("steps", []))
-        if step not in steps:
-            steps.append(step)
-        self.state["steps"] = steps
+        if step not in self.state.steps:
+            self.state.steps = [*self.state.steps, step]
         self.save(step=step)
 
 
-Body = Callable[[Run], Outcome]
-OnPermanent = Callable[[Run, PermanentError], None]
+Body = Callable[[Run[S]], Outcome]
+OnPermanent = Callable[[Run[S], PermanentError], None]
 
 
 def problem_key(text: str) -> str:
@@ -119,12 +134,14 @@ def record_alert(ctx: SyncContext, key: RecordKey, kind: str, message: str) -> b
 def run_record(
     ctx: SyncContext,
     key: RecordKey,
-    body: Body,
+    body: Body[S],
     *,
+    state: type[S],
     reclaim_done: bool = False,
-    on_permanent: OnPermanent | None = None,
+    on_permanent: OnPermanent[S] | None = None,
 ) -> Outcome:
-    """Claim ``key``, run ``body``, record the outcome. See the module docstring."""
+    """Claim ``key``, run ``body`` on its recovery state (read as ``state``), record the outcome.
+    See the module docstring."""
     rel = ctx.settings.reliability
     started = time.monotonic()
     claim = ctx.ledger.claim(key, lease_s=rel.lease_s, reclaim_done=reclaim_done)
@@ -135,7 +152,9 @@ def run_record(
             if rec.lease_until is not None:
                 wait = max(1.0, (rec.lease_until - datetime.now(UTC)).total_seconds())
             raise RecordBusy(f"{key} is being synced by {rec.lease_owner}", retry_after=wait)
-        result = {"done": "unchanged", "skipped": "skipped"}.get(rec.status.value, "failed")
+        result = {Status.DONE: Result.UNCHANGED, Status.SKIPPED: Result.SKIPPED}.get(
+            rec.status, Result.FAILED
+        )
         ctx.ledger.audit(
             system="stsync",
             service="noop",
@@ -152,38 +171,30 @@ def run_record(
         )
         ctx.ledger.mark(key, Status.FAILED, error_kind="poison", reason=reason, state=rec.state)
         record_alert(ctx, key, "poison", reason)
-        return Outcome("failed", key, rec.spectrum_key, reason)
+        return Outcome(Result.FAILED, key, rec.spectrum_key, reason)
 
-    run = Run(ctx, key, rec, dict(rec.state), recovered=claim.recovered)
+    run = Run(ctx, key, rec, state.load(rec.state), recovered=claim.recovered)
     if claim.recovered:
-        run.state["recovered"] = int(run.state.get("recovered", 0)) + 1
+        run.state.recovered += 1
     with working_on(key):
         try:
             outcome = body(run)
         except RecordSkipped as exc:
-            ctx.ledger.mark(
-                key, Status.SKIPPED, error_kind="skipped", reason=str(exc), state=run.state
-            )
-            outcome = Outcome("skipped", key, rec.spectrum_key, str(exc))
+            run.mark(Status.SKIPPED, error_kind="skipped", reason=str(exc))
+            outcome = Outcome(Result.SKIPPED, key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
-            ctx.ledger.mark(
-                key, Status.FAILED, error_kind="prerequisite", reason=str(exc), state=run.state
-            )
+            run.mark(Status.FAILED, error_kind="prerequisite", reason=str(exc))
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
-            outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
+            outcome = Outcome(Result.FAILED, key, rec.spectrum_key, str(exc))
         except PermanentError as exc:
-            ctx.ledger.mark(
-                key, Status.FAILED, error_kind=type(exc).__name__, reason=str(exc), state=run.state
-            )
+            run.mark(Status.FAILED, error_kind=type(exc).__name__, reason=str(exc))
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)
-            outcome = Outcome("failed", key, rec.spectrum_key, str(exc))
+            outcome = Outcome(Result.FAILED, key, rec.spectrum_key, str(exc))
         except TransientError as exc:
-            ctx.ledger.mark(
-                key, Status.PENDING, error_kind="transient", reason=str(exc), state=run.state
-            )
+            run.mark(Status.PENDING, error_kind="transient", reason=str(exc))
             _log(key, "retry", started, rec.attempts, str(exc))
             raise
         except SoftTimeLimitExceeded as exc:
@@ -193,18 +204,14 @@ def run_record(
                 f"{key}: stopped by the task's soft time limit "
                 f"({rel.task_soft_time_limit_s}s); will retry"
             )
-            ctx.ledger.mark(
-                key, Status.PENDING, error_kind="transient", reason=reason, state=run.state
-            )
+            run.mark(Status.PENDING, error_kind="transient", reason=reason)
             _log(key, "retry", started, rec.attempts, reason)
             raise TransientError(reason) from exc
         except Exception as exc:
-            ctx.ledger.mark(
-                key,
+            run.mark(
                 Status.FAILED,
                 error_kind="internal",
                 reason=f"internal error: {type(exc).__name__}: {exc}",
-                state=run.state,
             )
             _log(key, "internal_error", started, rec.attempts, repr(exc))
             raise
@@ -212,7 +219,7 @@ def run_record(
     return outcome
 
 
-def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) -> None:
+def _notify(ctx: SyncContext, run: Run[S], hook: OnPermanent[S], exc: PermanentError) -> None:
     """Tell people about a permanent failure (the body's ``on_permanent`` hook).
 
     The failure is already recorded. A notification that fails for good (e.g. the record was
@@ -225,12 +232,10 @@ def _notify(ctx: SyncContext, run: Run, hook: OnPermanent, exc: PermanentError) 
     try:
         hook(run, exc)
     except TransientError as notify_exc:
-        ctx.ledger.mark(
-            run.key,
+        run.mark(
             Status.PENDING,
             error_kind="transient",
             reason=f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
-            state=run.state,
         )
         raise
     except Exception:  # noqa: BLE001
@@ -260,7 +265,7 @@ Matcher = Callable[[dict[str, Any]], bool]
 
 
 def create_or_adopt(
-    run: Run,
+    run: Run[S],
     request: SpectrumRequest,
     *,
     find: Finder,
@@ -269,23 +274,24 @@ def create_or_adopt(
 ) -> str:
     """Send an add-only request once; adopt what Spectrum already has when it is ours.
 
-    A ``sent:<service>`` flag is saved *before* the write. When it is set on entry (an earlier
-    attempt sent the request and then failed or crashed), Spectrum is asked first: a matching
-    record is adopted instead of added again. "Already exists" on the add is resolved the same
-    way. A record under our code that does not match is a collision, reported, never overwritten.
+    A sent marker (``state.mark_sent``) is saved *before* the write. When it is set on entry (an
+    earlier attempt sent the request and then failed or crashed), Spectrum is asked first: a
+    matching record is adopted instead of added again. "Already exists" on the add is resolved the
+    same way. A record under our code that does not match is a collision, reported, never
+    overwritten.
     Returns ``"created"`` or ``"adopted"``.
     """
-    flag = f"sent:{request.service}:{request.values.get(_unique_column(request), '')}"
-    if run.state.get(flag):
+    unique = str(request.values.get(_unique_column(request), ""))
+    if run.state.was_sent(request.service, unique):
         existing = find()
         if existing is not None:
             if matches(existing):
                 return "adopted"
             raise PermanentError(_collision(what, request), field=_unique_column(request))
-    run.state[flag] = True
+    run.state.mark_sent(request.service, unique)
     run.save()
     try:
-        run.ctx.spectrum_for(run.connection).put(request)
+        run.ctx.spectrum_writes(run.connection).put(request)
     except AlreadyExists as exc:
         existing = find()
         if existing is not None and matches(existing):
@@ -315,7 +321,7 @@ def same_text(a: object, b: object) -> bool:
 
 # --- codes -----------------------------------------------------------------------------------
 def allocate_code(
-    run: Run,
+    run: Run[S],
     *,
     kind: str,
     start: int,
@@ -366,7 +372,7 @@ class MasterRecord:
 
 
 def create_master_record(
-    run: Run,
+    run: Run[M],
     spec: MasterRecord,
     *,
     st_id: int,
@@ -380,8 +386,8 @@ def create_master_record(
     known = external_ids.get(conn.external_id_key)
     if known and not run.record.spectrum_key and spec.find(known):
         # mapped before (an earlier integration or by hand): adopt, send nothing
-        run.state["how"] = "adopted"
-        return run.done("adopted", known, message="existing externalIds mapping")
+        run.state.how = "adopted"
+        return run.done(Result.ADOPTED, known, message="existing externalIds mapping")
     code = allocate_code(
         run,
         kind=spec.kind,
@@ -399,12 +405,13 @@ def create_master_record(
             matches=lambda row: spec.matches(row, request),
             what=what,
         )
-        run.state.update(how=how, adjustments=adjustments)
+        run.state.how = how
+        run.state.adjustments = adjustments
         run.finish_step("spectrum")
     if not run.step_done("writeback"):
-        run.ctx.st.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
+        run.ctx.st_writes.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
         run.finish_step("writeback")
-    result = "adopted" if run.state.get("how") == "adopted" else "synced"
+    result = Result.ADOPTED if run.state.how == "adopted" else Result.SYNCED
     return run.done(result, code, digest=request.digest())
 
 

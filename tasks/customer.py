@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from clients.errors import RecordSkipped
 from mappers.customer import customer_code, customer_skip_reason, st_company_to_add_customer
+from tasks import registry
 from tasks._celery import sync_task
 from tasks._pipeline import (
     MasterRecord,
@@ -20,11 +21,12 @@ from tasks._pipeline import (
     run_record,
     same_text,
 )
+from tasks.state import CustomerState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
 
-RECORD_TYPE = "customer"
-TASK_NAME = "sync.customer"
+RECORD_TYPE = registry.CUSTOMER.name
+TASK_NAME = registry.CUSTOMER.task
 
 
 def customer_record(ctx: SyncContext, connection: str) -> MasterRecord:
@@ -49,7 +51,7 @@ def sync_customer(
     key = RecordKey(conn.name, RECORD_TYPE, str(company_id))
     spec = customer_record(ctx, conn.name)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[CustomerState]) -> Outcome:
         company = ctx.st.get_company(company_id)
         skip = customer_skip_reason(company)
         if skip:  # before a code is allocated: a vendor must not use up a customer code
@@ -63,7 +65,7 @@ def sync_customer(
             what=f"company {company_id}",
         )
 
-    return run_record(ctx, key, body, reclaim_done=replay)
+    return run_record(ctx, key, body, state=CustomerState, reclaim_done=replay)
 
 
 def ensure_customer(ctx: SyncContext, company_id: int, connection: str) -> str:

@@ -16,7 +16,8 @@ One task, ``sync.invoice(invoice_id, connection)``, decides from the invoice's f
   already credited, or posted as a credit memo only -> skipped with the reason.
 - any other status: nothing to do (an audit row says why).
 
-Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a ``sent:<number>`` flag; the
+Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a sent marker
+(``AddARInvoice:<number>``, ``tasks.state``); the
 next attempt looks the number up in Info-Link (``CR_INVOICE_HEADER_MC``) and adopts the document
 when customer, type and amounts match, else reports a collision and never overwrites.
 The sweep backstop (``sweep_pending_invoices``) enqueues every ``pending_accounting`` invoice.
@@ -28,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from clients.errors import (
@@ -62,20 +63,33 @@ from mappers.invoice import (
 )
 from tasks import customer as customer_task
 from tasks import job as job_task
+from tasks import registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, problem_key, record_alert, run_record, same_text
+from tasks.state import (
+    ADD_AR_INVOICE,
+    DocumentNumbersState,
+    DocumentState,
+    DocumentSummary,
+    InvoiceState,
+    Result,
+    VoidState,
+)
 from worker.context import SyncContext, get_context
 from worker.ledger import Record, RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.invoice")
 
-RECORD_TYPE = "invoice"
-VOID_RECORD_TYPE = "invoice_void"
+#: the state of an approval or a void (both post AR documents and comment on failures)
+P = TypeVar("P", bound=InvoiceState)
+
+RECORD_TYPE = registry.INVOICE.name
+VOID_RECORD_TYPE = registry.INVOICE_VOID.name
 #: one row per Spectrum document that landed: source id ``<invoice id>:<kind>``
-DOCUMENT_RECORD_TYPE = "ar_document"
-TASK_NAME = "sync.invoice"
+DOCUMENT_RECORD_TYPE = registry.AR_DOCUMENT.name
+TASK_NAME = registry.INVOICE.task
 #: ServiceTrade entity type number of invoices (comments, reference §5.8)
 INVOICE_ENTITY_TYPE = 6
 PROCESSED = "processed"
@@ -107,7 +121,7 @@ def sync_invoice(
             key=key,
             detail="the invoice no longer exists in ServiceTrade",
         )
-        return Outcome("skipped", key, None, "the invoice no longer exists in ServiceTrade")
+        return Outcome(Result.SKIPPED, key, None, "the invoice no longer exists in ServiceTrade")
     if invoice.status == PENDING_ACCOUNTING:
         return post_invoice(ctx, invoice_id, conn.name)
     if invoice.status == VOID:
@@ -118,7 +132,7 @@ def sync_invoice(
         "synced"
     )
     ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
-    result = "unchanged" if rec is not None and rec.status is Status.DONE else "skipped"
+    result = Result.UNCHANGED if rec is not None and rec.status is Status.DONE else Result.SKIPPED
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
 
 
@@ -134,66 +148,67 @@ def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = Non
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
     before = ctx.ledger.get(key)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[InvoiceState]) -> Outcome:
         return _post(ctx, conn, run, invoice_id, before)
 
     return run_record(
         ctx,
         key,
         body,
+        state=InvoiceState,
         reclaim_done=True,
         on_permanent=lambda run, exc: _fail_in_servicetrade(ctx, run, invoice_id, exc),
     )
 
 
 def _post(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int, before: Record | None
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[InvoiceState],
+    invoice_id: int,
+    before: Record | None,
 ) -> Outcome:
     invoice = ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     posted = posted_documents(ctx, conn.name, invoice_id)
-    planned: dict[str, dict[str, Any]] = dict(run.state.get("planned") or {})
+    planned = dict(run.state.planned)
     if invoice.status != PENDING_ACCOUNTING:
         if planned and all(_is_posted(posted, kind) for kind in _kinds(planned)):
-            return run.done("unchanged", run.record.spectrum_key, message="already posted")
+            return run.done(Result.UNCHANGED, run.record.spectrum_key, message="already posted")
         why = f"{record}: status is now {invoice.status!r}; nothing posted"
         if before is not None and before.status is not Status.IN_FLIGHT:
             # a duplicate delivery that lost the race with the attempt that set this status:
             # leave that attempt's outcome (e.g. failed with its reason) as it was
-            ctx.ledger.mark(
-                run.key,
-                before.status,
-                error_kind=before.error_kind,
-                reason=before.last_error,
-                state=run.state,
-            )
-            return Outcome("unchanged", run.key, before.spectrum_key, why)
+            run.mark(before.status, error_kind=before.error_kind, reason=before.last_error)
+            return Outcome(Result.UNCHANGED, run.key, before.spectrum_key, why)
         raise RecordSkipped(why)
 
     how: dict[str, str] = {}
     if not planned or not all(_is_posted(posted, kind) for kind in _kinds(planned)):
         docs = _map(ctx, conn, run, invoice)
         planned = {doc.number: _summary(doc) for doc in docs}
-        run.state["planned"] = planned
+        run.state.planned = planned
         run.save(spectrum_key=docs[0].number)
         how = _post_documents(ctx, conn, run, invoice_id, docs, record=record)
         posted = posted_documents(ctx, conn.name, invoice_id)
-    numbers = [n for n, s in planned.items() if _is_posted(posted, s["kind"])]
+    numbers = [n for n, s in planned.items() if _is_posted(posted, s.kind)]
     if len(numbers) != len(planned):  # pragma: no cover - _post_documents raised already
         raise PermanentError(f"{record}: not every document is in Spectrum ({numbers})")
     first = numbers[0]
     # ServiceTrade hears "processed" only once every document is in Spectrum; an invoice
     # approved again after posting gets this (and only this) again
-    ctx.st.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
+    ctx.st_writes.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
     run.finish_step("writeback")
     kinds = set(how.values())
-    result = "synced" if "created" in kinds else "adopted" if kinds else "unchanged"
-    digest = request_digest([s["digest"] for s in planned.values()])
+    result = (
+        Result.SYNCED if "created" in kinds else Result.ADOPTED if kinds else Result.UNCHANGED
+    )
+    digest = request_digest([s.digest for s in planned.values()])
     return run.done(result, first, digest=digest, message=", ".join(numbers))
 
 
-def _kinds(planned: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return [str(s["kind"]) for s in planned.values()]
+def _kinds(planned: Mapping[str, DocumentSummary]) -> list[str]:
+    return [s.kind for s in planned.values()]
 
 
 def _is_posted(posted: PostedDocuments, kind: str) -> bool:
@@ -201,7 +216,7 @@ def _is_posted(posted: PostedDocuments, kind: str) -> bool:
 
 
 def _map(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice: Invoice
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[InvoiceState], invoice: Invoice
 ) -> list[ARInvoiceRequest]:
     """Resolve everything the mapper needs (chain: customer -> site -> job), then map."""
     rules = conn.rules
@@ -228,12 +243,18 @@ def _map(
         salesperson = salesperson_code_for(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
-    stored = run.state.get("numbers")
-    numbers = DocumentNumbers(**stored) if stored else document_numbers(invoice, rules.invoices)
+    stored = run.state.numbers
+    numbers = (
+        DocumentNumbers(invoice=stored.invoice, credit_memo=stored.credit_memo)
+        if stored
+        else document_numbers(invoice, rules.invoices)
+    )
     if not stored:
         # the numbers are the documents' client tokens: kept before the first write, so a
         # retry after stsync's own write-back (invoiceNumber) still uses the same ones
-        run.state["numbers"] = {"invoice": numbers.invoice, "credit_memo": numbers.credit_memo}
+        run.state.numbers = DocumentNumbersState(
+            invoice=numbers.invoice, credit_memo=numbers.credit_memo
+        )
         run.save(spectrum_key=numbers.invoice)
     state = location.address.state if location is not None and location.address else None
     return st_invoice_to_ar_invoices(
@@ -413,33 +434,34 @@ def _job_from_location(
 
 
 # --- posting documents (shared by approvals and voids) -------------------------------------------
-def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> dict[str, Any]:
+def _summary(doc: ARInvoiceRequest, kind: str | None = None) -> DocumentSummary:
     """What identifies a document in Spectrum (kept before the write, compared on adoption)."""
     lines = sum(
         (Decimal(d["Line_Extension"]) for d in doc.details if d.get("Line_Extension")),
         Decimal("0"),
     )
-    return {
-        "kind": kind or _KIND_BY_TYPE[doc.header["Transaction_Type"]],
-        "type": doc.header["Transaction_Type"],
-        "customer": doc.header["Customer_Code"],
-        "amount": str(lines),
-        "tax": doc.header.get("Sales_Tax_Amount", "0"),
-        "total": str(document_total(doc)),
-        "digest": doc.digest(),
-    }
+    return DocumentSummary(
+        kind=kind or _KIND_BY_TYPE[doc.header["Transaction_Type"]],
+        type=doc.header["Transaction_Type"],
+        customer=doc.header["Customer_Code"],
+        amount=str(lines),
+        tax=str(doc.header.get("Sales_Tax_Amount", "0")),
+        total=str(document_total(doc)),
+        digest=doc.digest(),
+    )
 
 
-def _mismatch(row: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
+def _mismatch(row: Mapping[str, Any], summary: DocumentSummary) -> str | None:
     """Why the Spectrum document ``row`` is not the one ``summary`` describes, or None."""
     problems = []
-    if not same_text(row.get("Customer_Code"), summary["customer"]):
+    if not same_text(row.get("Customer_Code"), summary.customer):
         problems.append(f"customer {row.get('Customer_Code')!r}")
-    if not same_text(row.get("Transaction_Type"), summary["type"]):
+    if not same_text(row.get("Transaction_Type"), summary.type):
         problems.append(f"type {row.get('Transaction_Type')!r}")
-    for column, key in (("Invoice_Amount", "amount"), ("Sales_Tax_Amount", "tax")):
+    expected_values = (("Invoice_Amount", summary.amount), ("Sales_Tax_Amount", summary.tax))
+    for column, expected in expected_values:
         have = Decimal(str(row.get(column) or 0))
-        if have != Decimal(str(summary[key])):
+        if have != Decimal(str(expected)):
             problems.append(f"{column} {have}")
     return ", ".join(problems) or None
 
@@ -465,31 +487,31 @@ def posted_documents(ctx: SyncContext, connection: str, invoice_id: int) -> Post
 
 def _record_posted(
     ctx: SyncContext,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     number: str,
-    summary: Mapping[str, Any],
+    summary: DocumentSummary,
     how: str,
 ) -> None:
-    key = _document_key(run.connection, invoice_id, str(summary["kind"]))
+    key = _document_key(run.connection, invoice_id, summary.kind)
     ctx.ledger.ensure(key)
     ctx.ledger.mark_done(
         key,
         spectrum_key=number,
-        payload_digest=str(summary["digest"]),
-        state={"invoice_id": invoice_id, "how": how, **dict(summary)},
+        payload_digest=summary.digest,
+        state=DocumentState(invoice_id=invoice_id, how=how, **summary.model_dump()).dump(),
     )
-    run.state.setdefault("how", {})[number] = how
-    run.state.pop(f"sent:{number}", None)
+    run.state.how = {**run.state.how, number: how}
+    run.state.clear_sent(ADD_AR_INVOICE, number)
     run.save()
 
 
 def _adopt_or_collide(
     ctx: SyncContext,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     number: str,
-    summary: Mapping[str, Any],
+    summary: DocumentSummary,
     record: str,
 ) -> bool:
     """Adopt ``number`` when Spectrum has it and it is ours; False when Spectrum lacks it."""
@@ -512,7 +534,7 @@ def _adopt_or_collide(
 def _post_documents(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[P],
     invoice_id: int,
     docs: Sequence[ARInvoiceRequest],
     *,
@@ -521,20 +543,19 @@ def _post_documents(
 ) -> dict[str, str]:
     """Send the documents not yet in Spectrum in one call; record each one that lands.
 
-    A document that may have landed earlier (its ``sent:`` flag is set) is looked up first and
+    A document that may have landed earlier (its sent marker is set) is looked up first and
     adopted when it matches. A refused document raises after the others are recorded, so the
     next attempt sends only what is missing. Returns number -> ``created``/``adopted`` for the
     documents this call put (or found) in Spectrum.
     """
     posted = posted_documents(ctx, conn.name, invoice_id)
     how: dict[str, str] = {}
-    pending: list[tuple[ARInvoiceRequest, dict[str, Any]]] = []
+    pending: list[tuple[ARInvoiceRequest, DocumentSummary]] = []
     for doc in docs:
         summary = _summary(doc, kind)
-        if _is_posted(posted, summary["kind"]):
+        if _is_posted(posted, summary.kind):
             continue
-        flag = f"sent:{doc.number}"
-        if run.state.get(flag) and _adopt_or_collide(
+        if run.state.was_sent(ADD_AR_INVOICE, doc.number) and _adopt_or_collide(
             ctx, run, invoice_id, doc.number, summary, record
         ):
             how[doc.number] = "adopted"
@@ -543,9 +564,9 @@ def _post_documents(
     if not pending:
         return how
     for doc, _ in pending:
-        run.state[f"sent:{doc.number}"] = True
+        run.state.mark_sent(ADD_AR_INVOICE, doc.number)
     run.save()  # recovery point: from here on the outcome may be unknown
-    results = ctx.spectrum_for(conn.name).add_ar_invoices([d for d, _ in pending])
+    results = ctx.spectrum_writes(conn.name).add_ar_invoices([d for d, _ in pending])
     refused: list[PermanentError] = []
     for (doc, summary), result in zip(pending, results, strict=True):
         if result.ok:
@@ -558,7 +579,7 @@ def _post_documents(
                 refused.append(result.error)
         else:
             # refused outright: nothing landed, a later attempt may send it again
-            run.state.pop(f"sent:{doc.number}", None)
+            run.state.clear_sent(ADD_AR_INVOICE, doc.number)
             run.save()
             refused.append(result.error or PermanentError(f"{record}: {doc.number} refused"))
     if len(refused) == 1:
@@ -576,33 +597,35 @@ def _post_documents(
 
 # --- failures (F14) ------------------------------------------------------------------------------
 def _comment_once(
-    ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError, *, voided: bool
+    ctx: SyncContext, run: Run[P], invoice_id: int, exc: PermanentError, *, voided: bool
 ) -> bool:
     """Comment on the invoice once per distinct problem; True when a comment was posted."""
     digest = problem_key(str(exc))
-    done = list(run.state.get("comments") or [])
+    done = list(run.state.comments)
     if digest in done:
         return False
     # remembered before posting: a lost comment is better than a storm of duplicates
-    run.state["comments"] = [*done, digest]
-    ctx.ledger.update_progress(run.key, state=dict(run.state))
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
     try:
-        ctx.st.add_comment(
+        ctx.st_writes.add_comment(
             INVOICE_ENTITY_TYPE, invoice_id, failure_comment(invoice_id, exc, voided=voided)
         )
     except Exception:
-        run.state["comments"] = done
-        ctx.ledger.update_progress(run.key, state=dict(run.state))
+        run.state.comments = done
+        ctx.ledger.update_progress(run.key, state=run.state.dump())
         raise
     return True
 
 
-def _fail_in_servicetrade(ctx: SyncContext, run: Run, invoice_id: int, exc: PermanentError) -> None:
+def _fail_in_servicetrade(
+    ctx: SyncContext, run: Run[P], invoice_id: int, exc: PermanentError
+) -> None:
     """Failed approval: ServiceTrade status ``failed`` and a comment saying what to fix."""
     if isinstance(exc, NotFound):
         return
     _comment_once(ctx, run, invoice_id, exc, voided=False)
-    ctx.st.set_invoice_status(invoice_id, FAILED)
+    ctx.st_writes.set_invoice_status(invoice_id, FAILED)
 
 
 # --- voided invoices (F6) ------------------------------------------------------------------------
@@ -620,20 +643,29 @@ def void_invoice(
     before = ctx.ledger.get(key)
     final = before is not None and before.status in (Status.DONE, Status.SKIPPED)
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[VoidState]) -> Outcome:
         return _void(ctx, conn, run, invoice_id)
 
-    def on_permanent(run: Run, exc: PermanentError) -> None:
+    def on_permanent(run: Run[VoidState], exc: PermanentError) -> None:
         if isinstance(exc, NotFound):
             return
         if not isinstance(exc, PrerequisiteMissing):  # run_record alerts those itself
             record_alert(ctx, run.key, "void_credit", str(exc))
         _comment_once(ctx, run, invoice_id, exc, voided=True)
 
-    return run_record(ctx, key, body, reclaim_done=replay or not final, on_permanent=on_permanent)
+    return run_record(
+        ctx,
+        key,
+        body,
+        state=VoidState,
+        reclaim_done=replay or not final,
+        on_permanent=on_permanent,
+    )
 
 
-def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int) -> Outcome:
+def _void(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[VoidState], invoice_id: int
+) -> Outcome:
     invoice = ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     approval = ctx.ledger.get(RecordKey(conn.name, RECORD_TYPE, str(invoice_id)))
@@ -641,7 +673,7 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         # the approval is posting right now: decide once it has finished
         raise RecordBusy(f"{record}: its approval is being posted; the void waits", retry_after=5)
     if approval is not None:
-        _confirm_unknown_writes(ctx, run, invoice_id, approval.state, record)
+        _confirm_unknown_writes(ctx, run, invoice_id, InvoiceState.load(approval.state), record)
     posted = posted_documents(ctx, conn.name, invoice_id)
     if posted.void_credit:
         # credited by a concurrent delivery that finished first, or by an earlier attempt of
@@ -652,7 +684,7 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         # no-op it is, like one that found the record final before claiming it
         ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=run.key,
                          detail="already credited; nothing sent")
-        return run.done("unchanged", posted.void_credit, message="already credited")
+        return run.done(Result.UNCHANGED, posted.void_credit, message="already credited")
     reason = void_skip_reason(invoice, posted)
     if reason:
         raise RecordSkipped(f"{record}: void: {reason}")
@@ -666,11 +698,11 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
             value=posted.invoice,
         )
     original = ar_request_from_infolink(row)
-    void_date = run.state.get("void_date")
+    void_date = run.state.void_date
     if not void_date:
         # dated the day stsync credits it, kept for retries (the day the void reached Spectrum)
         void_date = datetime.now(ZoneInfo(ctx.settings.timezone)).date().isoformat()
-        run.state["void_date"] = void_date
+        run.state.void_date = void_date
     (memo,) = void_credit_memo(
         invoice,
         posted=original,
@@ -678,13 +710,13 @@ def _void(ctx: SyncContext, conn: ConnectionSettings, run: Run, invoice_id: int)
         rules=conn.rules,
         connection=conn.name,
     )
-    run.state["planned"] = {memo.number: _summary(memo, VOID_KIND)}
+    run.state.planned = {memo.number: _summary(memo, VOID_KIND)}
     run.save(spectrum_key=memo.number)
     how = _post_documents(ctx, conn, run, invoice_id, [memo], record=record, kind=VOID_KIND)
     note = _void_note(memo.number, posted)
     _void_comment(ctx, run, invoice_id, note)
     return run.done(
-        "adopted" if how.get(memo.number) == "adopted" else "synced",
+        Result.ADOPTED if how.get(memo.number) == "adopted" else Result.SYNCED,
         memo.number,
         digest=memo.digest(),
         message=note,
@@ -701,22 +733,24 @@ def _void_note(credit_number: str, posted: PostedDocuments) -> str:
     return note
 
 
-def _void_comment(ctx: SyncContext, run: Run, invoice_id: int, note: str) -> None:
+def _void_comment(ctx: SyncContext, run: Run[VoidState], invoice_id: int, note: str) -> None:
     """The void's one comment on the invoice (a step: a retry after it landed skips it)."""
     if not run.step_done("comment"):
-        ctx.st.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
+        ctx.st_writes.add_comment(INVOICE_ENTITY_TYPE, invoice_id, f"stsync: Spectrum {note}.")
         run.finish_step("comment")
 
 
 def _confirm_unknown_writes(
-    ctx: SyncContext, run: Run, invoice_id: int, approval_state: Mapping[str, Any], record: str
+    ctx: SyncContext,
+    run: Run[VoidState],
+    invoice_id: int,
+    approval_state: InvoiceState,
+    record: str,
 ) -> None:
     """Before deciding a void: documents of the approval whose write outcome is unknown are
     looked up in Spectrum, so a ghost write is credited rather than missed."""
-    planned = approval_state.get("planned") or {}
-    for number, summary in planned.items():
-        if approval_state.get(f"sent:{number}"):
-            _adopt_or_collide(ctx, run, invoice_id, number, summary, record)
+    for number, summary in approval_state.unconfirmed().items():
+        _adopt_or_collide(ctx, run, invoice_id, number, summary, record)
 
 
 # --- the sweep backstop (F15) --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from clients.errors import (
     AlreadyExists,
@@ -47,19 +47,21 @@ from mappers.job import (
 )
 from mappers.work_order import st_job_to_work_order, work_order_contract
 from tasks import customer as customer_task
+from tasks import registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, create_or_adopt, problem_key, run_record
+from tasks.state import ADD_PHASE, Commented, JobState, Result, WorkOrderState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.job")
 
-RECORD_TYPE = "job"
-WORK_ORDER_RECORD_TYPE = "work_order"
-TASK_NAME = "sync.job"
-SEND_TASK_NAME = "sync.job.send"
+RECORD_TYPE = registry.JOB.name
+WORK_ORDER_RECORD_TYPE = registry.WORK_ORDER.name
+TASK_NAME = registry.JOB.task
+SEND_TASK_NAME = registry.WORK_ORDER.task
 #: ServiceTrade entity type number of jobs (comments, reference §3)
 JOB_ENTITY_TYPE = 3
 
@@ -77,35 +79,40 @@ def sync_job(
     if conn.rules.mode == "work_order":
         ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key,
                          detail="work-order mode: jobs are sent with Send Job to Spectrum")
-        return Outcome("skipped", key, None, "work-order mode: use Send Job to Spectrum")
+        return Outcome(Result.SKIPPED, key, None, "work-order mode: use Send Job to Spectrum")
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[JobState]) -> Outcome:
         return _sync_jc_job(ctx, conn, run, job_id)
 
-    return run_record(ctx, key, body, reclaim_done=replay,
+    return run_record(ctx, key, body, state=JobState, reclaim_done=replay,
                       on_permanent=_commenter(ctx, job_id))
 
 
-def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: int) -> Outcome:
+def _sync_jc_job(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job_id: int
+) -> Outcome:
     rules = conn.rules
     infolink = ctx.infolink_for(conn.name)
-    spectrum = ctx.spectrum_for(conn.name)
+    spectrum = ctx.spectrum_writes(conn.name)
     job = ctx.st.get_job(job_id)
     skip = job_skip_reason(job, rules.jobs)
     if skip:
         raise RecordSkipped(skip)
     known = [n.strip() for n in job.external_ids.get(conn.external_id_key, "").split(",")]
     known = [n for n in known if n]
-    if known and not run.state.get("plan"):
+    if known and not run.state.plan:
         rows = [infolink.find_job(n) for n in known]
         if all(rows):
             # mapped before (an earlier integration or by hand): adopt it, send nothing
-            run.state.update(how=dict.fromkeys(known, "adopted"), plan={
+            run.state.how = dict.fromkeys(known, "adopted")
+            run.state.plan = {
                 str((row or {}).get("Cost_Center") or "").strip(): n
                 for n, row in zip(known, rows, strict=True)
-            })
-            ctx.ledger.mark_done(run.key, spectrum_key=known[0], state=run.state, step="adopted")
-            return Outcome("adopted", run.key, known[0], "existing externalIds mapping")
+            }
+            ctx.ledger.mark_done(
+                run.key, spectrum_key=known[0], state=run.state.dump(), step="adopted"
+            )
+            return Outcome(Result.ADOPTED, run.key, known[0], "existing externalIds mapping")
 
     if job.location is None:
         raise MappingError(job_record(job), "location", "the job has no location")
@@ -114,17 +121,17 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
     customer = customer_task.ensure_customer(ctx, company_id, conn.name)
     site = site_task.ensure_site(ctx, location.id, conn.name)
 
-    plan: dict[str, str] = dict(run.state.get("plan") or {})
+    plan = dict(run.state.plan)
     if not plan:
         lines = _service_lines(ctx, job, conn)
         ccs = job_cost_centers(job, lines, rules, connection=conn.name)
         plan = job_numbers(job.number, ccs, rules)
         # the numbers are the client token of AddJob: stored before the first write
-        run.state["plan"] = plan
+        run.state.plan = plan
         run.save(spectrum_key=next(iter(plan.values())))
 
     comment = job_comment(job)
-    adjustments: list[str] = list(run.state.get("adjustments") or [])
+    adjustments = list(run.state.adjustments)
     digests: list[str] = []
     for cost_center, number in plan.items():
         request, adjusted = st_job_to_add_job(
@@ -135,9 +142,9 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
         step = f"add:{number}"
         if not run.step_done(step):
             how = _add_job(run, request, job)
-            run.state.setdefault("how", {})[number] = how
+            run.state.how = {**run.state.how, number: how}
             adjustments.extend(f"{number}: {a}" for a in adjusted)
-            run.state["adjustments"] = adjustments
+            run.state.adjustments = adjustments
             run.finish_step(step)
         if rules.jobs.template_job and not run.step_done(f"phases:{number}"):
             _copy_template_phases(ctx, conn, run, number)
@@ -148,10 +155,12 @@ def _sync_jc_job(ctx: SyncContext, conn: ConnectionSettings, run: Run, job_id: i
             run.finish_step(f"update:{number}")
 
     if not run.step_done("writeback"):
-        ctx.st.set_external_id("job", job_id, conn.external_id_key, ",".join(plan.values()))
+        ctx.st_writes.set_external_id(
+            "job", job_id, conn.external_id_key, ",".join(plan.values())
+        )
         run.finish_step("writeback")
-    how_all = set((run.state.get("how") or {}).values())
-    result = "adopted" if how_all == {"adopted"} else "synced"
+    how_all = set(run.state.how.values())
+    result = Result.ADOPTED if how_all == {"adopted"} else Result.SYNCED
     return run.done(result, next(iter(plan.values())),
                     digest=digests[0] if len(digests) == 1 else _combined(digests))
 
@@ -183,7 +192,7 @@ def _service_lines(ctx: SyncContext, job: Job, conn: ConnectionSettings) -> list
     return lines
 
 
-def _add_job(run: Run, request: SpectrumRequest, job: Job) -> str:
+def _add_job(run: Run[JobState], request: SpectrumRequest, job: Job) -> str:
     """AddJob once; adopt a job with our number only when its customer and site are ours."""
     infolink = run.ctx.infolink_for(run.connection)
     number = request.values["Job_Number"]
@@ -236,20 +245,18 @@ def template_phase_rows(ctx: SyncContext, conn: ConnectionSettings) -> list[dict
 
 
 def _copy_template_phases(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run, number: str
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], number: str
 ) -> None:
     """AddPhase per template row; each phase sent is remembered, so a retry sends only the rest."""
     requests = template_phase_requests(number, template_phase_rows(ctx, conn), conn.rules)
-    spectrum = ctx.spectrum_for(conn.name)
-    sent_key = f"phases_sent:{number}"
-    sent = set(run.state.get(sent_key) or [])
+    spectrum = ctx.spectrum_writes(conn.name)
+    sent = run.state.phases_sent(number)
     for request in requests:
         combo = f"{request.values['Phase_Code']}/{request.values['Cost_Type']}"
         if combo in sent:
             continue
         spectrum.put(request)  # AddPhase upserts: repeating one after a crash is harmless
-        sent.add(combo)
-        run.state[sent_key] = sorted(sent)
+        run.state.mark_sent(ADD_PHASE, f"{number}/{combo}")
         run.save()
 
 
@@ -270,7 +277,7 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, WORK_ORDER_RECORD_TYPE, str(job_id))
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[WorkOrderState]) -> Outcome:
         job = ctx.st.get_job(job_id)
         skip = job_skip_reason(job, conn.rules.jobs)
         if skip:
@@ -281,16 +288,17 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
             contract_number=work_order_contract(job, conn.rules), connection=conn.name,
         )
         number = request.values["WO_Number"]
-        run.state.update(adjustments=adjustments, sends=int(run.state.get("sends", 0)) + 1)
+        run.state.adjustments = adjustments
+        run.state.sends += 1
         run.save(spectrum_key=number)
         # WorkOrderHeader adds or updates by WO_Number: repeating it is safe, so no flag
-        ctx.spectrum_for(conn.name).put(request)
+        ctx.spectrum_writes(conn.name).put(request)
         if job.external_ids.get(conn.external_id_key) != number:
-            ctx.st.set_external_id("job", job_id, conn.external_id_key, number)
-        return run.done("synced", number, digest=request.digest())
+            ctx.st_writes.set_external_id("job", job_id, conn.external_id_key, number)
+        return run.done(Result.SYNCED, number, digest=request.digest())
 
     # every send runs again (reclaim_done): a re-send is how people push edits to Spectrum
-    return run_record(ctx, key, body, reclaim_done=True,
+    return run_record(ctx, key, body, state=WorkOrderState, reclaim_done=True,
                       on_permanent=_commenter(ctx, job_id))
 
 
@@ -360,32 +368,37 @@ def fix_hint(exc: PermanentError, connection: str) -> str:
     return "See `stsync history job` for details, fix the cause, then send the job again."
 
 
-def _commenter(ctx: SyncContext, job_id: int) -> Callable[[Run, PermanentError], None]:
-    def hook(run: Run, exc: PermanentError) -> None:
+C = TypeVar("C", bound=Commented)
+
+
+def _commenter(ctx: SyncContext, job_id: int) -> Callable[[Run[C], PermanentError], None]:
+    def hook(run: Run[C], exc: PermanentError) -> None:
         comment_failure(ctx, run, job_id, exc)
 
     return hook
 
 
-def comment_failure(ctx: SyncContext, run: Run, job_id: int, exc: PermanentError) -> bool:
+def comment_failure(
+    ctx: SyncContext, run: Run[C], job_id: int, exc: PermanentError
+) -> bool:
     """Comment on the ServiceTrade job once per distinct problem; True when a comment was posted."""
     if isinstance(exc, NotFound):
         return False  # the job is gone: there is nothing to comment on
     problem = str(exc)
     digest = problem_key(problem)
-    done = list(run.state.get("comments") or [])
+    done = list(run.state.comments)
     if digest in done:
         return False
     # remembered before posting: a lost comment is better than a storm of duplicates
-    run.state["comments"] = [*done, digest]
-    ctx.ledger.update_progress(run.key, state=dict(run.state))
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
     text = job_failure_comment(job_id, problem, fix_hint(exc, run.connection),
                                connection=run.connection)
     try:
-        ctx.st.add_comment(JOB_ENTITY_TYPE, job_id, text)
+        ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job_id, text)
     except Exception:
-        run.state["comments"] = done
-        ctx.ledger.update_progress(run.key, state=dict(run.state))
+        run.state.comments = done
+        ctx.ledger.update_progress(run.key, state=run.state.dump())
         raise
     return True
 
@@ -399,8 +412,7 @@ def spectrum_jobs_of(ctx: SyncContext, job_id: int, connection: str) -> dict[str
     rec = ctx.ledger.get(RecordKey(ctx.connection(connection).name, RECORD_TYPE, str(job_id)))
     if rec is None or rec.status is not Status.DONE:
         return {}
-    plan = rec.state.get("plan") or {}
-    return {str(k): str(v) for k, v in plan.items()}
+    return dict(JobState.load(rec.state).plan)
 
 
 def enqueue_send_job(

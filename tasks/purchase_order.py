@@ -48,8 +48,10 @@ from mappers.purchase_order import (
     to_wire,
     zeroed,
 )
+from tasks import registry
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
+from tasks.state import PoLineState, Result
 from worker.celery_app import Queue
 from worker.context import SyncContext, get_context
 from worker.ledger import Record, RecordKey, Status
@@ -57,11 +59,11 @@ from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.purchase_order")
 
-RECORD_TYPE = "po_line"
+RECORD_TYPE = registry.PO_LINE.name
 #: the Beat entry's task (``beat_schedule.PO_POLL_TASK``)
 TASK_NAME = "schedule.po_poll"
 #: one line, re-run from its ledger snapshot (replay)
-LINE_TASK_NAME = "sync.po_line"
+LINE_TASK_NAME = registry.PO_LINE.task
 #: ledger watermark name: the newest Info-Link ``Date_Modified`` a finished poll has seen
 WATERMARK = "po_lines"
 #: the ledger record type of jobs stsync created (tasks.job.RECORD_TYPE)
@@ -243,7 +245,7 @@ def _settled(rec: Record | None, plan: _Plan) -> bool:
     if rec.status is Status.UNKNOWN:
         return True  # a person must look first
     terminal = rec.status in (Status.DONE, Status.FAILED, Status.SKIPPED)
-    return terminal and rec.state.get("plan_digest") == plan.digest
+    return terminal and PoLineState.load(rec.state).plan_digest == plan.digest
 
 
 def _process(poll: _Poll, line: PoLine, rec: Record | None, *, force: bool = False) -> str:
@@ -251,35 +253,40 @@ def _process(poll: _Poll, line: PoLine, rec: Record | None, *, force: bool = Fal
     ctx, conn = poll.ctx, poll.conn
     key = RecordKey(conn.name, RECORD_TYPE, po_line_key(line))
     job_id = poll.job_for(line.job_number)
-    if job_id is None and rec is not None and rec.state.get("item_id"):
+    held = PoLineState.load(rec.state) if rec is not None else None
+    if job_id is None and held is not None and held.item_id:
         # the item is already on a job: keep it there until the new job number resolves
-        job_id = rec.state.get("job_id")
+        job_id = held.job_id
     plan = _plan(poll, line, job_id)
     if not force and _settled(rec, plan):
         return "waiting" if plan.job_id is None else "unchanged"
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[PoLineState]) -> Outcome:
         return _sync_line(poll, run, line, plan)
 
-    def alert(run: Run, exc: PermanentError) -> None:
+    def alert(run: Run[PoLineState], exc: PermanentError) -> None:
         record_alert(ctx, run.key, "po_line", str(exc))
 
     try:
-        outcome = run_record(ctx, key, body, reclaim_done=True, on_permanent=alert)
+        outcome = run_record(
+            ctx, key, body, state=PoLineState, reclaim_done=True, on_permanent=alert
+        )
     except RecordBusy:
         return "busy"
-    if outcome.result == "skipped" and plan.job_id is None:
+    if outcome.result is Result.SKIPPED and plan.job_id is None:
         return "waiting"
     return outcome.result
 
 
-def _sync_line(poll: _Poll, run: Run, line: PoLine, plan: _Plan) -> Outcome:
+def _sync_line(poll: _Poll, run: Run[PoLineState], line: PoLine, plan: _Plan) -> Outcome:
     ctx = poll.ctx
     record = po_line_record(line)
-    run.state.update(line=_line_snapshot(line), plan_digest=plan.digest)
-    run.state.pop("waiting_for_job", None)
+    state = run.state
+    state.line = _line_snapshot(line)
+    state.plan_digest = plan.digest
+    state.waiting_for_job = None
     if plan.job_id is None:
-        run.state["waiting_for_job"] = (line.job_number or "").strip()
+        state.waiting_for_job = (line.job_number or "").strip()
         raise RecordSkipped(
             f"{record}: Spectrum job {(line.job_number or '').strip()!r} is not matched to a "
             "ServiceTrade job (stsync has not synced it, and no ServiceTrade job carries it in "
@@ -289,24 +296,24 @@ def _sync_line(poll: _Poll, run: Run, line: PoLine, plan: _Plan) -> Outcome:
         raise plan.error
     assert plan.target is not None
     ref = po_line_source_ref(line)
-    item_id: int | None = run.state.get("item_id")
-    item_job: int | None = run.state.get("job_id")
+    item_id = state.item_id
+    item_job = state.job_id
 
-    sent_to = run.state.get("create_sent_to")
+    sent_to = state.create_sent_to
     if item_id is None and sent_to is not None:
         # an earlier attempt sent the create and lost the answer: adopt what ServiceTrade has
-        found = _find_item(ctx, int(sent_to), ref)
+        found = _find_item(ctx, sent_to, ref)
         if found is not None:
-            item_id, item_job = found.id, int(sent_to)
-            run.state.update(item_id=item_id, job_id=item_job, adopted=True)
-        run.state.pop("create_sent_to", None)
+            item_id, item_job = found.id, sent_to
+            state.item_id, state.job_id, state.adopted = item_id, item_job, True
+        state.create_sent_to = None
         run.save()
 
     if item_id is not None and item_job != plan.job_id:
         # the PO now belongs to another job: the item moves with it (ServiceTrade has no move)
         _delete_item(ctx, item_id)
         item_id = None
-        run.state.update(item_id=None, job_id=None, moved_from=item_job)
+        state.item_id, state.job_id, state.moved_from = None, None, item_job
         run.save(step="moved")
 
     if item_id is None:
@@ -317,28 +324,28 @@ def _sync_line(poll: _Poll, run: Run, line: PoLine, plan: _Plan) -> Outcome:
                 f"{record}: the line is {_status_word(line)}; closed_lines = "
                 f"{plan.action!r}: no job item"
             )
-        if run.state.get("deleted_in_servicetrade"):
+        if state.deleted_in_servicetrade:
             return run.done(
-                "unchanged",
+                Result.UNCHANGED,
                 None,
                 digest=plan.digest,
                 message="its job item was deleted in ServiceTrade; not re-created",
             )
-        run.state["create_sent_to"] = plan.job_id
+        state.create_sent_to = plan.job_id
         run.save(step="create")
-        item = ctx.st.create_job_item(to_wire(plan.target))
-        run.state.update(item_id=item.id, job_id=plan.job_id, removed=False)
-        run.state.pop("create_sent_to", None)
-        how = "adopted" if run.state.get("adopted") else "synced"
+        item = ctx.st_writes.create_job_item(to_wire(plan.target))
+        state.item_id, state.job_id, state.removed = item.id, plan.job_id, False
+        state.create_sent_to = None
+        how = Result.ADOPTED if state.adopted else Result.SYNCED
         return run.done(how, str(item.id), digest=plan.digest)
 
     if plan.action == "remove":
         _delete_item(ctx, item_id)
-        run.state.update(item_id=None, job_id=None, removed=True)
-        return run.done("removed", None, digest=plan.digest)
+        state.item_id, state.job_id, state.removed = None, None, True
+        return run.done(Result.REMOVED, None, digest=plan.digest)
     if plan.action == "leave":
         return run.done(
-            "unchanged",
+            Result.UNCHANGED,
             str(item_id),
             digest=plan.digest,
             message=f"line {_status_word(line)}; closed_lines = 'leave'",
@@ -346,19 +353,19 @@ def _sync_line(poll: _Poll, run: Run, line: PoLine, plan: _Plan) -> Outcome:
     existing = _get_item(ctx, plan.job_id, item_id)
     if existing is None:
         # a person deleted it in ServiceTrade: respect that rather than re-creating it each poll
-        run.state.update(item_id=None, deleted_in_servicetrade=True)
+        state.item_id, state.deleted_in_servicetrade = None, True
         return run.done(
-            "unchanged",
+            Result.UNCHANGED,
             None,
             digest=plan.digest,
             message="its job item was deleted in ServiceTrade; not re-created",
         )
     changes = job_item_update(existing, plan.target)
     if not changes:
-        return run.done("unchanged", str(item_id), digest=plan.digest)
-    ctx.st.update_job_item(item_id, to_wire(changes))
-    run.state["last_update"] = sorted(changes)
-    return run.done("updated", str(item_id), digest=plan.digest)
+        return run.done(Result.UNCHANGED, str(item_id), digest=plan.digest)
+    ctx.st_writes.update_job_item(item_id, to_wire(changes))
+    state.last_update = sorted(changes)
+    return run.done(Result.UPDATED, str(item_id), digest=plan.digest)
 
 
 def _status_word(line: PoLine) -> str:
@@ -385,7 +392,7 @@ def _get_item(ctx: SyncContext, job_id: int, item_id: int) -> JobItem | None:
 
 def _delete_item(ctx: SyncContext, item_id: int) -> None:
     with contextlib.suppress(NotFound):  # already gone: the goal is reached
-        ctx.st.delete_job_item(item_id)
+        ctx.st_writes.delete_job_item(item_id)
 
 
 # --- the poll -------------------------------------------------------------------------------------
@@ -403,12 +410,14 @@ def _waiting_records(ctx: SyncContext, connection: str) -> list[Record]:
         record_type=RECORD_TYPE,
         limit=1_000_000,
     )
-    return [
-        r
-        for r in recs
-        if "line" in r.state
-        and (r.status is Status.PENDING or r.state.get("waiting_for_job") is not None)
-    ]
+    out = []
+    for r in recs:
+        state = PoLineState.load(r.state)
+        if state.line is not None and (
+            r.status is Status.PENDING or state.waiting_for_job is not None
+        ):
+            out.append(r)
+    return out
 
 
 def run_po_poll(
@@ -443,7 +452,7 @@ def run_po_poll(
             progress(len(page))
     rechecks = [r for r in _waiting_records(ctx, conn.name) if r.key.source_id not in seen]
     for rec in rechecks:
-        summary.count(_process(poll, PoLine.model_validate(rec.state["line"]), rec))
+        summary.count(_process(poll, PoLine.model_validate(PoLineState.load(rec.state).line), rec))
         summary.rechecked += 1
     if progress and rechecks:
         progress(len(rechecks))
@@ -468,12 +477,13 @@ def sync_po_line(ctx: SyncContext, line_key: str, connection: str | None = None)
     """Re-run one PO line from its ledger snapshot (replay after a fix); returns the outcome."""
     conn = ctx.connection(connection)
     rec = ctx.ledger.get(RecordKey(conn.name, RECORD_TYPE, line_key))
-    if rec is None or "line" not in rec.state:
+    line = PoLineState.load(rec.state).line if rec is not None else None
+    if line is None:
         raise PermanentError(
             f"{conn.name}/{RECORD_TYPE}/{line_key}: no snapshot of this PO line in the ledger; "
             "it is read by the next PO poll"
         )
-    return _process(_Poll(ctx, conn), PoLine.model_validate(rec.state["line"]), rec, force=True)
+    return _process(_Poll(ctx, conn), PoLine.model_validate(line), rec, force=True)
 
 
 def lines_waiting_for(ctx: SyncContext, connection: str) -> list[Record]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from clients.errors import MappingError
 from mappers.site import site_id, st_location_to_wo_site
+from tasks import registry
 from tasks._celery import sync_task
 from tasks._pipeline import (
     MasterRecord,
@@ -20,11 +21,12 @@ from tasks._pipeline import (
     same_text,
 )
 from tasks.customer import ensure_customer
+from tasks.state import SiteState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
 
-RECORD_TYPE = "site"
-TASK_NAME = "sync.site"
+RECORD_TYPE = registry.SITE.name
+TASK_NAME = registry.SITE.task
 
 
 def site_record(ctx: SyncContext, connection: str, customer: str) -> MasterRecord:
@@ -49,13 +51,13 @@ def sync_site(
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(location_id))
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[SiteState]) -> Outcome:
         location = ctx.st.get_location(location_id)
         if location.company is None:
             raise MappingError(f"location {location_id}", "company", "has no company")
         customer = ensure_customer(ctx, location.company.id, conn.name)
         spec = site_record(ctx, conn.name, customer)
-        run.state["customer"] = customer
+        run.state.customer = customer
         return create_master_record(
             run,
             spec,
@@ -67,7 +69,7 @@ def sync_site(
             what=f"location {location_id}",
         )
 
-    return run_record(ctx, key, body, reclaim_done=replay)
+    return run_record(ctx, key, body, state=SiteState, reclaim_done=replay)
 
 
 def ensure_site(ctx: SyncContext, location_id: int, connection: str) -> str:

@@ -33,10 +33,10 @@ from clients.errors import SyncError
 from clients.servicetrade import assumptions as st_assumptions
 from mappers.timecard import entry_source_id, sweep_window
 from tasks import timecard as timecard_task
+from tasks.registry import ENTITY_TASKS
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
 from worker.ledger import Record, Status
-from worker.routing import ENTITY_TASKS
 
 log = logging.getLogger("stsync.sweep")
 

@@ -48,9 +48,11 @@ from mappers.timecard import (
     timecard_entry_to_pretime,
 )
 from mappers.timecard import RECORD_TYPE as _ENTRY_RECORD_TYPE
+from tasks import registry
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
 from tasks.job import spectrum_jobs_of, sync_job
+from tasks.state import Result, TimecardEntryState, TimecardState
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
 from worker.ledger import TERMINAL, Record, RecordKey, Status
@@ -58,9 +60,9 @@ from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.timecard")
 
-RECORD_TYPE = "timecard"
+RECORD_TYPE = registry.TIMECARD.name
 ENTRY_RECORD_TYPE = _ENTRY_RECORD_TYPE  # "timecard_entry"
-TASK_NAME = "sync.timecard"
+TASK_NAME = registry.TIMECARD.task
 CATCH_UP_TASK_NAME = "schedule.timecard_catch_up"
 
 #: Entry states the catch-up and the sweep treat as settled (nothing to post). ``failed`` is not:
@@ -91,11 +93,11 @@ class Tally:
 
     def add(self, source_id: str, outcome: Outcome) -> None:
         bucket = {
-            "synced": self.posted,
-            "adopted": self.adopted,
-            "unchanged": self.already,
-            "skipped": self.skipped,
-            "unknown": self.unknown,
+            Result.SYNCED: self.posted,
+            Result.ADOPTED: self.adopted,
+            Result.UNCHANGED: self.already,
+            Result.SKIPPED: self.skipped,
+            Result.UNKNOWN: self.unknown,
         }.get(outcome.result, self.failed)
         bucket.append(source_id)
 
@@ -212,12 +214,12 @@ def sync_timecard_tally(
     key = RecordKey(conn.name, RECORD_TYPE, str(timecard_id))
     tally = Tally()
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[TimecardState]) -> Outcome:
         tc = ctx.st.get_timecard(timecard_id)
         return _sync_card(ctx, conn, run, tc, tally, recheck_unknown=recheck_unknown)
 
     # always re-examined (reclaim): a re-approved card may carry entries not yet posted
-    return run_record(ctx, key, body, reclaim_done=True), tally
+    return run_record(ctx, key, body, state=TimecardState, reclaim_done=True), tally
 
 
 def _who(tc: Timecard) -> str:
@@ -229,13 +231,13 @@ def _who(tc: Timecard) -> str:
 def _sync_card(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[TimecardState],
     tc: Timecard,
     tally: Tally,
     *,
     recheck_unknown: bool,
 ) -> Outcome:
-    posted_before: list[str] = list(run.state.get("posted") or [])
+    posted_before = list(run.state.posted)
     if tc.status != APPROVED:
         if posted_before:
             _drift(ctx, run.key, f"timecard {tc.id} was approved and posted to Spectrum "
@@ -255,7 +257,7 @@ def _sync_card(
             "replay the timecard",
             field="Employee_Code", value=employee,
         )
-    run.state["employee"] = employee
+    run.state.employee = employee
 
     ids = [entry_source_id(tc.id, e.id) for e in tc.entries]
     known = ctx.ledger.get_many(conn.name, ENTRY_RECORD_TYPE, ids)
@@ -288,7 +290,9 @@ def _sync_card(
                f"timecard entry {sid} was posted to Spectrum (Message {_marker(sid)!r}) but is "
                "no longer on the approved timecard; check the pre-time row in Spectrum")
         tally.drift.append(sid)
-    run.state.update(posted=posted, entries=ids, last=tally.counts())
+    run.state.posted = posted
+    run.state.entries = ids
+    run.state.last = tally.counts()
     if retry_reasons:
         run.save()
         n = len(retry_reasons)
@@ -303,10 +307,9 @@ def _sync_card(
             f"{', '.join(tally.unknown) or '-'} (see each timecard_entry record; after fixing, "
             "replay this timecard)"
         )
-        run.ctx.ledger.mark(run.key, Status.FAILED, error_kind="entries", reason=reason,
-                            state=run.state)
-        return Outcome("failed", run.key, None, reason)
-    result = "synced" if tally.posted or tally.adopted else "unchanged"
+        run.mark(Status.FAILED, error_kind="entries", reason=reason)
+        return Outcome(Result.FAILED, run.key, None, reason)
+    result = Result.SYNCED if tally.posted or tally.adopted else Result.UNCHANGED
     return run.done(result, employee, message=summary)
 
 
@@ -369,16 +372,16 @@ def _sync_entry(
 ) -> Outcome:
     key = RecordKey(conn.name, ENTRY_RECORD_TYPE, entry_source_id(tc.id, entry.id))
 
-    def body(run: Run) -> Outcome:
+    def body(run: Run[TimecardEntryState]) -> Outcome:
         return _post_entry(ctx, conn, run, tc, entry, employee, jobs)
 
-    return run_record(ctx, key, body, reclaim_done=reclaim)
+    return run_record(ctx, key, body, state=TimecardEntryState, reclaim_done=reclaim)
 
 
 def _post_entry(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[TimecardEntryState],
     tc: Timecard,
     entry: Entry,
     employee: str,
@@ -388,32 +391,33 @@ def _post_entry(
     request = map_entry(ctx, conn, tc, entry, employee, jobs)
     digest = request.digest()
     marker = request.values["Message"]
-    if run.state.get("posted"):
+    if run.state.posted:
         # posted by an attempt that died before marking the row done
-        return run.done("unchanged", marker, digest=str(run.state.get("digest") or digest))
-    sent_at = run.state.get("sent_at")
+        return run.done(Result.UNCHANGED, marker, digest=run.state.digest or digest)
+    sent_at = run.state.sent_at
     if sent_at is not None:
-        found = _look_for_marker(ctx, conn, run, record, marker, float(sent_at))
+        found = _look_for_marker(ctx, conn, run, record, marker, sent_at)
         if found is not None:
             return found
-    run.state.update(sent_at=_now(), digest=digest)
+    run.state.sent_at = _now()
+    run.state.digest = digest
     run.save(step="sending")  # the recovery point: from here on, a retry looks for the marker
     try:
-        ctx.spectrum_for(conn.name).put(request)
+        ctx.spectrum_writes(conn.name).put(request)
     except AmbiguousWriteError:
         raise  # may have landed: the retry looks for the marker before sending again
     except PermanentError:
         # Spectrum refused it: nothing landed, so the next attempt need not look first
-        run.state.pop("sent_at", None)
+        run.state.sent_at = None
         raise
-    run.state["posted"] = True
-    return run.done("synced", marker, digest=digest)
+    run.state.posted = True
+    return run.done(Result.SYNCED, marker, digest=digest)
 
 
 def _look_for_marker(
     ctx: SyncContext,
     conn: ConnectionSettings,
-    run: Run,
+    run: Run[TimecardEntryState],
     record: str,
     marker: str,
     sent_at: float,
@@ -441,10 +445,9 @@ def _look_for_marker(
             f"Import for Message {marker!r}; if it is missing, replay the timecard with "
             "recheck of unknown entries"
         )
-        ctx.ledger.mark(run.key, Status.UNKNOWN, error_kind="ambiguous", reason=reason,
-                        state=run.state)
+        run.mark(Status.UNKNOWN, error_kind="ambiguous", reason=reason)
         record_alert(ctx, run.key, "unknown", reason)
-        return Outcome("unknown", run.key, None, reason)
+        return Outcome(Result.UNKNOWN, run.key, None, reason)
     ctx.ledger.audit(system="stsync", service="find_pre_time", outcome="found" if rows else
                      "absent", key=run.key, detail=f"Message {marker!r}: {len(rows)} row(s)")
     if not rows:
@@ -452,8 +455,8 @@ def _look_for_marker(
     if len(rows) > 1:
         _drift(ctx, run.key, f"{record}: Spectrum holds {len(rows)} pre-time rows with Message "
                f"{marker!r} (the same time more than once); delete the extra rows in Spectrum")
-    run.state["posted"] = True
-    return run.done("adopted", marker, digest=str(run.state.get("digest") or ""),
+    run.state.posted = True
+    return run.done(Result.ADOPTED, marker, digest=run.state.digest or "",
                     message=f"found {marker!r} in Spectrum")
 
 
@@ -562,7 +565,7 @@ def _catch_up_card(
         return
     summary.posted += len(tally.posted) + len(tally.adopted)
     summary.retrying += len(tally.retrying)
-    if outcome.result == "failed" and not (tally.failed or tally.unknown):
+    if outcome.result is Result.FAILED and not (tally.failed or tally.unknown):
         # the whole card stopped (no employee, not approved any more ...): its entries failed
         summary.failed += len(todo)
         summary.errors.append(f"timecard {timecard_id}: {outcome.message}"[:500])

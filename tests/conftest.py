@@ -155,12 +155,15 @@ def ctx(
 
 
 def _pg_available() -> bool:
+    engine = create_engine(PG_URL)
     try:
-        with create_engine(PG_URL).connect() as c:
+        with engine.connect() as c:
             c.execute(text("select 1"))
         return True
     except Exception:  # noqa: BLE001
         return False
+    finally:
+        engine.dispose()  # a pooled connection left to the GC is a ResourceWarning (an error)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

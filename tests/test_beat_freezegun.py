@@ -29,7 +29,7 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(fast_settings_toml(tmp_path), env)
 
 
-def catch_up_schedule(settings: Settings):  # type: ignore[no-untyped-def]
+def catch_up_schedule(settings: Settings):
     app = Celery("freeze-test", set_as_current=False)
     conf = celery_config(settings, "redis://127.0.0.1:6379/15")
     app.conf.update(timezone=conf["timezone"], enable_utc=conf["enable_utc"])

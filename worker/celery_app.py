@@ -1,31 +1,31 @@
-"""The Celery application: broker resolution, reliability settings, queues, per-process clients.
+"""The Celery application: reliability settings, queues, Beat schedule, log redaction.
 
 Settings follow shared/reference/celery-reliability.md §7: JSON only, late acks with requeue on a
 lost worker (the sync tasks are idempotent), prefetch 1, explicit time limits, a Redis visibility
 timeout above the longest time limit plus the longest retry countdown, kombu's unacked-restore
 sweep, cancelling late-ack tasks on connection loss. Redeliveries do not count toward Celery's
 ``max_retries``: the ledger's start cap (``reliability.start_cap``) stops a poison record.
+
+Runtime layer: this module imports nothing above it. The broker URL comes from ``worker.broker``;
+the per-process clients are opened and closed by ``worker.context`` on Celery's process signals;
+the task modules are named by string (``TASK_PACKAGES``) and imported by Celery at worker start.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
-from celery.signals import (
-    after_setup_logger,
-    after_setup_task_logger,
-    worker_process_init,
-    worker_process_shutdown,
-)
+from celery.signals import after_setup_logger, after_setup_task_logger
 
 from clients.errors import ConfigError
+from worker.broker import resolve_broker_url
 from worker.settings import CONFIG_ENV, Settings, get_settings
+
+__all__ = ["TASK_PACKAGES", "Queue", "app", "celery_config", "configure", "resolve_broker_url"]
 
 
 class Queue(StrEnum):
@@ -35,40 +35,9 @@ class Queue(StrEnum):
     SCHEDULE = "stsync.schedule"  # sweeps, catch-up, PO polls, alert digests
 
 
-#: modules holding tasks; those not written yet are simply not loaded
-TASK_MODULES = (
-    "tasks.customer",
-    "tasks.site",
-    "tasks.job",
-    "tasks.invoice",
-    "tasks.timecard",
-    "tasks.sweep",
-    "tasks.purchase_order",
-    "tasks.ops",
-)
-
-
-def _existing(modules: tuple[str, ...]) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is not None]
-
-
-def resolve_broker_url(settings: Settings, *, start: bool = False) -> str:
-    """``BROKER_URL``, or the embedded Redis of the data directory (started when ``start``)."""
-    if settings.broker_url:
-        return settings.broker_url
-    from worker import embedded_redis
-
-    data_dir = Path(settings.data_dir)
-    if start:
-        return embedded_redis.ensure_running(data_dir)
-    url = embedded_redis.running_url(data_dir)
-    if url is None:
-        raise ConfigError(
-            "no broker: set BROKER_URL (redis://...) or start the embedded one with "
-            "`stsync broker start` (the demo does this)",
-            field="BROKER_URL",
-        )
-    return url
+#: the package whose import registers every task (``tasks/__init__.py`` imports its modules); a
+#: string, so this runtime module never imports the layer above it
+TASK_PACKAGES = ["tasks"]
 
 
 #: how long a sync task's outcome stays in the result backend (Redis): long enough for
@@ -158,7 +127,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     }
 
 
-app = Celery("stsync", include=_existing(TASK_MODULES))
+app = Celery("stsync", include=TASK_PACKAGES)
 
 
 def _drop_connection_pools() -> None:
@@ -208,21 +177,6 @@ def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
 # configured at import; tests and the CLI call configure() explicitly.
 if os.environ.get(CONFIG_ENV) and os.environ.get("STSYNC_AUTOCONFIGURE", "1") == "1":
     configure(get_settings())
-
-
-@worker_process_init.connect
-def _open_clients(**_: Any) -> None:
-    """Each pool process builds its own clients after fork (never shared across processes)."""
-    from worker.context import open_process_context
-
-    open_process_context()
-
-
-@worker_process_shutdown.connect
-def _close_clients(**_: Any) -> None:
-    from worker.context import close_process_context
-
-    close_process_context()
 
 
 @after_setup_logger.connect

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import redis
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
@@ -25,9 +26,11 @@ from clients.spectrum.infolink import InfoLinkReader
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
+from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
+from worker.writers import ServiceTradeWriter, SpectrumWriter
 
 #: the record a sync is working on, for audit rows written by client hooks
 current_record: ContextVar[RecordKey | None] = ContextVar("current_record", default=None)
@@ -46,6 +49,9 @@ class SyncContext:
     infolink: dict[str, InfoLinkReader]
     #: enqueue a task by name with positional args (Celery in production, a list in tests)
     enqueue: Enqueue
+    #: where writes go instead of the clients (``worker.writers``; the preview records them)
+    spectrum_writers: dict[str, SpectrumWriter] | None = None
+    st_writer: ServiceTradeWriter | None = None
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +60,16 @@ class SyncContext:
 
     def spectrum_for(self, name: str) -> SpectrumClient:
         return self.spectrum[self.settings.connection(name).name]
+
+    def spectrum_writes(self, name: str) -> SpectrumWriter:
+        """Where the sync's Spectrum writes for connection ``name`` go (the client, normally)."""
+        writers: Mapping[str, SpectrumWriter] = self.spectrum_writers or self.spectrum
+        return writers[self.settings.connection(name).name]
+
+    @property
+    def st_writes(self) -> ServiceTradeWriter:
+        """Where the sync's ServiceTrade writes go (the client, normally)."""
+        return self.st_writer or self.st
 
     def infolink_for(self, name: str) -> InfoLinkReader:
         return self.infolink[self.settings.connection(name).name]
@@ -191,6 +207,8 @@ def build_context(
 
 def celery_enqueue(task_name: str, args: tuple[Any, ...]) -> None:
     """Send a task by name on its configured queue (ids only in args)."""
+    # imported here, not at the top: importing the Celery app configures it from STSYNC_CONFIG,
+    # which a process that only builds a context (preview, demo, bench) must not pay for
     from worker.celery_app import app
 
     app.send_task(task_name, args=args)
@@ -205,8 +223,6 @@ def open_process_context() -> SyncContext:
     with _process_lock:
         if _process_context is None:
             settings = get_settings()
-            from worker.celery_app import resolve_broker_url
-
             client = redis.Redis.from_url(
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
@@ -222,6 +238,21 @@ def close_process_context() -> None:
         if _process_context is not None:
             _process_context.close()
             _process_context = None
+
+
+@worker_process_init.connect
+def _open_clients(**_: Any) -> None:
+    """Each pool process builds its own clients after fork (never shared across processes).
+
+    Connected here rather than in ``worker.celery_app`` so the app never imports this module (the
+    two used to import each other); the worker imports it through the task modules before forking.
+    """
+    open_process_context()
+
+
+@worker_process_shutdown.connect
+def _close_clients(**_: Any) -> None:
+    close_process_context()
 
 
 def get_context() -> SyncContext:

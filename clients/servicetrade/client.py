@@ -1,8 +1,10 @@
 """ServiceTrade REST client: typed methods in, inbound models out, errors classified at the edge.
 
 Authentication is OAuth2 client credentials when a client id and secret are given (the SDKs'
-recommendation), else the legacy ``POST /api/auth`` session (``Cookie: PHPSESSID``). A 401 makes the
-client re-authenticate once and replay the request once; a second 401 is an ``AuthorizationError``.
+recommendation), else the legacy ``POST /api/auth`` session (``Cookie: PHPSESSID``); both are one
+``clients.http.OAuth2ClientCredentials`` (cached, refreshed early; a 401 makes it re-authenticate
+once and replay the request once; a second 401 is an ``AuthorizationError``). Statuses mean what
+``clients.http.STATUS_POLICY`` says for REST resources (a 404 is ``NotFound``).
 
 Reads (and token/session requests) are retried inside the client on transient failures (≤3
 attempts); writes never are — a write that fails after it was sent raises ``AmbiguousWriteError``.
@@ -12,12 +14,7 @@ approved-timecard resource the reference is unsure about live in ``assumptions.p
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -29,20 +26,25 @@ from pydantic import BaseModel, ValidationError
 from clients.errors import (
     AuthorizationError,
     ConfigError,
-    NotFound,
     PermanentError,
     SyncError,
     TransientError,
 )
 from clients.http import (
     CallHook,
+    Endpoint,
     Exchanger,
+    OAuth2ClientCredentials,
     Redactor,
+    Token,
+    Verdict,
     json_digest,
     make_timeout,
-    retry_after_seconds,
     retrying,
     server_failure,
+    status_error,
+    token_from_answer,
+    verdict,
 )
 from clients.servicetrade import assumptions as a
 from clients.servicetrade.models import (
@@ -64,23 +66,6 @@ M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
 
 SYSTEM = "servicetrade"
-
-
-class _UnauthorizedError(AuthorizationError):
-    """HTTP 401: the token or session was refused; the client re-authenticates once."""
-
-
-def _jwt_exp(token: str) -> float | None:
-    """The ``exp`` claim of a JWT access token (unverified: only used to schedule a refresh)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _messages(resp: httpx.Response) -> str:
@@ -186,16 +171,19 @@ class ServiceTradeClient:
         self._retry_wait_s = retry_wait_s
         self._redact = Redactor([client_secret, password])
         self._wire = Exchanger(self._http, on_call, SYSTEM, self._redact)
-        self._auth_lock = threading.RLock()
-        self._access_token: str | None = None
-        self._refresh_at = 0.0
-        self._session_id: str | None = None
+        if self._mode == "oauth":
+            self._auth = OAuth2ClientCredentials(lambda: retrying(retry_wait_s)(self._fetch_token))
+        else:
+            self._auth = OAuth2ClientCredentials(
+                lambda: retrying(retry_wait_s)(self._login), apply=self._apply_session
+            )
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         """End the session (legacy auth: sessions per user are limited) and close connections."""
         try:
-            if self._mode == "session" and self._session_id is not None:
+            session_id = self._auth.cached()
+            if self._mode == "session" and session_id is not None:
                 try:
                     self._exchange(
                         "DELETE",
@@ -203,13 +191,13 @@ class ServiceTradeClient:
                         service="auth",
                         digest=json_digest({"logout": True}),
                         write=False,
-                        headers=self._session_headers(),
+                        headers={"Cookie": f"{a.SESSION_COOKIE}={session_id}"},
                         classify=self._classify,
                     )
                 except SyncError as exc:
                     # the session expires on its own; failing to end it is not worth an error
                     log.warning("ServiceTrade logout failed: %s", exc)
-                self._session_id = None
+                self._auth.invalidate()
         finally:
             self._http.close()
 
@@ -239,6 +227,7 @@ class ServiceTradeClient:
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
+        auth: httpx.Auth | None = None,
     ) -> R:
         """One request under ``/api``, classified and reported (``redact``: extra secrets)."""
         what = f"ServiceTrade {method} {a.API_PREFIX}/{path}"
@@ -255,13 +244,14 @@ class ServiceTradeClient:
             params=_query(params or {}),
             json=json_body,
             data=form,
+            auth=auth,
         )
 
     @staticmethod
     def _classify(resp: httpx.Response, what: str, write: bool) -> Any:
         """Unwrap ``data`` from a success; raise the right error class for anything else."""
         status = resp.status_code
-        if 200 <= status < 300:
+        if verdict(status, Endpoint.RECORDS) is Verdict.OK:
             if status == 204 or not resp.content.strip():
                 return None
             try:
@@ -275,51 +265,19 @@ class ServiceTradeClient:
             return payload.get("data")
         detail = _messages(resp)
         message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
-        if status == 401:
-            raise _UnauthorizedError(message)
-        if status == 403:
-            raise AuthorizationError(message)
-        if status == 404:
-            raise NotFound(message)
-        if status == 429:
-            # refused before anything was done: plainly transient, writes included
-            raise TransientError(
-                message, retry_after=retry_after_seconds(resp.headers.get("Retry-After"))
-            )
-        if status == 408 or status >= 500:
-            raise server_failure(message, write=write)
-        raise PermanentError(message)
+        raise status_error(resp, Endpoint.RECORDS, message, write=write)
 
     # --- authentication ---------------------------------------------------------------------------
-    def _auth_headers(self) -> dict[str, str]:
-        with self._auth_lock:
-            if self._mode == "oauth":
-                if self._access_token is None or time.time() >= self._refresh_at:
-                    retrying(self._retry_wait_s)(self._fetch_token)
-                return {"Authorization": f"Bearer {self._access_token}"}
-            if self._session_id is None:
-                retrying(self._retry_wait_s)(self._login)
-            return self._session_headers()
-
-    def _session_headers(self) -> dict[str, str]:
-        return {"Cookie": f"{a.SESSION_COOKIE}={self._session_id}"}
-
-    def _invalidate_auth(self) -> None:
-        with self._auth_lock:
-            self._access_token = None
-            self._session_id = None
+    @staticmethod
+    def _apply_session(request: httpx.Request, session_id: str) -> None:
+        request.headers["Cookie"] = f"{a.SESSION_COOKIE}={session_id}"
 
     @staticmethod
     def _classify_auth(resp: httpx.Response, what: str, write: bool) -> Any:
         """Token and login answers: a refusal of the credentials is an ``AuthorizationError``."""
         status = resp.status_code
-        if status in (400, 401, 403):
-            detail = _messages(resp)
-            raise AuthorizationError(
-                f"{what}: ServiceTrade refused the credentials (HTTP {status})"
-                + (f": {detail}" if detail else "")
-            )
-        if 200 <= status < 300:
+        found = verdict(status, Endpoint.TOKEN)
+        if found is Verdict.OK:
             try:
                 payload = resp.json()
             except ValueError:
@@ -327,9 +285,15 @@ class ServiceTradeClient:
             if not isinstance(payload, dict):
                 raise TransientError(f"{what}: HTTP {status} with a body that is not JSON")
             return payload
-        return ServiceTradeClient._classify(resp, what, write)
+        detail = _messages(resp)
+        if found is Verdict.DENIED:
+            message = f"{what}: ServiceTrade refused the credentials (HTTP {status})"
+        else:
+            message = f"{what}: HTTP {status}"
+        message += f": {detail}" if detail else ""
+        raise status_error(resp, Endpoint.TOKEN, message, write=write)
 
-    def _fetch_token(self) -> None:
+    def _fetch_token(self) -> Token:
         assert self._client_id is not None
         assert self._client_secret is not None
         payload = self._exchange(
@@ -345,25 +309,17 @@ class ServiceTradeClient:
                 "client_secret": self._client_secret,
             },
         )
-        token = payload.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise TransientError("ServiceTrade OAuth2 token response has no access_token")
-        self._redact.add(token)
-        now = time.time()
-        expires_at = _jwt_exp(token)
-        if expires_at is None:
-            expires_in = payload.get("expires_in")
-            lifetime = (
-                float(expires_in)
-                if isinstance(expires_in, int | float) and expires_in > 0
-                else a.TOKEN_DEFAULT_LIFETIME_S
-            )
-            expires_at = now + lifetime
-        margin = min(a.TOKEN_REFRESH_MARGIN_S, max(0.0, expires_at - now) / 2)
-        self._access_token = token
-        self._refresh_at = expires_at - margin
+        token = token_from_answer(
+            payload,
+            what=f"ServiceTrade POST {a.API_PREFIX}/{a.OAUTH_TOKEN_PATH}",
+            margin_s=a.TOKEN_REFRESH_MARGIN_S,
+            default_lifetime_s=a.TOKEN_DEFAULT_LIFETIME_S,
+            use_jwt_exp=True,
+        )
+        self._redact.add(token.value)
+        return token
 
-    def _login(self) -> None:
+    def _login(self) -> Token:
         payload = self._exchange(
             "POST",
             a.SESSION_PATH,
@@ -378,7 +334,7 @@ class ServiceTradeClient:
         if not isinstance(token, str) or not token:
             raise AuthorizationError("ServiceTrade POST /api/auth answered without an authToken")
         self._redact.add(token)
-        self._session_id = token
+        return Token(token)  # a session lasts until a 401 says otherwise
 
     # --- authenticated calls ----------------------------------------------------------------------
     def _call(
@@ -392,10 +348,10 @@ class ServiceTradeClient:
         body: Any = None,
         redact: Redactor | None = None,
     ) -> Any:
-        """One authenticated request (re-authenticating once on 401); reads are retried."""
+        """One authenticated request (the auth re-authenticates once on 401); reads are retried."""
         digest = json_digest({"method": method, "path": path, "params": params, "body": body})
 
-        def send() -> Any:
+        def attempt() -> Any:
             return self._exchange(
                 method,
                 path,
@@ -403,21 +359,11 @@ class ServiceTradeClient:
                 digest=digest,
                 write=write,
                 classify=self._classify,
-                headers=self._auth_headers(),
+                auth=self._auth,
                 params=params,
                 json_body=body,
                 redact=redact,
             )
-
-        def attempt() -> Any:
-            try:
-                return send()
-            except _UnauthorizedError:
-                self._invalidate_auth()
-            try:
-                return send()
-            except _UnauthorizedError as exc:
-                raise AuthorizationError(f"{exc.message} (again after re-authenticating)") from None
 
         if write:
             return attempt()

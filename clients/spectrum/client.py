@@ -11,7 +11,11 @@
 Spectrum reports business errors inside HTTP 200 bodies: every answer is read and classified
 (``soap.classify_put_rows`` / ``classify_get_rows``). HTTP Basic ``Company_Code:Authorization_ID``
 is sent on every call (required on REST, harmless on SOAP); with Enhanced Authentication a Bearer
-token from ``/connect/token`` replaces it. Every exchange is reported to ``on_call``.
+token from ``/connect/token`` replaces it (``clients.http.OAuth2ClientCredentials``: cached,
+refreshed early, one re-fetch and replay on 401). HTTP statuses mean what
+``clients.http.STATUS_POLICY`` says for services (a 404 is a wrong URL, not a missing record); the
+SOAP body is read after that.
+Every exchange is reported to ``on_call``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -38,14 +42,20 @@ from clients.errors import (
 )
 from clients.http import (
     CallHook,
+    Endpoint,
     Exchanger,
+    OAuth2ClientCredentials,
     Redactor,
+    Token,
+    Verdict,
     json_digest,
     make_timeout,
-    retry_after_seconds,
     retrying,
     scrub,
     server_failure,
+    status_error,
+    token_from_answer,
+    verdict,
 )
 from clients.spectrum import assumptions as shared
 from clients.spectrum import rest_invoice
@@ -77,10 +87,6 @@ TOKEN_DEFAULT_LIFETIME_S = 3600.0
 T = TypeVar("T")
 
 
-class _UnauthorizedError(AuthorizationError):
-    """HTTP 401 (with Enhanced Authentication the client fetches a new token once)."""
-
-
 class _GuidExpiredError(TransientError):
     """Spectrum answered "Time out has occurred": the GUID expired and nothing was done."""
 
@@ -88,19 +94,17 @@ class _GuidExpiredError(TransientError):
 def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> SoapResponse:
     """The parsed SOAP answer of an HTTP exchange, or the classified error of the exchange."""
     status = resp.status_code
-    if status == 401:
-        raise _UnauthorizedError(f"{what}: HTTP 401: Spectrum refused the credentials")
-    if status == 403:
-        raise AuthorizationError(f"{what}: HTTP 403: Spectrum refused the credentials")
+    found = verdict(status, Endpoint.SERVICES)
+    if found in (Verdict.REAUTHENTICATE, Verdict.DENIED):
+        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}: Spectrum refused "
+                           "the credentials", write=write)
     if status == 404:
-        raise PermanentError(f"{what}: HTTP 404: no web service at /ws/{svc.name} (base URL?)")
-    if status == 429:
-        raise TransientError(
-            f"{what}: HTTP 429", retry_after=retry_after_seconds(resp.headers.get("Retry-After"))
-        )
-    server_side = status == 408 or status >= 500
-    if not (200 <= status < 300 or server_side):
-        raise PermanentError(f"{what}: HTTP {status}")
+        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP 404: no web service at "
+                           f"/ws/{svc.name} (base URL?)", write=write)
+    server_side = found is Verdict.SERVER
+    if found not in (Verdict.OK, Verdict.SERVER):
+        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}", write=write)
+    # a 5xx may carry a SOAP fault that says more (an expired GUID, a client fault): read it first
     try:
         answer = parse_response(resp.content, svc)
     except MalformedSoapError as exc:
@@ -114,7 +118,7 @@ def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> 
             raise PermanentError(message)
         raise server_failure(message, write=write)
     if server_side:
-        raise server_failure(f"{what}: HTTP {status}", write=write)
+        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}", write=write)
     return answer
 
 
@@ -158,8 +162,9 @@ class SpectrumClient:
         self._lock = threading.RLock()
         self._guid = str(uuid.uuid4())
         self._guid_born = time.time()
-        self._token: str | None = None
-        self._token_refresh_at = 0.0
+        self._auth: OAuth2ClientCredentials | None = None
+        if enhanced_auth is not None:
+            self._auth = OAuth2ClientCredentials(lambda: retrying(retry_wait_s)(self._fetch_token))
 
     @property
     def company_code(self) -> str:
@@ -196,38 +201,37 @@ class SpectrumClient:
 
     # --- authentication ---------------------------------------------------------------------------
     def _auth_headers(self, *, rest: bool) -> dict[str, str]:
-        if self._enhanced_auth is None:
+        """Basic on every call; with Enhanced Authentication the Bearer comes from ``self._auth``
+        (and REST still names the company and the Authorization ID)."""
+        if self._auth is None:
             return {"Authorization": self._basic_header}
-        with self._lock:
-            if self._token is None or time.time() >= self._token_refresh_at:
-                retrying(self._retry_wait_s)(self._fetch_token)
-            headers = {"Authorization": f"Bearer {self._token}"}
-        if rest:
-            headers[rest_invoice.COMPANY_HEADER] = self._company_code
-            headers[rest_invoice.AUTHORIZATION_ID_HEADER] = self._authorization_id
-        return headers
+        if not rest:
+            return {}
+        return {
+            rest_invoice.COMPANY_HEADER: self._company_code,
+            rest_invoice.AUTHORIZATION_ID_HEADER: self._authorization_id,
+        }
 
-    def _fetch_token(self) -> None:
+    def _fetch_token(self) -> Token:
         assert self._enhanced_auth is not None
         client_id, client_secret = self._enhanced_auth
         what = f"Spectrum POST {TOKEN_PATH}"
 
-        def classify(resp: httpx.Response) -> dict[str, Any]:
+        def classify(resp: httpx.Response) -> dict[str, object]:
             status = resp.status_code
-            if status in (400, 401, 403):
-                raise AuthorizationError(
+            found = verdict(status, Endpoint.TOKEN)
+            if found is Verdict.DENIED:
+                message = (
                     f"{what}: HTTP {status}: Spectrum refused the Enhanced Authentication client"
                 )
-            if status == 429 or status == 408 or status >= 500:
-                raise TransientError(
-                    f"{what}: HTTP {status}",
-                    retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-                )
+                raise status_error(resp, Endpoint.TOKEN, message, write=False)
+            if found is not Verdict.OK:
+                raise status_error(resp, Endpoint.TOKEN, f"{what}: HTTP {status}", write=False)
             try:
                 payload = resp.json()
             except ValueError:
                 payload = None
-            if not (200 <= status < 300) or not isinstance(payload, dict):
+            if not isinstance(payload, dict):
                 raise TransientError(f"{what}: HTTP {status} without a token")
             return payload
 
@@ -246,35 +250,14 @@ class SpectrumClient:
                 "grant_type": "client_credentials",
             },
         )
-        token = payload.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise TransientError(f"{what}: the answer has no access_token")
-        self._redact.add(token)
-        expires_in = payload.get("expires_in")
-        lifetime = (
-            float(expires_in)
-            if isinstance(expires_in, int | float) and expires_in > 0
-            else TOKEN_DEFAULT_LIFETIME_S
+        token = token_from_answer(
+            payload,
+            what=what,
+            margin_s=TOKEN_REFRESH_MARGIN_S,
+            default_lifetime_s=TOKEN_DEFAULT_LIFETIME_S,
         )
-        self._token = token
-        self._token_refresh_at = time.time() + lifetime - min(TOKEN_REFRESH_MARGIN_S, lifetime / 2)
-
-    def _with_reauth(self, send: Callable[[], T]) -> T:
-        """Run ``send``; with Enhanced Authentication a 401 fetches a new token and resends once.
-
-        A 401 is refused before anything is done, so resending a write is safe.
-        """
-        try:
-            return send()
-        except _UnauthorizedError:
-            if self._enhanced_auth is None:
-                raise
-            with self._lock:
-                self._token = None
-        try:
-            return send()
-        except _UnauthorizedError as exc:
-            raise AuthorizationError(f"{exc.message} (again with a new token)") from None
+        self._redact.add(token.value)
+        return token
 
     # --- SOAP exchange ---------------------------------------------------------------------------
     def _soap(
@@ -305,6 +288,7 @@ class SpectrumClient:
                 "SOAPAction": '""',
             },
             content=envelope,
+            auth=self._auth,
         )
 
     # --- SOAP Put ---------------------------------------------------------------------------------
@@ -338,11 +322,9 @@ class SpectrumClient:
             return ", ".join(f"{k}={v}" for k, v in result.generated.items()), None
 
         def send(guid: str) -> PutResult:
-            return self._with_reauth(
-                lambda: self._soap(
-                    svc, values, guid, write=True, digest=digest, interpret=interpret,
-                    describe=describe,
-                )
+            return self._soap(
+                svc, values, guid, write=True, digest=digest, interpret=interpret,
+                describe=describe,
             )
 
         try:
@@ -382,11 +364,9 @@ class SpectrumClient:
             return f"{len(result.rows)} rows" + (" (truncated)" if result.truncated else ""), None
 
         def attempt() -> GetResult:
-            return self._with_reauth(
-                lambda: self._soap(
-                    svc, values, str(uuid.uuid4()), write=False, digest=digest,
-                    interpret=interpret, describe=describe,
-                )
+            return self._soap(
+                svc, values, str(uuid.uuid4()), write=False, digest=digest,
+                interpret=interpret, describe=describe,
             )
 
         return retrying(self._retry_wait_s)(attempt)
@@ -418,17 +398,7 @@ class SpectrumClient:
         digest = json_digest([inv.digest() for inv in invoices])
 
         def classify(resp: httpx.Response) -> list[ARInvoiceResult]:
-            if resp.status_code == 401:
-                raise _UnauthorizedError(
-                    f"Spectrum POST {rest_invoice.PATH}: HTTP 401: Spectrum refused the "
-                    "company code/Authorization ID"
-                )
-            return rest_invoice.interpret_response(
-                resp.status_code,
-                resp.content,
-                numbers,
-                retry_after=resp.headers.get("Retry-After"),
-            )
+            return rest_invoice.interpret_response(resp, numbers)
 
         def describe(results: list[ARInvoiceResult]) -> tuple[str, SyncError | None]:
             refused = [r for r in results if r.error is not None]
@@ -440,17 +410,16 @@ class SpectrumClient:
                 detail += "; refused: " + "; ".join(str(r.error) for r in refused)
             return detail, refused[0].error if refused else None
 
-        return self._with_reauth(
-            lambda: self._wire.send(
-                "POST",
-                rest_invoice.PATH,
-                what=f"Spectrum POST {rest_invoice.PATH}",
-                service=rest_invoice.SERVICE,
-                digest=digest,
-                write=True,
-                classify=classify,
-                describe=describe,
-                headers=self._auth_headers(rest=True),
-                json=body,
-            )
+        return self._wire.send(
+            "POST",
+            rest_invoice.PATH,
+            what=f"Spectrum POST {rest_invoice.PATH}",
+            service=rest_invoice.SERVICE,
+            digest=digest,
+            write=True,
+            classify=classify,
+            describe=describe,
+            headers=self._auth_headers(rest=True),
+            json=body,
+            auth=self._auth,
         )

@@ -7,12 +7,9 @@ codes, bad formats and missing required values — each with the service and the
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from clients.digest import request_digest as request_digest  # re-exported: tasks digest plans
 from clients.spectrum.formats import check_value
 from clients.spectrum.services import (
     AR_MULTI_LINE_DETAIL,
@@ -88,9 +85,3 @@ class ARInvoiceRequest(BaseModel):
 
     def digest(self) -> str:
         return request_digest(self.model_dump())
-
-
-def request_digest(payload: Any) -> str:
-    """sha256 of the canonical JSON of ``payload``."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()

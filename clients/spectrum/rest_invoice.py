@@ -14,15 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from clients.errors import (
     AlreadyExists,
     AmbiguousWriteError,
     AuthorizationError,
     ErrorRow,
     PermanentError,
-    TransientError,
 )
-from clients.http import retry_after_seconds
+from clients.http import Endpoint, Verdict, status_error, verdict
 from clients.spectrum import assumptions as shared
 from clients.spectrum.models import ARInvoiceRequest
 from clients.spectrum.soap import says_duplicate
@@ -103,24 +104,23 @@ def _entries(body: bytes) -> list[dict[str, Any]] | None:
     return entries
 
 
-def interpret_response(
-    status: int,
-    body: bytes,
-    numbers: Sequence[str],
-    *,
-    retry_after: str | None = None,
-) -> list[ARInvoiceResult]:
+def interpret_response(resp: httpx.Response, numbers: Sequence[str]) -> list[ARInvoiceResult]:
     """One result per submitted invoice number, in request order; or the error of the call.
 
-    401/403 → ``AuthorizationError``; 429 → ``TransientError``; 408/5xx, or a success whose
-    body does not account for every invoice → ``AmbiguousWriteError`` (some may have landed).
+    By ``clients.http.STATUS_POLICY``: 401/403 → ``AuthorizationError``; 429 →
+    ``TransientError``; 408/5xx → ``AmbiguousWriteError`` (some may have landed). Any other
+    status is read: a body that accounts for the invoices gives their results (a refused invoice
+    is a result with its error); a success whose body does not → ``AmbiguousWriteError``.
     """
+    status, body = resp.status_code, resp.content
     where = f"Spectrum POST {PATH}: HTTP {status}"
-    if status in (401, 403):
-        raise AuthorizationError(f"{where}: Spectrum refused the company code/Authorization ID")
-    if status == 429:
-        raise TransientError(where, retry_after=retry_after_seconds(retry_after))
-    if status == 408 or status >= 500:
+    found = verdict(status, Endpoint.SERVICES)
+    if found in (Verdict.REAUTHENTICATE, Verdict.DENIED):
+        message = f"{where}: Spectrum refused the company code/Authorization ID"
+        raise status_error(resp, Endpoint.SERVICES, message, write=True)
+    if found is Verdict.THROTTLED:
+        raise status_error(resp, Endpoint.SERVICES, where, write=True)
+    if found is Verdict.SERVER:
         snippet = body.decode("utf-8", "replace").strip()[:200]
         raise AmbiguousWriteError(f"{where} {snippet}; the invoices may have been imported")
     entries = _entries(body)

@@ -23,7 +23,8 @@ import redis
 
 from sandbox.credentials import WEBHOOK_SECRET
 from tests.conftest import REPO, fast_settings_toml
-from worker.serve import ThreadServer, free_port, wait_for
+from worker.serve import ThreadServer, free_port
+from worker.serve import wait_for as wait_for  # re-exported: the e2e tests import it from here
 
 REDIS_URL = os.environ.get("STSYNC_TEST_REDIS", "redis://127.0.0.1:6379/7")
 
@@ -70,6 +71,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        fh.close()  # the worker has its own copy; ours would be left to the GC (a ResourceWarning)
         self.workers.append(proc)
         wait_for(
             lambda: "ready" in log.read_text(errors="replace") or proc.poll() is not None,

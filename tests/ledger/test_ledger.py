@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ KEY = RecordKey("main", "customer", "42")
 
 
 @pytest.fixture
-def led(ledger_url: str) -> Ledger:
+def led(ledger_url: str) -> Iterator[Ledger]:
     led = Ledger(ledger_url)
     led.migrate()
     yield led

@@ -76,6 +76,6 @@ def cli_ctx(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``ctx`` for commands that run here (``--now``): the CLI closes its context when done,
     so it gets a copy whose ``close`` leaves the fixture's clients open."""
     copy = dataclasses.replace(ctx)
-    copy.close = lambda: None  # type: ignore[method-assign]
+    copy.close = lambda: None
     monkeypatch.setattr("cli.main._context", lambda settings: copy)
     return copy

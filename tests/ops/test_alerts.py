@@ -292,5 +292,5 @@ def test_the_mailer_is_a_schedule_task() -> None:
     import beat_schedule
 
     task = app.tasks[ALERTS_TASK_NAME]
-    assert task.queue == Queue.SCHEDULE.value
+    assert task.queue == Queue.SCHEDULE.value  # type: ignore[attr-defined]  # a task option
     assert beat_schedule.ALERTS_TASK == ALERTS_TASK_NAME

@@ -85,11 +85,14 @@ def test_cli_errors_record_not_in_servicetrade(cli_env: Any, cli_ctx: Any) -> No
 
 @pytest.mark.postgres
 def test_cli_errors_read_only_database_role(cli_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = create_engine(PG_URL)
     try:
-        with create_engine(PG_URL).connect() as c:
+        with probe.connect() as c:
             c.execute(text("select 1"))
     except Exception:  # noqa: BLE001
         pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; start it (see README)")
+    finally:
+        probe.dispose()
     schema = f"ro_{uuid.uuid4().hex[:10]}"
     role = f"ro_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")

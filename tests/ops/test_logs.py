@@ -24,6 +24,7 @@ from clients.spectrum.client import SpectrumClient
 from ingest.app import create_ingest_app
 from tasks._pipeline import Run, run_record
 from tasks.customer import sync_customer
+from tasks.state import State
 from tests.conftest import DEMO_CONFIG, REPO, asgi_transport, demo_env
 from tests.ops.conftest import REDIS_URL
 from worker.ledger import Ledger, RecordKey, Status
@@ -112,20 +113,20 @@ def test_sentinel_secrets_never_reach_the_logs_in_process(
     echoes = (f"upstream said: Authorization: Bearer {BEARER} secret {CLIENT_SECRET} "
               f"webhook {WEBHOOK} db {env['DATABASE_URL']}")
 
-    def permanent(run: Run) -> Any:
+    def permanent(run: Run[State]) -> Any:
         raise PermanentError(echoes)
 
-    def transient(run: Run) -> Any:
+    def transient(run: Run[State]) -> Any:
         raise TransientError(echoes)
 
-    def internal(run: Run) -> Any:
+    def internal(run: Run[State]) -> Any:
         raise RuntimeError(echoes)
 
-    run_record(ctx, RecordKey("main", "customer", "1"), permanent)  # type: ignore[arg-type]
+    run_record(ctx, RecordKey("main", "customer", "1"), permanent, state=State)
     with pytest.raises(TransientError):
-        run_record(ctx, RecordKey("main", "customer", "2"), transient)  # type: ignore[arg-type]
+        run_record(ctx, RecordKey("main", "customer", "2"), transient, state=State)
     with pytest.raises(RuntimeError):
-        run_record(ctx, RecordKey("main", "customer", "3"), internal)  # type: ignore[arg-type]
+        run_record(ctx, RecordKey("main", "customer", "3"), internal, state=State)
     try:
         raise TransientError(echoes)
     except TransientError:
@@ -210,6 +211,7 @@ def test_a_real_worker_whose_task_fails_logs_no_secret(
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         server.shutdown()
+        server.server_close()
         ledger.dispose()
     assert "Retry in" in text and "raised unexpected" in text
     assert "[REDACTED]" in text

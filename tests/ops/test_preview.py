@@ -231,3 +231,109 @@ def test_the_preview_ledger_refuses_writes(settings: Any) -> None:
 def test_unknown_record_type_is_refused(pctx: Any) -> None:
     with pytest.raises(ValueError, match="unknown record type"):
         preview_record(pctx, "po", 1, "main")
+
+
+# --- parity over failure paths: the preview says what the sync then records --------------------
+def st_comments(st_state: Any, entity_type: int, entity_id: int) -> list[str]:
+    return [c["content"] for c in st_state.all("comment")
+            if c.get("entityType") == entity_type and c.get("entityId") == entity_id]
+
+
+def check_same_failure(pctx: Any, ctx: Any, sent: list[Any], record_type: str, record_id: int,
+                       sync: Any, *, status: str) -> Any:
+    """The preview's status and reason are the outcome and ledger reason the sync then records,
+    and its Spectrum calls (the chain before the failure) are what the sync sends."""
+    before = table_counts(ctx.ledger)
+    preview = preview_record(pctx, record_type, record_id, "main")
+    assert table_counts(ctx.ledger) == before, "the preview wrote to the ledger"
+    assert preview.status == status, preview.as_dict()
+    outcome = sync()
+    assert not outcome.ok
+    rec = ctx.ledger.get(outcome.key)
+    assert rec.last_error == outcome.message
+    assert preview.reason.endswith(outcome.message), (preview.reason, outcome.message)
+    assert planned(preview) == sent
+    return preview
+
+
+def test_a_failing_invoice_previews_the_reason_and_the_comment_the_sync_leaves(
+    pctx: Any, ctx: Any, world: Any, st_state: Any, sent: list[Any]
+) -> None:
+    inv = world.landmarks["invoice_salesperson_without_id"]
+    preview = check_same_failure(pctx, ctx, sent, "invoice", inv,
+                                 lambda: sync_invoice(ctx, inv, "main"), status="blocked")
+    assert preview.reason.startswith("PrerequisiteMissing: ")
+    # the write-backs of the failure: the comment the sync posts, then status "failed"
+    st_calls = [c for c in preview.calls if c.system == "servicetrade"]
+    comment = next(c for c in st_calls if c.service == "comment")
+    assert st_comments(st_state, 6, inv) == [comment.values["content"]]
+    assert st_calls[-1].values == {"id": inv, "status": "failed"}
+    assert st_state.get("invoice", inv)["status"] == "failed"
+
+
+def test_a_collision_previews_the_sync_failure(
+    pctx: Any, ctx: Any, st_state: Any, spectrum_db: Any, sent: list[Any]
+) -> None:
+    job = next(j for j in st_state.all("job") if j["id"] == 1033)
+    foreign = {"Company_Code": "ABC", "Job_Number": f"T{job['number']}",
+               "Job_Description": "Hand made", "Customer_Code": "OTHER", "Status_Code": "A"}
+    spectrum_db.load({"JC_JOB_MASTER_MC": [foreign]})
+    preview = check_same_failure(pctx, ctx, sent, "job", 1033,
+                                 lambda: sync_job(ctx, 1033, "main"), status="blocked")
+    assert "already exists and is not ours" in preview.reason
+    assert [c.service for c in preview.spectrum_calls()][-1] == "AddJob"
+    comment = next(c for c in preview.calls if c.service == "comment")
+    assert st_comments(st_state, 3, 1033) == [comment.values["content"]]
+
+
+def test_a_blocked_timecard_previews_the_sync_reason(
+    pctx: Any, ctx: Any, st_state: Any, sent: list[Any]
+) -> None:
+    card = next(c for c in st_state.all("timecard")
+                if not c["user"].get("externalIds", {}).get("spectrum"))
+    preview = check_same_failure(pctx, ctx, sent, "timecard", card["id"],
+                                 lambda: sync_timecard(ctx, card["id"], "main"), status="blocked")
+    assert preview.calls == []
+
+
+def test_a_skipped_job_previews_the_skip_reason_the_sync_records(
+    pctx: Any, ctx: Any, world: Any, sent: list[Any]
+) -> None:
+    job_id = world.landmarks["administrative_job"]
+    preview = preview_record(pctx, "job", job_id, "main")
+    assert preview.status == "skipped"
+    outcome = sync_job(ctx, job_id, "main")
+    assert outcome.result == "skipped"
+    assert preview.reason == outcome.message == ctx.ledger.get(outcome.key).last_error
+    assert preview.calls == [] and sent == []
+
+
+def test_an_unknown_write_previews_as_adopted_and_the_sync_sends_nothing(
+    pctx: Any, ctx: Any, world: Any, spectrum_app: Any, sent: list[Any]
+) -> None:
+    from clients.errors import TransientError
+
+    inv = world.landmarks["invoice_nc"]
+    spectrum_app.state.injector.script(REST_INVOICE_SERVICE, ["ghost"])
+    with pytest.raises(TransientError):
+        sync_invoice(ctx, inv, "main")
+    sent.clear()
+    preview = preview_record(pctx, "invoice", inv, "main")
+    assert preview.status == "would_send", preview.as_dict()
+    assert preview.spectrum_calls() == []  # looked up in Info-Link, adopted: nothing posted
+    assert [c.service for c in preview.calls] == ["invoice status"]
+    assert any("adopted" in n for n in preview.notes)
+    assert sync_invoice(ctx, inv, "main").result == "adopted"
+    assert sent == []
+
+
+def test_an_invoice_neither_approved_nor_void_previews_as_the_sync_skips_it(
+    pctx: Any, ctx: Any, world: Any, st_state: Any, sent: list[Any]
+) -> None:
+    inv = world.landmarks["invoice_nc"]
+    st_state.update("invoice", inv, {"status": "ok"})
+    preview = preview_record(pctx, "invoice", inv, "main")
+    outcome = sync_invoice(ctx, inv, "main")
+    assert preview.status == outcome.result == "skipped"
+    assert preview.reason == outcome.message and "'ok'" in preview.reason
+    assert preview.calls == [] and sent == []

@@ -11,6 +11,7 @@ check asserts every stsync module is imported from the fresh venv.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -137,7 +138,7 @@ def test_wheel_demo_that_fails_half_way_stops_its_redis(
     data = tmp_path / "demo"
     with pytest.raises(RuntimeError, match="could not start"):
         demo.run_demo(data_dir=data, companies=1, timeout=5, keep=False,
-                      console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+                      console=Console(file=io.StringIO()))
     left = _no_redis_left(tmp_path)
     assert embedded_redis.running_url(data) is None
     assert left == []

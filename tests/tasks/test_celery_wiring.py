@@ -8,10 +8,10 @@ import pytest
 
 from clients.errors import TransientError
 from tasks._celery import SyncTask, apply_reliability
+from tasks.registry import ENTITY_TASKS
 from worker.celery_app import app
 from worker.context import set_process_context
 from worker.ledger import RecordKey, Status
-from worker.routing import ENTITY_TASKS
 
 
 def sync_tasks() -> dict[str, SyncTask]:
@@ -25,7 +25,7 @@ def test_every_routed_entity_has_a_registered_sync_task() -> None:
         assert task_name in registered, task_name
         task = registered[task_name]
         assert task.acks_late and task.reject_on_worker_lost and not task.ignore_result
-        assert TransientError in task.autoretry_for
+        assert TransientError in task.autoretry_for  # type: ignore[attr-defined]  # set by task options
 
 
 def test_apply_reliability_sets_the_retry_policy(settings: Any) -> None:
@@ -48,7 +48,7 @@ def test_retries_exhausted_marks_the_record_failed_with_an_alert(
     ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503")
     set_process_context(ctx)
     try:
-        app.tasks[task_name].on_failure(TransientError("Spectrum 503"), "tid", (77, "main"), {}, None)
+        app.tasks[task_name].on_failure(TransientError("Spectrum 503"), "tid", (77, "main"), {}, None)  # type: ignore[arg-type]
     finally:
         set_process_context(None)
     rec = ctx.ledger.get(key)
@@ -63,7 +63,7 @@ def test_a_permanent_failure_is_not_touched_by_on_failure(ctx: Any) -> None:
     ctx.ledger.mark(key, Status.FAILED, error_kind="PermanentError", reason="bad terms")
     set_process_context(ctx)
     try:
-        app.tasks["sync.customer"].on_failure(TransientError("x"), "tid", (78, "main"), {}, None)
+        app.tasks["sync.customer"].on_failure(TransientError("x"), "tid", (78, "main"), {}, None)  # type: ignore[arg-type]
     finally:
         set_process_context(None)
     assert ctx.ledger.get(key).last_error == "bad terms"
