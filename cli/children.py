@@ -30,7 +30,10 @@ def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str] | None = None
     """Run ``cmd`` until it exits; forward SIGTERM/SIGINT/SIGHUP to it; return its exit code."""
     preexec: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-        list(cmd), env=env, start_new_session=True, preexec_fn=preexec  # noqa: PLW1509
+        list(cmd),
+        env=env,
+        start_new_session=True,
+        preexec_fn=preexec,  # noqa: PLW1509
     )
 
     def forward(signum: int, _frame: FrameType | None) -> None:

@@ -80,8 +80,9 @@ def _is_read_only(exc: BaseException) -> bool:
     )
 
 
-def explain(exc: BaseException, *, database_url: str | None = None,
-            broker_url: str | None = None) -> tuple[int, str]:
+def explain(
+    exc: BaseException, *, database_url: str | None = None, broker_url: str | None = None
+) -> tuple[int, str]:
     """``(exit code, one line of Rich markup)`` for an exception that escaped a command."""
     import sqlalchemy.exc as sa_exc
 
@@ -124,8 +125,13 @@ def _is_broker_down(exc: BaseException) -> bool:
     import redis.exceptions
 
     return any(
-        isinstance(e, kombu.exceptions.OperationalError | redis.exceptions.ConnectionError
-                   | redis.exceptions.TimeoutError | ConnectionRefusedError)
+        isinstance(
+            e,
+            kombu.exceptions.OperationalError
+            | redis.exceptions.ConnectionError
+            | redis.exceptions.TimeoutError
+            | ConnectionRefusedError,
+        )
         for e in _chain(exc)
     )
 

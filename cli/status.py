@@ -41,11 +41,13 @@ def next_weekly(now: datetime, tz: str, weekday: str, hour: int, minute: int) ->
     """The first ``weekday hour:minute`` (in ``tz``) strictly after ``now`` (aware), in UTC."""
     local = now.astimezone(ZoneInfo(tz))
     days = (_DAYS[weekday] - local.weekday()) % 7
-    candidate = datetime.combine(local.date() + timedelta(days=days), time(hour, minute),
-                                 ZoneInfo(tz))
+    candidate = datetime.combine(
+        local.date() + timedelta(days=days), time(hour, minute), ZoneInfo(tz)
+    )
     if candidate <= local:
-        candidate = datetime.combine(candidate.date() + timedelta(days=7), time(hour, minute),
-                                     ZoneInfo(tz))
+        candidate = datetime.combine(
+            candidate.date() + timedelta(days=7), time(hour, minute), ZoneInfo(tz)
+        )
     return candidate.astimezone(UTC)
 
 
@@ -88,28 +90,42 @@ def scheduled_runs(
 
     s = settings.schedules
     catch_up_last = _last_catch_up(led)
-    catch_up_next = next_weekly(now, settings.timezone, s.catch_up_day, s.catch_up_hour,
-                                s.catch_up_minute)
+    catch_up_next = next_weekly(
+        now, settings.timezone, s.catch_up_day, s.catch_up_hour, s.catch_up_minute
+    )
     runs: list[ScheduledRun] = []
     names = [connection] if connection else list(settings.connections)
     for name in names:
         if name in settings.auto_sync_connections():
             last = _watermark_updated(led, name, watermark_name("%"))
-            runs.append(ScheduledRun(
-                "missed-change sweep", name, last,
-                last + timedelta(seconds=s.sweep_every_s) if last else None,
-                _every(s.sweep_every_s),
-            ))
+            runs.append(
+                ScheduledRun(
+                    "missed-change sweep",
+                    name,
+                    last,
+                    last + timedelta(seconds=s.sweep_every_s) if last else None,
+                    _every(s.sweep_every_s),
+                )
+            )
         last = _watermark_updated(led, name, [PO_WATERMARK])
-        runs.append(ScheduledRun(
-            "PO poll", name, last,
-            last + timedelta(seconds=s.po_poll_every_s) if last else None,
-            _every(s.po_poll_every_s),
-        ))
-        runs.append(ScheduledRun(
-            "timecard catch-up", name, catch_up_last, catch_up_next,
-            f"weekly, {s.catch_up_day} {s.catch_up_hour:02d}:{s.catch_up_minute:02d}",
-        ))
+        runs.append(
+            ScheduledRun(
+                "PO poll",
+                name,
+                last,
+                last + timedelta(seconds=s.po_poll_every_s) if last else None,
+                _every(s.po_poll_every_s),
+            )
+        )
+        runs.append(
+            ScheduledRun(
+                "timecard catch-up",
+                name,
+                catch_up_last,
+                catch_up_next,
+                f"weekly, {s.catch_up_day} {s.catch_up_hour:02d}:{s.catch_up_minute:02d}",
+            )
+        )
     return runs
 
 
@@ -129,14 +145,19 @@ def schedule_table(
     settings: Settings, led: Any, connection: str | None, now: datetime | None = None
 ) -> Table:
     now = now or datetime.now(UTC)
-    table = Table(title=f"Scheduled runs (Beat), times in {settings.timezone}",
-                  title_justify="left")
+    table = Table(
+        title=f"Scheduled runs (Beat), times in {settings.timezone}", title_justify="left"
+    )
     for column in ("scheduled run", "connection", "schedule", "last run", "next run"):
         table.add_column(column, overflow="fold")
     for run in scheduled_runs(settings, led, connection, now):
-        table.add_row(run.name, run.connection, run.every,
-                      _when(run.last, now, settings.timezone, future=False),
-                      _when(run.next, now, settings.timezone, future=True))
+        table.add_row(
+            run.name,
+            run.connection,
+            run.every,
+            _when(run.last, now, settings.timezone, future=False),
+            _when(run.next, now, settings.timezone, future=True),
+        )
     return table
 
 
@@ -180,12 +201,18 @@ def print_synced_since(
 
     start = parse_since(since, settings.timezone)
     rows = [
-        r for r in led.list_records(statuses=(Status.DONE,), connection=connection, since=start,
-                                    limit=1_000_000)
+        r
+        for r in led.list_records(
+            statuses=(Status.DONE,), connection=connection, since=start, limit=1_000_000
+        )
         if (_aware(r.done_at) or _aware(r.updated_at) or start) >= start
     ]
-    failed = led.list_records(statuses=(Status.FAILED, Status.UNKNOWN), connection=connection,
-                              since=start, limit=1_000_000)
+    failed = led.list_records(
+        statuses=(Status.FAILED, Status.UNKNOWN),
+        connection=connection,
+        since=start,
+        limit=1_000_000,
+    )
     local = start.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M")
     per_type = Counter(r.key.record_type for r in rows)
     summary = ", ".join(f"{n} {t}" for t, n in sorted(per_type.items())) or "nothing"
@@ -196,8 +223,11 @@ def print_synced_since(
             table.add_column(column, overflow="fold")
         for r in sorted(rows, key=lambda r: _aware(r.done_at) or start)[:SHOWN]:
             at = _aware(r.done_at) or _aware(r.updated_at) or start
-            table.add_row(escape(str(r.key)), escape(r.spectrum_key or "-"),
-                          at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M"))
+            table.add_row(
+                escape(str(r.key)),
+                escape(r.spectrum_key or "-"),
+                at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M"),
+            )
         console.print(table)
         if len(rows) > SHOWN:
             console.print(f"... and {len(rows) - SHOWN} more (see `stsync history`)")

@@ -131,8 +131,13 @@ def test_cli_errors_read_only_commands_and_worker_never_migrate(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     monkeypatch.setenv("DATABASE_URL", url)
-    for args in (("status",), ("failures",), ("history", "invoice", "1"), ("alerts", "list"),
-                 ("worker",)):
+    for args in (
+        ("status",),
+        ("failures",),
+        ("history", "invoice", "1"),
+        ("alerts", "list"),
+        ("worker",),
+    ):
         res = run(*args)
         assert res.exit_code == 2, (args, res.output)
         line = one_line_error(res)
@@ -198,7 +203,8 @@ def test_cli_errors_send_job_asks_which_of_several_connections(
     assert second is not None
     block = second.group(0).replace("[connections.main", "[connections.east")
     block = block.replace(
-        "[connections.east]\n", '[connections.east]\nauthorization_id_env = "EAST_AUTH_ID"\n', 1)
+        "[connections.east]\n", '[connections.east]\nauthorization_id_env = "EAST_AUTH_ID"\n', 1
+    )
     block = block.replace('external_id_key = "spectrum"', 'external_id_key = "spectrum_east"')
     monkeypatch.setenv("EAST_AUTH_ID", "east-authorization-id")
     two = tmp_path / "two.toml"
@@ -254,11 +260,13 @@ def test_cli_errors_next_catch_up_is_the_weekly_time_in_the_account_zone() -> No
     # Sunday 2026-12-06 12:00 UTC = 07:00 in New York -> Monday 02:00 EST = 07:00 UTC
     now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
     assert next_weekly(now, "America/New_York", "mon", 2, 0) == datetime(
-        2026, 12, 7, 7, 0, tzinfo=UTC)
+        2026, 12, 7, 7, 0, tzinfo=UTC
+    )
     # exactly at the time: the next week
     at = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
     assert next_weekly(at, "America/New_York", "mon", 2, 0) == datetime(
-        2026, 12, 14, 7, 0, tzinfo=UTC)
+        2026, 12, 14, 7, 0, tzinfo=UTC
+    )
 
 
 # --- backfill ------------------------------------------------------------------------------------
@@ -288,8 +296,9 @@ def test_cli_errors_explain_classifies_by_cause() -> None:
 
     from cli.errors import UNAVAILABLE, UNEXPECTED, USAGE, SchemaNotCurrent, explain
 
-    ro = sa_exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError(
-        "attempt to write a readonly database"))
+    ro = sa_exc.OperationalError(
+        "INSERT ...", {}, sqlite3.OperationalError("attempt to write a readonly database")
+    )
     code, line = explain(ro, database_url="sqlite:////srv/ledger.sqlite")
     assert code == UNAVAILABLE and "refuses to write" in line and "\n" not in line
     try:

@@ -57,8 +57,10 @@ def test_flower_failed_record_fails_its_task_with_the_reason_and_no_retry(
     bad = approved(stack, "invoice_sc")
     port = free_port()
     flower = FlowerProcess(
-        [], {**stack.env, "FLOWER_USER": "ops", "FLOWER_PASSWORD": FLOWER_PASSWORD},
-        tmp_path / "flower.log", port,
+        [],
+        {**stack.env, "FLOWER_USER": "ops", "FLOWER_PASSWORD": FLOWER_PASSWORD},
+        tmp_path / "flower.log",
+        port,
     )
     try:
         stack.start_worker()
@@ -82,17 +84,35 @@ def test_flower_failed_record_fails_its_task_with_the_reason_and_no_retry(
         # an expected failure for Celery: one line, not an error with a traceback (the worker
         # logs it just after storing the result: wait for it)
         marker = f"sync.invoice[{failed.id}] raised"
-        logs = wait_for(lambda: marker in stack.worker_logs() and stack.worker_logs(), 30, 0.2,
-                        "the worker's failure line")
+        logs = wait_for(
+            lambda: marker in stack.worker_logs() and stack.worker_logs(),
+            30,
+            0.2,
+            "the worker's failure line",
+        )
         assert "Retry in" not in logs
         (line,) = [ln for ln in logs.splitlines() if marker in ln]
         assert "raised expected: RecordFailed" in line and '"level": "info"' in line, line
 
         # the same through the documented command line: celery -A worker.celery_app call
         call = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "call", "sync.invoice",
-             "--args", f"[{good}, \"main\"]"],
-            cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=60, check=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "call",
+                "sync.invoice",
+                "--args",
+                f'[{good}, "main"]',
+            ],
+            cwd=REPO,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         task_id = call.stdout.strip().splitlines()[-1]
         assert re.fullmatch(r"[0-9a-f-]{36}", task_id), call.stdout
@@ -145,12 +165,27 @@ def test_flower_failed_sigterm_reaches_the_real_child(
     if command == "flower":
         args = ["flower", "--insecure-local", "--port", str(port)]
     else:
-        args = ["sandbox", "up", "--st-port", str(port), "--spectrum-port",
-                str(free_port()), "--data-dir", str(tmp_path / "sandbox"), "--companies", "1"]
+        args = [
+            "sandbox",
+            "up",
+            "--st-port",
+            str(port),
+            "--spectrum-port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "sandbox"),
+            "--companies",
+            "1",
+        ]
     log = tmp_path / "out.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         children = wait_for(lambda: _children_of(proc), 30, 0.1, f"{command}'s child")
 

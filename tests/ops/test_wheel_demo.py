@@ -56,9 +56,10 @@ def _no_redis_left(path: Path) -> list[int]:
 
 def _clean_env(tmp: Path) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("STSYNC_", "PYTHON", "VIRTUAL_ENV")) and k not in (
-            "BROKER_URL", "DATABASE_URL")
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STSYNC_", "PYTHON", "VIRTUAL_ENV"))
+        and k not in ("BROKER_URL", "DATABASE_URL")
     }
     env["HOME"] = os.environ.get("HOME", str(tmp))
     return env
@@ -74,47 +75,95 @@ def test_wheel_demo_runs_from_a_fresh_venv_and_leaks_no_redis(tmp_path: Path) ->
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(src)],
-        check=True, timeout=300,
+        check=True,
+        timeout=300,
     )
     (wheel,) = dist.glob("stsync-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     py = venv / "bin" / "python"
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--quiet",
-         str(wheel)],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "--quiet",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
     )
-    site = Path(subprocess.run(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    check = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "check"],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     env = _clean_env(tmp_path)
     where = subprocess.run(
-        [str(py), "-c", "import importlib, sys\n"
-         "for m in ('cli.main', 'cli.demo', 'sandbox', 'worker.migrate', 'tasks.invoice', "
-         "'ingest.app', 'beat_schedule'):\n"
-         "    print(importlib.import_module(m).__file__)\n"],
-        cwd=run_dir, env=env, check=True, capture_output=True, text=True)
+        [
+            str(py),
+            "-c",
+            "import importlib, sys\n"
+            "for m in ('cli.main', 'cli.demo', 'sandbox', 'worker.migrate', 'tasks.invoice', "
+            "'ingest.app', 'beat_schedule'):\n"
+            "    print(importlib.import_module(m).__file__)\n",
+        ],
+        cwd=run_dir,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     for path in where.stdout.split():
         assert path.startswith(str(site)), f"{path} is not from the wheel ({site})"
 
-    version = subprocess.run([str(venv / "bin" / "stsync"), "--version"], cwd=run_dir, env=env,
-                             capture_output=True, text=True, timeout=60)
+    version = subprocess.run(
+        [str(venv / "bin" / "stsync"), "--version"],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert version.returncode == 0 and version.stdout.strip() == "stsync 0.1.0", version
 
     data = run_dir / "demo-data"
     demo = subprocess.run(
-        [str(venv / "bin" / "stsync"), "demo", "--companies", "1", "--timeout", "240",
-         "--data-dir", str(data)],
-        cwd=run_dir, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=420,
+        [
+            str(venv / "bin" / "stsync"),
+            "demo",
+            "--companies",
+            "1",
+            "--timeout",
+            "240",
+            "--data-dir",
+            str(data),
+        ],
+        cwd=run_dir,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=420,
     )
     out = demo.stdout + demo.stderr
     assert demo.returncode == 0, out[-4000:]
@@ -137,8 +186,9 @@ def test_wheel_demo_that_fails_half_way_stops_its_redis(
     monkeypatch.setattr("sandbox.run.start_sandbox", broken)
     data = tmp_path / "demo"
     with pytest.raises(RuntimeError, match="could not start"):
-        demo.run_demo(data_dir=data, companies=1, timeout=5, keep=False,
-                      console=Console(file=io.StringIO()))
+        demo.run_demo(
+            data_dir=data, companies=1, timeout=5, keep=False, console=Console(file=io.StringIO())
+        )
     left = _no_redis_left(tmp_path)
     assert embedded_redis.running_url(data) is None
     assert left == []
