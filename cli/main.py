@@ -546,6 +546,10 @@ def retry(
     if record_type and record_id:
         key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
         rec = led.get(key)
+        if rec is not None and key.record_type == "invoice" and rec.status is Status.DONE:
+            # a posted invoice whose void failed: `retry invoice N` means its void
+            void = led.get(RecordKey(key.connection, "invoice_void", record_id))
+            rec = void if void is not None and void.status is not Status.DONE else rec
         if rec is None:
             err.print(f"no ledger record for {escape(str(key))}", highlight=False)
             raise typer.Exit(1)
@@ -577,6 +581,9 @@ def retry(
     celery_app = _configure_celery(settings)
     sent: set[tuple[str, tuple[Any, ...]]] = set()
     skipped = 0
+    from cli.invoice_retry import InvoiceRetry
+
+    invoices = InvoiceRetry(lambda: _context(settings), yes=yes, out=console, err=err)
     for rec in targets:
         if rec.status is Status.IN_FLIGHT:
             console.print(f"skip {rec.key}: a worker is syncing it right now")
@@ -591,6 +598,9 @@ def retry(
             console.print(f"skip {rec.key}: no task replays this record type")
             skipped += 1
             continue
+        if not invoices.ready(rec):  # a failed invoice goes back to pending in ServiceTrade
+            skipped += 1
+            continue
         led.reopen(rec.key)
         if replay in sent:
             continue
@@ -598,7 +608,10 @@ def retry(
         task, args = replay
         celery_app.send_task(task, args=args)
         console.print(f"enqueued {task}{args!r}", highlight=False)
+    invoices.close()
     console.print(f"re-enqueued {len(sent)} task(s) for {len(targets) - skipped} record(s)")
+    if record_type and record_id and skipped:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")
@@ -1108,6 +1121,11 @@ def demo(
             data_dir=data_dir, companies=companies, timeout=timeout, keep=keep, console=console
         )
     )
+
+
+from cli.link import register as _register_link  # noqa: E402 - needs the helpers above
+
+_register_link(app, lambda: console, lambda s: _context(s), lambda c: _settings(c))
 
 
 def main() -> None:  # pragma: no cover

@@ -39,9 +39,10 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
+from tasks import heal
 from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
-from worker.ledger import Record, RecordKey, Status
+from worker.ledger import TERMINAL, Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
 
@@ -139,11 +140,19 @@ def run_record(
     state: type[S],
     reclaim_done: bool = False,
     on_permanent: OnPermanent[S] | None = None,
+    reclaim: Callable[[Record], bool] | None = None,
 ) -> Outcome:
     """Claim ``key``, run ``body`` on its recovery state (read as ``state``), record the outcome.
-    See the module docstring."""
+    See the module docstring.
+
+    ``reclaim`` decides, for a terminal row, whether it is run again (heal on change,
+    ``tasks/heal.py``); ``reclaim_done=True`` always runs it again (replay).
+    """
     rel = ctx.settings.reliability
     started = time.monotonic()
+    if not reclaim_done and reclaim is not None:
+        before = ctx.ledger.get(key)
+        reclaim_done = before is not None and before.status in TERMINAL and reclaim(before)
     claim = ctx.ledger.claim(key, lease_s=rel.lease_s, reclaim_done=reclaim_done)
     rec = claim.record
     if not claim.held:
@@ -183,6 +192,7 @@ def run_record(
             run.mark(Status.SKIPPED, error_kind="skipped", reason=str(exc))
             outcome = Outcome(Result.SKIPPED, key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
+            run.state.waits_on = heal.waits_on(exc)
             run.mark(Status.FAILED, error_kind="prerequisite", reason=str(exc))
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from clients.errors import ConfigError
-from mappers.rules import ConnectionRules
+from mappers.rules import ConnectionRules, Route, routes_overlap
 
 CONFIG_ENV = "STSYNC_CONFIG"
 DATA_DIR_ENV = "STSYNC_DATA_DIR"
@@ -67,6 +67,8 @@ class ConnectionSettings(Section):
     #: webhook and sweep events flow to this connection automatically (default: only the default
     #: connection); other connections receive records sent to them explicitly (send-job, CLI)
     auto_sync: bool = False
+    #: routing between several Spectrum companies (F24): the records this connection takes
+    route: Route | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     rules: ConnectionRules
@@ -167,6 +169,7 @@ class Settings(Section):
                 f"default_connection {self.default_connection!r} is not one of "
                 f"{sorted(self.connections)}"
             )
+        _check_routes(self.connections)
         keys = [c.external_id_key for c in self.connections.values()]
         if len(set(keys)) != len(keys):
             raise ValueError("connections must use distinct external_id_key values")
@@ -201,6 +204,30 @@ class Settings(Section):
         return Path(self.data_dir)
 
 
+def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
+    """Routes (F24): once one automatic connection has a route, every automatic one needs one,
+    and two routes that the config shows can take the same record are refused."""
+    auto = [c for c in connections.values() if c.auto_sync]
+    routed = [c for c in auto if c.route is not None]
+    if not routed:
+        return
+    unrouted = [c.name for c in auto if c.route is None]
+    if unrouted:
+        raise ValueError(
+            f"connections.{unrouted[0]}.route: missing, while connections.{routed[0].name} has "
+            "a route; every auto_sync connection needs one (a connection without a route would "
+            "take every record the routed ones take)"
+        )
+    for i, a in enumerate(routed):
+        for b in routed[i + 1:]:
+            why = routes_overlap(a.route, b.route) if a.route and b.route else None
+            if why:
+                raise ValueError(
+                    f"connections.{b.name}.route: overlaps connections.{a.name}.route ({why}); "
+                    "a record would go to both Spectrum companies"
+                )
+
+
 # --- loading -------------------------------------------------------------------------------------
 _CONNECTION_KEYS = {
     "base_url",
@@ -212,6 +239,7 @@ _CONNECTION_KEYS = {
     "timeout_s",
     "connect_timeout_s",
     "auto_sync",
+    "route",
 }
 
 
@@ -253,6 +281,7 @@ def _build_connection(
         "max_in_flight",
         "timeout_s",
         "connect_timeout_s",
+        "route",
     ):
         if key in raw:
             out[key] = raw[key]
