@@ -167,8 +167,9 @@ def apply_links(ctx: SyncContext, report: LinkReport, progress: Progress | None 
                              follow={link.code: adopted_baseline(ctx, conn.name, link.st_id)})
         else:
             state = CustomerState(how="linked")
-        fetch = {"customer": ctx.st.get_company, "site": ctx.st.get_location,
-                 "job": ctx.st.get_job}[link.kind]
+        fetches: dict[str, Callable[[int], Any]] = {
+            "customer": ctx.st.get_company, "site": ctx.st.get_location, "job": ctx.st.get_job}
+        fetch = fetches[link.kind]
         # what the record says now: a later change (even within the second) is seen
         heal.stamp(state, fetch(link.st_id), conn, link.kind)
         ctx.ledger.ensure(key)

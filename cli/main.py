@@ -220,6 +220,11 @@ def status(
     console.print(status_view.schedule_table(settings, led, conn_name))
     if since is not None:
         status_view.print_synced_since(console, settings, led, conn_name, since)
+    from cli.recovery_status import print_recovery
+
+    code = print_recovery(console, led, settings, conn_name)
+    if code:
+        raise typer.Exit(code)
 
 
 def _ledger_type(record_type: str) -> str:
@@ -744,25 +749,19 @@ def beat(
 
 
 @app.command()
-def ingest(host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None) -> None:
-    """Serve the webhook ingest endpoint (access log off: the secret is in the path)."""
-    import uvicorn
+def ingest(
+    host: str = "127.0.0.1", port: int = 8800, workers: int = 1, config: ConfigOpt = None
+) -> None:
+    """Serve the webhook ingest endpoint (access log off: the secret is in the path).
 
-    from ingest.app import create_ingest_app
+    --workers N runs N uvicorn processes on the port (docs/performance.md, P1)."""
+    from ingest.serve import serve_ingest
     from worker.logs import configure_logging
 
     settings = _settings(config)
     _configure_celery(settings, start_broker=True)
     configure_logging(settings)
-    # log_config=None: uvicorn's loggers propagate to the root handlers, which redact
-    uvicorn.run(
-        create_ingest_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        log_config=None,
-    )
+    serve_ingest(settings, host, port, workers=workers)
 
 
 #: the columns of Flower's task list: which record (args), how it ended (result: synced, adopted,
@@ -994,6 +993,9 @@ def catch_up(
         err.print("[red]--until is before --since[/red]")
         raise typer.Exit(2)
     ctx = _context(settings)
+    from worker.context import attach_read_cache
+
+    attach_read_cache(ctx)  # job facts read once per job, as the workers do
     try:
         with Progress(
             TextColumn("{task.description}"),

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -134,9 +134,10 @@ def sync_invoice(
         )
         return Outcome(Result.SKIPPED, key, None, "the invoice no longer exists in ServiceTrade")
     if invoice.status == PENDING_ACCOUNTING:
-        return post_invoice(ctx, invoice_id, conn.name)
+        # the invoice just read is the one posted: read once per sync
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     if invoice.status == VOID:
-        outcome = void_invoice(ctx, invoice_id, conn.name, replay=replay)
+        outcome = void_invoice(ctx, invoice_id, conn.name, replay=replay, invoice=invoice)
         _settle_reopened_approval(ctx, key, invoice)
         return outcome
     rec = ctx.ledger.get(key)
@@ -183,21 +184,28 @@ class InvoiceChanged(PermanentError):
     how_to_retry: str = ""
 
 
-def post_invoice(ctx: SyncContext, invoice_id: int, connection: str | None = None) -> Outcome:
+def post_invoice(
+    ctx: SyncContext,
+    invoice_id: int,
+    connection: str | None = None,
+    *,
+    invoice: Invoice | None = None,
+) -> Outcome:
     """Make Spectrum hold what the approved invoice says, then mark it ``processed``.
 
     The record is claimed again on every approval (``reclaim_done``): a failed invoice that a
     person fixed and approved again is retried; a posted one approved again unchanged only gets
     its ServiceTrade status re-set; a posted one approved again *changed* is rebilled (its
     documents reversed, new ones posted under a revision number) or flagged, by
-    ``invoices.on_change_after_posting``. No document is ever sent twice.
+    ``invoices.on_change_after_posting``. No document is ever sent twice. ``invoice``: the state
+    the caller has just read (else it is read here); a retry of the task reads it afresh.
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
     before = ctx.ledger.get(key)
 
     def body(run: Run[InvoiceState]) -> Outcome:
-        return _post(ctx, conn, run, invoice_id, before)
+        return _post(ctx, conn, run, invoice_id, before, invoice)
 
     def on_permanent(run: Run[InvoiceState], exc: PermanentError) -> None:
         if isinstance(exc, InvoiceChanged):
@@ -215,8 +223,9 @@ def _post(
     run: Run[InvoiceState],
     invoice_id: int,
     before: Record | None,
+    fresh: Invoice | None = None,
 ) -> Outcome:
-    invoice = ctx.st.get_invoice(invoice_id)
+    invoice = fresh if fresh is not None else ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     planned = dict(run.state.planned)
     if invoice.status != PENDING_ACCOUNTING:
@@ -568,7 +577,8 @@ def _desired(
     AR invoice and credit memo, numbered for ``revision``. Resolves the chain first."""
     rules = conn.rules
     record = record_name(invoice)
-    st_job = ctx.st.get_job(invoice.job.id) if invoice.job is not None else None
+    # job, location and salesperson are facts of other records: the read cache may serve them
+    st_job = ctx.st.get_job(invoice.job.id, cached=True) if invoice.job is not None else None
     location = _location(ctx, invoice, st_job)
     company_id = _company_id(invoice, st_job, location)
     if rules.invoices.job_resolution == "job":
@@ -582,10 +592,17 @@ def _desired(
     salesperson_ref = st_job.salesperson if st_job is not None else None
     salesperson = None
     if salesperson_ref is not None:
-        user = ctx.st.get_user(salesperson_ref.id)
+        user = ctx.st.get_user(salesperson_ref.id, cached=True)
         salesperson = salesperson_code_for(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
+        if salesperson is None:
+            # no webhook invalidates users: a missing code is read afresh, so a person's fix
+            # is seen by the next approval at once
+            user = ctx.st.get_user(salesperson_ref.id)
+            salesperson = salesperson_code_for(
+                user, rules=rules.invoices, external_id_key=conn.external_id_key
+            )
     if revision == 0 and run.state.numbers is None:
         first = DocumentSlot("invoice").numbers(base, rules.invoices, record=record)
         # kept for older readers of the row: the revision-0 numbers of one job
@@ -638,7 +655,7 @@ class _JobPlan:
 
 def _location(ctx: SyncContext, invoice: Invoice, st_job: Job | None) -> Location | None:
     ref = invoice.location or (st_job.location if st_job is not None else None)
-    return ctx.st.get_location(ref.id) if ref is not None else None
+    return ctx.st.get_location(ref.id, cached=True) if ref is not None else None
 
 
 def _company_id(invoice: Invoice, st_job: Job | None, location: Location | None) -> int:
@@ -1016,7 +1033,12 @@ def _fail_in_servicetrade(
 
 # --- voided invoices (F6) ------------------------------------------------------------------------
 def void_invoice(
-    ctx: SyncContext, invoice_id: int, connection: str | None = None, *, replay: bool = False
+    ctx: SyncContext,
+    invoice_id: int,
+    connection: str | None = None,
+    *,
+    replay: bool = False,
+    invoice: Invoice | None = None,
 ) -> Outcome:
     """Reverse every document in force of a voided, posted invoice, once. Idempotent.
 
@@ -1030,7 +1052,7 @@ def void_invoice(
     final = before is not None and before.status in (Status.DONE, Status.SKIPPED)
 
     def body(run: Run[VoidState]) -> Outcome:
-        return _void(ctx, conn, run, invoice_id)
+        return _void(ctx, conn, run, invoice_id, invoice)
 
     def on_permanent(run: Run[VoidState], exc: PermanentError) -> None:
         if isinstance(exc, NotFound):
@@ -1050,9 +1072,14 @@ def void_invoice(
 
 
 def _void(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run[VoidState], invoice_id: int
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[VoidState],
+    invoice_id: int,
+    fresh: Invoice | None = None,
 ) -> Outcome:
-    invoice = ctx.st.get_invoice(invoice_id)
+    # the state sync_invoice has just read, else read here: once per sync
+    invoice = fresh if fresh is not None else ctx.st.get_invoice(invoice_id)
     record = record_name(invoice)
     approval = ctx.ledger.get(RecordKey(conn.name, RECORD_TYPE, str(invoice_id)))
     if approval is not None and approval.status is Status.IN_FLIGHT:
@@ -1187,13 +1214,41 @@ def reapprove_in_servicetrade(ctx: SyncContext, invoice_id: int) -> None:
 # --- the sweep backstop (F15) --------------------------------------------------------------------
 def sweep_pending_invoices(ctx: SyncContext, connection: str | None = None) -> int:
     """Enqueue ``sync.invoice`` for every ``pending_accounting`` invoice (webhooks get dropped
-    after 3 tries); returns how many. Cheap to repeat: posted documents are never sent again."""
+    after 3 tries); returns how many. Cheap to repeat: posted documents are never sent again.
+
+    Scheduled by Beat (``schedule.pending_invoices``). An invoice whose row is being synced, or
+    waits (``pending``/``retry_later``) for a due time still ahead, is left to that schedule:
+    the backstop must not defeat the retry_later back-off; the re-enqueuer queues it when due.
+    """
     name = ctx.connection(connection).name
     n = 0
+    now = datetime.now(UTC)
+    batch: list[int] = []
+
+    def flush() -> int:
+        known = ctx.ledger.get_many(name, RECORD_TYPE, [str(i) for i in batch])
+        sent = 0
+        for invoice_id in batch:
+            if not _scheduled_elsewhere(known.get(str(invoice_id)), now):
+                ctx.enqueue(TASK_NAME, (invoice_id, name))
+                sent += 1
+        batch.clear()
+        return sent
+
     for invoice in ctx.st.iter_invoices(status=PENDING_ACCOUNTING):
-        ctx.enqueue(TASK_NAME, (invoice.id, name))
-        n += 1
-    return n
+        batch.append(invoice.id)
+        if len(batch) >= 500:
+            n += flush()
+    return n + flush()
+
+
+def _scheduled_elsewhere(rec: Record | None, now: datetime) -> bool:
+    if rec is None:
+        return False
+    if rec.status is Status.IN_FLIGHT:
+        return rec.lease_until is not None and rec.lease_until > now
+    waiting = rec.status in (Status.PENDING, Status.RETRY_LATER)
+    return waiting and rec.next_attempt_at is not None and rec.next_attempt_at > now
 
 
 # --- Celery task ---------------------------------------------------------------------------------

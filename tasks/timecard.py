@@ -148,10 +148,11 @@ class _Jobs:
         if cached is not None:
             facts = JobFacts(plan, cached.state, cached.office_id, overhead)
         else:
-            job = self.ctx.st.get_job(job_id)
+            # facts of other records: the read cache may serve them (one read per job a run)
+            job = self.ctx.st.get_job(job_id, cached=True)
             state: str | None = None
             if job.location is not None:
-                location = self.ctx.st.get_location(job.location.id)
+                location = self.ctx.st.get_location(job.location.id, cached=True)
                 state = location.address.state if location.address else None
             office = job.assigned_office.id if job.assigned_office else None
             facts = JobFacts(plan, state, office, overhead)
@@ -278,14 +279,18 @@ def sync_timecard_tally(
     connection: str | None = None,
     *,
     recheck_unknown: bool = False,
+    timecard: Timecard | None = None,
 ) -> tuple[Outcome, Tally]:
-    """``sync_timecard`` plus what happened to each entry (the catch-up counts these)."""
+    """``sync_timecard`` plus what happened to each entry (the catch-up counts these).
+
+    ``timecard``: the card as the caller has just listed it (the catch-up's page), else it is
+    read here."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(timecard_id))
     tally = Tally()
 
     def body(run: Run[TimecardState]) -> Outcome:
-        tc = ctx.st.get_timecard(timecard_id)
+        tc = timecard if timecard is not None else ctx.st.get_timecard(timecard_id)
         return _sync_card(ctx, conn, run, tc, tally, recheck_unknown=recheck_unknown)
 
     # always re-examined (reclaim): a re-approved card may carry entries not yet posted
@@ -600,7 +605,7 @@ def run_catch_up(
             todo = _unsettled(ids[tc.id], known)
             summary.already_synced += len(ids[tc.id]) - len(todo)
             if todo:
-                _catch_up_card(ctx, conn.name, tc.id, todo, summary, inline=inline)
+                _catch_up_card(ctx, conn.name, tc, todo, summary, inline=inline)
             if progress is not None:
                 progress(summary.cards, total)
     ctx.ledger.audit(
@@ -617,18 +622,20 @@ def run_catch_up(
 def _catch_up_card(
     ctx: SyncContext,
     connection: str,
-    timecard_id: int,
+    tc: Timecard,
     todo: list[str],
     summary: CatchUpSummary,
     *,
     inline: bool,
 ) -> None:
+    timecard_id = tc.id
     if not inline:
         ctx.enqueue(TASK_NAME, (timecard_id, connection))
         summary.enqueued += 1
         return
     try:
-        outcome, tally = sync_timecard_tally(ctx, timecard_id, connection)
+        # the card as this page listed it: no second read of it
+        outcome, tally = sync_timecard_tally(ctx, timecard_id, connection, timecard=tc)
     except TransientError as exc:
         summary.retrying += len(todo)
         summary.errors.append(f"timecard {timecard_id}: {exc}"[:500])

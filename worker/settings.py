@@ -36,6 +36,9 @@ class ServiceTradeSettings(Section):
     password: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: how long a worker keeps job, location and user facts it read (webhooks invalidate
+    #: earlier; 0: never cached), see worker/readcache.py
+    read_cache_ttl_s: float = Field(default=120.0, ge=0, le=3600)
     #: ServiceTrade's system name for stsync's external ids is per connection (see connections)
 
     @model_validator(mode="after")
@@ -126,11 +129,43 @@ class ReliabilitySettings(Section):
     #: how long a claim on a record holds before another worker may take it over
     lease_s: int = Field(default=330, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
+    #: a record whose Celery retries ran out on a transient cause waits ``retry_later`` this long
+    #: before its next round (one delay per round, the last one repeats: 5 min, 15 min, 1 h, 3 h,
+    #: then every 6 h) ...
+    retry_later_delays_s: list[int] = Field(
+        default_factory=lambda: [300, 900, 3600, 10_800, 21_600], min_length=1
+    )
+    #: ... for at most this long after its first transient failure; then it fails for good
+    #: through its record type's own failure path (ServiceTrade status/comment, one alert)
+    retry_later_period_s: int = Field(default=259_200, ge=1)
+    #: the Beat re-enqueuer runs this often: it queues every pending/retry_later row and every
+    #: inbox entry whose due time has passed (docs/reliability.md, "the durable row drives it")
+    requeue_every_s: int = Field(default=60, ge=1)
+    #: a pending row (or an inbox entry) is due this long after it was last touched when nothing
+    #: settled it: long enough for the queued task or its Celery retry to have run (default: the
+    #: longest retry countdown plus the task time limit)
+    pending_grace_s: int | None = Field(default=None, ge=1)
+    #: at most this many due rows are queued per re-enqueuer run (the next run continues)
+    requeue_batch: int = Field(default=2000, ge=1)
+
+    @property
+    def pending_due_after_s(self) -> int:
+        """Seconds after which an untouched pending row / inbox entry is due again."""
+        if self.pending_grace_s is not None:
+            return self.pending_grace_s
+        return self.retry_backoff_max_s + self.task_time_limit_s
+
+    def retry_later_delay_s(self, rounds: int) -> int:
+        """The wait before retry_later round ``rounds`` (0-based; the last delay repeats)."""
+        delays = self.retry_later_delays_s
+        return delays[min(max(rounds, 0), len(delays) - 1)]
 
     @model_validator(mode="after")
     def _limits(self) -> ReliabilitySettings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if any(d < 1 for d in self.retry_later_delays_s):
+            raise ValueError("retry_later_delays_s must be positive seconds")
         need = self.task_time_limit_s + self.retry_backoff_max_s
         if self.visibility_timeout_s <= need:
             raise ValueError(

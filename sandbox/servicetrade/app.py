@@ -139,7 +139,9 @@ class _Server:
                 outcome = self.injector.decide(service, is_write=request.method != "GET")
             await self.injector.delay()
             if outcome == "error":
-                raise ApiError(503, [assumptions.MSG_UNAVAILABLE])
+                raise ApiError(
+                    503, [assumptions.MSG_UNAVAILABLE], headers=self.injector.error_headers()
+                )
             if outcome == "rate_limit":
                 raise ApiError(
                     429,
