@@ -211,6 +211,7 @@ def test_a_real_worker_whose_task_fails_logs_no_secret(
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         server.shutdown()
+        server.server_close()  # its listening socket, else a ResourceWarning (warnings fail)
         ledger.dispose()
     assert "Retry in" in text and "raised unexpected" in text
     assert "[REDACTED]" in text
