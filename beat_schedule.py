@@ -1,4 +1,5 @@
-"""Celery Beat entries (F15): weekly timecard catch-up, missed-change sweep, PO poll, alert mail.
+"""Celery Beat entries (F15): weekly timecard catch-up, missed-change sweep, pending-invoice
+backstop, the re-enqueuer of due ledger rows (docs/reliability.md), PO poll, alert mail.
 
 Run exactly one Beat. Entries name tasks by string and expire no later than their interval,
 so a backlog never piles up duplicate runs (each run is idempotent anyway: the ledger skips
@@ -19,6 +20,10 @@ CATCH_UP_TASK = "schedule.timecard_catch_up"
 SWEEP_TASK = "schedule.sweep"
 PO_POLL_TASK = "schedule.po_poll"
 ALERTS_TASK = "schedule.send_alerts"
+#: the re-enqueuer: waiting ledger rows and webhook inbox entries whose due time passed
+REQUEUE_TASK = "schedule.requeue"
+#: the pending-invoice backstop (every ``pending_accounting`` invoice not already scheduled)
+PENDING_INVOICES_TASK = "schedule.pending_invoices"
 
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 
@@ -52,6 +57,17 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "task": SWEEP_TASK,
         "schedule": float(s.sweep_every_s),
         "options": {"expires": float(s.sweep_every_s)},
+    }
+    schedule["pending-invoices"] = {
+        "task": PENDING_INVOICES_TASK,
+        "schedule": float(s.sweep_every_s),
+        "options": {"expires": float(s.sweep_every_s)},
+    }
+    every = float(settings.reliability.requeue_every_s)
+    schedule["requeue-due"] = {
+        "task": REQUEUE_TASK,
+        "schedule": every,
+        "options": {"expires": every},
     }
     schedule["send-alerts"] = {
         "task": ALERTS_TASK,

@@ -12,6 +12,7 @@ import sys
 BENCHES = {
     "ingest": "P1 webhook ingest: events/s and p50/p99 latency, batched deliveries",
     "end_to_end": "P2 1,000 approved invoices at 100 ms Spectrum latency vs the lower bound",
+    "scale": "invoices/s with 1, 2 and 4 worker processes at 100 ms Spectrum, side by side",
     "calls": "P3 external calls per record in steady state (simulator counters)",
     "catch_up": "P4 weekly timecard catch-up over ~50,000 entries, 95 % synced",
     "chaos": "R1 chaos soak: every record exactly once under faults and crashes",

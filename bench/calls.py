@@ -64,6 +64,7 @@ def measure_calls(companies: int = 12, workdir: Path | None = None) -> list[Meas
     from tasks.timecard import sync_timecard
     from worker.context import build_context
     from worker.ledger import Ledger
+    from worker.readcache import LocalStamps, ReadCache
     from worker.settings import load_settings
 
     logging.getLogger("stsync").setLevel(logging.ERROR)
@@ -79,10 +80,12 @@ def measure_calls(companies: int = 12, workdir: Path | None = None) -> list[Meas
         settings = load_settings(settings_toml(tmp, reliability=SOAK_RELIABILITY), env)
         ledger = Ledger(settings.database_url)
         ledger.migrate()
+        # the worker's read cache (stamps in-process: nothing edits the world during the run)
         ctx = build_context(settings, enqueue=lambda name, args: None,
                             st_transport=_transport(sb.st_app),
                             spectrum_transport=_transport(sb.spectrum_app), retry_wait_s=0,
-                            ledger=ledger)
+                            ledger=ledger, read_cache=ReadCache(
+                                settings.servicetrade.read_cache_ttl_s, LocalStamps()))
         st = sb.world.servicetrade
         vendors = {c["id"] for c in st["company"] if c.get("isVendor")}
         customers = [c["id"] for c in st["company"] if c["id"] not in vendors]

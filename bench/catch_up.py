@@ -30,20 +30,59 @@ from bench.stack import REPO, SOAK_RELIABILITY, start_stack
 from sandbox.seed import SeedSpec
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: ``VmHWM`` (Linux resets it at exec). ``ru_maxrss`` is not
+    used: Linux carries the forking parent's high-water mark into it across the exec, so it
+    reported the benchmark harness (the whole simulated world) instead of the catch-up."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(since: str, until: str) -> None:
     """Run the catch-up in this process and print its summary, wall time and peak RSS."""
     from tasks.timecard import run_catch_up
-    from worker.context import build_context
+    from worker.context import attach_read_cache, build_context
     from worker.settings import load_settings
 
+    trace = os.environ.get("STSYNC_BENCH_TRACEMALLOC") == "1"
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(8)
     ctx = build_context(load_settings())
+    attach_read_cache(ctx)  # as `stsync catch-up` does
+    if trace:
+        rss = peak_rss_mb()
+        print(f"peak RSS before the run: {rss:.1f} MB", file=sys.stderr)
     started = time.perf_counter()
-    summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until))
+    samples: list[tuple[int, float]] = []
+
+    def progress(done: int, _total: int) -> None:
+        if trace and (done in (1, 2, 50, 200, 201) or done % 1000 == 0):
+            samples.append((done, peak_rss_mb()))
+
+    summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until),
+                           progress)
     wall = time.perf_counter() - started
+    if trace:
+        print(f"peak RSS (MB) by cards done: {samples}", file=sys.stderr)
+        snap = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+        print(f"tracemalloc peak {peak / 2**20:.1f} MB; largest live allocations:",
+              file=sys.stderr)
+        for stat in snap.statistics("traceback")[:8]:
+            print(f"{stat.size / 2**20:8.1f} MB {stat.count:>8}", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print(f"    {line}", file=sys.stderr)
     ctx.close()
     print(json.dumps({"wall_s": round(wall, 1), "summary": summary.as_dict(),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                           / 1024, 1)}))
+                      "peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 
 def _mark_synced(ledger: Any, world: Any, share: float) -> tuple[int, int]:
@@ -75,7 +114,8 @@ def _mark_synced(ledger: Any, world: Any, share: float) -> tuple[int, int]:
     return n, len(rows)
 
 
-def run_catch_up_bench(techs: int, days: int, synced: float) -> dict[str, Any]:
+def run_catch_up_bench(techs: int, days: int, synced: float,
+                       profile_to: str | None = None) -> dict[str, Any]:
     from tasks.job import sync_job
 
     spec = SeedSpec(companies=10, techs=techs, timecard_days=days)
@@ -101,14 +141,17 @@ def run_catch_up_bench(techs: int, days: int, synced: float) -> dict[str, Any]:
             st0 = Counter(stack.sandbox.st_injector.calls)
             load0 = os.getloadavg()
             started = time.monotonic()
+            profile = ["-m", "cProfile", "-o", profile_to] if profile_to else []
             proc = subprocess.run(
-                [sys.executable, "-m", "bench.catch_up", "--child", since, until],
+                [sys.executable, *profile, "-m", "bench.catch_up", "--child", since, until],
                 cwd=REPO, env=stack.env, capture_output=True, text=True, check=False,
                 timeout=3600,
             )
             wall = time.monotonic() - started
             if proc.returncode != 0:
                 raise RuntimeError(f"catch-up child failed:\n{proc.stderr[-3000:]}")
+            if os.environ.get("STSYNC_BENCH_TRACEMALLOC") == "1":
+                print(proc.stderr[-12000:])
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
             st = Counter(stack.sandbox.st_injector.calls) - st0
@@ -133,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--techs", type=int, default=999)
     p.add_argument("--days", type=int, default=22)
     p.add_argument("--synced", type=float, default=0.95)
+    p.add_argument("--profile", default=None, metavar="PATH",
+                   help="run the catch-up child under cProfile, stats written to PATH")
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)
         return 0
-    out = run_catch_up_bench(args.techs, args.days, args.synced)
+    print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
+    out = run_catch_up_bench(args.techs, args.days, args.synced, args.profile)
     for k, v in out.items():
         print(f"{k:>32}: {v}")
     return 0

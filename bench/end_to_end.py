@@ -60,7 +60,10 @@ def _wait_final(stack: Stack, record_type: str, ids: list[int], timeout: float) 
 
 
 def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_flight: int,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, *, st_latency_ms: float = 0.0,
+                   workers: int = 1) -> dict[str, Any]:
+    """``workers`` Celery worker instances of ``concurrency`` pool processes each; the bound
+    counts every pool process (``workers x concurrency``) in flight, capped by max_in_flight."""
     from sandbox.faults import FaultConfig
     from worker.celery_app import app
     from worker.ledger import Status
@@ -74,7 +77,8 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             candidates = [i for i in world.servicetrade["invoice"]
                           if i["status"] == "pending_accounting"]
             job_ids = sorted({i["job"]["id"] for i in candidates})
-            stack.start_worker("w1", concurrency=concurrency)
+            for n in range(1, workers + 1):
+                stack.start_worker(f"w{n}", concurrency=concurrency)
             t0 = time.monotonic()
             for j in job_ids:
                 app.send_task("sync.job", args=(j, "main"))
@@ -87,6 +91,8 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             }
             chosen = [i["id"] for i in candidates if i["job"]["id"] in done_jobs][:invoices]
             stack.sandbox.spectrum_injector.configure(FaultConfig(latency_ms=latency_ms))
+            if st_latency_ms:
+                stack.sandbox.st_injector.configure(FaultConfig(latency_ms=st_latency_ms))
             sp0 = Counter(stack.sandbox.spectrum_injector.calls)
             st0 = Counter(stack.sandbox.st_injector.calls)
             load0 = os.getloadavg()
@@ -100,7 +106,10 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             outcomes = Counter(r.status.value for r in stack.ledger.get_many(
                 "main", "invoice", [str(i) for i in chosen]).values())
             calls = sum(sp.values())
-            bound = calls * latency_ms / 1000 / concurrency
+            in_flight = min(workers * concurrency, max_in_flight)
+            bound = calls * latency_ms / 1000 / in_flight
+            st_calls = sum(st.values())
+            posted = outcomes.get("done", 0)
             return {
                 "invoices": len(chosen), "outcomes": dict(outcomes), "jobs_presynced": len(job_ids),
                 "presync_s": round(presync_s, 1), "wall_s": round(wall, 1),
@@ -108,7 +117,11 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
                 "lower_bound_s": round(bound, 1),
                 "ratio": round(wall / bound, 2) if bound else None,
                 "invoices_per_s": round(len(chosen) / wall, 1),
-                "latency_ms": latency_ms, "concurrency": concurrency,
+                "servicetrade_calls_per_invoice": round(st_calls / len(chosen), 2),
+                "servicetrade_calls_per_posted_invoice": round(st_calls / posted, 2)
+                if posted else None,
+                "latency_ms": latency_ms, "st_latency_ms": st_latency_ms,
+                "workers": workers, "concurrency": concurrency,
                 "max_in_flight": max_in_flight,
                 "load_before": [round(x, 2) for x in load0],
                 "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -126,9 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="per-connection Spectrum write cap (default: the concurrency)")
     p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--st-latency-ms", type=float, default=0.0,
+                   help="ServiceTrade latency injected for the timed part (0: none)")
+    p.add_argument("--workers", type=int, default=1, help="Celery worker instances")
     args = p.parse_args(argv)
+    print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
     out = run_end_to_end(args.invoices, args.latency_ms, args.concurrency,
-                         args.max_in_flight or args.concurrency, args.timeout)
+                         args.max_in_flight or args.concurrency, args.timeout,
+                         st_latency_ms=args.st_latency_ms, workers=args.workers)
     for k, v in out.items():
         print(f"{k:>18}: {v}")
     return 0

@@ -13,7 +13,10 @@ publish, as in production. No worker consumes, so the queue only grows (bounded 
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
+import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -23,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,68 +58,98 @@ class Run:
                 f"p99 {p99:6.1f} ms, {self.errors} errors, {self.queued} tasks in Redis")
 
 
-def serve(port: int) -> None:
-    """Child process: the ingest app of the environment's configuration on 127.0.0.1:port."""
-    import uvicorn
-
-    from ingest.app import create_ingest_app
+def serve(port: int, workers: int = 1) -> None:
+    """Child process: the ingest of the environment's configuration on 127.0.0.1:port, run as
+    ``stsync ingest`` runs it (``workers`` > 1: that many uvicorn processes)."""
+    from ingest.serve import serve_ingest
     from worker.celery_app import configure
     from worker.settings import load_settings
 
     settings = load_settings()
     configure(settings)
-    uvicorn.run(create_ingest_app(settings), host="127.0.0.1", port=port, access_log=False,
-                log_level="warning")
+    serve_ingest(settings, "127.0.0.1", port, workers=workers)
 
 
-def _post_all(url: str, batch: int, clients: int, deliveries: int, seconds: float,
-              ids: itertools.count[int]) -> Run:
-    run = Run(batch)
+def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: float,
+                 first_id: int, out: Any) -> None:
+    """One client process: ``threads`` keep-alive connections (plain ``http.client``, much
+    lighter than httpx, so the clients leave the CPU to the server) posting ``deliveries``."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or "127.0.0.1"
     lock = threading.Lock()
     budget = [deliveries]
+    ids = itertools.count(first_id, batch)
     deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    errors = [0]
 
     def worker() -> None:
         local: list[float] = []
-        errors = 0
-        with httpx.Client(timeout=30, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                with lock:
-                    if budget[0] <= 0:
-                        break
-                    budget[0] -= 1
-                    first = next(ids)
-                    for _ in range(batch - 1):
-                        next(ids)
-                body = {"messageId": f"bench-{first}", "timestamp": "1", "data": [
-                    {"action": "created", "timestamp": 1,
-                     "entity": {"type": "company", "id": first + i}} for i in range(batch)]}
-                started = time.perf_counter()
-                try:
-                    r = client.post(url, json=body)
-                    ok = r.status_code == 202
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    local.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
+        failed = 0
+        conn = http.client.HTTPConnection(host, parsed.port, timeout=30)
+        while time.monotonic() < deadline:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                first = next(ids)
+            body = json.dumps({"messageId": f"bench-{first}", "timestamp": "1", "data": [
+                {"action": "created", "timestamp": 1,
+                 "entity": {"type": "company", "id": first + i}} for i in range(batch)]})
+            started = time.perf_counter()
+            try:
+                conn.request("POST", parsed.path, body=body,
+                             headers={"content-type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 202
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, parsed.port, timeout=30)
+                ok = False
+            if ok:
+                local.append((time.perf_counter() - started) * 1000)
+            else:
+                failed += 1
+        conn.close()
         with lock:
-            run.latencies_ms.extend(local)
-            run.errors += errors
+            latencies.extend(local)
+            errors[0] += failed
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
+    out.put((latencies, errors[0]))
+
+
+def _post_all(url: str, batch: int, clients: int, procs: int, deliveries: int, seconds: float,
+              first_id: int) -> Run:
+    """``procs`` client processes x ``clients`` threads; each process gets its own id range."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    share = max(1, deliveries // procs)
+    span = share * batch + 1
+    children = [ctx.Process(target=_client_proc,
+                            args=(url, batch, clients, share, seconds, first_id + i * span, out))
+                for i in range(procs)]
+    run = Run(batch)
+    started = time.monotonic()
+    for c in children:
+        c.start()
+    for _ in children:
+        latencies, errors = out.get()
+        run.latencies_ms.extend(latencies)
+        run.errors += errors
+    for c in children:
+        c.join()
     run.elapsed_s = time.monotonic() - started
     return run
 
 
 def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
-                     seconds: float) -> list[Run]:
+                     seconds: float, procs: int = 2, ingest_workers: int = 1) -> list[Run]:
     with tempfile.TemporaryDirectory(prefix="stsync-p1-") as d:
         tmp = Path(d)
         redis = PrivateRedis(tmp / "redis")
@@ -130,8 +165,12 @@ def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
             "STSYNC_AUTOCONFIGURE": "0",
             "PYTHONPATH": str(REPO),
         })
-        proc = subprocess.Popen([sys.executable, "-m", "bench.ingest", "--serve", str(port)],
-                                cwd=REPO, env=env)
+        from worker.ledger import Ledger
+
+        # ingest stores each delivery's wake-ups in the ledger before answering (durable ack)
+        Ledger(env["DATABASE_URL"]).migrate()
+        proc = subprocess.Popen([sys.executable, "-m", "bench.ingest", "--serve", str(port),
+                                 "--ingest-workers", str(ingest_workers)], cwd=REPO, env=env)
         try:
             base = f"http://127.0.0.1:{port}"
 
@@ -143,13 +182,13 @@ def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
 
             wait_for(up, 30, 0.2, "ingest up")
             url = f"{base}/webhooks/servicetrade/{WEBHOOK_SECRET}"
-            ids = itertools.count(1)
+            first_id = 1
             runs = []
             for batch in batches:
                 before = redis.backlog()["ready"]
-                run = _post_all(url, batch, clients, max(1, deliveries // batch * 10
-                                                         if batch > 10 else deliveries),
-                                seconds, ids)
+                count = max(1, deliveries // batch * 10 if batch > 10 else deliveries)
+                run = _post_all(url, batch, clients, procs, count, seconds, first_id)
+                first_id += count * batch + procs * (batch + 1) + 1
                 run.queued = redis.backlog()["ready"] - before
                 runs.append(run)
             return runs
@@ -163,16 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 10, 100])
-    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--clients", type=int, default=4, help="threads per client process")
+    p.add_argument("--client-procs", type=int, default=2)
+    p.add_argument("--ingest-workers", type=int, default=1,
+                   help="uvicorn processes of the ingest (stsync ingest --workers)")
     p.add_argument("--deliveries", type=int, default=1500,
                    help="per batch size (batches over 10 events: deliveries/batch x 10)")
     p.add_argument("--seconds", type=float, default=30.0, help="cap per batch size")
     args = p.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.ingest_workers)
         return 0
     print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
-    for run in run_ingest_bench(args.batch, args.clients, args.deliveries, args.seconds):
+    print(f"ingest: {args.ingest_workers} uvicorn process(es), {args.client_procs} client "
+          f"processes x {args.clients} keep-alive connections, SQLite ledger (unused by ingest)")
+    for run in run_ingest_bench(args.batch, args.clients, args.deliveries, args.seconds,
+                                args.client_procs, args.ingest_workers):
         print(run.line())
     print(f"load average after: {[round(x, 2) for x in os.getloadavg()]}")
     return 0

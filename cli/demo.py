@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,8 @@ def run_demo(
         console.print(f"purchase orders: {summary.describe()}")
         job_items = len(sandbox.st_state.all("jobitem"))
         console.print(f"job items in ServiceTrade from Spectrum POs: {job_items}")
+        rebilled = _rebill_scene(ledger, sandbox, world.landmarks, timeout, console)
+        code = code or rebilled
         _report(ledger, sandbox, console)
     finally:
         ctx.close()
@@ -136,6 +139,73 @@ def run_demo(
             sandbox.stop()
             embedded_redis.stop(data_dir)
     return code
+
+
+def _rebill_scene(
+    ledger: Ledger, sandbox: Any, landmarks: dict[str, int], timeout: float, console: Console
+) -> int:
+    """The office edits a posted invoice and approves it again: stsync reverses what Spectrum
+    holds and posts the new documents under a revision number. 0 when Spectrum then sums to the
+    new ServiceTrade total to the cent."""
+    from sandbox.seed import REBILL_LANDMARK, office_edit
+
+    st = sandbox.st_state
+    inv_id = landmarks[REBILL_LANDMARK]
+    inv = st.get("invoice", inv_id)
+    console.rule("[bold]an invoice edited after posting and approved again[/bold]")
+    if inv is None or inv["status"] != "processed":
+        status = None if inv is None else inv["status"]
+        console.print(f"[red]invoice {inv_id} is {status!r}, not processed: no rebill shown[/red]")
+        return 1
+    number, held = inv["invoiceNumber"], Decimal(str(inv["totalPrice"]))
+    st.update("invoice", inv_id, {"items": office_edit(inv["items"])})
+    st.update("invoice", inv_id, {"status": "pending_accounting"})
+    now = Decimal(str(st.get("invoice", inv_id)["totalPrice"]))
+    console.print(
+        f"invoice {inv_id}: Spectrum holds {number} for {held}; the office added a unit "
+        f"(now {now}) and approved it again"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = st.get("invoice", inv_id)
+        if current["status"] == "failed" or (
+            current["status"] == "processed" and current["invoiceNumber"] != number
+        ):
+            break
+        time.sleep(0.3)
+    current = st.get("invoice", inv_id)
+    docs = _invoice_documents(ledger, sandbox, inv_id)
+    owed = sum((t if kind == "I" else -t for _, kind, t in docs), Decimal("0.00"))
+    table = Table(title=f"Spectrum AR documents of ServiceTrade invoice {inv_id}")
+    for col in ("number", "type", "amount"):
+        table.add_column(col)
+    for doc_number, kind, amount in docs:
+        table.add_row(doc_number, "invoice" if kind == "I" else "credit memo", str(amount))
+    console.print(table)
+    ok = current["status"] == "processed" and owed == now
+    colour = "green" if ok else "red"
+    console.print(
+        f"[{colour}]ServiceTrade: {current['status']} as {current['invoiceNumber']}, total "
+        f"{now}; Spectrum documents sum to {owed}[/{colour}]"
+    )
+    return 0 if ok else 1
+
+
+def _invoice_documents(
+    ledger: Ledger, sandbox: Any, invoice_id: int
+) -> list[tuple[str, str, Decimal]]:
+    """``(number, transaction type, total)`` of every document stsync posted for the invoice."""
+    from clients.spectrum import infolink_schema as t
+
+    out: list[tuple[str, str, Decimal]] = []
+    for rec in ledger.list_records(record_type="ar_document", limit=1_000_000):
+        if rec.key.source_id.split(":")[0] != str(invoice_id) or rec.status is not Status.DONE:
+            continue
+        rows = sandbox.spectrum_db.rows(t.ar_invoices.name, Invoice_Or_Transaction=rec.spectrum_key)
+        for row in rows:
+            worth = Decimal(row["Invoice_Amount"]) + Decimal(row["Sales_Tax_Amount"])
+            out.append((str(rec.spectrum_key), str(row["Transaction_Type"]).strip(), worth))
+    return sorted(out)
 
 
 def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> int:

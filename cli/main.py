@@ -152,6 +152,13 @@ def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
     for (rtype, st), n in sorted(counts.items()):
         table.add_row(rtype, st, str(n))
     console.print(table)
+    from cli.recovery_status import print_recovery
+
+    code = print_recovery(
+        console, led, settings, settings.connection(connection).name if connection else None
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def _ledger_type(record_type: str) -> str:
@@ -464,6 +471,10 @@ def retry(
     if record_type and record_id:
         key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
         rec = led.get(key)
+        if rec is not None and key.record_type == "invoice" and rec.status is Status.DONE:
+            # a posted invoice whose void failed: `retry invoice N` means its void
+            void = led.get(RecordKey(key.connection, "invoice_void", record_id))
+            rec = void if void is not None and void.status is not Status.DONE else rec
         if rec is None:
             err.print(f"no ledger record for {key}")
             raise typer.Exit(1)
@@ -494,6 +505,9 @@ def retry(
     celery_app = _configure_celery(settings)
     sent: set[tuple[str, tuple[Any, ...]]] = set()
     skipped = 0
+    from cli.invoice_retry import InvoiceRetry
+
+    invoices = InvoiceRetry(lambda: _context(settings), yes=yes, out=console, err=err)
     for rec in targets:
         if rec.status is Status.IN_FLIGHT:
             console.print(f"skip {rec.key}: a worker is syncing it right now")
@@ -508,6 +522,9 @@ def retry(
             console.print(f"skip {rec.key}: no task replays this record type")
             skipped += 1
             continue
+        if not invoices.ready(rec):  # a failed invoice goes back to pending in ServiceTrade
+            skipped += 1
+            continue
         led.reopen(rec.key)
         if replay in sent:
             continue
@@ -515,7 +532,10 @@ def retry(
         task, args = replay
         celery_app.send_task(task, args=args)
         console.print(f"enqueued {task}{args!r}", highlight=False)
+    invoices.close()
     console.print(f"re-enqueued {len(sent)} task(s) for {len(targets) - skipped} record(s)")
+    if record_type and record_id and skipped:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")
@@ -616,25 +636,19 @@ def beat(loglevel: str = "INFO", config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def ingest(host: str = "127.0.0.1", port: int = 8800, config: ConfigOpt = None) -> None:
-    """Serve the webhook ingest endpoint (access log off: the secret is in the path)."""
-    import uvicorn
+def ingest(
+    host: str = "127.0.0.1", port: int = 8800, workers: int = 1, config: ConfigOpt = None
+) -> None:
+    """Serve the webhook ingest endpoint (access log off: the secret is in the path).
 
-    from ingest.app import create_ingest_app
+    --workers N runs N uvicorn processes on the port (docs/performance.md, P1)."""
+    from ingest.serve import serve_ingest
     from worker.logs import configure_logging
 
     settings = _settings(config)
     _configure_celery(settings, start_broker=True)
     configure_logging(settings)
-    # log_config=None: uvicorn's loggers propagate to the root handlers, which redact
-    uvicorn.run(
-        create_ingest_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        log_config=None,
-    )
+    serve_ingest(settings, host, port, workers=workers)
 
 
 def flower_command(
@@ -854,6 +868,9 @@ def catch_up(
         err.print("[red]--until is before --since[/red]")
         raise typer.Exit(2)
     ctx = _context(settings)
+    from worker.context import attach_read_cache
+
+    attach_read_cache(ctx)  # job facts read once per job, as the workers do
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -924,6 +941,11 @@ def demo(
             data_dir=data_dir, companies=companies, timeout=timeout, keep=keep, console=console
         )
     )
+
+
+from cli.link import register as _register_link  # noqa: E402 - needs the helpers above
+
+_register_link(app, lambda: console, lambda s: _context(s), lambda c: _settings(c))
 
 
 def main() -> None:  # pragma: no cover

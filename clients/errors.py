@@ -63,6 +63,11 @@ class AmbiguousWriteError(TransientError):
     """
 
 
+class RateLimited(TransientError):
+    """HTTP 429: the server asks the caller to slow down (``retry_after``: for how long). For
+    ServiceTrade this concerns the whole account: every worker pauses (worker/pacing.py)."""
+
+
 class RecordBusy(TransientError):
     """Another worker holds this record's claim; try again after its lease."""
 

@@ -40,6 +40,7 @@ from clients.errors import (
     AuthorizationError,
     NotFound,
     PermanentError,
+    RateLimited,
     SyncError,
     TransientError,
 )
@@ -188,9 +189,12 @@ def transport_failure(exc: httpx.TransportError, *, what: str, write: bool) -> T
 def server_failure(
     message: str, *, write: bool, retry_after: float | None = None
 ) -> TransientError:
-    """A 5xx-like refusal: ambiguous for a write, transient for a read."""
+    """A 5xx-like refusal: ambiguous for a write, transient for a read (either way carrying the
+    server's ``Retry-After``, which the task's retry honours)."""
     if write:
-        return AmbiguousWriteError(f"{message}; the write may have been applied")
+        return AmbiguousWriteError(
+            f"{message}; the write may have been applied", retry_after=retry_after
+        )
     return TransientError(message, retry_after=retry_after)
 
 
@@ -202,7 +206,7 @@ class Verdict(StrEnum):
     REAUTHENTICATE = "reauthenticate"  # 401: the auth re-fetched and replayed once already
     DENIED = "denied"  # ``AuthorizationError``: credentials or rights; a person must act
     MISSING = "missing"  # ``NotFound``: the record does not exist
-    THROTTLED = "throttled"  # ``TransientError`` with ``retry_after``; nothing was done
+    THROTTLED = "throttled"  # ``RateLimited`` (transient) with ``retry_after``; nothing was done
     SERVER = "server"  # transient for a read, ``AmbiguousWriteError`` for a write
     REFUSED = "refused"  # ``PermanentError``: retrying the same request cannot help
 
@@ -255,7 +259,7 @@ def status_error(
 ) -> SyncError:
     """The error of a non-OK answer, by ``verdict``; ``message`` names the call and the status.
 
-    ``retry_after`` comes from the ``Retry-After`` header (429, and 408/5xx on reads).
+    ``retry_after`` comes from the ``Retry-After`` header (429, and 408/5xx, reads and writes).
     """
     found = verdict(resp.status_code, endpoint)
     if found is Verdict.OK:
@@ -268,7 +272,7 @@ def status_error(
     errors: dict[Verdict, Callable[[], SyncError]] = {
         Verdict.DENIED: lambda: AuthorizationError(message),
         Verdict.MISSING: lambda: NotFound(message),
-        Verdict.THROTTLED: lambda: TransientError(message, retry_after=retry_after),
+        Verdict.THROTTLED: lambda: RateLimited(message, retry_after=retry_after),
         Verdict.SERVER: lambda: server_failure(message, write=write, retry_after=retry_after),
         Verdict.REFUSED: lambda: PermanentError(message),
     }

@@ -7,8 +7,21 @@ delivered and retries only on 5xx/timeouts (reference §7), so:
 - malformed JSON or wrong shape -> 400 with what is wrong, nothing enqueued;
 - unknown entity types and deletions -> acknowledged and ignored;
 - broker unreachable -> 503, so ServiceTrade tries again (the dedupe key is released).
+
+Durable acknowledgement (issue 17): before it answers 2xx, ingest writes one inbox row per
+announced record and connection into the ledger (``record_wakeups``: one batched statement in one
+transaction per delivery). Redis only carries the wake-up; when Redis loses it, the Beat
+re-enqueuer (tasks/requeue.py) queues the inbox row once it is due. A ledger that cannot take the
+write -> 503 (ServiceTrade tries again), never a 2xx for an event that is not stored.
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
+
+Throughput (docs/performance.md, P1): the handler parses on the event loop and hands the whole
+delivery to ``accept_delivery`` in a worker thread, which costs two Redis round trips per
+delivery however many events it carries: one pipeline with every dedupe ``SET NX`` (and the
+read-cache stamps of the records that changed, worker/readcache.py), then one pipeline with
+every Celery message (built in memory, ingest/publish.py). Blocking Redis calls never hold the
+event loop.
 """
 
 from __future__ import annotations
@@ -17,22 +30,30 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import redis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from clients.servicetrade.models import WebhookDelivery
+from clients.servicetrade.models import WebhookDelivery, WebhookEvent
+from ingest.publish import BatchPublisher
 from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS, WORK_ORDER
+from worker.readcache import mark_changed
 from worker.settings import Settings
 
 log = logging.getLogger("stsync.ingest")
 
 Send = Callable[[str, tuple[Any, ...]], None]
+#: enqueue many tasks at once: [(task name, args), ...] (one broker round trip in production)
+SendMany = Callable[[Sequence[tuple[str, tuple[Any, ...]]]], None]
+#: durably record ``(connection, task, source id)`` wake-ups of one delivery (one transaction)
+RecordWakeups = Callable[[list[tuple[str, str, str]]], None]
 
 DEDUPE_PREFIX = "stsync:seen:"
 
@@ -82,19 +103,111 @@ def _duplicate_key(body: bytes) -> str | None:
     return None
 
 
+@dataclass
+class Accepted:
+    """What ``accept_delivery`` did with a delivery's events (the 202 body)."""
+
+    enqueued: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    tasks: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"enqueued": self.enqueued, "duplicates": self.duplicates, "ignored": self.ignored}
+
+
+def accept_delivery(
+    r: redis.Redis,
+    message_id: str,
+    events: Sequence[WebhookEvent],
+    *,
+    connections: Sequence[str],
+    seen_prefix: str,
+    dedupe_ttl_s: int,
+    key_prefix: str,
+    cache_ttl_s: float,
+    send_many: SendMany,
+) -> Accepted:
+    """The per-delivery accept step: de-duplicate, invalidate cached facts, enqueue. Blocking.
+
+    1. one Redis pipeline: the read-cache stamps of every record the delivery names (before any
+       task exists, so no worker reads a stale fact of them), and one ``SET NX`` per routed event;
+    2. the tasks of the events seen for the first time, sent together (``send_many``).
+    Any failure releases the dedupe keys this call set and raises: the caller answers 503 and
+    ServiceTrade's retry enqueues them.
+    """
+    out = Accepted()
+    routed: list[tuple[str, str, int]] = []  # (dedupe key, task name, entity id)
+    for event in events:
+        route = ENTITY_TASKS.get(event.entity.type)
+        if route is None or event.action not in SYNC_ACTIONS:
+            out.ignored += 1
+            continue
+        dedupe = (
+            f"{seen_prefix}{message_id}:{event.entity.type}:{event.entity.id}:{event.action}"
+        )
+        routed.append((dedupe, route[0], event.entity.id))
+    pipe = r.pipeline(transaction=False)
+    stamps = mark_changed(
+        pipe, key_prefix, ((e.entity.type, e.entity.id) for e in events), cache_ttl_s
+    )
+    for dedupe, _task, _id in routed:
+        pipe.set(dedupe, 1, nx=True, ex=dedupe_ttl_s)
+    results = pipe.execute()[stamps:]
+    fresh: list[str] = []
+    seen_now: set[str] = set()
+    for (dedupe, task_name, entity_id), was_set in zip(routed, results, strict=True):
+        if not was_set or dedupe in seen_now:
+            out.duplicates += 1
+            continue
+        seen_now.add(dedupe)
+        fresh.append(dedupe)
+        out.tasks.extend((task_name, (entity_id, conn)) for conn in connections)
+        out.enqueued += 1
+    if out.tasks:
+        try:
+            send_many(out.tasks)
+        except Exception:
+            r.delete(*fresh)  # let ServiceTrade's retry enqueue them
+            raise
+    return out
+def ledger_wakeups(settings: Settings) -> RecordWakeups:
+    """The production ``RecordWakeups``: the ledger's inbox, ONE multi-row upsert per delivery.
+
+    Kept as this one function so the ingest's durable write stays a single batched statement
+    (the throughput work on ingest changes the code around it, not this)."""
+    from worker.ledger import Ledger
+
+    ledger: Ledger | None = None
+    due_after = float(settings.reliability.pending_due_after_s)
+
+    def record(entries: list[tuple[str, str, str]]) -> None:
+        nonlocal ledger
+        if ledger is None:
+            ledger = Ledger(settings.database_url)
+        ledger.inbox_put(entries, due_after_s=due_after)
+
+    return record
+
+
 def create_ingest_app(
     settings: Settings,
     *,
     redis_client: redis.Redis | None = None,
     send: Send | None = None,
     ledger_ping: Callable[[], None] | None = None,
+    record_wakeups: RecordWakeups | None = None,
 ) -> FastAPI:
-    """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default)."""
+    """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default);
+    ``record_wakeups`` stores wake-ups durably before the answer (the ledger's inbox by default).
+    """
     app = FastAPI(title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None)
     max_body = settings.ingest.max_body_bytes
     ttl = settings.ingest.dedupe_ttl_s
     connections = settings.auto_sync_connections()
     seen_prefix = f"{settings.redis_key_prefix}{DEDUPE_PREFIX}"
+    cache_ttl = settings.servicetrade.read_cache_ttl_s
+    wakeups = record_wakeups or ledger_wakeups(settings)
 
     def _redis() -> redis.Redis:
         nonlocal redis_client
@@ -118,6 +231,20 @@ def create_ingest_app(
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
+
+    publisher: BatchPublisher | None = None
+
+    def _send_many(tasks: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        nonlocal publisher
+        if send is not None:
+            for name, args in tasks:
+                send(name, args)
+            return
+        if publisher is None:
+            from worker.celery_app import app as celery_app
+
+            publisher = BatchPublisher(celery_app, _redis(), settings.redis_key_prefix)
+        publisher.send_many(tasks)
 
     @app.post("/webhooks/servicetrade/{secret}")
     async def receive(secret: str, request: Request) -> Response:
@@ -143,29 +270,35 @@ def create_ingest_app(
             msg = f"key {duplicate[:64]!r} appears twice in one object"
             log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg})
             return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
-        counts = {"enqueued": 0, "duplicates": 0, "ignored": 0}
+        durable = [
+            (conn, route[0], str(event.entity.id))
+            for event in delivery.data
+            if (route := ENTITY_TASKS.get(event.entity.type)) is not None
+            and event.action in SYNC_ACTIONS
+            for conn in connections
+        ]
         try:
-            r = _redis()
-            for event in delivery.data:
-                route = ENTITY_TASKS.get(event.entity.type)
-                if route is None or event.action not in SYNC_ACTIONS:
-                    counts["ignored"] += 1
-                    continue
-                task_name, _record = route
-                dedupe = (
-                    f"{seen_prefix}{delivery.message_id}:{event.entity.type}:"
-                    f"{event.entity.id}:{event.action}"
+            await anyio.to_thread.run_sync(lambda: wakeups(durable))
+        except Exception as exc:  # noqa: BLE001 - not stored means not acknowledged
+            log.error(
+                "webhook not stored: ledger unavailable",
+                extra={"outcome": "ledger_down", "detail": type(exc).__name__},
+            )
+            return JSONResponse({"error": "ledger unavailable; retry later"}, status_code=503)
+        try:
+            accepted = await anyio.to_thread.run_sync(
+                lambda: accept_delivery(
+                    _redis(),
+                    delivery.message_id,
+                    delivery.data,
+                    connections=connections,
+                    seen_prefix=seen_prefix,
+                    dedupe_ttl_s=ttl,
+                    key_prefix=settings.redis_key_prefix,
+                    cache_ttl_s=cache_ttl,
+                    send_many=_send_many,
                 )
-                if not r.set(dedupe, 1, nx=True, ex=ttl):
-                    counts["duplicates"] += 1
-                    continue
-                try:
-                    for conn in connections:
-                        _send(task_name, (event.entity.id, conn))
-                except Exception:
-                    r.delete(dedupe)  # let ServiceTrade's retry enqueue it
-                    raise
-                counts["enqueued"] += 1
+            )
         except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
             log.error(
                 "webhook not enqueued: broker unavailable",
@@ -178,10 +311,10 @@ def create_ingest_app(
                 "outcome": "accepted",
                 "message_id": delivery.message_id,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                **counts,
+                **accepted.counts(),
             },
         )
-        return JSONResponse(counts, status_code=202)
+        return JSONResponse(accepted.counts(), status_code=202)
 
     @app.get("/healthz")
     def healthz() -> Response:

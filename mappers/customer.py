@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from clients.errors import MappingError, RecordSkipped
 from clients.servicetrade.models import Company
 from clients.spectrum.models import SpectrumRequest
@@ -64,3 +66,35 @@ def st_company_to_add_customer(
         return SpectrumRequest(service="AddCustomer", values=values), adjustments
     except ValueError as exc:
         raise MappingError(f"company {company.id}", "AddCustomer", str(exc)) from exc
+
+
+# --- matching existing Spectrum records (stale external ids, ``stsync link``) -------------------
+#: (name column, address columns) of the Spectrum rows matched by name and address
+CUSTOMER_MATCH = ("Name", ("Address_1", "Zip_Code"))
+SITE_MATCH = ("Site_Name", ("Site_Address1", "Site_Zip_Code"))
+
+
+def normalised(text: object) -> str:
+    """A name or address reduced to what identifies it: letters and digits, upper case."""
+    return "".join(ch for ch in str(text or "").upper() if ch.isalnum())
+
+
+def match_key(values: Mapping[str, object], columns: tuple[str, tuple[str, ...]]) -> str:
+    """The normalised name + address of a Spectrum row or request ``values``."""
+    name, address = columns
+    return "|".join(normalised(values.get(c)) for c in (name, *address))
+
+
+def matching_rows(
+    values: Mapping[str, object],
+    rows: Sequence[Mapping[str, object]],
+    columns: tuple[str, tuple[str, ...]],
+) -> list[Mapping[str, object]]:
+    """The Spectrum ``rows`` whose normalised name and address equal those of ``values``.
+
+    A blank name never matches (nothing identifies it).
+    """
+    want = match_key(values, columns)
+    if not normalised(values.get(columns[0])):
+        return []
+    return [row for row in rows if match_key(row, columns) == want]

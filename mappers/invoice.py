@@ -35,9 +35,13 @@ What one approved invoice becomes (``st_invoice_to_ar_invoices``):
   (``salesperson_code_for``); none while ``invoices.require_salesperson`` -> ``PrerequisiteMissing``
   naming the ServiceTrade user.
 
-A voided invoice that was posted gets one offsetting credit memo of its posted invoice document
-(``void_credit_memo``), numbered ``invoices.void_prefix`` + the same base. ``void_skip_reason``
-recognises what must not be credited (never posted, already credited, posted as a credit memo only).
+Changes after posting (F21): every document of an invoice has a ``DocumentSlot`` (half, cost-center
+group, revision) and a number derived from one base that always fits 10 characters
+(``servicetrade_number_base`` / ``fallback_number_base`` / the ``invoices.numbers`` range in the
+task); ``document_content`` is what a re-approval compares; ``reversal_document`` cancels a
+document exactly as Spectrum holds it (rebill and void); ``group_invoices`` splits a
+multi-cost-center invoice by Spectrum job. ``void_credit_memo`` / ``void_skip_reason`` /
+``document_numbers`` are the first release's one-document rules; the sync no longer uses them.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from pydantic import ValidationError
 from clients.errors import MappingError, PermanentError, PrerequisiteMissing, RecordSkipped
 from clients.servicetrade.models import Invoice, InvoiceItem, Ref, User
 from clients.spectrum.formats import check_value, format_date, format_decimal, format_money
-from clients.spectrum.models import ARInvoiceRequest
+from clients.spectrum.models import ARInvoiceRequest, request_digest
 from clients.spectrum.services import (
     AR_MULTI_LINE_DETAIL,
     AR_MULTI_LINE_HEADER,
@@ -664,12 +668,14 @@ def st_invoice_to_ar_invoices(
     salesperson_user: Ref | None = None,
     numbers: DocumentNumbers | None = None,
     connection: str = "*",
+    posting_date: date | None = None,
 ) -> list[ARInvoiceRequest]:
     """The Spectrum documents of an approved ServiceTrade invoice: the AR invoice of its positive
     lines (if any) followed by the credit memo of its negative lines (if any).
 
     ``numbers`` are the ledger's numbers when already allocated (the ServiceTrade number may have
     changed since, by stsync's own write-back); computed from the invoice otherwise.
+    ``posting_date`` (a rebill) replaces the invoice's own date.
     """
     record = record_name(invoice)
     if invoice.type != AR_INVOICE_TYPE:
@@ -686,8 +692,12 @@ def st_invoice_to_ar_invoices(
     positive, negative = split_items(invoice.items, record=record)
     alloc = _allocate(invoice, positive, negative, record)
 
+    # a rebill is dated the day it is posted (``posting_date``), like its reversal
     d = check_processing_window(
-        invoice_date(invoice, tz=tz), inv_rules, record=record, connection=connection
+        posting_date or invoice_date(invoice, tz=tz),
+        inv_rules,
+        record=record,
+        connection=connection,
     )
     salesperson = _salesperson(
         salesperson_code, salesperson_user, rules=inv_rules, record=record, connection=connection
@@ -892,19 +902,272 @@ def failure_comment(invoice_id: int, error: BaseException, *, voided: bool = Fal
         if value not in (None, ""):
             detail += f", value: {value!r}"
         parts.append(detail)
-    if voided:
+    how_to_retry = getattr(error, "how_to_retry", None)
+    if isinstance(how_to_retry, str) and how_to_retry:
+        parts.append(how_to_retry)
+    elif voided:
         parts.append(
             "Fix the cause (Spectrum setup or the stsync configuration), then run "
             f"`stsync retry invoice {invoice_id}`; the credit memo is posted once."
         )
     elif isinstance(error, PrerequisiteMissing):
-        parts.append(
-            "Fix the missing record or mapping, then set the invoice back to pending accounting "
-            "to send it again."
-        )
+        parts.append("Fix the missing record or mapping, then " + retry_instruction(invoice_id))
     else:
         parts.append(
-            "Fix this in ServiceTrade (or the stsync mapping / Spectrum setup), then set the "
-            "invoice back to pending accounting to send it again."
+            "Fix this in ServiceTrade (or the stsync mapping / Spectrum setup), then "
+            + retry_instruction(invoice_id)
         )
     return "\n".join(parts)
+
+
+def retry_instruction(invoice_id: int) -> str:
+    """How a failed approval is sent again: the same words in the comment, the CLI and the docs."""
+    return (
+        f"set the invoice back to pending accounting to send it again (or run `stsync retry "
+        f"invoice {invoice_id}`, which does that in ServiceTrade after asking; --yes skips the "
+        "question)."
+    )
+
+
+# --- numbers that always fit, revisions and cost-center groups (F21) -----------------------------
+#: room every number base keeps for a suffix: ``-`` + group + revision (``ST1036-01``)
+SUFFIX_ROOM = 3
+SUFFIX_SEPARATOR = "-"
+_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: revisions 1..35 fit one character; an invoice rebilled more often is refused
+MAX_REVISION = len(_B36) - 1
+#: the halves of one document set (ledger ``ar_document`` kinds of revision 0, single group)
+HALVES = ("invoice", "credit_memo")
+#: kind of the reversal of the revision-0 invoice document (the historical void credit memo)
+VOID_KIND = "void"
+
+
+def _prefixes(rules: InvoiceRules) -> tuple[str, ...]:
+    return (rules.number_prefix, rules.credit_memo_prefix, rules.void_prefix, rules.debit_prefix)
+
+
+def base_fits(base: str, rules: InvoiceRules) -> bool:
+    """Whether ``base`` can carry every number derived from it within Spectrum's 10 characters:
+    any prefix, the base, and a revision/group suffix; no forbidden, control or ``-`` characters."""
+    return (
+        bool(base)
+        and base.isascii()
+        and base.isprintable()
+        and " " not in base
+        and SUFFIX_SEPARATOR not in base
+        and not set(base) & FORBIDDEN_KEY_CHARS
+        and max(map(len, _prefixes(rules))) + len(base) + SUFFIX_ROOM <= KEY_MAX
+    )
+
+
+def servicetrade_number_base(invoice: Invoice, rules: InvoiceRules) -> str | None:
+    """ServiceTrade's ``invoiceNumber`` as the base of the Spectrum numbers, or None when it is not
+    usable (null, blank, too long for the derived numbers, or characters Spectrum forbids).
+
+    A number starting with ``number_prefix`` is stsync's own write-back: the prefix is removed."""
+    raw = (invoice.invoice_number or "").strip()
+    prefix = rules.number_prefix
+    if prefix and raw.startswith(prefix) and len(raw) > len(prefix):
+        raw = raw[len(prefix) :]
+    return raw if base_fits(raw, rules) else None
+
+
+def fallback_number_base(invoice: Invoice, rules: InvoiceRules) -> str:
+    """Without a configured ``invoices.numbers`` range: the ServiceTrade id, when it fits."""
+    base = str(invoice.id)
+    if base_fits(base, rules):
+        return base
+    raise MappingError(
+        record_name(invoice),
+        "invoiceNumber",
+        f"ServiceTrade has no usable invoice number ({invoice.invoice_number!r}) and the id "
+        f"{base} is too long for Spectrum's 10-character numbers (with prefixes and a revision "
+        "suffix); configure a number range: [connections.<name>.invoices] numbers = "
+        "{ prefix, start, end, width }",
+        value=invoice.invoice_number,
+    )
+
+
+def number_suffix(group: int | None, revision: int, *, record: str = "invoice") -> str:
+    """``""`` for the first documents of a one-job invoice, ``-<revision>`` for its rebills, and
+    ``-<group><revision>`` on a multi-cost-center invoice (group and revision in base 36)."""
+    if not 0 <= revision <= MAX_REVISION:
+        raise MappingError(
+            record,
+            "Invoice_Or_Transaction",
+            f"revision {revision}: an invoice can be rebilled at most {MAX_REVISION} times; "
+            "correct it in Spectrum by hand",
+            value=revision,
+        )
+    if group is None:
+        return "" if revision == 0 else SUFFIX_SEPARATOR + _B36[revision]
+    if not 0 <= group < len(_B36):
+        raise MappingError(
+            record, "Job_Number", f"more than {len(_B36)} Spectrum jobs on one invoice", value=group
+        )
+    return SUFFIX_SEPARATOR + _B36[group] + _B36[revision]
+
+
+@dataclass(frozen=True)
+class DocumentSlot:
+    """Where one Spectrum document sits in an invoice's history: which half (``invoice`` of the
+    positive lines or ``credit_memo`` of the negative ones), of which cost-center group (None: the
+    invoice has one Spectrum job), of which revision (0 = first posting, n = n-th rebill)."""
+
+    half: str
+    group: int | None = None
+    revision: int = 0
+
+    @property
+    def kind(self) -> str:
+        """The ledger ``ar_document`` kind (``<invoice id>:<kind>``); revision 0 of a one-job
+        invoice keeps the historical ``invoice`` / ``credit_memo``."""
+        if self.group is None and self.revision == 0:
+            return self.half
+        return f"{self.half}.{'-' if self.group is None else self.group}.{self.revision}"
+
+    @property
+    def reversal_kind(self) -> str:
+        return VOID_KIND if self.kind == "invoice" else f"reversal.{self.kind}"
+
+    def number(self, base: str, rules: InvoiceRules, *, record: str = "invoice") -> str:
+        prefix = rules.number_prefix if self.half == "invoice" else rules.credit_memo_prefix
+        return _check_number(
+            prefix + base + number_suffix(self.group, self.revision, record=record),
+            record=record,
+            field="Invoice_Or_Transaction",
+            how=f"{self.half} of revision {self.revision}",
+        )
+
+    def reversal_number(self, base: str, rules: InvoiceRules, *, record: str = "invoice") -> str:
+        """An invoice is reversed by a credit memo (``void_prefix``), a credit memo by a debit
+        invoice (``debit_prefix``); same base and suffix, so each document has one reversal."""
+        prefix = rules.void_prefix if self.half == "invoice" else rules.debit_prefix
+        return _check_number(
+            prefix + base + number_suffix(self.group, self.revision, record=record),
+            record=record,
+            field="Invoice_Or_Transaction",
+            how=f"reversal of the {self.half} of revision {self.revision}",
+        )
+
+    def numbers(
+        self, base: str, rules: InvoiceRules, *, record: str = "invoice"
+    ) -> DocumentNumbers:
+        """Both halves' numbers of this slot's group and revision."""
+        return DocumentNumbers(
+            invoice=DocumentSlot("invoice", self.group, self.revision).number(
+                base, rules, record=record
+            ),
+            credit_memo=DocumentSlot("credit_memo", self.group, self.revision).number(
+                base, rules, record=record
+            ),
+        )
+
+
+def slot_of_kind(kind: str) -> DocumentSlot:
+    """The inverse of ``DocumentSlot.kind``."""
+    if kind in HALVES:
+        return DocumentSlot(kind)
+    half, group, revision = kind.split(".")
+    if half not in HALVES:
+        raise ValueError(f"not a document kind: {kind!r}")
+    return DocumentSlot(half, None if group == "-" else int(group), int(revision))
+
+
+def slot_of_document(doc: ARInvoiceRequest, group: int | None, revision: int) -> DocumentSlot:
+    half = "invoice" if doc.header["Transaction_Type"] == INVOICE else "credit_memo"
+    return DocumentSlot(half, group, revision)
+
+
+#: what "the invoice changed after posting" compares: lines, amounts, tax, customer, job
+_CONTENT_HEADER = (
+    "Transaction_Type",
+    "Customer_Code",
+    "Job_Number",
+    "Sales_Tax_Code",
+    "Sales_Tax_Amount",
+)
+
+
+def document_content(doc: ARInvoiceRequest) -> str:
+    """A digest of what a document is worth and where it goes (type, customer, job, tax code and
+    amount, every line), ignoring its number, dates, batch and remarks."""
+    payload = {
+        "header": {f: str(doc.header.get(f) or "").strip().upper() for f in _CONTENT_HEADER},
+        "details": [dict(sorted(d.items())) for d in doc.details],
+    }
+    return request_digest(payload)[:32]
+
+
+def group_invoices(
+    invoice: Invoice, group_of_item: Callable[[InvoiceItem], int]
+) -> list[tuple[int, Invoice]]:
+    """Split an invoice into one invoice per group (a Spectrum job of a multi-cost-center job),
+    in group order. Each part carries its lines and their tax; ServiceTrade's rounding residue on
+    the header tax goes to the first part, so the parts add up to ``totalPrice`` to the cent."""
+    record = record_name(invoice)
+    positive, negative = split_items(invoice.items, record=record)
+    whole = _allocate(invoice, positive, negative, record)
+    total_tax = whole.invoice_tax - whole.credit_tax
+    by_group: dict[int, list[InvoiceItem]] = {}
+    for item in invoice.items:
+        by_group.setdefault(group_of_item(item), []).append(item)
+    line_tax = {
+        id(i): _line_tax(i, whole.extensions[id(i)], record=record) for i in invoice.items
+    }
+    residue = total_tax - sum(line_tax.values(), Decimal("0.00"))
+    parts: list[tuple[int, Invoice]] = []
+    for n, group in enumerate(sorted(by_group)):
+        items = by_group[group]
+        ext = sum((whole.extensions[id(i)] for i in items), Decimal("0.00"))
+        tax = sum((line_tax[id(i)] for i in items), Decimal("0.00")) + (residue if n == 0 else 0)
+        parts.append(
+            (
+                group,
+                invoice.model_copy(
+                    update={
+                        "items": items,
+                        "subtotal": ext,
+                        "tax_amount": tax,
+                        "total_price": ext + tax,
+                    }
+                ),
+            )
+        )
+    return parts
+
+
+def reversal_document(
+    original: ARInvoiceRequest,
+    *,
+    number: str,
+    on: date,
+    rules: ConnectionRules,
+    why: str,
+    invoice_id: int,
+    connection: str = "*",
+) -> ARInvoiceRequest:
+    """The document that cancels ``original`` exactly as Spectrum holds it: same lines, accounts,
+    cost centers, amounts, customer, job, salesperson and tax, all positive, opposite transaction
+    type (an invoice is reversed by a credit memo, a credit memo by an invoice), numbered
+    ``number`` and dated ``on`` (which must lie in the processing window)."""
+    record = f"ServiceTrade invoice {invoice_id}"
+    inv_rules = rules.invoices
+    d = check_processing_window(on, inv_rules, record=record, connection=connection)
+    flipped = CREDIT_MEMO if original.header.get("Transaction_Type") == INVOICE else INVOICE
+    header = dict(original.header) | {
+        "Invoice_Or_Transaction": number,
+        "Transaction_Type": flipped,
+        "GL_Date": format_date(d),
+        "Invoice_Date": format_date(d),
+        "Batch_Code": batch_code(
+            d, inv_rules.batch_code_format, record=record, connection=connection
+        ),
+        "Remarks": _remarks(f"{why} of {original.number} (ServiceTrade invoice id {invoice_id})"),
+    }
+    return _build(record, header, [dict(line) for line in original.details])
+
+
+def owed(docs: Sequence[tuple[str, Decimal]]) -> Decimal:
+    """Invoices minus credit memos of ``(transaction type, document total)`` pairs."""
+    return sum((t if kind == INVOICE else -t for kind, t in docs), Decimal("0.00"))

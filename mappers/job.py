@@ -358,6 +358,8 @@ def st_job_to_add_job(
         "Status_Code": rules.jobs.status_code,
     }
     values.update(_job_type_values(job, rules.jobs, adjustments))
+    if job.status.strip().lower() == "completed" and job.completed_on is not None:
+        values["Complete_Date"] = _date(job, "completedOn", job.completed_on, tz)
     if rules.jobs.office_in_udf1:
         values["UDF1"] = fit(office_udf(job), 20, label="UDF1", adjustments=adjustments)
     try:
@@ -383,6 +385,126 @@ def adopt_mismatch(existing: Mapping[str, str | None], request: SpectrumRequest)
         number = request.values.get("Job_Number", "")
         return f"Spectrum job {number} already exists and is not ours: " + "; ".join(problems)
     return None
+
+
+# --- following ServiceTrade (F21) ----------------------------------------------------------------
+#: the ``UpdateJob`` fields a synced job follows (UDF1 goes through ``UpdateJob_UDF``)
+FOLLOWED_FIELDS = (
+    "Job_Description", "Comment", "Project_Manager", "Est_Start_Date", "Complete_Date",
+    "Cost_Center", "Price_Method_Code", "Status_Code", "UDF1",
+)
+
+
+def job_status_code(job: Job, rules: JobRules) -> str | None:
+    """The Spectrum status a job's ServiceTrade status asks for, or None (leave Spectrum's).
+
+    ``completed`` -> ``jobs.status_on_complete``, ``canceled`` -> ``jobs.status_on_cancel`` (unset
+    = leave); any other (open) status -> ``jobs.status_code``, so a reopened job becomes active.
+    """
+    status = job.status.strip().lower()
+    if status == "completed":
+        return rules.status_on_complete or None
+    if status == "canceled":
+        return rules.status_on_cancel or None
+    return rules.status_code
+
+
+def followed_values(
+    job: Job, *, cost_center: str | None, rules: ConnectionRules, tz: str
+) -> dict[str, str]:
+    """What a synced Spectrum job should now hold of the fields it follows (blank = no value).
+
+    ``cost_center`` None: the cost center (and the price method with it) is not followed.
+    """
+    adjustments: list[str] = []
+    values: dict[str, str] = {
+        "Job_Description": fit(job_description(job), _DESCRIPTION_MAX, label="Job_Description",
+                               adjustments=adjustments),
+        "Comment": job_comment(job),
+        "Project_Manager": fit(parse_project_manager(job.tags, rules.jobs.pm_tag_pattern) or "",
+                               15, label="Project_Manager", adjustments=adjustments),
+        "Est_Start_Date": _date(job, "scheduledDate", job.scheduled_date, tz),
+        "Complete_Date": _date(job, "completedOn", job.completed_on, tz)
+        if job.status.strip().lower() == "completed" else "",
+        "Status_Code": job_status_code(job, rules.jobs) or "",
+    }
+    if cost_center is not None:
+        values["Cost_Center"] = cost_center
+        values["Price_Method_Code"] = price_method(cost_center, rules)
+    if rules.jobs.office_in_udf1:
+        values["UDF1"] = fit(office_udf(job), 20, label="UDF1", adjustments=adjustments)
+    return values
+
+
+def _date(job: Job, field: str, value: int | None, tz: str) -> str:
+    if value is None:
+        return ""
+    try:
+        return format_date(as_of_date(value, tz))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise MappingError(job_record(job), field, f"is not a usable date: {exc}",
+                           value=value) from exc
+
+
+def job_changes(sent: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:
+    """The followed fields whose wanted value differs from what Spectrum was last given.
+
+    Blank never clears: a value removed in ServiceTrade leaves Spectrum's as it is (Spectrum reads
+    a blank element as "unchanged" anyway), so blanks are not changes.
+    """
+    return {
+        name: value for name, value in wanted.items()
+        if value and value.strip() != (sent.get(name) or "").strip()
+    }
+
+
+def job_update_requests(
+    job_number: str, changes: Mapping[str, str], rules: ConnectionRules
+) -> list[SpectrumRequest]:
+    """``UpdateJob`` with the changed fields (all others blank = unchanged) and, for UDF1,
+    ``UpdateJob_UDF`` ("Change Job UDF"). Empty when nothing changed."""
+    out: list[SpectrumRequest] = []
+    base = {"Company_Code": rules.company_code, "Job_Number": job_number}
+    fields = {k: v for k, v in changes.items() if k != "UDF1" and v}
+    try:
+        if fields:
+            out.append(SpectrumRequest(service="UpdateJob", values={**base, **fields}))
+        if changes.get("UDF1"):
+            out.append(SpectrumRequest(service="UpdateJob_UDF",
+                                       values={**base, "UDF1": changes["UDF1"]}))
+    except ValueError as exc:
+        raise MappingError(f"Spectrum job {job_number}", "UpdateJob", str(exc)) from exc
+    return out
+
+
+def added_cost_center_numbers(
+    st_number: int, plan: Mapping[str, str], cost_centers: Sequence[str], rules: ConnectionRules
+) -> dict[str, str]:
+    """Job numbers for cost centers a multi-cost-center job gained after it was created.
+
+    Existing numbers never move: a new cost center gets the next ``{index}`` after the job's
+    current ones (``{cost_center}`` formats are stable anyway). A number that would repeat an
+    existing one is a ``MappingError``.
+    """
+    out: dict[str, str] = {}
+    taken = set(plan.values())
+    index = len(plan)
+    for cc in cost_centers:
+        if cc in plan:
+            continue
+        index += 1
+        number = spectrum_job_number(
+            st_number, rules.jobs, multi_cost_center_suffix(index, cc, rules.jobs)
+        )
+        if number in taken:
+            raise MappingError(
+                f"job {st_number}", "jobs.multi_cost_center_suffix",
+                f"the new cost center {cc} would get job number {number}, which the job already "
+                "uses; use {cost_center} in the suffix", value=number,
+            )
+        taken.add(number)
+        out[cc] = number
+    return out
 
 
 # --- after AddJob ---------------------------------------------------------------------------------

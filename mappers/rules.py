@@ -8,6 +8,8 @@ secrets, so mappers may take them as arguments. Validation errors name the key; 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Literal
@@ -66,10 +68,15 @@ class CustomerRules(Rules):
     terms_code: str = Field(default="N", min_length=1, max_length=1)
     sales_tax_code: str = Field(default="EXEMPT", min_length=1, max_length=15)
     cost_center: str = Field(default="", max_length=10)
+    #: a stale external id (a code Spectrum does not have): "" = fail and alert; "by_name" =
+    #: adopt the Spectrum customer with the same normalised name and address
+    adopt: Literal["", "by_name"] = ""
 
 
 class SiteRules(Rules):
     codes: CodeRange = CodeRange(prefix="S")
+    #: as ``customers.adopt``, for WO sites (same name and address, same customer)
+    adopt: Literal["", "by_name"] = ""
 
 
 class TaxRules(Rules):
@@ -144,6 +151,9 @@ class JobRules(Rules):
     oh_batch_code: str = Field(default="", max_length=10)
     division: str = Field(default="", max_length=5)
     status_code: Literal["A", "I"] = "A"
+    #: Spectrum status sent when the ServiceTrade job is completed / canceled ("" = leave it)
+    status_on_complete: Literal["", "A", "I", "C"] = ""
+    status_on_cancel: Literal["", "A", "I", "C"] = ""
 
     @field_validator("number_prefix")
     @classmethod
@@ -182,6 +192,8 @@ class WorkOrderRules(Rules):
     price_type: Literal["", "F", "T"] = ""
     #: ServiceTrade contract id -> Spectrum contract number
     contract_map: dict[str, str] = Field(default_factory=dict)
+    #: re-send a sent work order automatically when its job changes in ServiceTrade
+    resend_on_update: bool = False
 
 
 class DateWindow(Rules):
@@ -209,6 +221,43 @@ class InvoiceRules(Rules):
     processing_window: DateWindow = DateWindow()
     require_salesperson: bool = True
     salesperson_map: dict[str, str] = Field(default_factory=dict)
+    #: reversal of a credit memo (a debit invoice: void or rebill of a split invoice's credit half)
+    debit_prefix: str = Field(default="D", max_length=9)
+    #: Spectrum number base when ServiceTrade has no usable ``invoiceNumber`` (null, blank, too
+    #: long, forbidden characters): a ledger counter like customer codes. None: the ServiceTrade id.
+    numbers: CodeRange | None = None
+    #: an invoice approved again with other lines/amounts/tax/customer/job than Spectrum holds
+    on_change_after_posting: Literal["rebill", "alert"] = "rebill"
+
+    @model_validator(mode="after")
+    def _numbers_fit(self) -> InvoiceRules:
+        prefixes = (
+            self.number_prefix,
+            self.credit_memo_prefix,
+            self.void_prefix,
+            self.debit_prefix,
+        )
+        for p in prefixes:
+            _check_key(p, "prefix")
+            if "-" in p:
+                raise ValueError(f"prefix {p!r}: '-' is kept for revision suffixes")
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(
+                "number_prefix, credit_memo_prefix, void_prefix and debit_prefix must differ "
+                f"(got {prefixes}): each kind of document needs its own numbers"
+            )
+        if self.numbers is not None:
+            if "-" in self.numbers.prefix:
+                raise ValueError("numbers.prefix: '-' is kept for revision suffixes")
+            digits = max(self.numbers.width, len(str(self.numbers.end)))
+            longest = max(map(len, prefixes)) + len(self.numbers.prefix) + digits + 3
+            if longest > 10:
+                raise ValueError(
+                    f"numbers: the longest document prefix + numbers.prefix "
+                    f"{self.numbers.prefix!r} + {digits} digits + 3 for a revision suffix "
+                    f"makes {longest} characters; Spectrum allows 10"
+                )
+        return self
 
 
 class TimecardRules(Rules):
@@ -230,6 +279,21 @@ class TimecardRules(Rules):
     processing_window: DateWindow = DateWindow()
     #: pay rate sent as an amount (``Pay_Rate``) or not at all (Spectrum uses the employee's rate)
     send_pay_rate: bool = True
+    #: time on a job stsync does not send to Spectrum (ignored type, canceled, work-order mode):
+    #: "" = the entry fails naming this key; "skip" = left out of payroll (recorded skipped);
+    #: "overhead" = posted to ``overhead_job`` / ``overhead_phase`` / ``overhead_cost_center``
+    unsynced_job_labor: Literal["", "skip", "overhead"] = ""
+    overhead_job: str = Field(default="", max_length=10)
+    overhead_phase: str = Field(default="", max_length=20)
+    overhead_cost_center: str = Field(default="", max_length=10)
+
+    @model_validator(mode="after")
+    def _overhead_job_given(self) -> TimecardRules:
+        if self.unsynced_job_labor == "overhead" and not self.overhead_job:
+            raise ValueError(
+                'unsynced_job_labor = "overhead" needs overhead_job (the Spectrum job to post to)'
+            )
+        return self
 
 
 class PurchaseOrderRules(Rules):
@@ -263,3 +327,88 @@ class ConnectionRules(Rules):
     @classmethod
     def _company(cls, v: str) -> str:
         return _check_key(v, "company_code")
+
+
+# --- routing between several Spectrum companies (F24) ---------------------------------------------
+class Route(Rules):
+    """``[connections.<name>] route = {...}``: which records an automatic connection takes.
+
+    A record matches when it matches *every* key given (an empty route matches nothing given
+    and is refused). Within a key any listed value will do. Values compare without regard to
+    case and spaces; offices and regions match by ServiceTrade id or name; states are two-letter
+    codes; tags are tag names.
+    """
+
+    offices: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    states: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Route:
+        if not (self.offices or self.regions or self.tags or self.states):
+            raise ValueError("route needs at least one of offices, regions, tags, states")
+        return self
+
+
+#: keys whose record has one value (an office, a region, a state): two disjoint lists never meet
+SINGLE_VALUED_ROUTE_KEYS = ("offices", "regions", "states")
+
+
+def _fold(value: object) -> str:
+    return "".join(str(value).split()).upper()
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    """What routing looks at on a record (from its job, location and office)."""
+
+    offices: frozenset[str] = frozenset()  # ids and names
+    regions: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    state: str = ""
+
+
+def route_facts(
+    *, offices: Iterable[object] = (), regions: Iterable[object] = (),
+    tags: Iterable[object] = (), state: str | None = None,
+) -> RouteFacts:
+    return RouteFacts(
+        frozenset(_fold(o) for o in offices if o not in (None, "")),
+        frozenset(_fold(r) for r in regions if r not in (None, "")),
+        frozenset(_fold(t) for t in tags if t not in (None, "")),
+        _fold(state or ""),
+    )
+
+
+def route_mismatch(route: Route, facts: RouteFacts) -> str | None:
+    """Why a record with ``facts`` does not match ``route`` (the first key that fails), or None."""
+    checks: tuple[tuple[str, list[str], frozenset[str]], ...] = (
+        ("offices", route.offices, facts.offices),
+        ("regions", route.regions, facts.regions),
+        ("tags", route.tags, facts.tags),
+        ("states", route.states, frozenset({facts.state}) - {""}),
+    )
+    for name, wanted, have in checks:
+        if wanted and not {_fold(w) for w in wanted} & have:
+            shown = ", ".join(sorted(have)) or "none"
+            return f"{name} {wanted} do not include the record's ({shown})"
+    return None
+
+
+def routes_overlap(a: Route, b: Route) -> str | None:
+    """Why the config itself lets one record match both routes, or None.
+
+    Shown by the config: both routes use the same keys, and for every key they share a value.
+    (Routes on different keys may still meet on a record; that is found when it happens.)
+    """
+    keys = [k for k in ("offices", "regions", "tags", "states") if getattr(a, k) or getattr(b, k)]
+    if any(not getattr(a, k) or not getattr(b, k) for k in keys):
+        return None
+    shared: list[str] = []
+    for k in keys:
+        common = {_fold(v) for v in getattr(a, k)} & {_fold(v) for v in getattr(b, k)}
+        if not common:
+            return None
+        shared.append(f"{k} {sorted(common)}")
+    return "both name " + " and ".join(shared)

@@ -14,6 +14,11 @@ Outcomes:
                that it landed
 - ``timeout``  perform the write, then hold the answer for ``timeout_hold_s`` before answering as
                ``error``, so a client with a shorter read timeout gives up
+
+Knobs for recovery tests (issues 13, 17): ``outage`` answers every faultable call as ``error``
+(the system is down: ServiceTrade 503, Spectrum "Error executing Web Service") until it is turned
+off; ``error_retry_after_s`` adds ``Retry-After`` to those server errors (a 503 that says when to
+come back); ``retry_after_s`` is the ``Retry-After`` of a 429.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class FaultConfig(BaseModel):
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_hold_s: float = Field(default=6.0, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
+    #: the whole system is down: every faultable call is answered as ``error`` (scripts first)
+    outage: bool = False
+    #: server errors (``error`` outcomes) carry ``Retry-After: <this>`` when set
+    error_retry_after_s: int | None = Field(default=None, ge=0)
     #: only these services / resources are faulted (empty: all). Reads are never ghosted.
     services: list[str] = Field(default_factory=list)
     #: webhook delivery: each delivery is sent between 1 and this many times
@@ -138,6 +147,8 @@ class FaultInjector:
             cfg = self.config
             if not self.applies_to(service):
                 return "ok"
+            if cfg.outage:
+                return "error"
             roll = self._rng.random()
             for outcome, rate in (
                 ("error", cfg.error_rate),
@@ -149,6 +160,16 @@ class FaultInjector:
                     return outcome  # type: ignore[return-value]
                 roll -= rate
             return "ok"
+
+    def set_outage(self, down: bool) -> None:
+        """Take the simulated system down (every faultable call an ``error``) or bring it back."""
+        with self._lock:
+            self.config = self.config.model_copy(update={"outage": down})
+
+    def error_headers(self) -> dict[str, str]:
+        """Headers of an ``error`` answer (``Retry-After`` when the knob is set)."""
+        after = self.config.error_retry_after_s
+        return {} if after is None else {"Retry-After": str(after)}
 
     def latency_s(self) -> float:
         cfg = self.config

@@ -1080,6 +1080,19 @@ def labor_price(line: str) -> Decimal:
     return next(lib.price for lib in _LIB_ITEMS if lib.code == f"LAB-{line}")
 
 
+#: the landmark invoice the demo edits and approves again after it was posted (a rebill)
+REBILL_LANDMARK = "invoice_nc"
+
+
+def office_edit(items: Sequence[Mapping[str, Any]], *, more: int = 1) -> list[dict[str, Any]]:
+    """What an office does to a posted invoice before approving it again: one more unit on its
+    first line (the simulator recomputes the money when ``items`` change)."""
+    out = [dict(i) for i in items]
+    if out:
+        out[0]["quantity"] = _num(Decimal(str(out[0]["quantity"])) + more)
+    return out
+
+
 def build_world(spec: SeedSpec = SeedSpec()) -> SeedWorld:  # noqa: B008 - frozen, safe default
     """The world for ``spec``. Pure: the same spec gives an identical world."""
     return _Builder(spec).build()

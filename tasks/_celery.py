@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from celery import Task
+from celery import Task, states
 
 from clients.errors import TransientError
 from worker.celery_app import Queue, app
 from worker.context import get_context
-from worker.ledger import RecordKey, Status
+from worker.infra import INFRASTRUCTURE_ERRORS, describe
+from worker.ledger import Record, RecordKey, Status, holder_is_dead
 from worker.settings import CONFIG_ENV, ReliabilitySettings
 
 log = logging.getLogger("stsync.tasks")
@@ -33,33 +37,141 @@ def _configured_reliability() -> ReliabilitySettings:
 _DEFAULTS = _configured_reliability()
 
 
+#: when each running task started (task id -> UTC time), for the inbox hand-off in after_return
+_started: dict[str, datetime] = {}
+_started_lock = threading.Lock()
+
+
+def _waiting_for_us(rec: Record | None) -> bool:
+    """A row this task left waiting (pending) or abandoned (in flight, holder gone/expired)."""
+    if rec is None:
+        return False
+    if rec.status is Status.PENDING:
+        return True
+    if rec.status is Status.IN_FLIGHT:
+        expired = rec.lease_until is None or rec.lease_until <= datetime.now(UTC)
+        return expired or holder_is_dead(rec.lease_owner)
+    return False
+
+
 class SyncTask(Task):  # type: ignore[type-arg]
-    """Base of sync tasks: records "gave up" in the ledger when Celery's retries run out."""
+    """Base of sync tasks: Retry-After honoured, "retry later" when Celery's retries run out, and
+    the webhook inbox entry released once the task has run (docs/reliability.md)."""
 
     record_type: str = ""
     #: every ledger type this task may leave pending (a send is a work order or a JC job)
     record_types: tuple[str, ...] = ()
+
+    def retry(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's retry, waiting at least what the server asked: countdown = max(backoff,
+        Retry-After) (autoretry computes only the backoff)."""
+        return super().retry(
+            args,
+            kwargs,
+            exc,
+            throw,
+            eta,
+            retry_countdown(countdown, exc) if eta is None else countdown,
+            max_retries,
+            **options,
+        )
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        with _started_lock:
+            _started[task_id] = datetime.now(UTC)
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """The task ran to an end (not a retry): its webhook inbox entry is settled; what is
+        left to do is on the ledger row (pending/retry_later with a due time)."""
+        with _started_lock:
+            started = _started.pop(task_id, None)
+        if status == states.RETRY or started is None or not self.record_type or not args:
+            return
+        try:
+            ctx = get_context()
+            connection = ctx.connection(args[1] if len(args) > 1 else None).name
+            ctx.ledger.inbox_done(connection, self.name, str(args[0]), received_before=started)
+        except Exception:  # noqa: BLE001 - the entry is only re-run later: harmless
+            log.exception("could not release the inbox entry", extra={"task": self.name})
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         if not isinstance(exc, TransientError) or not self.record_type or not args:
             return
-        from tasks._pipeline import record_alert
+        retry_later(self, exc, args)
 
-        ctx = get_context()
-        source_id = str(args[0])
-        connection = ctx.connection(args[1] if len(args) > 1 else None).name
-        reason = f"gave up after {self.max_retries} retries: {exc}"
-        for record_type in self.record_types or (self.record_type,):
-            key = RecordKey(connection, record_type, source_id)
-            rec = ctx.ledger.get(key)
-            if rec is not None and rec.status in (Status.PENDING, Status.IN_FLIGHT):
-                ctx.ledger.mark(
-                    key, Status.FAILED, error_kind="retries_exhausted", reason=reason,
-                    state=rec.state,
-                )
-                record_alert(ctx, key, "retries_exhausted", f"{key}: {reason}")
+
+def retry_countdown(countdown: float | None, exc: BaseException | None) -> float | None:
+    """max(backoff countdown, the error's Retry-After)."""
+    wait = getattr(exc, "retry_after", None) if isinstance(exc, TransientError) else None
+    if wait is None:
+        return countdown
+    return max(float(countdown or 0.0), float(wait))
+
+
+def retry_later(task: SyncTask, exc: TransientError, args: Any) -> None:
+    """Celery's retries ran out on a transient cause: the record is not failed, it waits
+    ``retry_later`` for the re-enqueuer (growing delays); see tasks/requeue.py.
+
+    A row the task never reached (the error came before the claim, e.g. reading the record
+    from ServiceTrade) is created so the wait is durable. Once the retry_later period is over
+    and the body still could not run, the row is failed here (ledger and alert only: the
+    record's own failure path needs its body, which never ran).
+    """
+    from tasks._pipeline import record_alert
+
+    ctx = get_context()
+    rel = ctx.settings.reliability
+    source_id = str(args[0])
+    connection = ctx.connection(args[1] if len(args) > 1 else None).name
+    now = datetime.now(UTC)
+    for record_type in task.record_types or (task.record_type,):
+        key = RecordKey(connection, record_type, source_id)
+        rec = ctx.ledger.get(key)
+        if rec is None and record_type == task.record_type:
+            rec = ctx.ledger.ensure(key)
+        if rec is None or not _waiting_for_us(rec):
+            continue
+        since = rec.retry_since or now
+        if now - since >= timedelta(seconds=rel.retry_later_period_s):
+            reason = (
+                f"{key}: still failing on a transient cause after "
+                f"{rel.retry_later_period_s / 3600:g} h of retries: {exc}"
+            )
+            ctx.ledger.mark(
+                key, Status.FAILED, error_kind="retries_exhausted", reason=reason, state=rec.state
+            )
+            record_alert(ctx, key, "retries_exhausted", reason)
+            continue
+        delay = rel.retry_later_delay_s(rec.retry_rounds)
+        ctx.ledger.mark_retry_later(
+            key,
+            next_attempt_at=now + timedelta(seconds=delay),
+            reason=f"retries ran out ({task.max_retries}); next try in {delay} s: {exc}",
+        )
+        log.warning(
+            "%s: retry later in %d s", key, delay,
+            extra={"record": str(key), "outcome": "retry_later", "detail": str(exc)[:300]},
+        )
 
 
 def sync_task(
@@ -68,6 +180,14 @@ def sync_task(
     """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
     def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except INFRASTRUCTURE_ERRORS as exc:
+                # e.g. the claim itself could not reach the ledger: retried like any transient
+                raise TransientError(f"{name}{args}: {describe(exc)}") from exc
+
         return app.task(  # type: ignore[return-value]
             name=name,
             base=SyncTask,
@@ -83,7 +203,7 @@ def sync_task(
             ignore_result=True,
             record_type=record_type,
             record_types=(record_type, *also),
-        )(fn)
+        )(run)
 
     return wrap
 

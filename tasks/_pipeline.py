@@ -8,8 +8,16 @@ body raises into ledger states:
 - ``RecordSkipped``       -> ``skipped`` with the reason
 - ``PrerequisiteMissing`` -> ``failed`` (kind ``prerequisite``) + an alert for a person
 - ``PermanentError``      -> ``failed`` with the reason (+ the body's ``on_permanent`` hook)
-- ``TransientError``      -> ``pending`` with the reason, re-raised so Celery retries with backoff
+- ``TransientError``      -> ``pending`` with the reason and a due time, re-raised so Celery retries
+                             with backoff; when Celery's retries run out the task's ``on_failure``
+                             makes it ``retry_later`` (tasks/_celery.py) and the Beat re-enqueuer
+                             (tasks/requeue.py) tries again with growing delays. Once
+                             ``reliability.retry_later_period_s`` has passed since the first
+                             transient failure of the streak, the next transient failure is final:
+                             ``failed`` (kind ``retries_exhausted``), one alert, and the body's
+                             ``on_permanent`` hook (the record type's own failure path)
 - Celery's ``SoftTimeLimitExceeded`` -> the same, raised as ``TransientError`` (steps resume)
+- the ledger or the broker not answering (``worker.infra``) -> the same
 - anything else           -> ``failed`` (kind ``internal``), re-raised so it is visible
 
 Concurrency: only the claim holder writes. A record held by a live worker raises ``RecordBusy``
@@ -20,12 +28,13 @@ instead of looping (redeliveries do not count toward Celery's ``max_retries``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -39,11 +48,18 @@ from clients.errors import (
     TransientError,
 )
 from clients.spectrum.models import SpectrumRequest
+from tasks import heal
 from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
-from worker.ledger import Record, RecordKey, Status
+from worker.infra import INFRASTRUCTURE_ERRORS, describe
+from worker.ledger import TERMINAL, Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
+
+
+class RetryPeriodOver(PermanentError):
+    """A record failed on transient causes for longer than ``reliability.retry_later_period_s``:
+    it fails for good, through its record type's own failure path."""
 
 
 S = TypeVar("S", bound=State)
@@ -139,11 +155,19 @@ def run_record(
     state: type[S],
     reclaim_done: bool = False,
     on_permanent: OnPermanent[S] | None = None,
+    reclaim: Callable[[Record], bool] | None = None,
 ) -> Outcome:
     """Claim ``key``, run ``body`` on its recovery state (read as ``state``), record the outcome.
-    See the module docstring."""
+    See the module docstring.
+
+    ``reclaim`` decides, for a terminal row, whether it is run again (heal on change,
+    ``tasks/heal.py``); ``reclaim_done=True`` always runs it again (replay).
+    """
     rel = ctx.settings.reliability
     started = time.monotonic()
+    if not reclaim_done and reclaim is not None:
+        before = ctx.ledger.get(key)
+        reclaim_done = before is not None and before.status in TERMINAL and reclaim(before)
     claim = ctx.ledger.claim(key, lease_s=rel.lease_s, reclaim_done=reclaim_done)
     rec = claim.record
     if not claim.held:
@@ -183,6 +207,7 @@ def run_record(
             run.mark(Status.SKIPPED, error_kind="skipped", reason=str(exc))
             outcome = Outcome(Result.SKIPPED, key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
+            run.state.waits_on = heal.waits_on(exc)
             run.mark(Status.FAILED, error_kind="prerequisite", reason=str(exc))
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:
@@ -194,9 +219,12 @@ def run_record(
                 _notify(ctx, run, on_permanent, exc)
             outcome = Outcome(Result.FAILED, key, rec.spectrum_key, str(exc))
         except TransientError as exc:
-            run.mark(Status.PENDING, error_kind="transient", reason=str(exc))
-            _log(key, "retry", started, rec.attempts, str(exc))
-            raise
+            if _retry_period_over(ctx, rec):
+                outcome = _give_up(ctx, run, exc, on_permanent)
+            else:
+                _wait_for_retry(ctx, run, str(exc), exc.retry_after)
+                _log(key, "retry", started, rec.attempts, str(exc))
+                raise
         except SoftTimeLimitExceeded as exc:
             # out of time (a slow Spectrum, a wait for a write slot): every step is resumable,
             # so this is a retry like any transient error, not a broken record
@@ -204,7 +232,18 @@ def run_record(
                 f"{key}: stopped by the task's soft time limit "
                 f"({rel.task_soft_time_limit_s}s); will retry"
             )
-            run.mark(Status.PENDING, error_kind="transient", reason=reason)
+            if _retry_period_over(ctx, rec):
+                outcome = _give_up(ctx, run, TransientError(reason), on_permanent)
+            else:
+                _wait_for_retry(ctx, run, reason, None)
+                _log(key, "retry", started, rec.attempts, reason)
+                raise TransientError(reason) from exc
+        except INFRASTRUCTURE_ERRORS as exc:
+            # the ledger or the broker hiccupped: a transient cause like any other
+            reason = f"{key}: {describe(exc)}; will retry"
+            # the ledger may be away: then the claim's lease runs out and the row is taken over
+            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                _wait_for_retry(ctx, run, reason, None)
             _log(key, "retry", started, rec.attempts, reason)
             raise TransientError(reason) from exc
         except Exception as exc:
@@ -217,6 +256,68 @@ def run_record(
             raise
     _log(key, outcome.result, started, rec.attempts, outcome.message)
     return outcome
+
+
+def _wait_for_retry(
+    ctx: SyncContext,
+    run: Run[S],
+    reason: str,
+    retry_after: float | None,
+    *,
+    since: datetime | None = None,
+) -> None:
+    """Back to ``pending`` for Celery's retry, due (for the re-enqueuer) once that retry should
+    have run: the pending grace, plus a server's ``Retry-After`` when it asked for longer."""
+    due = datetime.now(UTC) + timedelta(
+        seconds=ctx.settings.reliability.pending_due_after_s + (retry_after or 0.0)
+    )
+    ctx.ledger.mark(
+        run.key,
+        Status.PENDING,
+        error_kind="transient",
+        reason=reason,
+        state=run.state.dump(),
+        next_attempt_at=due,
+        transient=True,
+        retry_since=since,
+    )
+
+
+def _retry_period_over(ctx: SyncContext, rec: Record) -> bool:
+    """Has this record been failing on transient causes for the whole retry_later period?"""
+    if rec.retry_since is None:
+        return False
+    period = timedelta(seconds=ctx.settings.reliability.retry_later_period_s)
+    return datetime.now(UTC) - rec.retry_since >= period
+
+
+def _give_up(
+    ctx: SyncContext, run: Run[S], exc: TransientError, on_permanent: OnPermanent[S] | None
+) -> Outcome:
+    """The retry_later period is over: fail for good through the record's own failure path."""
+    rec = run.record
+    hours = ctx.settings.reliability.retry_later_period_s / 3600
+    since = rec.retry_since.strftime("%Y-%m-%d %H:%M UTC") if rec.retry_since else "?"
+    reason = (
+        f"{run.key}: still failing on a transient cause after {hours:g} h of retries "
+        f"(since {since}): {exc}. Check that ServiceTrade and Spectrum are reachable, then "
+        "`stsync retry`"
+    )
+    run.mark(Status.FAILED, error_kind="retries_exhausted", reason=reason)
+    # one alert per record and streak, whatever the last error said
+    if ctx.ledger.record_alert(
+        run.key,
+        kind="retries_exhausted",
+        problem_key=problem_key(f"{run.key}:retries_exhausted:{since}"),
+        message=reason,
+    ):
+        log.warning(
+            "alert recorded",
+            extra={"record": str(run.key), "alert_kind": "retries_exhausted", "outcome": "alert"},
+        )
+    if on_permanent:
+        _notify(ctx, run, on_permanent, RetryPeriodOver(reason))
+    return Outcome(Result.FAILED, run.key, rec.spectrum_key, reason)
 
 
 def _notify(ctx: SyncContext, run: Run[S], hook: OnPermanent[S], exc: PermanentError) -> None:
@@ -232,10 +333,13 @@ def _notify(ctx: SyncContext, run: Run[S], hook: OnPermanent[S], exc: PermanentE
     try:
         hook(run, exc)
     except TransientError as notify_exc:
-        run.mark(
-            Status.PENDING,
-            error_kind="transient",
-            reason=f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
+        _wait_for_retry(
+            ctx,
+            run,
+            f"{exc} (telling ServiceTrade failed, will retry: {notify_exc})",
+            notify_exc.retry_after,
+            # the streak goes on: a final failure whose telling failed is told on the next try
+            since=run.record.retry_since,
         )
         raise
     except Exception:  # noqa: BLE001

@@ -1,7 +1,9 @@
 """ServiceTrade jobs -> Spectrum JC jobs (F3) or work orders (F4, legacy "Send Job to Spectrum").
 
-JC mode (``mode = "jc"``, the default): a job is created in Spectrum once, on first sight. Its
-customer and WO site are synced first (chain). The job number(s) are planned and stored in the
+JC mode (``mode = "jc"``, the default): a job is created in Spectrum once, on first sight, and
+then follows the ServiceTrade job (``_follow``: UpdateJob / UpdateJob_UDF with what changed). Its
+customer and WO site are synced first (chain). A failed or skipped job is looked at again when it
+or its configuration changes (``tasks/heal.py``). The job number(s) are planned and stored in the
 ledger before ``AddJob`` (create-or-adopt: a ghost write is adopted, a job somebody else made
 under our number is a collision, reported and never overwritten). Then, per Spectrum job, the
 template phases (``AddPhase``, upserts) and the OH batch code / full-name comment (``UpdateJob``).
@@ -31,26 +33,40 @@ from clients.errors import (
     RecordSkipped,
     TransientError,
 )
-from clients.servicetrade.models import Job
+from clients.servicetrade.models import Job, Location
+from clients.spectrum.formats import format_date
 from clients.spectrum.models import SpectrumRequest, request_digest
 from mappers.job import (
+    FOLLOWED_FIELDS,
+    added_cost_center_numbers,
     adopt_mismatch,
+    followed_values,
+    job_changes,
     job_comment,
     job_cost_centers,
     job_failure_comment,
     job_numbers,
     job_record,
     job_skip_reason,
+    job_update_requests,
     st_job_to_add_job,
     template_phase_requests,
     update_job_request,
 )
 from mappers.work_order import st_job_to_work_order, work_order_contract
 from tasks import customer as customer_task
-from tasks import registry
+from tasks import heal, registry
 from tasks import site as site_task
 from tasks._celery import sync_task
-from tasks._pipeline import Outcome, Run, create_or_adopt, problem_key, run_record
+from tasks._pipeline import (
+    Outcome,
+    Run,
+    create_or_adopt,
+    problem_key,
+    record_alert,
+    run_record,
+)
+from tasks.route import route_refusal
 from tasks.state import ADD_PHASE, Commented, JobState, Result, WorkOrderState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey, Status
@@ -62,6 +78,8 @@ RECORD_TYPE = registry.JOB.name
 WORK_ORDER_RECORD_TYPE = registry.WORK_ORDER.name
 TASK_NAME = registry.JOB.task
 SEND_TASK_NAME = registry.WORK_ORDER.task
+#: the state key of what each Spectrum job was last given of the fields it follows
+FOLLOW_KEY = "follow"
 #: ServiceTrade entity type number of jobs (comments, reference §3)
 JOB_ENTITY_TYPE = 3
 
@@ -70,22 +88,44 @@ JOB_ENTITY_TYPE = 3
 def sync_job(
     ctx: SyncContext, job_id: int, connection: str | None = None, *, replay: bool = False
 ) -> Outcome:
-    """Create the job's Spectrum JC job(s) once (customer and site first). Idempotent.
+    """Create the job's Spectrum JC job(s) once (customer and site first), then keep them
+    following the ServiceTrade job (name, PM, office, dates, cost center, status). Idempotent.
 
-    In work-order mode this is a no-op: legacy work orders are sent by a person (``send_job``).
+    A failed or skipped job runs again when its ServiceTrade record or its configuration changed
+    (``tasks/heal.py``); a synced one runs again when its ServiceTrade record changed.
+    In work-order mode webhooks send nothing, unless ``work_orders.resend_on_update`` is set and
+    the job's work order was sent before.
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(job_id))
     if conn.rules.mode == "work_order":
-        ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key,
-                         detail="work-order mode: jobs are sent with Send Job to Spectrum")
-        return Outcome(Result.SKIPPED, key, None, "work-order mode: use Send Job to Spectrum")
+        return _work_order_on_update(ctx, conn, job_id, key)
 
     def body(run: Run[JobState]) -> Outcome:
         return _sync_jc_job(ctx, conn, run, job_id)
 
-    return run_record(ctx, key, body, state=JobState, reclaim_done=replay,
-                      on_permanent=_commenter(ctx, job_id))
+    before = ctx.ledger.get(key)
+    rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_job(job_id),
+                             statuses=(Status.FAILED, Status.SKIPPED, Status.DONE))
+    outcome = run_record(ctx, key, body, state=JobState, reclaim_done=replay, reclaim=rule,
+                         on_permanent=_commenter(ctx, job_id))
+    heal.after_sync(ctx, key, before, ok=outcome.ok)
+    return outcome
+
+
+def _work_order_on_update(
+    ctx: SyncContext, conn: ConnectionSettings, job_id: int, key: RecordKey
+) -> Outcome:
+    """Work-order mode: a job event re-sends the work order only when configured and sent before."""
+    sent = ctx.ledger.get(RecordKey(conn.name, WORK_ORDER_RECORD_TYPE, str(job_id)))
+    if conn.rules.work_orders.resend_on_update and sent is not None and (
+        sent.status is Status.DONE
+    ):
+        return send_work_order(ctx, job_id, conn.name)
+    why = ("work-order mode: jobs are sent with Send Job to Spectrum"
+           + ("" if sent is None else " (work_orders.resend_on_update is off)"))
+    ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
+    return Outcome(Result.SKIPPED, key, None, "work-order mode: use Send Job to Spectrum")
 
 
 def _sync_jc_job(
@@ -93,8 +133,11 @@ def _sync_jc_job(
 ) -> Outcome:
     rules = conn.rules
     infolink = ctx.infolink_for(conn.name)
-    spectrum = ctx.spectrum_writes(conn.name)
     job = ctx.st.get_job(job_id)
+    heal.stamp(run.state, job, conn, RECORD_TYPE)
+    if run.state.plan and run.record.done_at is not None:
+        # in Spectrum already: follow the ServiceTrade job
+        return _follow(ctx, conn, run, job)
     skip = job_skip_reason(job, rules.jobs)
     if skip:
         raise RecordSkipped(skip)
@@ -109,10 +152,21 @@ def _sync_jc_job(
                 str((row or {}).get("Cost_Center") or "").strip(): n
                 for n, row in zip(known, rows, strict=True)
             }
+            # adopted as it is: only later ServiceTrade changes are sent
+            baseline = followed_values(job, cost_center=None, rules=rules,
+                                       tz=ctx.settings.timezone)
+            run.state.follow = {n: dict(baseline) for n in known}
             ctx.ledger.mark_done(
                 run.key, spectrum_key=known[0], state=run.state.dump(), step="adopted"
             )
             return Outcome(Result.ADOPTED, run.key, known[0], "existing externalIds mapping")
+        missing = [n for n, row in zip(known, rows, strict=True) if not row]
+        raise PermanentError(
+            f"{job_record(job)}: its externalIds[{conn.external_id_key!r}] names Spectrum job "
+            f"{', '.join(missing)}, which Spectrum (company {conn.company_code}) does not have. "
+            "stsync never replaces it silently: relink or clear the external id",
+            field="externalIds", value=",".join(missing),
+        )
 
     if job.location is None:
         raise MappingError(job_record(job), "location", "the job has no location")
@@ -129,10 +183,20 @@ def _sync_jc_job(
         # the numbers are the client token of AddJob: stored before the first write
         run.state.plan = plan
         run.save(spectrum_key=next(iter(plan.values())))
+    return _create_jobs(ctx, conn, run, job, location, plan, customer=customer, site=site)
 
+
+def _create_jobs(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job, location: Location,
+    plan: dict[str, str], *, customer: str, site: str,
+) -> Outcome:
+    """AddJob, template phases and UpdateJob per planned Spectrum job not yet made; write back."""
+    rules = conn.rules
+    spectrum = ctx.spectrum_writes(conn.name)
     comment = job_comment(job)
     adjustments = list(run.state.adjustments)
     digests: list[str] = []
+    follow: dict[str, dict[str, str]] = {k: dict(v) for k, v in run.state.follow.items()}
     for cost_center, number in plan.items():
         request, adjusted = st_job_to_add_job(
             job, location, number=number, cost_center=cost_center, customer_code=customer,
@@ -145,6 +209,9 @@ def _sync_jc_job(
             run.state.how = {**run.state.how, number: how}
             adjustments.extend(f"{number}: {a}" for a in adjusted)
             run.state.adjustments = adjustments
+            follow[number] = {k: request.values.get(k, "") for k in FOLLOWED_FIELDS}
+            follow[number]["Comment"] = comment
+            run.state.follow = follow
             run.finish_step(step)
         if rules.jobs.template_job and not run.step_done(f"phases:{number}"):
             _copy_template_phases(ctx, conn, run, number)
@@ -154,15 +221,165 @@ def _sync_jc_job(
             spectrum.put(update)
             run.finish_step(f"update:{number}")
 
-    if not run.step_done("writeback"):
-        ctx.st_writes.set_external_id(
-            "job", job_id, conn.external_id_key, ",".join(plan.values())
-        )
-        run.finish_step("writeback")
+    numbers = ",".join(plan.values())
+    if not run.step_done(f"writeback:{numbers}") and not (
+        run.step_done("writeback") and job.external_ids.get(conn.external_id_key) == numbers
+    ):
+        ctx.st_writes.set_external_id("job", job.id, conn.external_id_key, numbers)
+        run.finish_step(f"writeback:{numbers}")
+    # what AddJob cannot say yet (a completed job's status: phases are added to open jobs only)
+    _push_changes(ctx, conn, run, job, plan, {}, follow)
+    run.state.follow = follow
     how_all = set(run.state.how.values())
     result = Result.ADOPTED if how_all == {"adopted"} else Result.SYNCED
     return run.done(result, next(iter(plan.values())),
                     digest=digests[0] if len(digests) == 1 else _combined(digests))
+
+
+def _follow(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job
+) -> Outcome:
+    """Send what changed on a synced job (``UpdateJob`` / ``UpdateJob_UDF``), per Spectrum job.
+
+    Compared with what Spectrum was last given (else with Spectrum's row), so a field edited only
+    in Spectrum is left alone until it changes in ServiceTrade. Blank never clears. The cost
+    center (and price method) follows the service lines until an invoice is posted on the job;
+    after that Spectrum cannot change the job's AR contract, so the change is refused with a
+    comment and an alert and the job keeps its cost center. In multi-cost-center mode a new cost
+    center gets its own new Spectrum job. Refusals never fail the job: its invoices and time still
+    go to it.
+    """
+    rules = conn.rules
+    infolink = ctx.infolink_for(conn.name)
+    plan: dict[str, str] = dict(run.state.plan)
+    try:
+        wanted_ccs: list[str] | None = job_cost_centers(
+            job, _service_lines(ctx, job, conn), rules, connection=conn.name
+        )
+    except MappingError as exc:
+        wanted_ccs = None
+        _notice(ctx, run, job, f"{exc}. The Spectrum job keeps its cost center",
+                "Map the service line in the stsync configuration (or change it in ServiceTrade); "
+                "the job is updated on its next change in ServiceTrade.")
+    cc_of: dict[str, str | None] = dict.fromkeys(plan.values())
+    if rules.jobs.multi_cost_center:
+        added = added_cost_center_numbers(job.number, plan, wanted_ccs or [], rules)
+        if added:
+            return _add_cost_centers(ctx, conn, run, job, {**plan, **added})
+    elif wanted_ccs:
+        (current, number), new = next(iter(plan.items())), wanted_ccs[0]
+        if new != current.strip() and infolink.has_ar_invoice_for_job(number):
+            _notice(
+                ctx, run, job,
+                f"{job_record(job)}: its service lines now give cost center {new}, but Spectrum "
+                f"job {number} keeps cost center {current or 'blank'}: an invoice has been "
+                "posted on it and Spectrum cannot change an existing AR contract",
+                f"Leave it (new invoices of this job go to cost center {current}), or change "
+                f"job {number} by hand in Spectrum; stsync will not change it.",
+                alert=True,
+            )
+        elif new != current.strip():
+            cc_of[number] = new
+            plan = {new: number}
+    follow: dict[str, dict[str, str]] = {
+        str(k): dict(v) for k, v in run.state.follow.items()
+    }
+    sent_fields = _push_changes(ctx, conn, run, job, plan, cc_of, follow)
+    run.state.follow = follow
+    run.state.plan = plan
+    if sent_fields:
+        return run.done(Result.SYNCED, next(iter(plan.values())),
+                        message="updated in Spectrum: " + ", ".join(sent_fields))
+    return run.done(Result.UNCHANGED, next(iter(plan.values())), message="nothing to update")
+
+
+def _push_changes(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    plan: Mapping[str, str],
+    cc_of: Mapping[str, str | None], follow: dict[str, dict[str, str]],
+) -> list[str]:
+    """UpdateJob / UpdateJob_UDF per Spectrum job for the followed fields that changed since
+    Spectrum was last given them; ``follow`` is updated in place. Returns ``number.field`` sent."""
+    rules = conn.rules
+    infolink = ctx.infolink_for(conn.name)
+    sent_fields: list[str] = []
+    for number in plan.values():
+        last = follow.get(number)
+        if last is None:
+            row = infolink.find_job(number) or {}
+            last = {k: "" if row.get(k) is None else str(row[k]) for k in FOLLOWED_FIELDS}
+            if row.get("Est_Start_Date") or row.get("Complete_Date"):
+                for k in ("Est_Start_Date", "Complete_Date"):
+                    last[k] = _spectrum_date(row.get(k))
+        wanted = followed_values(job, cost_center=cc_of.get(number), rules=rules,
+                                 tz=ctx.settings.timezone)
+        changes = job_changes(last, wanted)
+        try:
+            for request in job_update_requests(number, changes, rules):
+                ctx.spectrum_writes(conn.name).put(request)  # updates: repeating is harmless
+        except PermanentError as exc:
+            _notice(ctx, run, job,
+                    f"{job_record(job)}: Spectrum refused the update of job {number}: {exc}",
+                    "Correct the value in ServiceTrade (the job is updated on its next change) "
+                    "or in Spectrum's setup (code lists, cost centers).", alert=True)
+            continue
+        follow[number] = {**last, **changes}
+        sent_fields.extend(f"{number}.{k}" for k in changes)
+    return sent_fields
+
+
+def adopted_baseline(ctx: SyncContext, connection: str, job_id: int) -> dict[str, str]:
+    """The followed fields of a job linked or adopted as it is: later changes are sent, the
+    differences it had when it was linked are not (``stsync link``)."""
+    conn = ctx.connection(connection)
+    return followed_values(ctx.st.get_job(job_id), cost_center=None, rules=conn.rules,
+                           tz=ctx.settings.timezone)
+
+
+def _spectrum_date(value: object) -> str:
+    if value is None or value == "":
+        return ""
+    from datetime import date
+
+    if isinstance(value, date):
+        return format_date(value)
+    return str(value)
+
+
+def _add_cost_centers(
+    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    plan: dict[str, str],
+) -> Outcome:
+    """A multi-cost-center job gained cost centers: create their Spectrum jobs (and write back)."""
+    if job.location is None:
+        raise MappingError(job_record(job), "location", "the job has no location")
+    location = ctx.st.get_location(job.location.id)
+    company_id = _company_id(job, location.company.id if location.company else None)
+    customer = customer_task.ensure_customer(ctx, company_id, conn.name)
+    site = site_task.ensure_site(ctx, location.id, conn.name)
+    run.state.plan = plan
+    run.save()
+    return _create_jobs(ctx, conn, run, job, location, plan, customer=customer, site=site)
+
+
+def _notice(
+    ctx: SyncContext, run: Run[JobState], job: Job, problem: str, fix: str, *,
+    alert: bool = False,
+) -> None:
+    """Tell people about a change that was not followed: one job comment (and alert) per problem."""
+    digest = problem_key(problem)
+    done = list(run.state.comments)
+    if digest in done:
+        return
+    run.state.comments = [*done, digest]
+    ctx.ledger.update_progress(run.key, state=run.state.dump())
+    if alert:
+        record_alert(ctx, run.key, "job_update", problem)
+    where = f" (Spectrum connection {run.connection})"
+    ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job.id, "\n".join([
+        f"stsync did not copy a change of this job (id {job.id}) to Spectrum{where}.",
+        f"What: {problem}", f"How to fix: {fix}",
+    ]))
 
 
 def _combined(digests: list[str]) -> str:
@@ -441,7 +658,10 @@ def push_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
     Idempotent (ledger + create-or-adopt + recorded steps): safe to redeliver or run concurrently.
     Retries on TransientError (network, 5xx, SOAP fault, busy record) with jittered backoff.
     """
-    return sync_job(get_context(), job_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, job_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_job(ctx, job_id, connection).result
 
 
 @sync_task(SEND_TASK_NAME, WORK_ORDER_RECORD_TYPE, also=(RECORD_TYPE,))

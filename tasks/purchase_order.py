@@ -92,6 +92,8 @@ class PoPollSummary:
     skipped: int = 0
     failed: int = 0
     busy: int = 0
+    #: lines deleted in Spectrum, handled per ``closed_lines``
+    gone: int = 0
     changed_since: str | None = None
     high_water: str | None = None
     watermark_advanced: bool = False
@@ -118,7 +120,8 @@ class PoPollSummary:
             f"{self.connection}: {self.lines_read} changed line(s) read, {self.rechecked} "
             f"re-checked; {self.created} created, {self.updated} updated, {self.removed} removed, "
             f"{self.unchanged} unchanged, {self.waiting_for_job} waiting for their job, "
-            f"{self.skipped} skipped, {self.failed} failed, {self.busy} busy"
+            f"{self.skipped} skipped, {self.failed} failed, {self.busy} busy, "
+            f"{self.gone} gone from Spectrum"
         )
 
 
@@ -420,6 +423,30 @@ def _waiting_records(ctx: SyncContext, connection: str) -> list[Record]:
     return out
 
 
+def _gone_from_spectrum(
+    ctx: SyncContext, connection: str, keys: set[tuple[str, str]]
+) -> list[Record]:
+    """Lines stsync put on a job that Spectrum no longer has (a deleted line or PO)."""
+    recs = ctx.ledger.list_records(
+        statuses=(Status.DONE,), connection=connection, record_type=RECORD_TYPE,
+        limit=1_000_000,
+    )
+    out = []
+    for rec in recs:
+        po, _, line = rec.key.source_id.partition(":")
+        snapshot = rec.state.get("line") or {}
+        handled = str(snapshot.get("line_status") or "").strip().upper() == "X"
+        if snapshot and (po, line) not in keys and not handled:
+            out.append(rec)
+    return out
+
+
+def _as_cancelled(rec: Record) -> PoLine:
+    """A deleted line is handled as a cancelled one (``closed_lines``: leave, zero or remove)."""
+    line = PoLine.model_validate(rec.state["line"])
+    return line.model_copy(update={"line_status": "X"})
+
+
 def run_po_poll(
     ctx: SyncContext, connection: str | None = None, progress: Callable[[int], None] | None = None
 ) -> PoPollSummary:
@@ -456,6 +483,9 @@ def run_po_poll(
         summary.rechecked += 1
     if progress and rechecks:
         progress(len(rechecks))
+    for rec in _gone_from_spectrum(ctx, conn.name, reader.po_line_keys()):
+        summary.count(_process(poll, _as_cancelled(rec), rec))
+        summary.gone += 1
     # a line another worker holds may still fail: read this window again next time
     if newest is not None and summary.busy == 0:
         ctx.ledger.set_watermark(conn.name, WATERMARK, newest.isoformat())

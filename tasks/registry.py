@@ -196,7 +196,7 @@ RECORD_TYPES: tuple[RecordType, ...] = (
 BY_NAME: dict[str, RecordType] = {rt.name: rt for rt in RECORD_TYPES}
 
 #: task modules that are not a record type's (scheduled work: sweeps, alert mails)
-SCHEDULED_MODULES = ("tasks.sweep", "tasks.ops")
+SCHEDULED_MODULES = ("tasks.sweep", "tasks.ops", "tasks.requeue")
 #: every module with Celery tasks, in a stable order (``tasks/__init__.py`` imports them)
 TASK_MODULES: tuple[str, ...] = tuple(
     dict.fromkeys([*(rt.module for rt in RECORD_TYPES), *SCHEDULED_MODULES])

@@ -8,8 +8,10 @@ location's ``externalIds``. Created once; later events are no-ops.
 from __future__ import annotations
 
 from clients.errors import MappingError
+from clients.spectrum.models import SpectrumRequest
+from mappers.customer import SITE_MATCH
 from mappers.site import site_id, st_location_to_wo_site
-from tasks import registry
+from tasks import heal, registry
 from tasks._celery import sync_task
 from tasks._pipeline import (
     MasterRecord,
@@ -20,7 +22,13 @@ from tasks._pipeline import (
     run_record,
     same_text,
 )
-from tasks.customer import ensure_customer
+from tasks.customer import (
+    LOCATION_ENTITY_TYPE,
+    check_external_id,
+    ensure_customer,
+    stale_id_notice,
+)
+from tasks.route import route_refusal
 from tasks.state import SiteState
 from worker.context import SyncContext, get_context
 from worker.ledger import RecordKey
@@ -53,23 +61,41 @@ def sync_site(
 
     def body(run: Run[SiteState]) -> Outcome:
         location = ctx.st.get_location(location_id)
+        heal.stamp(run.state, location, conn, RECORD_TYPE)
         if location.company is None:
             raise MappingError(f"location {location_id}", "company", "has no company")
         customer = ensure_customer(ctx, location.company.id, conn.name)
         spec = site_record(ctx, conn.name, customer)
         run.state.customer = customer
+
+        def build(code: str) -> tuple[SpectrumRequest, list[str]]:
+            return st_location_to_wo_site(
+                location, site=code, customer_code=customer, rules=conn.rules
+            )
+
+        stale = check_external_id(
+            run, spec, external_ids=location.external_ids, build=build,
+            rows=lambda: ctx.infolink_for(conn.name).list_sites(customer), columns=SITE_MATCH,
+            adopt=conn.rules.sites.adopt, what=f"location {location_id}",
+            code_column="Site_ID", st_id=location_id,
+        )
+        if stale is not None:
+            return stale
         return create_master_record(
             run,
             spec,
             st_id=location_id,
             external_ids=location.external_ids,
-            build=lambda code: st_location_to_wo_site(
-                location, site=code, customer_code=customer, rules=conn.rules
-            ),
+            build=build,
             what=f"location {location_id}",
         )
 
-    return run_record(ctx, key, body, state=SiteState, reclaim_done=replay)
+    before = ctx.ledger.get(key)
+    rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_location(location_id))
+    outcome = run_record(ctx, key, body, state=SiteState, reclaim_done=replay, reclaim=rule,
+                         on_permanent=stale_id_notice(ctx, LOCATION_ENTITY_TYPE, location_id))
+    heal.after_sync(ctx, key, before, ok=outcome.ok)
+    return outcome
 
 
 def ensure_site(ctx: SyncContext, location_id: int, connection: str) -> str:
@@ -90,4 +116,7 @@ def push_site_to_spectrum(location_id: int, connection: str | None = None) -> st
     Idempotent (ledger + create-or-adopt): safe to redeliver or run concurrently. Retries on
     TransientError with jittered backoff.
     """
-    return sync_site(get_context(), location_id, connection).result
+    ctx = get_context()
+    if route_refusal(ctx, RECORD_TYPE, location_id, connection):  # routing between companies (F24)
+        return "skipped"
+    return sync_site(ctx, location_id, connection).result

@@ -107,6 +107,11 @@ class State(BaseModel):
     recovered: int = 0
     #: writes announced before sending (``sent_marker``), sorted
     sent: list[str] = Field(default_factory=list)
+    #: heal on change (``tasks/heal.py``): the ServiceTrade ``updated``, content digest and config
+    #: fingerprint of the last attempt
+    heal: dict[str, Any] | None = None
+    #: the prerequisite a failed record waits on (``"job:123"``), woken when it lands
+    waits_on: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -164,10 +169,12 @@ class Commented(State):
 
 
 # --- master records ------------------------------------------------------------------------------
-class CustomerState(Adjusted):
+class CustomerState(Commented, Adjusted):
     """``customer`` (and the base of ``site``): a create-once Spectrum master record."""
 
     how: str | None = None  # "created" | "adopted"
+    #: a stale external id replaced by adoption by name (``customers.adopt = "by_name"``)
+    stale_external_id: str | None = None
 
 
 class SiteState(CustomerState):
@@ -184,6 +191,8 @@ class JobState(Commented, Adjusted):
     plan: dict[str, str] = Field(default_factory=dict)
     #: Spectrum job number -> "created" | "adopted"
     how: dict[str, str] = Field(default_factory=dict)
+    #: Spectrum job number -> what it was last given of the fields it follows (``tasks/job.py``)
+    follow: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     def phases_sent(self, number: str) -> set[str]:
         """``Phase_Code/Cost_Type`` of the template phases already sent to job ``number``."""
@@ -203,13 +212,16 @@ class DocumentSummary(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str  # "invoice" | "credit_memo" | "void"
+    #: "invoice" | "credit_memo" | "void" | "<half>.<group>.<revision>" | "reversal.<kind>"
+    kind: str
     type: str  # Spectrum Transaction_Type
     customer: str
     amount: str
     tax: str
     total: str
     digest: str
+    #: what a re-approval compares (``mappers.invoice.document_content``); None on older rows
+    content: str | None = None
 
     def amount_value(self) -> Decimal:
         return Decimal(self.amount)
@@ -222,12 +234,31 @@ class DocumentNumbersState(BaseModel):
     credit_memo: str
 
 
+class InvoiceRevisions(BaseModel):
+    """How an invoice's Spectrum documents are numbered and which revision is current (F21)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    #: the base of every number (ServiceTrade's number, or from ``invoices.numbers``)
+    base: str | None = None
+    #: 0 = first posting; n = the n-th rebill
+    revision: int = 0
+    #: every document kind ever planned for the invoice (``DocumentSlot.kind``), oldest first
+    kinds: list[str] = Field(default_factory=list)
+    #: revision -> the day its documents (and the reversals before them) are dated
+    dates: dict[str, str] = Field(default_factory=dict)
+    #: revisions whose numbers were written to ServiceTrade in a comment
+    noted: list[int] = Field(default_factory=list)
+
+
 class InvoiceState(Commented):
     """``invoice``: an approved ServiceTrade invoice posted as Spectrum AR documents."""
 
     #: document number -> what it is; kept before the write
     planned: dict[str, DocumentSummary] = Field(default_factory=dict)
     numbers: DocumentNumbersState | None = None
+    #: numbering and revisions (the approval's row; a void reads it)
+    ar: InvoiceRevisions = Field(default_factory=InvoiceRevisions)
     #: document number -> "created" | "adopted"
     how: dict[str, str] = Field(default_factory=dict)
 
@@ -255,6 +286,7 @@ class DocumentState(State):
     tax: str | None = None
     total: str | None = None
     digest: str | None = None
+    content: str | None = None
 
 
 # --- timecards -----------------------------------------------------------------------------------

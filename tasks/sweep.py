@@ -13,7 +13,9 @@ that version:
 - for timecards: any entry without a ledger row.
 
 Failed records are not queued again on their own: a person was told, and a replay is theirs to
-start (a later edit in ServiceTrade does queue them, as a webhook would). Duplicates are harmless:
+start (a later edit in ServiceTrade does queue them, as a webhook would). ``retry_later`` rows
+(retries ran out on a transient cause) are left to the re-enqueuer's back-off (tasks/requeue.py)
+unless ServiceTrade changed them. Duplicates are harmless:
 every task is idempotent. The high-water marks live in the ledger's ``watermark`` table, one per
 connection and resource; a resource whose listing failed keeps its mark, so the next run covers it.
 Last, ledger rows stranded ``pending`` or ``in_flight`` (lease long expired) are queued again.

@@ -39,6 +39,7 @@ from clients.errors import (
 )
 from clients.servicetrade.models import ClockEntry, GenericEntry, LaborEntry, Timecard
 from clients.spectrum.models import SpectrumRequest
+from mappers.rules import route_mismatch
 from mappers.timecard import (
     APPROVED,
     catch_up_window,
@@ -52,6 +53,7 @@ from tasks import registry
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
 from tasks.job import spectrum_jobs_of, sync_job
+from tasks.route import job_route_facts
 from tasks.state import Result, TimecardEntryState, TimecardState
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
@@ -113,6 +115,8 @@ class JobFacts:
     plan: dict[str, str]  # cost center -> Spectrum job number
     state: str | None
     office_id: int | None
+    #: the job is not sent to Spectrum: its time goes to the overhead job
+    overhead: bool = False
 
 
 class _Jobs:
@@ -127,9 +131,13 @@ class _Jobs:
         if cached is not None and (cached.plan or not sync_missing):
             return cached
         plan = spectrum_jobs_of(self.ctx, job_id, self.conn.name)
+        overhead = False
         if not plan and sync_missing:
+            routed_elsewhere(self.ctx, self.conn, job_id)
             outcome = sync_job(self.ctx, job_id, self.conn.name)
             plan = spectrum_jobs_of(self.ctx, job_id, self.conn.name)
+            if not plan and outcome.result == "skipped":
+                plan, overhead = unsynced_job_plan(self.conn, job_id, outcome.message), True
             if not plan:
                 raise PrerequisiteMissing(
                     f"ServiceTrade job {job_id} is not in Spectrum, so its time has no job to "
@@ -138,15 +146,16 @@ class _Jobs:
                     value=job_id,
                 )
         if cached is not None:
-            facts = JobFacts(plan, cached.state, cached.office_id)
+            facts = JobFacts(plan, cached.state, cached.office_id, overhead)
         else:
-            job = self.ctx.st.get_job(job_id)
+            # facts of other records: the read cache may serve them (one read per job a run)
+            job = self.ctx.st.get_job(job_id, cached=True)
             state: str | None = None
             if job.location is not None:
-                location = self.ctx.st.get_location(job.location.id)
+                location = self.ctx.st.get_location(job.location.id, cached=True)
                 state = location.address.state if location.address else None
             office = job.assigned_office.id if job.assigned_office else None
-            facts = JobFacts(plan, state, office)
+            facts = JobFacts(plan, state, office, overhead)
         self._facts[job_id] = facts
         return facts
 
@@ -158,6 +167,56 @@ class _Jobs:
         ccs = self.conn.rules.cost_centers
         cc = ccs.by_service_line.get(service_line or "", ccs.default)
         return facts.plan.get(cc) or next(iter(facts.plan.values()))
+
+
+def routed_elsewhere(ctx: SyncContext, conn: ConnectionSettings, job_id: int) -> None:
+    """Under routing (F24), time on a job that another connection's route takes is skipped here
+    (``RecordSkipped``): the job must not be created in this Spectrum company too."""
+    if conn.route is None:
+        return
+    mismatch = route_mismatch(conn.route, job_route_facts(ctx, ctx.st.get_job(job_id)))
+    if mismatch is not None:
+        raise RecordSkipped(
+            f"routing: ServiceTrade job {job_id} is not for connection {conn.name} (its route's "
+            f"{mismatch}); its time goes with the job",
+            field="route", value=conn.name,
+        )
+
+
+def unsynced_job_plan(conn: ConnectionSettings, job_id: int, why: str) -> dict[str, str]:
+    """Where labor on a job that stsync does not send to Spectrum goes (``unsynced_job_labor``).
+
+    ``"overhead"``: the overhead job; ``"skip"``: the entry is skipped (``RecordSkipped``); unset:
+    the entry fails (``PrerequisiteMissing``) with a message naming the key to set.
+    """
+    tr = conn.rules.timecards
+    if tr.unsynced_job_labor == "overhead":
+        return {tr.overhead_cost_center: tr.overhead_job}
+    if tr.unsynced_job_labor == "skip":
+        raise RecordSkipped(
+            f"ServiceTrade job {job_id} is not sent to Spectrum ({why}); its time is left out "
+            'of payroll (timecards.unsynced_job_labor = "skip")',
+            field="Job_Number", value=job_id,
+        )
+    raise PrerequisiteMissing(
+        f"ServiceTrade job {job_id} is not sent to Spectrum ({why}), so its time has no job to "
+        f"go to. Set [connections.{conn.name}.timecards] unsynced_job_labor = \"skip\" (leave "
+        'such time out of payroll) or "overhead" (with overhead_job, overhead_phase, '
+        "overhead_cost_center: post it to an overhead job), then replay the timecard "
+        f"(stsync retry timecard <id>) or let the weekly catch-up take it",
+        field="Job_Number", value=job_id,
+    )
+
+
+def _overhead(request: SpectrumRequest, conn: ConnectionSettings) -> SpectrumRequest:
+    """The entry's request with the overhead phase and cost center (when configured)."""
+    tr = conn.rules.timecards
+    values = dict(request.values)
+    if tr.overhead_phase:
+        values["Phase_Code"] = tr.overhead_phase
+    if tr.overhead_cost_center:
+        values["Cost_Center"] = tr.overhead_cost_center
+    return SpectrumRequest(service=request.service, values=values)
 
 
 def map_entry(
@@ -174,16 +233,28 @@ def map_entry(
     job_number = state = None
     office: int | None = None
     job_ref = None if isinstance(entry, GenericEntry) else entry.job
+    if job_ref is None and conn.route is not None and (
+        conn.name != ctx.settings.default_connection
+    ):
+        raise RecordSkipped(
+            f"routing: time without a job goes to the default connection "
+            f"{ctx.settings.default_connection}, not {conn.name}",
+            field="route", value=conn.name,
+        )
     if job_ref is not None:
         facts = jobs.facts(job_ref.id, sync_missing=sync_missing_jobs)
         abbr = None
         if isinstance(entry, LaborEntry) and entry.service_line:
             abbr = entry.service_line.abbr
         job_number, state, office = jobs.number_for(facts, abbr), facts.state, facts.office_id
-    return timecard_entry_to_pretime(
+        overhead = facts.overhead
+    else:
+        overhead = False
+    request = timecard_entry_to_pretime(
         tc, entry, employee_code=employee, job_number=job_number, job_state=state,
         office_id=office, rules=conn.rules, tz=ctx.settings.timezone,
     )
+    return _overhead(request, conn) if overhead else request
 
 
 # --- one card -------------------------------------------------------------------------------------
@@ -208,14 +279,18 @@ def sync_timecard_tally(
     connection: str | None = None,
     *,
     recheck_unknown: bool = False,
+    timecard: Timecard | None = None,
 ) -> tuple[Outcome, Tally]:
-    """``sync_timecard`` plus what happened to each entry (the catch-up counts these)."""
+    """``sync_timecard`` plus what happened to each entry (the catch-up counts these).
+
+    ``timecard``: the card as the caller has just listed it (the catch-up's page), else it is
+    read here."""
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(timecard_id))
     tally = Tally()
 
     def body(run: Run[TimecardState]) -> Outcome:
-        tc = ctx.st.get_timecard(timecard_id)
+        tc = timecard if timecard is not None else ctx.st.get_timecard(timecard_id)
         return _sync_card(ctx, conn, run, tc, tally, recheck_unknown=recheck_unknown)
 
     # always re-examined (reclaim): a re-approved card may carry entries not yet posted
@@ -530,7 +605,7 @@ def run_catch_up(
             todo = _unsettled(ids[tc.id], known)
             summary.already_synced += len(ids[tc.id]) - len(todo)
             if todo:
-                _catch_up_card(ctx, conn.name, tc.id, todo, summary, inline=inline)
+                _catch_up_card(ctx, conn.name, tc, todo, summary, inline=inline)
             if progress is not None:
                 progress(summary.cards, total)
     ctx.ledger.audit(
@@ -547,18 +622,20 @@ def run_catch_up(
 def _catch_up_card(
     ctx: SyncContext,
     connection: str,
-    timecard_id: int,
+    tc: Timecard,
     todo: list[str],
     summary: CatchUpSummary,
     *,
     inline: bool,
 ) -> None:
+    timecard_id = tc.id
     if not inline:
         ctx.enqueue(TASK_NAME, (timecard_id, connection))
         summary.enqueued += 1
         return
     try:
-        outcome, tally = sync_timecard_tally(ctx, timecard_id, connection)
+        # the card as this page listed it: no second read of it
+        outcome, tally = sync_timecard_tally(ctx, timecard_id, connection, timecard=tc)
     except TransientError as exc:
         summary.retrying += len(todo)
         summary.errors.append(f"timecard {timecard_id}: {exc}"[:500])

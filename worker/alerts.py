@@ -51,8 +51,9 @@ KIND_HINTS: dict[str, tuple[str, str]] = {
     ),
     "retries_exhausted": (
         "gave up after retrying",
-        "stsync retried a temporary problem (network, Spectrum or ServiceTrade unavailable) until "
-        "its retries ran out. Once both systems answer again, replay the record.",
+        "stsync retried a temporary problem (network, Spectrum or ServiceTrade unavailable) for "
+        "the whole retry period (reliability.retry_later_period_s, 72 h by default) without "
+        "success. Once both systems answer again, replay the record.",
     ),
     "poison": (
         "the worker died on it",

@@ -19,6 +19,7 @@ import httpx
 import redis
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from clients.errors import ConfigError, RateLimited
 from clients.http import CallRecord
 from clients.servicetrade.client import ServiceTradeClient
 from clients.spectrum.client import SpectrumClient
@@ -28,6 +29,8 @@ from clients.spectrum.rest_invoice import ARInvoiceResult
 from clients.spectrum.soap import PutResult
 from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
+from worker.pacing import AccountPause, pause_key
+from worker.readcache import ReadCache, redis_read_cache
 from worker.settings import ConnectionSettings, Settings, get_settings
 from worker.throttle import WriteSlots
 from worker.writers import ServiceTradeWriter, SpectrumWriter
@@ -132,6 +135,28 @@ class ThrottledSpectrumClient(SpectrumClient):
             return super().add_ar_invoices(invoices)
 
 
+class PacedServiceTradeClient(ServiceTradeClient):
+    """A ServiceTrade client that consults the account's shared pause before every exchange and
+    extends it when ServiceTrade answers 429 (worker/pacing.py)."""
+
+    pause: AccountPause | None = None
+
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self.pause is None:
+            return super()._exchange(method, path, **kwargs)
+        self.pause.wait()
+        try:
+            return super()._exchange(method, path, **kwargs)
+        except RateLimited as exc:
+            self.pause.pause(exc.retry_after)
+            raise
+
+
+def account_pause_for(settings: Settings, client: redis.Redis) -> AccountPause:
+    """The ServiceTrade account's shared pause, on the broker's Redis under the prefix."""
+    return AccountPause(client, pause_key(settings.redis_key_prefix))
+
+
 def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteSlots]:
     """One semaphore per connection, on the broker's Redis under the deployment's prefix."""
     lease = float(settings.reliability.task_time_limit_s + 30)
@@ -146,6 +171,27 @@ def write_slots_for(settings: Settings, client: redis.Redis) -> dict[str, WriteS
     }
 
 
+def process_read_cache(settings: Settings, client: redis.Redis) -> ReadCache:
+    """The worker process's read cache, its stamps in the broker's Redis (worker/readcache.py)."""
+    return redis_read_cache(
+        settings.servicetrade.read_cache_ttl_s, client, settings.redis_key_prefix
+    )
+
+
+def attach_read_cache(ctx: SyncContext) -> bool:
+    """Give an inline run (``stsync catch-up``) the workers' read cache when a broker is
+    configured (its stamps live there); False, and every read fresh, when there is none."""
+    from worker.celery_app import resolve_broker_url
+
+    try:
+        url = resolve_broker_url(ctx.settings)
+    except ConfigError:
+        return False
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    ctx.st.read_cache = process_read_cache(ctx.settings, client)
+    return True
+
+
 def build_context(
     settings: Settings,
     *,
@@ -155,15 +201,19 @@ def build_context(
     retry_wait_s: float = 1.0,
     ledger: Ledger | None = None,
     write_slots: dict[str, WriteSlots] | None = None,
+    read_cache: ReadCache | None = None,
+    st_pause: AccountPause | None = None,
 ) -> SyncContext:
     """Build clients and the ledger from ``settings`` (transports injectable for tests).
 
     ``write_slots`` caps Spectrum writes per connection (``max_in_flight``); worker processes pass
-    the Redis-backed ones, tests may pass none."""
+    the Redis-backed ones, tests may pass none. ``read_cache`` serves job, location and user
+    facts (worker/readcache.py); without one every read goes to ServiceTrade."""
     ledger = ledger or Ledger(settings.database_url)
+    ledger.pending_grace_s = float(settings.reliability.pending_due_after_s)
     hook = audit_hook(ledger)
     st_cfg = settings.servicetrade
-    st = ServiceTradeClient(
+    st = PacedServiceTradeClient(
         st_cfg.base_url,
         client_id=st_cfg.client_id,
         client_secret=st_cfg.client_secret.get_secret_value() if st_cfg.client_secret else None,
@@ -175,6 +225,8 @@ def build_context(
         retry_wait_s=retry_wait_s,
         on_call=hook,
     )
+    st.read_cache = read_cache
+    st.pause = st_pause
     spectrum: dict[str, SpectrumClient] = {
         name: ThrottledSpectrumClient(
             conn.base_url,
@@ -227,7 +279,10 @@ def open_process_context() -> SyncContext:
                 resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
             )
             _process_context = build_context(
-                settings, write_slots=write_slots_for(settings, client)
+                settings,
+                write_slots=write_slots_for(settings, client),
+                read_cache=process_read_cache(settings, client),
+                st_pause=account_pause_for(settings, client),
             )
         return _process_context
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,7 +58,10 @@ metadata = MetaData()
 
 
 class Status(StrEnum):
-    PENDING = "pending"  # seen, not (yet) synced; also "will retry"
+    PENDING = "pending"  # seen, not (yet) synced; also "will retry" (due at next_attempt_at)
+    #: Celery's retries ran out on a transient cause: the re-enqueuer tries again at
+    #: ``next_attempt_at`` (growing delays) until ``reliability.retry_later_period_s`` has passed
+    RETRY_LATER = "retry_later"
     IN_FLIGHT = "in_flight"  # a worker holds the claim
     DONE = "done"
     FAILED = "failed"  # needs a person (reason in last_error)
@@ -66,6 +70,11 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.SKIPPED, Status.UNKNOWN})
+#: rows that must always have something queued or scheduled for them (a due time)
+WAITING = (Status.PENDING, Status.RETRY_LATER)
+#: a pending row nothing settled is due again this long after it was last touched (the worker
+#: context sets it from ``reliability.pending_due_after_s``)
+DEFAULT_PENDING_GRACE_S = 900.0
 
 
 def utcnow() -> datetime:
@@ -93,8 +102,15 @@ sync_record = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True)),
+    #: when the re-enqueuer queues this row again if nothing settled it (pending, retry_later)
+    Column("next_attempt_at", DateTime(timezone=True)),
+    #: first transient failure of the current streak (the retry_later period counts from it)
+    Column("retry_since", DateTime(timezone=True)),
+    #: retry_later rounds so far in the current streak (picks the next delay)
+    Column("retry_rounds", Integer, nullable=False, default=0),
     UniqueConstraint("connection", "record_type", "source_id", name="uq_sync_record_key"),
     Index("ix_sync_record_status", "connection", "status"),
+    Index("ix_sync_record_due", "status", "next_attempt_at"),
     Index("ix_sync_record_spectrum_key", "connection", "record_type", "spectrum_key"),
 )
 
@@ -133,6 +149,22 @@ watermark = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(64), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: durable acknowledgement (issue 17): one row per record a webhook announced, written by ingest
+#: before it answers 2xx; Redis only carries the wake-up. The task deletes it when it has run
+#: (any final outcome); the re-enqueuer queues rows still here after ``due_at``.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("connection", String(64), nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("source_id", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("connection", "task", "source_id", name="uq_inbox_key"),
+    Index("ix_inbox_due", "due_at"),
 )
 
 alert = Table(
@@ -181,6 +213,9 @@ class Record:
     created_at: datetime
     updated_at: datetime
     done_at: datetime | None
+    next_attempt_at: datetime | None = None
+    retry_since: datetime | None = None
+    retry_rounds: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> Record:
@@ -202,7 +237,33 @@ class Record:
             created_at=_aware(m["created_at"]) or utcnow(),
             updated_at=_aware(m["updated_at"]) or utcnow(),
             done_at=_aware(m["done_at"]),
+            next_attempt_at=_aware(m["next_attempt_at"]),
+            retry_since=_aware(m["retry_since"]),
+            retry_rounds=int(m["retry_rounds"] or 0),
         )
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One durable wake-up: run ``task`` for ``source_id`` on ``connection``."""
+
+    id: int
+    connection: str
+    task: str
+    source_id: str
+    received_at: datetime
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A row that breaks "nothing pending without something queued or scheduled for it"."""
+
+    what: str  # "record" or "inbox"
+    name: str  # the record key, or connection/task/source_id
+    status: str
+    due: datetime | None
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -256,9 +317,24 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file_db = bool(path) and path != ":memory:"
+        # a file ledger keeps a few connections open: closing the last connection of a WAL
+        # database checkpoints it (an fsync), which cost ~4 ms per ledger call (P4). A process
+        # forked with the engine (Celery prefork) starts with a fresh pool.
         engine = create_engine(
-            url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **({"pool_size": 5, "max_overflow": 10} if file_db else {"poolclass": NullPool}),
         )
+        if file_db:
+            ref = weakref.ref(engine)
+
+            def _fresh_pool_after_fork() -> None:
+                eng = ref()
+                if eng is not None:
+                    eng.dispose(close=False)
+
+            os.register_at_fork(after_in_child=_fresh_pool_after_fork)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -275,9 +351,16 @@ def make_engine(url: str) -> Engine:
 class Ledger:
     """Typed access to the ledger tables. One instance per process."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self, url: str, *, engine: Engine | None = None, pending_grace_s: float | None = None
+    ) -> None:
         self.url = url
         self.engine = engine or make_engine(url)
+        #: a pending row is due again this long after it was last touched (see WAITING)
+        self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
+
+    def _pending_due(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.pending_grace_s)
 
     # --- schema -----------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -314,6 +397,8 @@ class Ledger:
                     state={},
                     attempts=0,
                     crashes=0,
+                    retry_rounds=0,
+                    next_attempt_at=self._pending_due(now),
                     created_at=now,
                     updated_at=now,
                 )
@@ -477,6 +562,7 @@ class Ledger:
             "lease_until": None,
             "done_at": now,
             "crashes": 0,
+            **_SETTLED,
         }
         if payload_digest is not None:
             values["payload_digest"] = payload_digest
@@ -493,8 +579,16 @@ class Ledger:
         reason: str | None = None,
         state: dict[str, Any] | None = None,
         reset_crashes: bool = True,
+        next_attempt_at: datetime | None = None,
+        transient: bool = False,
+        retry_since: datetime | None = None,
     ) -> Record:
-        """Leave the record in ``status`` (pending/failed/skipped/unknown) and release the claim."""
+        """Leave the record in ``status`` (pending/failed/skipped/unknown) and release the claim.
+
+        A ``pending`` row gets a due time (``next_attempt_at``, default: the pending grace from
+        now) so the re-enqueuer finds it when nothing else settles it; ``transient`` starts the
+        retry streak (``retry_since``) when none is running. Any other status ends the streak.
+        """
         values: dict[str, Any] = {
             "status": status.value,
             "error_kind": error_kind,
@@ -502,6 +596,14 @@ class Ledger:
             "lease_owner": None,
             "lease_until": None,
         }
+        if status in WAITING:
+            values["next_attempt_at"] = next_attempt_at or self._pending_due(utcnow())
+            if retry_since is not None:
+                values["retry_since"] = retry_since
+            elif transient:
+                values["retry_since"] = func.coalesce(sync_record.c.retry_since, utcnow())
+        else:
+            values.update(_SETTLED)
         if reset_crashes:
             values["crashes"] = 0
         if state is not None:
@@ -518,7 +620,203 @@ class Ledger:
             crashes=0,
             lease_owner=None,
             lease_until=None,
+            next_attempt_at=self._pending_due(utcnow()),
+            retry_since=None,
+            retry_rounds=0,
         )
+
+    def mark_retry_later(
+        self,
+        key: RecordKey,
+        *,
+        next_attempt_at: datetime,
+        reason: str,
+        error_kind: str = "transient",
+    ) -> Record:
+        """Celery's retries ran out on a transient cause: wait for the re-enqueuer (one round)."""
+        return self._finish(
+            key,
+            None,
+            status=Status.RETRY_LATER.value,
+            error_kind=error_kind,
+            last_error=reason,
+            lease_owner=None,
+            lease_until=None,
+            next_attempt_at=next_attempt_at,
+            retry_since=func.coalesce(sync_record.c.retry_since, utcnow()),
+            retry_rounds=sync_record.c.retry_rounds + 1,
+        )
+
+    # --- the re-enqueuer's view (issue 13: nothing pending without something queued) ----------
+    def due_records(self, now: datetime, *, limit: int = 1000) -> list[Record]:
+        """Waiting rows whose due time has passed (or that have none), oldest first, and
+        in-flight rows whose lease ran out (their worker died)."""
+        q = (
+            select(sync_record)
+            .where(
+                or_(
+                    and_(
+                        sync_record.c.status.in_([s.value for s in WAITING]),
+                        or_(
+                            sync_record.c.next_attempt_at.is_(None),
+                            sync_record.c.next_attempt_at <= now,
+                        ),
+                    ),
+                    and_(
+                        sync_record.c.status == Status.IN_FLIGHT.value,
+                        or_(
+                            sync_record.c.lease_until.is_(None),
+                            sync_record.c.lease_until <= now,
+                        ),
+                        or_(
+                            sync_record.c.next_attempt_at.is_(None),
+                            sync_record.c.next_attempt_at <= now,
+                        ),
+                    ),
+                )
+            )
+            .order_by(sync_record.c.next_attempt_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Record.from_row(r) for r in conn.execute(q)]
+
+    def defer(self, records: Sequence[Record], until: datetime) -> None:
+        """Move the due time of rows just queued by the re-enqueuer (only if still waiting or
+        still stuck in flight as read: a worker that took one meanwhile keeps it)."""
+        ids = [r.id for r in records if r.status in WAITING]
+        stuck = [r.id for r in records if r.status is Status.IN_FLIGHT]
+        with self.tx() as conn:
+            for i in range(0, len(ids), 500):
+                conn.execute(
+                    update(sync_record)
+                    .where(
+                        sync_record.c.id.in_(ids[i : i + 500]),
+                        sync_record.c.status.in_([s.value for s in WAITING]),
+                    )
+                    .values(next_attempt_at=until)
+                )
+            for i in range(0, len(stuck), 500):
+                # the lease is the in-flight row's due time: the claim that takes it over
+                # counts the crash, so pushing it keeps the start cap meaningful
+                conn.execute(
+                    update(sync_record)
+                    .where(
+                        sync_record.c.id.in_(stuck[i : i + 500]),
+                        sync_record.c.status == Status.IN_FLIGHT.value,
+                    )
+                    .values(next_attempt_at=until)
+                )
+
+    # --- inbox (durable acknowledgement) ----------------------------------------------------
+    def inbox_put(self, entries: Sequence[tuple[str, str, str]], *, due_after_s: float) -> None:
+        """Record webhook wake-ups ``(connection, task, source_id)`` durably: ONE statement in
+        ONE transaction per delivery (ingest calls it before answering 2xx). A repeated entry
+        is refreshed (received now, due later), never duplicated."""
+        unique = list(dict.fromkeys(entries))
+        if not unique:
+            return
+        now = utcnow()
+        due = now + timedelta(seconds=due_after_s)
+        ins = self._insert(inbox)
+        stmt = ins.values(
+            [
+                {"connection": c, "task": t, "source_id": s, "received_at": now, "due_at": due}
+                for c, t, s in unique
+            ]
+        ).on_conflict_do_update(
+            index_elements=["connection", "task", "source_id"],
+            set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
+        )
+        with self.tx() as conn:
+            conn.execute(stmt)
+
+    def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
+        q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)
+        with self.engine.connect() as conn:
+            return [_inbox_entry(r) for r in conn.execute(q)]
+
+    def inbox_entries(self) -> list[InboxEntry]:
+        with self.engine.connect() as conn:
+            return [_inbox_entry(r) for r in conn.execute(select(inbox).order_by(inbox.c.id))]
+
+    def inbox_defer(self, entries: Sequence[InboxEntry], until: datetime) -> None:
+        ids = [e.id for e in entries]
+        with self.tx() as conn:
+            for i in range(0, len(ids), 500):
+                conn.execute(
+                    update(inbox).where(inbox.c.id.in_(ids[i : i + 500])).values(due_at=until)
+                )
+
+    def inbox_done(
+        self, connection: str, task: str, source_id: str, *, received_before: datetime
+    ) -> None:
+        """The task for this entry has run: forget it, unless a newer wake-up arrived after
+        the task started (that one still needs its run)."""
+        with self.tx() as conn:
+            conn.execute(
+                inbox.delete().where(
+                    inbox.c.connection == connection,
+                    inbox.c.task == task,
+                    inbox.c.source_id == source_id,
+                    inbox.c.received_at <= received_before,
+                )
+            )
+
+    def invariant_breaches(self, now: datetime, *, tolerance_s: float) -> list[Breach]:
+        """Rows with nothing queued or scheduled for them: waiting without a due time, or
+        overdue (waiting, in flight past the lease, or in the inbox) by more than
+        ``tolerance_s`` (the re-enqueue interval plus the visibility timeout)."""
+        late = now - timedelta(seconds=tolerance_s)
+        out: list[Breach] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sync_record).where(
+                    or_(
+                        and_(
+                            sync_record.c.status.in_([s.value for s in WAITING]),
+                            or_(
+                                sync_record.c.next_attempt_at.is_(None),
+                                sync_record.c.next_attempt_at < late,
+                            ),
+                        ),
+                        and_(
+                            sync_record.c.status == Status.IN_FLIGHT.value,
+                            or_(
+                                sync_record.c.lease_until.is_(None),
+                                and_(
+                                    sync_record.c.lease_until < late,
+                                    or_(
+                                        sync_record.c.next_attempt_at.is_(None),
+                                        sync_record.c.next_attempt_at < late,
+                                    ),
+                                ),
+                            ),
+                        ),
+                    )
+                )
+            )
+            for r in rows:
+                rec = Record.from_row(r)
+                if rec.status is Status.IN_FLIGHT:
+                    due, problem = rec.lease_until, "in flight, lease long expired"
+                elif rec.next_attempt_at is None:
+                    due, problem = None, f"{rec.status.value} with no due time"
+                else:
+                    due, problem = rec.next_attempt_at, f"{rec.status.value}, overdue"
+                out.append(Breach("record", str(rec.key), rec.status.value, due, problem))
+            for r in conn.execute(select(inbox).where(inbox.c.due_at < late)):
+                e = _inbox_entry(r)
+                out.append(
+                    Breach(
+                        "inbox",
+                        f"{e.connection}/{e.task}/{e.source_id}",
+                        "inbox",
+                        e.due_at,
+                        "webhook wake-up overdue",
+                    )
+                )
+        return out
 
     def list_records(
         self,
@@ -720,6 +1018,22 @@ class Ledger:
             )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+#: what every non-waiting status clears: no due time, no retry streak
+_SETTLED: dict[str, Any] = {"next_attempt_at": None, "retry_since": None, "retry_rounds": 0}
+
+
+def _inbox_entry(row: Any) -> InboxEntry:
+    m = row._mapping
+    return InboxEntry(
+        id=m["id"],
+        connection=m["connection"],
+        task=m["task"],
+        source_id=m["source_id"],
+        received_at=_aware(m["received_at"]) or utcnow(),
+        due_at=_aware(m["due_at"]) or utcnow(),
+    )
 
 
 def dumps_state(state: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from clients.errors import ConfigError
-from mappers.rules import ConnectionRules
+from mappers.rules import ConnectionRules, Route, routes_overlap
 
 CONFIG_ENV = "STSYNC_CONFIG"
 DATA_DIR_ENV = "STSYNC_DATA_DIR"
@@ -36,6 +36,9 @@ class ServiceTradeSettings(Section):
     password: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: how long a worker keeps job, location and user facts it read (webhooks invalidate
+    #: earlier; 0: never cached), see worker/readcache.py
+    read_cache_ttl_s: float = Field(default=120.0, ge=0, le=3600)
     #: ServiceTrade's system name for stsync's external ids is per connection (see connections)
 
     @model_validator(mode="after")
@@ -67,6 +70,8 @@ class ConnectionSettings(Section):
     #: webhook and sweep events flow to this connection automatically (default: only the default
     #: connection); other connections receive records sent to them explicitly (send-job, CLI)
     auto_sync: bool = False
+    #: routing between several Spectrum companies (F24): the records this connection takes
+    route: Route | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     rules: ConnectionRules
@@ -124,11 +129,43 @@ class ReliabilitySettings(Section):
     #: how long a claim on a record holds before another worker may take it over
     lease_s: int = Field(default=330, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
+    #: a record whose Celery retries ran out on a transient cause waits ``retry_later`` this long
+    #: before its next round (one delay per round, the last one repeats: 5 min, 15 min, 1 h, 3 h,
+    #: then every 6 h) ...
+    retry_later_delays_s: list[int] = Field(
+        default_factory=lambda: [300, 900, 3600, 10_800, 21_600], min_length=1
+    )
+    #: ... for at most this long after its first transient failure; then it fails for good
+    #: through its record type's own failure path (ServiceTrade status/comment, one alert)
+    retry_later_period_s: int = Field(default=259_200, ge=1)
+    #: the Beat re-enqueuer runs this often: it queues every pending/retry_later row and every
+    #: inbox entry whose due time has passed (docs/reliability.md, "the durable row drives it")
+    requeue_every_s: int = Field(default=60, ge=1)
+    #: a pending row (or an inbox entry) is due this long after it was last touched when nothing
+    #: settled it: long enough for the queued task or its Celery retry to have run (default: the
+    #: longest retry countdown plus the task time limit)
+    pending_grace_s: int | None = Field(default=None, ge=1)
+    #: at most this many due rows are queued per re-enqueuer run (the next run continues)
+    requeue_batch: int = Field(default=2000, ge=1)
+
+    @property
+    def pending_due_after_s(self) -> int:
+        """Seconds after which an untouched pending row / inbox entry is due again."""
+        if self.pending_grace_s is not None:
+            return self.pending_grace_s
+        return self.retry_backoff_max_s + self.task_time_limit_s
+
+    def retry_later_delay_s(self, rounds: int) -> int:
+        """The wait before retry_later round ``rounds`` (0-based; the last delay repeats)."""
+        delays = self.retry_later_delays_s
+        return delays[min(max(rounds, 0), len(delays) - 1)]
 
     @model_validator(mode="after")
     def _limits(self) -> ReliabilitySettings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if any(d < 1 for d in self.retry_later_delays_s):
+            raise ValueError("retry_later_delays_s must be positive seconds")
         need = self.task_time_limit_s + self.retry_backoff_max_s
         if self.visibility_timeout_s <= need:
             raise ValueError(
@@ -167,6 +204,7 @@ class Settings(Section):
                 f"default_connection {self.default_connection!r} is not one of "
                 f"{sorted(self.connections)}"
             )
+        _check_routes(self.connections)
         keys = [c.external_id_key for c in self.connections.values()]
         if len(set(keys)) != len(keys):
             raise ValueError("connections must use distinct external_id_key values")
@@ -201,6 +239,30 @@ class Settings(Section):
         return Path(self.data_dir)
 
 
+def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
+    """Routes (F24): once one automatic connection has a route, every automatic one needs one,
+    and two routes that the config shows can take the same record are refused."""
+    auto = [c for c in connections.values() if c.auto_sync]
+    routed = [c for c in auto if c.route is not None]
+    if not routed:
+        return
+    unrouted = [c.name for c in auto if c.route is None]
+    if unrouted:
+        raise ValueError(
+            f"connections.{unrouted[0]}.route: missing, while connections.{routed[0].name} has "
+            "a route; every auto_sync connection needs one (a connection without a route would "
+            "take every record the routed ones take)"
+        )
+    for i, a in enumerate(routed):
+        for b in routed[i + 1:]:
+            why = routes_overlap(a.route, b.route) if a.route and b.route else None
+            if why:
+                raise ValueError(
+                    f"connections.{b.name}.route: overlaps connections.{a.name}.route ({why}); "
+                    "a record would go to both Spectrum companies"
+                )
+
+
 # --- loading -------------------------------------------------------------------------------------
 _CONNECTION_KEYS = {
     "base_url",
@@ -212,6 +274,7 @@ _CONNECTION_KEYS = {
     "timeout_s",
     "connect_timeout_s",
     "auto_sync",
+    "route",
 }
 
 
@@ -253,6 +316,7 @@ def _build_connection(
         "max_in_flight",
         "timeout_s",
         "connect_timeout_s",
+        "route",
     ):
         if key in raw:
             out[key] = raw[key]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -66,6 +66,15 @@ M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
 
 SYSTEM = "servicetrade"
+
+
+class ReadCache(Protocol):
+    """A cache of reads by id (``worker.readcache.ReadCache``): ``get`` may serve a remembered
+    value, ``refresh`` always loads and remembers."""
+
+    def get(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
+
+    def refresh(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
 
 
 def _messages(resp: httpx.Response) -> str:
@@ -177,6 +186,8 @@ class ServiceTradeClient:
             self._auth = OAuth2ClientCredentials(
                 lambda: retrying(retry_wait_s)(self._login), apply=self._apply_session
             )
+        #: jobs, locations and users read with ``cached=True`` may come from here (None: never)
+        self.read_cache: ReadCache | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -373,21 +384,39 @@ class ServiceTradeClient:
         data = self._call("GET", f"{resource}/{int(entity_id)}", service=resource, write=False)
         return _parse(model, data, f"ServiceTrade {resource} {entity_id}")
 
+    def _read(self, resource: str, model: type[M], entity_id: int, cached: bool) -> M:
+        """A read by id through the read cache: ``cached`` may serve a remembered record (facts
+        of *another* record); otherwise the read is fresh and refreshes the cache. The cache
+        holds the record as ServiceTrade sent it (JSON, shareable between processes); it is
+        parsed on every use, exactly as a fresh read."""
+        cache = self.read_cache
+        if cache is None:
+            return self._get_one(resource, model, entity_id)
+
+        def fetch() -> Any:
+            return self._call("GET", f"{resource}/{int(entity_id)}", service=resource, write=False)
+
+        if cached:
+            data = cache.get(resource, int(entity_id), fetch)
+        else:
+            data = cache.refresh(resource, int(entity_id), fetch)
+        return _parse(model, data, f"ServiceTrade {resource} {entity_id}")
+
     # --- reads by id ------------------------------------------------------------------------------
     def get_company(self, company_id: int) -> Company:
         return self._get_one("company", Company, company_id)
 
-    def get_location(self, location_id: int) -> Location:
-        return self._get_one("location", Location, location_id)
+    def get_location(self, location_id: int, *, cached: bool = False) -> Location:
+        return self._read("location", Location, location_id, cached)
 
-    def get_job(self, job_id: int) -> Job:
-        return self._get_one("job", Job, job_id)
+    def get_job(self, job_id: int, *, cached: bool = False) -> Job:
+        return self._read("job", Job, job_id, cached)
 
     def get_invoice(self, invoice_id: int) -> Invoice:
         return self._get_one("invoice", Invoice, invoice_id)
 
-    def get_user(self, user_id: int) -> User:
-        return self._get_one("user", User, user_id)
+    def get_user(self, user_id: int, *, cached: bool = False) -> User:
+        return self._read("user", User, user_id, cached)
 
     def get_timecard(self, timecard_id: int) -> Timecard:
         """One approved-time record (the assumed resource, reference §11)."""

@@ -59,6 +59,8 @@ class Location(STModel):
     taxable: bool | None = None
     status: str | None = None
     offices: list[Ref] = Field(default_factory=list)
+    #: the location's ServiceTrade region (routing, F24); key assumed, see assumptions.py
+    region: Ref | None = None
     external_ids: dict[str, str] = Field(default_factory=dict, alias="externalIds")
     created: int | None = None
     updated: int | None = None

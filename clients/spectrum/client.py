@@ -50,6 +50,7 @@ from clients.http import (
     Verdict,
     json_digest,
     make_timeout,
+    retry_after_seconds,
     retrying,
     scrub,
     server_failure,
@@ -116,7 +117,9 @@ def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> 
         message = f"{what}: SOAP fault {code}: {text}"
         if is_client_fault(answer.fault):
             raise PermanentError(message)
-        raise server_failure(message, write=write)
+        # a server fault may say when to come back (Retry-After on the 5xx)
+        after = retry_after_seconds(resp.headers.get("Retry-After")) if server_side else None
+        raise server_failure(message, write=write, retry_after=after)
     if server_side:
         raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}", write=write)
     return answer

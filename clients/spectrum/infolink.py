@@ -143,6 +143,24 @@ class InfoLinkReader:
     def find_site(self, site_id: str) -> dict[str, Any] | None:
         return self._find(s.sites, "Site_ID", site_id)
 
+    def list_customers(self) -> list[dict[str, Any]]:
+        """Every AR customer of the company, by code (matching by name: links, stale ids)."""
+        c = s.customers
+        return self._rows(select(c).where(self._co(c)).order_by(_t(c.c.Customer_Code)))
+
+    def list_sites(self, customer_code: str | None = None) -> list[dict[str, Any]]:
+        """WO sites of the company (of one customer when given), by site id."""
+        t = s.sites
+        stmt = select(t).where(self._co(t))
+        if customer_code is not None:
+            stmt = stmt.where(_t(t.c.Site_Customer_Code) == customer_code.strip())
+        return self._rows(stmt.order_by(_t(t.c.Site_ID)))
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every JC job of the company, by number."""
+        j = s.jobs
+        return self._rows(select(j).where(self._co(j)).order_by(_t(j.c.Job_Number)))
+
     def find_job(self, job_number: str) -> dict[str, Any] | None:
         return self._find(s.jobs, "Job_Number", job_number)
 
@@ -165,6 +183,16 @@ class InfoLinkReader:
 
     def find_employee(self, code: str) -> dict[str, Any] | None:
         return self._find(s.employees, "Employee_Code", code)
+
+    def has_ar_invoice_for_job(self, job_number: str) -> bool:
+        """Whether an AR invoice names ``job_number`` (its AR contract is in use)."""
+        h = s.ar_invoices
+        rows = self._rows(
+            select(h.c.Invoice_Or_Transaction)
+            .where(self._co(h), _t(h.c.Job_Number) == job_number.strip())
+            .limit(1)
+        )
+        return bool(rows)
 
     def find_ar_invoice(self, number: str) -> dict[str, Any] | None:
         """The invoice header with its ``lines`` (by line number), or None."""
@@ -263,6 +291,14 @@ class InfoLinkReader:
             if len(rows) < page_size:
                 return
             after = (rows[-1]["po_number"], rows[-1]["line_number"])
+
+    def po_line_keys(self) -> set[tuple[str, str]]:
+        """``(PO number, line number)`` of every PO line Spectrum holds now (keys only: finds the
+        lines deleted in Spectrum, which no ``Date_Modified`` shows, without rereading the POs)."""
+        d = s.po_details
+        rows = self._rows(select(_t(d.c.PO_Number).label("po"), _t(d.c.Line_Number).label("ln"))
+                          .where(self._co(d)))
+        return {(str(r["po"]), str(r["ln"])) for r in rows}
 
     @staticmethod
     def _po_line(r: Mapping[str, Any]) -> PoLine:

@@ -74,6 +74,7 @@ jobs = Table(
     Column("Taxable_Flag", String(1)),
     Column("Price_Method_Code", String(1)),
     Column("Est_Start_Date", Date),
+    Column("Complete_Date", Date),
     Column("WO_Site", String(10)),
     Column("Cost_Center", String(10)),
     Column("Status_Code", String(1), default="A"),

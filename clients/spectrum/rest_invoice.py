@@ -23,7 +23,7 @@ from clients.errors import (
     ErrorRow,
     PermanentError,
 )
-from clients.http import Endpoint, Verdict, status_error, verdict
+from clients.http import Endpoint, Verdict, retry_after_seconds, status_error, verdict
 from clients.spectrum import assumptions as shared
 from clients.spectrum.models import ARInvoiceRequest
 from clients.spectrum.soap import says_duplicate
@@ -122,7 +122,10 @@ def interpret_response(resp: httpx.Response, numbers: Sequence[str]) -> list[ARI
         raise status_error(resp, Endpoint.SERVICES, where, write=True)
     if found is Verdict.SERVER:
         snippet = body.decode("utf-8", "replace").strip()[:200]
-        raise AmbiguousWriteError(f"{where} {snippet}; the invoices may have been imported")
+        raise AmbiguousWriteError(
+            f"{where} {snippet}; the invoices may have been imported",
+            retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+        )
     entries = _entries(body)
     if entries is None:
         snippet = body.decode("utf-8", "replace").strip()[:200]

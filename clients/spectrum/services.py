@@ -182,6 +182,7 @@ _JOB_COMMON = (
     _f("Taxable_Flag", 1, FL),
     _f("Price_Method_Code", 1, choices="F T C U"),
     _f("Est_Start_Date", 10, D),
+    _f("Complete_Date", 10, D),
     _f("WO_Site", 10, K),
     _f("Cost_Center", 10, K),
     _f("Status_Code", 1, choices="A I C"),

@@ -44,6 +44,7 @@ from sandbox.servicetrade.resources import (
     external_values,
     fetch,
     list_records,
+    update_invoice_item,
 )
 from sandbox.servicetrade.state import DEFAULT_BASE_URL, STState
 from sandbox.servicetrade.validation import ApiError
@@ -138,7 +139,9 @@ class _Server:
                 outcome = self.injector.decide(service, is_write=request.method != "GET")
             await self.injector.delay()
             if outcome == "error":
-                raise ApiError(503, [assumptions.MSG_UNAVAILABLE])
+                raise ApiError(
+                    503, [assumptions.MSG_UNAVAILABLE], headers=self.injector.error_headers()
+                )
             if outcome == "rate_limit":
                 raise ApiError(
                     429,
@@ -263,6 +266,21 @@ class _Server:
             raise ApiError(405, [assumptions.MSG_METHOD_NOT_ALLOWED])
 
         return await self.serve(request, service, work)
+
+    async def invoice_item(self, request: Request) -> Response:
+        """``PUT /invoiceitem/{id}``: one line of an invoice edited (lives inside the invoice)."""
+        id_text = request.path_params["id"]
+
+        def work(principal: Principal | None, raw: bytes) -> Response:
+            if not id_text.isdigit():
+                raise ApiError(404, [assumptions.MSG_NOT_FOUND])
+            body = _json_body(raw)
+            ctx = self.ctx(principal, write=True)
+            with self.state.lock:
+                item = update_invoice_item(ctx, int(id_text), body)
+            return _json(_envelope(item, "Invoice item updated"))
+
+        return await self.serve(request, "invoice", work)
 
     # --- external ids (§6) ----------------------------------------------------------------------
     async def externalid_values(self, request: Request) -> Response:
@@ -415,6 +433,7 @@ def create_app(
         ("/api/auth", server.legacy_auth, ["GET", "POST", "DELETE"]),
         ("/api/externalid/{etype}/{a}", server.externalid_values, ["GET"]),
         ("/api/externalid/{etype}/{a}/{b}", server.externalid_one, ["GET", "POST", "PUT"]),
+        ("/api/invoiceitem/{id}", server.invoice_item, ["PUT"]),
         ("/api/{segment}", server.collection, ["GET", "POST", "PUT", "DELETE"]),
         ("/api/{segment}/{id}", server.item, ["GET", "POST", "PUT", "DELETE"]),
     ]

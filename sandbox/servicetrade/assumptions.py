@@ -212,15 +212,18 @@ def changeset_for(
 
 # --- §8 invoice status transitions --------------------------------------------------------------
 
-#: §8 [A], exactly as written: ok/internal_review → pending_accounting → processed|failed;
-#: failed → pending_accounting|ok; any → void; processed → paid. Everything else (e.g.
-#: processed → ok) is refused with 400. Setting the current status again is a no-op, not a change.
+#: §8 [A], as written: ok/internal_review → pending_accounting → processed|failed;
+#: failed → pending_accounting|ok; any → void; processed → paid. Added [A] (issue 13): an office
+#: that edits a processed invoice sends it to accounting again, processed → pending_accounting
+#: (§8 step 1 "sets invoices ready for export" again; the integration decides what that means).
+#: Everything else (e.g. processed → ok) is refused with 400. Setting the current status again is
+#: a no-op, not a change.
 INVOICE_STATUS_TRANSITIONS: Mapping[str, frozenset[str]] = {
     "ok": frozenset({"pending_accounting", "void"}),
     "internal_review": frozenset({"pending_accounting", "void"}),
     "pending_accounting": frozenset({"processed", "failed", "void"}),
     "failed": frozenset({"pending_accounting", "ok", "void"}),
-    "processed": frozenset({"paid", "void"}),
+    "processed": frozenset({"paid", "void", "pending_accounting"}),
     "paid": frozenset({"void"}),
     "sent": frozenset({"void"}),
     "void": frozenset(),

@@ -663,6 +663,37 @@ def create_invoice(ctx: Ctx, body: Body) -> dict[str, Any]:
     return ctx.state.insert("invoice", rec, user_id=ctx.user_id)
 
 
+def update_invoice_item(ctx: Ctx, item_id: int, body: Body) -> dict[str, Any]:
+    """``PUT /invoiceitem/{id}`` (§4 "Invoice item", fields §5.5 [W + A]): change a line's
+    ``description``, ``quantity``, ``price`` or ``taxRate``; the line and its invoice's money are
+    recomputed and the invoice announces ``updated``, as an edit in the web app does."""
+    owner = next(
+        (
+            inv
+            for inv in ctx.state.scan("invoice")
+            if any(i.get("id") == item_id for i in inv.get("items") or [])
+        ),
+        None,
+    )
+    if owner is None:
+        raise ApiError(404, [assumptions.MSG_NOT_FOUND])
+    f = Fields(body)
+    changes = {
+        "description": f.text("description", "Description"),
+        "quantity": f.number("quantity", "Quantity"),
+        "price": f.number("price", "Price"),
+        "taxRate": f.number("taxRate", "Tax rate"),
+    }
+    f.check()
+    items = []
+    for item in owner.get("items") or []:
+        if item.get("id") == item_id:
+            item = {**item, **{k: v for k, v in changes.items() if v is not None}}
+        items.append(dict(item))
+    invoice = ctx.state.patch("invoice", owner["id"], {"items": items}, user_id=ctx.user_id)
+    return next(dict(i) for i in invoice["items"] if i.get("id") == item_id)
+
+
 def update_invoice(ctx: Ctx, current: dict[str, Any], body: Body) -> dict[str, Any]:
     f = Fields(body)
     changes: dict[str, Any] = {}

@@ -167,7 +167,9 @@ def create_app(
         outcome = injector.decide(service.name, is_write=service.type == "put")
         if outcome in assume.SERVER_FAULT_OUTCOMES:
             record(service.name, request, body, assume.FAULT_HTTP_STATUS, outcome, started, at)
-            return _server_fault()
+            fault = _server_fault()
+            fault.headers.update(injector.error_headers())
+            return fault
         try:
             result = serve(service, parse_request(body), admin, db)
         except SoapRequestError as exc:
@@ -220,7 +222,9 @@ def create_app(
         outcome = injector.decide(name, is_write=True)
         if outcome in assume.SERVER_FAULT_OUTCOMES:
             record(name, request, body, 500, outcome, started, at)
-            return JSONResponse(dict(assume.REST_SERVER_ERROR_BODY), 500)
+            return JSONResponse(
+                dict(assume.REST_SERVER_ERROR_BODY), 500, headers=injector.error_headers()
+            )
         try:
             payload = rest.parse_json(body)
             answer = rest.serve_invoices(payload, caller, admin, db)

@@ -133,8 +133,9 @@ class Harness:
     def __init__(self, settings: Settings) -> None:
         self.sent: list[tuple[str, tuple[Any, ...]]] = []
         self.redis = fakeredis.FakeRedis()
+        self.stored: list[tuple[str, str, str]] = []
         self.app = create_ingest_app(settings, redis_client=self.redis, send=self._send,
-                                     ledger_ping=lambda: None)
+                                     ledger_ping=lambda: None, record_wakeups=self.stored.extend)
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
     def _send(self, name: str, args: tuple[Any, ...]) -> None:
@@ -154,12 +155,13 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Harness:
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_hostile_body_is_refused_and_enqueues_nothing(h: Harness, name: str) -> None:
-    before = len(h.sent)
+    before, stored = len(h.sent), len(h.stored)
     started = time.perf_counter()
     r = h.post(REFUSED[name])
     elapsed = time.perf_counter() - started
     assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
     assert len(h.sent) == before, f"{name}: enqueued {h.sent[before:][:3]}"
+    assert len(h.stored) == stored, f"{name}: stored {h.stored[stored:][:3]}"
     assert SECRET not in r.text
     # an answer that says what is wrong, bounded in size (never an echo of a huge body)
     assert len(r.content) < 4096

@@ -17,6 +17,7 @@ from clients.errors import (
     AuthorizationError,
     NotFound,
     PermanentError,
+    RateLimited,
     TransientError,
 )
 from clients.http import (
@@ -270,11 +271,14 @@ def test_status_errors_by_verdict() -> None:
     assert type(err(400, Endpoint.TOKEN)) is AuthorizationError
     assert type(err(422)) is PermanentError
     throttled = err(429, write=True, retry_after="7")
-    assert type(throttled) is TransientError and throttled.retry_after == 7.0
+    # a 429 is its own kind of transient error: ServiceTrade's pauses the whole account
+    assert type(throttled) is RateLimited and throttled.retry_after == 7.0
     read = err(503, retry_after="12")
     assert type(read) is TransientError and read.retry_after == 12.0
     assert err(503).retry_after is None  # type: ignore[attr-defined]
     assert type(err(503, write=True)) is AmbiguousWriteError
+    # a write refused with a Retry-After still says when to come back (countdown >= it)
+    assert err(503, write=True, retry_after="12").retry_after == 12.0  # type: ignore[attr-defined]
     assert type(err(408, write=True)) is AmbiguousWriteError
     with pytest.raises(ValueError, match="success"):
         err(200)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,14 @@ class Stack:
             raise AssertionError(f"{exc}\nledger: {rec}\n{self.worker_logs()}") from None
 
 
-def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+def _make_stack(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    spec: Any = None,
+    config_edit: Callable[[str], str] | None = None,
+) -> Iterator[Stack]:
+    """The stack; ``spec`` replaces the seed, ``config_edit`` rewrites the config text."""
     from ingest.app import create_ingest_app
     from sandbox.run import start_sandbox
     from sandbox.seed import SeedSpec
@@ -160,8 +167,10 @@ def _make_stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
     # a private key prefix per stack: other test runs may share this Redis
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     r = redis.Redis.from_url(REDIS_URL)
-    sandbox = start_sandbox(tmp_path / "sandbox", spec=SeedSpec(companies=3))
+    sandbox = start_sandbox(tmp_path / "sandbox", spec=spec or SeedSpec(companies=3))
     config = fast_settings_toml(tmp_path)
+    if config_edit is not None:
+        config.write_text(config_edit(config.read_text()))
     env = dict(os.environ)
     env.update(sandbox.environment())
     env.update(

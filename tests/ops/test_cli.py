@@ -60,7 +60,7 @@ def test_failures_lists_failed_and_unknown_records_and_unmailed_alerts(
 
 # --- retry -------------------------------------------------------------------------------------
 def test_retry_all_failed_replays_every_ledger_record_type(
-    cli_env: Any, ledger: Any, published: list[Published]
+    cli_env: Any, cli_ctx: Any, ledger: Any, published: list[Published]
 ) -> None:
     for rtype, sid in [("customer", "1031"), ("site", "1032"), ("job", "1033"),
                        ("work_order", "1033"), ("invoice", "1036"), ("ar_document", "1036:invoice"),

@@ -150,6 +150,9 @@ def test_every_task_carries_ids_and_connection_names_only(
 
     # webhooks: one delivery naming every entity type the ingest routes
     r = redis.Redis.from_url(REDIS_URL)
+    from worker.ledger import Ledger
+
+    Ledger(settings.database_url).migrate()  # ingest stores wake-ups before it answers
     ingest = TestClient(create_ingest_app(settings, redis_client=r))
     delivery = {"messageId": "flower-1", "data": [
         {"action": "updated", "entity": {"type": t, "id": 4000 + n}}

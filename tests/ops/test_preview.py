@@ -337,3 +337,44 @@ def test_an_invoice_neither_approved_nor_void_previews_as_the_sync_skips_it(
     assert preview.status == outcome.result == "skipped"
     assert preview.reason == outcome.message and "'ok'" in preview.reason
     assert preview.calls == [] and sent == []
+
+
+# --- issue 16 decisions, shown before they happen ----------------------------------------------
+def test_job_update_preview_shows_the_update_the_sync_sends(
+    pctx: Any, ctx: Any, st_state: Any, sent: list[Any]
+) -> None:
+    assert sync_job(ctx, 1033, "main").ok
+    assert sync_job(ctx, 1033, "main").ok  # the external id write-back seen: nothing pending
+    sent.clear()
+    st_state.update("job", 1033, {"name": "Renamed pump test", "serviceLine": "FA"})
+    preview = check_same(pctx, ctx, sent, "job", 1033, lambda: sync_job(ctx, 1033, "main"))
+    (call,) = preview.spectrum_calls()
+    assert call.service == "UpdateJob"
+    assert call.values["Job_Description"] == "Renamed pump test"
+    assert (call.values["Cost_Center"], call.values["Price_Method_Code"]) == ("200", "F")
+
+
+def test_heal_on_change_preview_of_a_fixed_failed_job_would_send(
+    pctx: Any, ctx: Any, st_state: Any, sent: list[Any]
+) -> None:
+    from tests.tasks.test_job import with_rules
+
+    with_rules(ctx, cost_centers={"default": ""})
+    with_rules(pctx, cost_centers={"default": ""})
+    st_state.update("job", 1033, {"serviceLine": "KS"})
+    assert sync_job(ctx, 1033, "main").result == "failed"
+    assert preview_record(pctx, "job", 1033, "main").status != "would_send"
+    st_state.update("job", 1033, {"serviceLine": "SP"})
+    sent.clear()
+    preview = check_same(pctx, ctx, sent, "job", 1033, lambda: sync_job(ctx, 1033, "main"))
+    assert "AddJob" in [c.service for c in preview.spectrum_calls()]
+
+
+def test_stale_external_id_preview_shows_the_failure(
+    pctx: Any, ctx: Any, st_state: Any
+) -> None:
+    company = next(c for c in st_state.all("company") if c.get("isCustomer"))
+    st_state.update("company", company["id"], {"externalIds": {"spectrum": "OLD123"}})
+    preview = preview_record(pctx, "customer", company["id"], "main")
+    assert preview.status != "would_send"
+    assert "OLD123" in (preview.reason or "") and preview.spectrum_calls() == []

@@ -156,6 +156,7 @@ ALLOWED = [
     ("failed", "pending_accounting"),
     ("failed", "ok"),
     ("processed", "paid"),
+    ("processed", "pending_accounting"),  # [A] issue 13: an edited invoice re-approved
     *[
         (s, "void")
         for s in (
@@ -229,3 +230,25 @@ def test_invoice_sort_by_name_then_transaction_date(sim: Sim) -> None:
     ]
     # the seeded invoice has no transaction date: it sorts as the oldest
     assert [i["id"] for i in by_date] == [a["id"], b["id"], INVOICE]
+
+
+# --- invoice items (§4 "Invoice item", §5.5 [W + A]): the office edits a line ------------------
+def test_rebill_invoice_item_edit_recomputes_the_line_and_the_invoice(
+    sim: Sim,
+) -> None:
+    invoice = data(
+        sim.post(
+            "/api/invoice",
+            {"jobId": JOB, "items": [{"description": "Labor", "quantity": 2, "price": 45.5,
+                                      "taxRate": 7.0}]},
+        )
+    )
+    (line,) = invoice["items"]
+    edited = data(sim.put(f"/api/invoiceitem/{line['id']}", {"quantity": 3}))
+    assert (edited["quantity"], edited["subtotal"], edited["taxAmount"]) == (3, 136.5, 9.56)
+    after = sim.state.get("invoice", invoice["id"])
+    assert after is not None
+    assert (after["subtotal"], after["taxAmount"], after["totalPrice"]) == (136.5, 9.56, 146.06)
+    bad = sim.put(f"/api/invoiceitem/{line['id']}", {"quantity": "lots"})
+    assert bad.status_code == 400
+    assert sim.put("/api/invoiceitem/999999999", {"quantity": 1}).status_code == 404

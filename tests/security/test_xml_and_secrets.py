@@ -120,7 +120,7 @@ def ingest(tmp_path: Path) -> tuple[TestClient, list[tuple[str, tuple[Any, ...]]
     sent: list[tuple[str, tuple[Any, ...]]] = []
     app = create_ingest_app(load_settings(DEMO_CONFIG, env), redis_client=fakeredis.FakeRedis(),
                             send=lambda name, args: sent.append((name, args)),
-                            ledger_ping=lambda: None)
+                            ledger_ping=lambda: None, record_wakeups=lambda entries: None)
     return TestClient(app, raise_server_exceptions=False), sent
 
 

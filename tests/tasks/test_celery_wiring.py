@@ -1,4 +1,4 @@
-"""The thin-task wiring: retry policy on every sync task, "gave up" recorded in the ledger."""
+"""The thin-task wiring: retry policy on every sync task, "retry later" recorded in the ledger."""
 
 from __future__ import annotations
 
@@ -40,21 +40,25 @@ def test_apply_reliability_sets_the_retry_policy(settings: Any) -> None:
     ("sync.job.send", "job"),  # a JC-mode send leaves the job row
     ("sync.job.send", "work_order"),
 ])
-def test_retries_exhausted_marks_the_record_failed_with_an_alert(
+def test_retries_exhausted_puts_the_record_retry_later_not_failed(
     ctx: Any, task_name: str, pending_type: str
 ) -> None:
     key = RecordKey("main", pending_type, "77")
     ctx.ledger.claim(key, lease_s=30)
-    ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503")
+    ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503", transient=True)
     set_process_context(ctx)
     try:
         app.tasks[task_name].on_failure(TransientError("Spectrum 503"), "tid", (77, "main"), {}, None)  # type: ignore[arg-type]
     finally:
         set_process_context(None)
     rec = ctx.ledger.get(key)
-    assert rec.status is Status.FAILED and rec.error_kind == "retries_exhausted"
-    assert "gave up after" in rec.last_error
-    assert [a["kind"] for a in ctx.ledger.alerts(key)] == ["retries_exhausted"]
+    rel = ctx.settings.reliability
+    assert rec.status is Status.RETRY_LATER and rec.retry_rounds == 1
+    assert "retries ran out" in rec.last_error and "Spectrum 503" in rec.last_error
+    wait = (rec.next_attempt_at - rec.updated_at).total_seconds()
+    assert abs(wait - rel.retry_later_delays_s[0]) < 5
+    # not final: nobody is told yet
+    assert ctx.ledger.alerts(key) == []
 
 
 def test_a_permanent_failure_is_not_touched_by_on_failure(ctx: Any) -> None:

@@ -59,6 +59,18 @@ def spectrum_total(spectrum_db: Any, number: str) -> Decimal:
     return Decimal(row["Invoice_Amount"]) + Decimal(row["Sales_Tax_Amount"])
 
 
+def owed_in_spectrum(ctx: Any, spectrum_db: Any, invoice_id: int) -> Decimal:
+    """Invoices minus credit memos of every Spectrum document the ledger holds for the invoice."""
+    total = Decimal("0.00")
+    for rec in ctx.ledger.list_records(record_type=DOCUMENT_RECORD_TYPE):
+        if rec.key.source_id.split(":")[0] != str(invoice_id) or rec.status is not Status.DONE:
+            continue
+        (row,) = spectrum_db.rows(AR, Invoice_Or_Transaction=rec.spectrum_key)
+        worth = Decimal(row["Invoice_Amount"]) + Decimal(row["Sales_Tax_Amount"])
+        total += worth if row["Transaction_Type"] == "I" else -worth
+    return total
+
+
 def approve(st_state: Any, invoice_id: int) -> None:
     st_state.update("invoice", invoice_id, {"status": "pending_accounting"})
 
@@ -357,12 +369,10 @@ def test_void_of_a_posted_invoice_is_credited_once(
     ]
     assert posted_documents(ctx, "main", inv_id).void_credit == f"SV{inv_id}"
     assert ctx.ledger.get(key(inv_id, VOID_RECORD_TYPE)).status is Status.DONE
-    assert any(
-        f"SV{inv_id} offsets AR invoice ST{inv_id}" in c for c in comments_on(st_state, inv_id)
-    )
+    assert any(f"SV{inv_id} reverses ST{inv_id}" in c for c in comments_on(st_state, inv_id))
 
 
-def test_void_of_a_split_invoice_credits_the_invoice_half(
+def test_split_void_reverses_both_halves_to_zero(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any
 ) -> None:
     inv_id = world.landmarks["mixed_sign_invoice"]
@@ -370,26 +380,36 @@ def test_void_of_a_split_invoice_credits_the_invoice_half(
     st_state.update("invoice", inv_id, {"status": "void"})
     out = sync_invoice(ctx, inv_id, "main")
     assert out.result == "synced"
-    assert f"SC{inv_id} of its negative lines is not reversed" in out.message
+    assert f"SV{inv_id} reverses ST{inv_id}" in out.message
+    assert f"SD{inv_id} reverses SC{inv_id}" in out.message
     assert spectrum_total(spectrum_db, f"SV{inv_id}") == spectrum_total(spectrum_db, f"ST{inv_id}")
+    assert spectrum_total(spectrum_db, f"SD{inv_id}") == spectrum_total(spectrum_db, f"SC{inv_id}")
+    (debit,) = spectrum_db.rows(AR, Invoice_Or_Transaction=f"SD{inv_id}")
+    assert debit["Transaction_Type"] == "I"
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == Decimal("0.00")
 
 
-@pytest.mark.parametrize("case", ["never_posted", "credit_memo_only"])
+def test_split_void_of_a_credit_memo_only_invoice_posts_a_debit(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    inv_id = world.landmarks["invoice_sc"]
+    items = st_invoice(st_state, inv_id)["items"]
+    negative = [{**i, "quantity": -abs(float(i["quantity"]))} for i in items]
+    st_state.update("invoice", inv_id, {"items": negative})
+    assert sync_invoice(ctx, inv_id, "main").ok
+    st_state.update("invoice", inv_id, {"status": "void"})
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "synced", out.message
+    assert out.spectrum_key == f"SD{inv_id}"
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == Decimal("0.00")
+
+
+@pytest.mark.parametrize("case", ["never_posted"])
 def test_void_skips_are_recorded_with_the_reason(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any, case: str
 ) -> None:
-    if case == "never_posted":
-        inv_id = world.landmarks["void_invoice"]
-        reason = "never posted to Spectrum"
-    else:
-        inv_id = world.landmarks["invoice_sc"]
-        items = st_invoice(st_state, inv_id)["items"]
-        negative = [{**i, "quantity": -abs(float(i["quantity"]))} for i in items]
-        st_state.update("invoice", inv_id, {"items": negative})
-        assert sync_invoice(ctx, inv_id, "main").ok
-        assert spectrum_db.rows(AR, Invoice_Or_Transaction=f"SC{inv_id}")
-        st_state.update("invoice", inv_id, {"status": "void"})
-        reason = f"posted as credit memo SC{inv_id} only"
+    inv_id = world.landmarks["void_invoice"]
+    reason = "never posted to Spectrum"
     before = posts(spectrum_app)
     out = sync_invoice(ctx, inv_id, "main")
     assert out.result == "skipped"

@@ -28,9 +28,11 @@ def ingest_settings(tmp_path: Path) -> Settings:
 class Harness:
     def __init__(self, settings: Settings, r: Any) -> None:
         self.sent: list[tuple[str, tuple[Any, ...]]] = []
+        self.stored: list[tuple[str, str, str]] = []
         self.fail_send = False
         self.app = create_ingest_app(
-            settings, redis_client=r, send=self._send, ledger_ping=lambda: None
+            settings, redis_client=r, send=self._send, ledger_ping=lambda: None,
+            record_wakeups=self.stored.extend,
         )
         self.client = TestClient(self.app)
 

@@ -1,0 +1,245 @@
+"""Heal on change (F21): a failed or skipped record is looked at again when its cause may be gone.
+
+A customer, site or job that failed or was skipped is not final. It is examined again (claimed
+and run through its normal sync) when
+
+- its ServiceTrade record changed after the attempt that failed it (a later ``updated``, or a
+  different content: ServiceTrade's ``updated`` has one-second resolution, so a fix made within
+  the same second is caught by the content digest), or
+- the configuration section the attempt used changed (a fingerprint of that section is stored
+  with the attempt), or
+- it failed because a prerequisite was missing: the prerequisite decides by the same rule, so a
+  dependent always reports the *fresh* reason.
+
+Nothing else re-runs it (a webhook repeating an unchanged record stays a no-op), so a record that
+keeps failing for the same reason is not retried in a loop and comments/alerts are not repeated.
+
+The attempt's facts live in one state key, ``heal`` (``{"updated", "digest", "config"}``), written
+by the sync body right after it fetched the record. A record failed for a missing prerequisite
+also carries ``waits_on`` (``"job:123"``): when that prerequisite lands, ``wake_waiters`` queues the
+records that waited on it (invoices, timecards, jobs, sites), so nothing needs a person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel
+
+from clients.errors import PrerequisiteMissing
+from tasks.state import State
+from worker.context import SyncContext
+from worker.ledger import Record, RecordKey, Status
+from worker.settings import ConnectionSettings
+
+log = logging.getLogger("stsync.heal")
+
+#: the state key holding the facts of the last attempt
+STATE_KEY = "heal"
+#: the state key naming the prerequisite a failed record waits on (``"<record type>:<id>"``)
+WAITS_ON = "waits_on"
+
+#: per record type, the configuration sections whose change may cure a failure or a skip
+CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
+    "customer": ("company_code", "customers", "tax"),
+    "site": ("company_code", "sites", "tax"),
+    "job": ("company_code", "mode", "jobs", "cost_centers", "tax", "work_orders"),
+}
+
+#: ``PrerequisiteMissing.field`` values that name the prerequisite's record type
+_PREREQUISITE_TYPES = {
+    "customer": "customer",
+    "site": "site",
+    "job": "job",
+    "Job_Number": "job",
+}
+
+
+def config_fingerprint(conn: ConnectionSettings, record_type: str) -> str:
+    """A digest of the configuration sections ``record_type`` uses (plus the connection's key)."""
+    rules = conn.rules
+    parts: dict[str, Any] = {"external_id_key": conn.external_id_key}
+    for name in CONFIG_SECTIONS.get(record_type, ()):
+        value = getattr(rules, name)
+        parts[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_digest(record: BaseModel) -> str:
+    """What a ServiceTrade record says, without its clock."""
+    data = record.model_dump(mode="json", exclude={"updated"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def facts(record: BaseModel, conn: ConnectionSettings, record_type: str) -> dict[str, Any]:
+    """The ``heal`` facts of an attempt on ``record`` (stored by the sync body)."""
+    updated = getattr(record, "updated", None)
+    return {
+        "updated": updated,
+        "digest": content_digest(record),
+        "config": config_fingerprint(conn, record_type),
+    }
+
+
+def reexamine_reason(
+    rec: Record, *, now_facts: dict[str, Any] | None, config: str
+) -> str | None:
+    """Why the failed/skipped/done record ``rec`` should be looked at again, or None.
+
+    ``now_facts`` are the ``facts`` of the record as ServiceTrade has it now (None when it could
+    not be read: then only the configuration and prerequisites decide). Pure.
+    """
+    if rec.status not in (Status.FAILED, Status.SKIPPED, Status.DONE):
+        return None
+    before = rec.state.get(STATE_KEY) or {}
+    if rec.error_kind == "route":
+        return "it was kept out by routing, and is asked for here now"
+    if rec.status is Status.FAILED and rec.error_kind == "prerequisite":
+        return "a prerequisite it waited on is looked at again"
+    if before.get("config") and before["config"] != config:
+        return "the configuration it used changed"
+    if now_facts is None:
+        return None
+    updated, was = now_facts.get("updated"), before.get("updated")
+    if isinstance(updated, int):
+        if isinstance(was, int) and updated > was:
+            return "its ServiceTrade record changed after the last attempt"
+        if was is None and not before and updated > int(rec.updated_at.timestamp()):
+            # a row written before stsync stored these facts: compare with the row's clock
+            return "its ServiceTrade record changed after the last attempt"
+    if before.get("digest") and now_facts.get("digest") != before["digest"]:
+        return "its ServiceTrade record changed after the last attempt"
+    return None
+
+
+def reclaim_rule(
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    record_type: str,
+    fetch: Callable[[], BaseModel],
+    *,
+    statuses: Iterable[Status] = (Status.FAILED, Status.SKIPPED),
+) -> Callable[[Record], bool]:
+    """The ``reclaim`` predicate of ``run_record`` for a customer/site/job.
+
+    Reads the ServiceTrade record only for a row in ``statuses``; audits why it runs again.
+    """
+    wanted = frozenset(statuses)
+
+    def rule(rec: Record) -> bool:
+        if rec.status not in wanted:
+            return False
+        config = config_fingerprint(conn, record_type)
+        try:
+            now_facts: dict[str, Any] | None = facts(fetch(), conn, record_type)
+        except PrerequisiteMissing:
+            now_facts = None
+        except Exception as exc:  # noqa: BLE001 - the body will fetch again and classify it
+            log.info("heal: could not read %s: %s", rec.key, exc)
+            return True
+        why = reexamine_reason(rec, now_facts=now_facts, config=config)
+        if why is None:
+            return False
+        ctx.ledger.audit(
+            system="stsync", service="heal", outcome="reexamine", key=rec.key,
+            detail=f"was {rec.status.value}; looked at again: {why}",
+        )
+        return True
+
+    return rule
+
+
+def waits_on(exc: PrerequisiteMissing) -> str | None:
+    """``"<record type>:<source id>"`` of the prerequisite ``exc`` names, when it names one."""
+    kind = _PREREQUISITE_TYPES.get(str(exc.field or ""))
+    if kind is None or exc.value in (None, ""):
+        return None
+    return f"{kind}:{exc.value}"
+
+
+# --- waking the records that waited -----------------------------------------------------------
+def _invoice_wake(ctx: SyncContext, rec: Record) -> None:
+    """An invoice stsync failed (status ``failed``) only for a missing prerequisite is approved
+    again (``pending_accounting``), which is what its comment asked a person to do."""
+    invoice_id = int(rec.key.source_id)
+    invoice = ctx.st.get_invoice(invoice_id)
+    if invoice.status == "failed":
+        ctx.st.set_invoice_status(invoice_id, "pending_accounting")
+    ctx.enqueue("sync.invoice", (invoice_id, rec.key.connection))
+
+
+def _task_wake(task: str, source_id: Callable[[str], int]) -> Callable[[SyncContext, Record], None]:
+    def wake(ctx: SyncContext, rec: Record) -> None:
+        ctx.enqueue(task, (source_id(rec.key.source_id), rec.key.connection))
+
+    return wake
+
+
+WAKERS: dict[str, Callable[[SyncContext, Record], None]] = {
+    "invoice": _invoice_wake,
+    "timecard": _task_wake("sync.timecard", int),
+    "timecard_entry": _task_wake("sync.timecard", lambda sid: int(sid.split(":", 1)[0])),
+    "job": _task_wake("sync.job", int),
+    "site": _task_wake("sync.site", int),
+}
+
+
+def waiting_on(ctx: SyncContext, key: RecordKey) -> list[Record]:
+    """Failed records of ``key.connection`` that wait on the prerequisite ``key``."""
+    target = f"{key.record_type}:{key.source_id}"
+    recs = ctx.ledger.list_records(
+        statuses=(Status.FAILED,), connection=key.connection, limit=1_000_000
+    )
+    return [
+        r for r in recs if r.error_kind == "prerequisite" and r.state.get(WAITS_ON) == target
+    ]
+
+
+def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
+    """Queue every record that waited on ``key`` (now in Spectrum); returns how many."""
+    woken = 0
+    seen: set[tuple[str, str]] = set()
+    for rec in waiting_on(ctx, key):
+        wake = WAKERS.get(rec.key.record_type)
+        ident = (rec.key.record_type, rec.key.source_id.split(":", 1)[0])
+        if wake is None or ident in seen:
+            continue
+        seen.add(ident)
+        try:
+            wake(ctx, rec)
+        except Exception as exc:  # noqa: BLE001 - one waiter must not stop the others
+            # the prerequisite is done, so no later run of it wakes this record: tell a person
+            message = (f"{rec.key} waited on {key}, which is now in Spectrum, but queueing it "
+                       f"again failed ({type(exc).__name__}: {exc}); run `stsync retry "
+                       f"{rec.key.record_type.removesuffix('_entry')} "
+                       f"{rec.key.source_id.split(':', 1)[0]}`")
+            ctx.ledger.record_alert(
+                rec.key, kind="wake", message=message,
+                problem_key=hashlib.sha256(message.encode()).hexdigest()[:32],
+            )
+            log.warning("heal: %s", message)
+            continue
+        ctx.ledger.audit(
+            system="stsync", service="heal", outcome="wake", key=rec.key,
+            detail=f"{key} is now in Spectrum; queued again",
+        )
+        woken += 1
+    return woken
+
+
+def stamp(state: State, record: BaseModel, conn: ConnectionSettings, record_type: str) -> None:
+    """Store the attempt's facts in the run state (called by a body right after its fetch)."""
+    state.heal = facts(record, conn, record_type)
+
+
+def after_sync(ctx: SyncContext, key: RecordKey, before: Record | None, *, ok: bool) -> int:
+    """After a sync of ``key``: when it just reached Spectrum (it was not done before), wake the
+    records that waited on it. Returns how many were queued."""
+    if not ok or before is None or before.status is Status.DONE:
+        return 0
+    return wake_waiters(ctx, key)
