@@ -96,7 +96,7 @@ def reexamine_reason(
     """
     if rec.status not in (Status.FAILED, Status.SKIPPED, Status.DONE):
         return None
-    before = rec.state.get(STATE_KEY) or {}
+    before = State.load(rec.state).heal or {}
     if rec.error_kind == "route":
         return "it was kept out by routing, and is asked for here now"
     if rec.status is Status.FAILED and rec.error_kind == "prerequisite":
@@ -196,7 +196,9 @@ def waiting_on(ctx: SyncContext, key: RecordKey) -> list[Record]:
         statuses=(Status.FAILED,), connection=key.connection, limit=1_000_000
     )
     return [
-        r for r in recs if r.error_kind == "prerequisite" and r.state.get(WAITS_ON) == target
+        r
+        for r in recs
+        if r.error_kind == "prerequisite" and State.load(r.state).waits_on == target
     ]
 
 
