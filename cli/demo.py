@@ -79,7 +79,11 @@ def run_demo(
 
 
 def _run(
-    data_dir: Path, companies: int, timeout: float, keep: bool, console: Console,
+    data_dir: Path,
+    companies: int,
+    timeout: float,
+    keep: bool,
+    console: Console,
     cleanup: ExitStack,
 ) -> int:
     """The demo; every service it starts is stopped by ``cleanup`` (unless ``keep``), also when

@@ -501,9 +501,11 @@ def alerts_list(
     settings = _settings(config)
     led = _ledger(settings)
     conn_name = settings.connection(connection).name if connection else None
-    rows = led.unsent_alerts(conn_name) if unsent else [
-        a for a in led.alerts() if conn_name is None or a["connection"] == conn_name
-    ]
+    rows = (
+        led.unsent_alerts(conn_name)
+        if unsent
+        else [a for a in led.alerts() if conn_name is None or a["connection"] == conn_name]
+    )
     console.print(_alerts_table(rows, "Alerts"))
     console.print(f"{len(rows)} alert(s)")
 
@@ -566,8 +568,9 @@ def retry(
             err.print(f"no ledger record for {escape(str(key))}", highlight=False)
             raise typer.Exit(1)
         if rec.status is Status.UNKNOWN and not unknown:
-            err.print(f"{escape(str(key))} is unknown: {escape(rec.last_error or '')}",
-                      highlight=False)
+            err.print(
+                f"{escape(str(key))} is unknown: {escape(rec.last_error or '')}", highlight=False
+            )
             err.print(_UNKNOWN_WARNING)
             err.print("After checking, replay it with --unknown.")
             raise typer.Exit(1)
@@ -735,7 +738,8 @@ def beat(
             console.print(f"beat ticked {age:.0f} s ago", highlight=False)
             raise typer.Exit(0)
         err.print(
-            f"beat has not ticked for {age:.0f} s" if age is not None
+            f"beat has not ticked for {age:.0f} s"
+            if age is not None
             else f"beat never ticked here ({path} missing)",
             highlight=False,
         )
@@ -936,8 +940,11 @@ def poll_pos(
     ctx = _context(settings)
     try:
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=console, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as bar:
             task = bar.add_task(f"{conn}: PO lines handled: 0", total=None)
             handled = 0
@@ -978,9 +985,7 @@ def _local_day(value: str, tz: str, *, end: bool = False) -> datetime:
 @app.command("catch-up")
 def catch_up(
     since: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (account time zone)")],
-    until: Annotated[
-        str | None, typer.Option(help="last day, YYYY-MM-DD (default: now)")
-    ] = None,
+    until: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: now)")] = None,
     connection: ConnOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -1057,13 +1062,20 @@ def backfill(
     ctx = _context(settings)
     try:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"),
-            TimeElapsedColumn(), console=console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as bar:
             listing = bar.add_task(f"listing {entity} records in ServiceTrade", total=None)
             ids = list(
                 list_ids_since(
-                    ctx, entity, int(start.timestamp()), int(datetime.now(UTC).timestamp()),
+                    ctx,
+                    entity,
+                    int(start.timestamp()),
+                    int(datetime.now(UTC).timestamp()),
                     lambda n: bar.advance(listing, n),
                 )
             )
@@ -1073,8 +1085,10 @@ def backfill(
                 celery_app.send_task(task, args=(record_id, conn))
                 bar.advance(queued)
     except SyncError as exc:
-        err.print(f"[red]backfill stopped[/red] ({type(exc).__name__}): {escape(str(exc))}",
-                  highlight=False)
+        err.print(
+            f"[red]backfill stopped[/red] ({type(exc).__name__}): {escape(str(exc))}",
+            highlight=False,
+        )
         raise typer.Exit(1) from None
     finally:
         ctx.close()

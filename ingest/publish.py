@@ -44,20 +44,22 @@ def kombu_envelope(
     direct exchange, priority 0, persistent), the task ``body`` serialized as JSON."""
     content_type, content_encoding, data = kombu_dumps(body, serializer="json")
     raw = data.encode(content_encoding) if isinstance(data, str) else data
-    return json_dumps({
-        "body": base64.b64encode(raw).decode("ascii"),
-        "content-encoding": content_encoding,
-        "content-type": content_type,
-        "headers": headers,
-        "properties": {
-            **properties,
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
-        },
-    })
+    return json_dumps(
+        {
+            "body": base64.b64encode(raw).decode("ascii"),
+            "content-encoding": content_encoding,
+            "content-type": content_type,
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,14 @@ class BatchPublisher:
             # as Celery's own publish does: instrumentation (tracing, audits, the tests' spy)
             # sees every message and may add headers before it is stored
             before_task_publish.send(
-                sender=name, body=body, exchange="", routing_key=plan.queue, declare=[],
-                headers=headers, properties=properties, retry_policy=None,
+                sender=name,
+                body=body,
+                exchange="",
+                routing_key=plan.queue,
+                declare=[],
+                headers=headers,
+                properties=properties,
+                retry_policy=None,
             )
         return plan.queue, kombu_envelope(body, headers, properties, plan.queue)
 

@@ -203,7 +203,9 @@ def retry_later(task: SyncTask, exc: TransientError, args: Any) -> None:
             reason=f"retries ran out ({task.max_retries}); next try in {delay} s: {exc}",
         )
         log.warning(
-            "%s: retry later in %d s", key, delay,
+            "%s: retry later in %d s",
+            key,
+            delay,
             extra={"record": str(key), "outcome": "retry_later", "detail": str(exc)[:300]},
         )
 

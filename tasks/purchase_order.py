@@ -428,7 +428,9 @@ def _gone_from_spectrum(
 ) -> list[Record]:
     """Lines stsync put on a job that Spectrum no longer has (a deleted line or PO)."""
     recs = ctx.ledger.list_records(
-        statuses=(Status.DONE,), connection=connection, record_type=RECORD_TYPE,
+        statuses=(Status.DONE,),
+        connection=connection,
+        record_type=RECORD_TYPE,
         limit=1_000_000,
     )
     out = []

@@ -60,7 +60,16 @@ def stsync_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_the_services_are_there(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
-        "proxy", "redis", "postgres", "backup", "migrate", "ingest", "worker", "beat", "flower"}
+        "proxy",
+        "redis",
+        "postgres",
+        "backup",
+        "migrate",
+        "ingest",
+        "worker",
+        "beat",
+        "flower",
+    }
     assert set(stsync_services(compose)) == {"migrate", "ingest", "worker", "beat", "flower"}
 
 
@@ -69,8 +78,13 @@ def test_every_service_command_is_a_real_stsync_command(compose: dict[str, Any])
     for name, svc in stsync_services(compose).items():
         args = [interpolate(str(a)) for a in svc["command"]]
         seen[name] = parse_stsync(args)
-    assert seen == {"migrate": ["db", "upgrade"], "ingest": ["ingest"], "worker": ["worker"],
-                    "beat": ["beat"], "flower": ["flower"]}
+    assert seen == {
+        "migrate": ["db", "upgrade"],
+        "ingest": ["ingest"],
+        "worker": ["worker"],
+        "beat": ["beat"],
+        "flower": ["flower"],
+    }
     with pytest.raises(Exception, match="no-such-option") as bad:
         parse_stsync(["worker", "--no-such-option"])
     assert type(bad.value).__name__ == "NoSuchOption"
@@ -90,8 +104,9 @@ def test_one_beat_config_read_only_migrations_first(compose: dict[str, Any]) -> 
         if name != "migrate":
             deps = svc["depends_on"]
             assert deps["migrate"]["condition"] == "service_completed_successfully"
-            assert deps["redis"]["condition"] == deps["postgres"]["condition"] == (
-                "service_healthy")
+            assert (
+                deps["redis"]["condition"] == deps["postgres"]["condition"] == ("service_healthy")
+            )
     assert services["migrate"]["restart"] == "no"
 
 
@@ -256,20 +271,33 @@ def test_compose_backup_script_writes_a_dump_that_restores(
         script = compose["services"]["backup"]["command"][0].replace("$$", "$")
         script = script.replace("/run/secrets/postgres_password", str(password))
         script = script.replace("/backups", str(backups))
-        env = {**os.environ, **{k: str(v) for k, v in
-                                compose["services"]["backup"]["environment"].items()}}
-        env.update({"PGHOST": "127.0.0.1", "PGUSER": "root", "PGDATABASE": source,
-                    "BACKUP_EVERY_S": "3600", "BACKUP_KEEP_DAYS": "14"})
+        env = {
+            **os.environ,
+            **{k: str(v) for k, v in compose["services"]["backup"]["environment"].items()},
+        }
+        env.update(
+            {
+                "PGHOST": "127.0.0.1",
+                "PGUSER": "root",
+                "PGDATABASE": source,
+                "BACKUP_EVERY_S": "3600",
+                "BACKUP_KEEP_DAYS": "14",
+            }
+        )
         proc = subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
         try:
-            dump = wait_for(lambda: next(iter(backups.glob("stsync-*.dump")), None), 60, 0.2,
-                            "the first dump")
+            dump = wait_for(
+                lambda: next(iter(backups.glob("stsync-*.dump")), None), 60, 0.2, "the first dump"
+            )
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
         assert not list(backups.glob("*.part"))
-        subprocess.run([*RESTORE.split(), "-h", "127.0.0.1", "-U", "root", "-d", target,
-                        str(dump)], check=True, timeout=120)
+        subprocess.run(
+            [*RESTORE.split(), "-h", "127.0.0.1", "-U", "root", "-d", target, str(dump)],
+            check=True,
+            timeout=120,
+        )
         restored = Ledger(f"{base}/{target}")
         rec = restored.get(key)
         assert rec is not None and rec.status is Status.DONE and rec.spectrum_key == "ST1036"
@@ -303,12 +331,21 @@ def test_compose_beat_healthcheck_follows_the_heartbeat(tmp_path: Path, redis_pr
     assert never.returncode == 1 and "never ticked" in never.stderr
     log = tmp_path / "beat.log"
     with open(log, "wb") as fh:
-        beat = subprocess.Popen([sys.executable, "-m", "cli.main", "beat", "--loglevel", "INFO"],
-                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "beat", "--loglevel", "INFO"],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: heartbeat_path(data).exists() or beat.poll() is not None, 60, 0.2,
-                 "the first heartbeat")
+        wait_for(
+            lambda: heartbeat_path(data).exists() or beat.poll() is not None,
+            60,
+            0.2,
+            "the first heartbeat",
+        )
         assert beat.poll() is None, log.read_text()[-3000:]
         ok = subprocess.run(check, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert ok.returncode == 0 and "beat ticked" in ok.stdout, ok.stdout + ok.stderr
