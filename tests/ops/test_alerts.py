@@ -294,8 +294,8 @@ def test_mails_never_contain_secrets(tmp_path: Path, led: Ledger) -> None:
     secrets = [
         credentials.WEBHOOK_SECRET,
         settings.connections["main"].authorization_id.get_secret_value(),
-        settings.servicetrade.client_secret.get_secret_value(),
-    ]  # type: ignore[union-attr]
+        settings.servicetrade.client_secret.get_secret_value(),  # type: ignore[union-attr]
+    ]
     # an upstream error that echoed credentials ends up in an alert's message
     alert(
         led,
