@@ -42,9 +42,11 @@ class Measure:
         per = self.units or 1
         detail = ", ".join(f"{k} {v / per:.2f}" for k, v in sorted(self.spectrum.items()))
         st_detail = ", ".join(f"{k} {v / per:.2f}" for k, v in sorted(self.servicetrade.items()))
-        return (f"{self.record_type:<16} {self.records:>5} rec {self.units:>5} units  "
-                f"Spectrum {sp / per:5.2f}/unit [{detail}]  ServiceTrade {st / per:5.2f}/unit "
-                f"[{st_detail}]")
+        return (
+            f"{self.record_type:<16} {self.records:>5} rec {self.units:>5} units  "
+            f"Spectrum {sp / per:5.2f}/unit [{detail}]  ServiceTrade {st / per:5.2f}/unit "
+            f"[{st_detail}]"
+        )
 
 
 def _transport(app: Any) -> Any:
@@ -75,17 +77,25 @@ def measure_calls(companies: int = 12, workdir: Path | None = None) -> list[Meas
         spec = SeedSpec(companies=companies, invoices_fraction=1.0, timecard_days=3)
         sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
         env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
-        env.update({"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
-                    "STSYNC_DATA_DIR": str(tmp / "data")})
+        env.update(
+            {
+                "DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
+                "STSYNC_DATA_DIR": str(tmp / "data"),
+            }
+        )
         settings = load_settings(settings_toml(tmp, reliability=SOAK_RELIABILITY), env)
         ledger = Ledger(settings.database_url)
         ledger.migrate()
         # the worker's read cache (stamps in-process: nothing edits the world during the run)
-        ctx = build_context(settings, enqueue=lambda name, args: None,
-                            st_transport=_transport(sb.st_app),
-                            spectrum_transport=_transport(sb.spectrum_app), retry_wait_s=0,
-                            ledger=ledger, read_cache=ReadCache(
-                                settings.servicetrade.read_cache_ttl_s, LocalStamps()))
+        ctx = build_context(
+            settings,
+            enqueue=lambda name, args: None,
+            st_transport=_transport(sb.st_app),
+            spectrum_transport=_transport(sb.spectrum_app),
+            retry_wait_s=0,
+            ledger=ledger,
+            read_cache=ReadCache(settings.servicetrade.read_cache_ttl_s, LocalStamps()),
+        )
         st = sb.world.servicetrade
         vendors = {c["id"] for c in st["company"] if c.get("isVendor")}
         customers = [c["id"] for c in st["company"] if c["id"] not in vendors]
@@ -95,8 +105,12 @@ def measure_calls(companies: int = 12, workdir: Path | None = None) -> list[Meas
         cards = [tc for tc in st["timecard"] if tc["user"]["externalIds"].get("spectrum")]
         out: list[Measure] = []
 
-        def run(record_type: str, fn: Callable[[Any, int, str], Any], ids: Iterable[int],
-                units: Callable[[list[int]], int] = len) -> None:
+        def run(
+            record_type: str,
+            fn: Callable[[Any, int, str], Any],
+            ids: Iterable[int],
+            units: Callable[[list[int]], int] = len,
+        ) -> None:
             todo = list(ids)
             if len(todo) > 1:
                 fn(ctx, todo[0], "main")  # warm-up: caches of this record type are filled
@@ -104,19 +118,29 @@ def measure_calls(companies: int = 12, workdir: Path | None = None) -> list[Meas
             sp0, st0 = Counter(sb.spectrum_injector.calls), Counter(sb.st_injector.calls)
             for i in todo:
                 fn(ctx, i, "main")
-            out.append(Measure(record_type, len(todo),
-                               Counter(sb.spectrum_injector.calls) - sp0,
-                               Counter(sb.st_injector.calls) - st0, units(todo)))
+            out.append(
+                Measure(
+                    record_type,
+                    len(todo),
+                    Counter(sb.spectrum_injector.calls) - sp0,
+                    Counter(sb.st_injector.calls) - st0,
+                    units(todo),
+                )
+            )
 
         run("customer", sync_customer, customers)
         run("site", sync_site, locations)
         run("job", sync_job, jobs)
         run("invoice", sync_invoice, invoices)
         entries = {tc["id"]: len(tc["entries"]) for tc in cards}
-        run("timecard entry", sync_timecard, entries,
-            units=lambda ids: sum(entries[i] for i in ids))
-        posted = [i for i in invoices
-                  if (sb.st_state.get("invoice", i) or {}).get("status") == "processed"]
+        run(
+            "timecard entry", sync_timecard, entries, units=lambda ids: sum(entries[i] for i in ids)
+        )
+        posted = [
+            i
+            for i in invoices
+            if (sb.st_state.get("invoice", i) or {}).get("status") == "processed"
+        ]
         voids = posted[: max(2, len(posted) // 4)]
         for i in voids:
             sb.st_state.update("invoice", i, {"status": "void"})

@@ -67,22 +67,29 @@ def child(since: str, until: str) -> None:
         if trace and (done in (1, 2, 50, 200, 201) or done % 1000 == 0):
             samples.append((done, peak_rss_mb()))
 
-    summary = run_catch_up(ctx, datetime.fromisoformat(since), datetime.fromisoformat(until),
-                           progress)
+    summary = run_catch_up(
+        ctx, datetime.fromisoformat(since), datetime.fromisoformat(until), progress
+    )
     wall = time.perf_counter() - started
     if trace:
         print(f"peak RSS (MB) by cards done: {samples}", file=sys.stderr)
         snap = tracemalloc.take_snapshot()
         _, peak = tracemalloc.get_traced_memory()
-        print(f"tracemalloc peak {peak / 2**20:.1f} MB; largest live allocations:",
-              file=sys.stderr)
+        print(f"tracemalloc peak {peak / 2**20:.1f} MB; largest live allocations:", file=sys.stderr)
         for stat in snap.statistics("traceback")[:8]:
             print(f"{stat.size / 2**20:8.1f} MB {stat.count:>8}", file=sys.stderr)
             for line in stat.traceback.format()[-8:]:
                 print(f"    {line}", file=sys.stderr)
     ctx.close()
-    print(json.dumps({"wall_s": round(wall, 1), "summary": summary.as_dict(),
-                      "peak_rss_mb": round(peak_rss_mb(), 1)}))
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 1),
+                "summary": summary.as_dict(),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            }
+        )
+    )
 
 
 def _mark_synced(ledger: Any, world: Any, share: float) -> tuple[int, int]:
@@ -101,21 +108,30 @@ def _mark_synced(ledger: Any, world: Any, share: float) -> tuple[int, int]:
             n += 1
             if every and n % every == 0:
                 continue
-            rows.append({
-                "connection": "main", "record_type": "timecard_entry",
-                "source_id": entry_source_id(tc["id"], e["id"]), "status": "done",
-                "spectrum_key": entry_marker(tc["id"], e["id"]), "state": {"posted": True},
-                "attempts": 1, "crashes": 0, "created_at": now, "updated_at": now,
-                "done_at": now,
-            })
+            rows.append(
+                {
+                    "connection": "main",
+                    "record_type": "timecard_entry",
+                    "source_id": entry_source_id(tc["id"], e["id"]),
+                    "status": "done",
+                    "spectrum_key": entry_marker(tc["id"], e["id"]),
+                    "state": {"posted": True},
+                    "attempts": 1,
+                    "crashes": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "done_at": now,
+                }
+            )
     with ledger.engine.begin() as conn:
         for i in range(0, len(rows), 5000):
-            conn.execute(insert(sync_record), rows[i:i + 5000])
+            conn.execute(insert(sync_record), rows[i : i + 5000])
     return n, len(rows)
 
 
-def run_catch_up_bench(techs: int, days: int, synced: float,
-                       profile_to: str | None = None) -> dict[str, Any]:
+def run_catch_up_bench(
+    techs: int, days: int, synced: float, profile_to: str | None = None
+) -> dict[str, Any]:
     from tasks.job import sync_job
 
     spec = SeedSpec(companies=10, techs=techs, timecard_days=days)
@@ -126,8 +142,14 @@ def run_catch_up_bench(techs: int, days: int, synced: float,
             world = stack.sandbox.world
             ctx = stack.context()
             try:
-                job_ids = sorted({e["job"]["id"] for tc in world.servicetrade["timecard"]
-                                  for e in tc["entries"] if e.get("job")})
+                job_ids = sorted(
+                    {
+                        e["job"]["id"]
+                        for tc in world.servicetrade["timecard"]
+                        for e in tc["entries"]
+                        if e.get("job")
+                    }
+                )
                 for j in job_ids:
                     sync_job(ctx, j, "main")
             finally:
@@ -144,7 +166,11 @@ def run_catch_up_bench(techs: int, days: int, synced: float,
             profile = ["-m", "cProfile", "-o", profile_to] if profile_to else []
             proc = subprocess.run(
                 [sys.executable, *profile, "-m", "bench.catch_up", "--child", since, until],
-                cwd=REPO, env=stack.env, capture_output=True, text=True, check=False,
+                cwd=REPO,
+                env=stack.env,
+                capture_output=True,
+                text=True,
+                check=False,
                 timeout=3600,
             )
             wall = time.monotonic() - started
@@ -156,12 +182,17 @@ def run_catch_up_bench(techs: int, days: int, synced: float,
             sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
             st = Counter(stack.sandbox.st_injector.calls) - st0
             return {
-                "timecards": len(world.servicetrade["timecard"]), "entries": entries,
-                "already_synced_in_ledger": marked, "setup_s": round(setup_s, 1),
-                "wall_s_incl_start": round(wall, 1), "catch_up_wall_s": result["wall_s"],
-                "spectrum_calls": dict(sp), "servicetrade_calls": sum(st.values()),
+                "timecards": len(world.servicetrade["timecard"]),
+                "entries": entries,
+                "already_synced_in_ledger": marked,
+                "setup_s": round(setup_s, 1),
+                "wall_s_incl_start": round(wall, 1),
+                "catch_up_wall_s": result["wall_s"],
+                "spectrum_calls": dict(sp),
+                "servicetrade_calls": sum(st.values()),
                 "servicetrade_calls_by_resource": dict(st),
-                "child_peak_rss_mb": result["peak_rss_mb"], "summary": result["summary"],
+                "child_peak_rss_mb": result["peak_rss_mb"],
+                "summary": result["summary"],
                 "load_before": [round(x, 2) for x in load0],
                 "load_after": [round(x, 2) for x in os.getloadavg()],
             }
@@ -170,14 +201,17 @@ def run_catch_up_bench(techs: int, days: int, synced: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.catch_up",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.catch_up", description=__doc__.split("\n")[0])
     p.add_argument("--child", nargs=2, metavar=("SINCE", "UNTIL"), help=argparse.SUPPRESS)
     p.add_argument("--techs", type=int, default=999)
     p.add_argument("--days", type=int, default=22)
     p.add_argument("--synced", type=float, default=0.95)
-    p.add_argument("--profile", default=None, metavar="PATH",
-                   help="run the catch-up child under cProfile, stats written to PATH")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="PATH",
+        help="run the catch-up child under cProfile, stats written to PATH",
+    )
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)

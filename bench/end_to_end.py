@@ -33,11 +33,13 @@ def spec_with_invoices(n: int, seed: int = 11) -> SeedSpec:
     spare, since invoices whose job fails by design (unmapped service line) are left out."""
     companies = max(3, n // 2)
     while True:
-        spec = SeedSpec(seed=seed, companies=companies, invoices_fraction=1.0, timecard_days=0,
-                        techs=2)
+        spec = SeedSpec(
+            seed=seed, companies=companies, invoices_fraction=1.0, timecard_days=0, techs=2
+        )
         world = build_world(spec)
-        pending = sum(1 for i in world.servicetrade["invoice"]
-                      if i["status"] == "pending_accounting")
+        pending = sum(
+            1 for i in world.servicetrade["invoice"] if i["status"] == "pending_accounting"
+        )
         if pending >= n * 1.15:
             return spec
         companies += max(1, companies // 10)
@@ -54,14 +56,23 @@ def _wait_final(stack: Stack, record_type: str, ids: list[int], timeout: float) 
     deadline = time.monotonic() + timeout
     while _final(stack, record_type, ids) < len(ids):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{record_type}: {_final(stack, record_type, ids)}/{len(ids)} "
-                               f"final after {timeout:.0f}s")
+            raise TimeoutError(
+                f"{record_type}: {_final(stack, record_type, ids)}/{len(ids)} "
+                f"final after {timeout:.0f}s"
+            )
         time.sleep(0.25)
 
 
-def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_flight: int,
-                   timeout: float, *, st_latency_ms: float = 0.0,
-                   workers: int = 1) -> dict[str, Any]:
+def run_end_to_end(
+    invoices: int,
+    latency_ms: float,
+    concurrency: int,
+    max_in_flight: int,
+    timeout: float,
+    *,
+    st_latency_ms: float = 0.0,
+    workers: int = 1,
+) -> dict[str, Any]:
     """``workers`` Celery worker instances of ``concurrency`` pool processes each; the bound
     counts every pool process (``workers x concurrency``) in flight, capped by max_in_flight."""
     from sandbox.faults import FaultConfig
@@ -70,12 +81,18 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
 
     spec = spec_with_invoices(invoices)
     with tempfile.TemporaryDirectory(prefix="stsync-p2-") as d:
-        stack = start_stack(Path(d), spec=spec, reliability=SOAK_RELIABILITY,
-                            connection={"max_in_flight": max_in_flight}, ingest=False)
+        stack = start_stack(
+            Path(d),
+            spec=spec,
+            reliability=SOAK_RELIABILITY,
+            connection={"max_in_flight": max_in_flight},
+            ingest=False,
+        )
         try:
             world = stack.sandbox.world
-            candidates = [i for i in world.servicetrade["invoice"]
-                          if i["status"] == "pending_accounting"]
+            candidates = [
+                i for i in world.servicetrade["invoice"] if i["status"] == "pending_accounting"
+            ]
             job_ids = sorted({i["job"]["id"] for i in candidates})
             for n in range(1, workers + 1):
                 stack.start_worker(f"w{n}", concurrency=concurrency)
@@ -85,8 +102,8 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             _wait_final(stack, "job", job_ids, timeout)
             presync_s = time.monotonic() - t0
             done_jobs = {
-                int(r.key.source_id) for r in stack.ledger.get_many(
-                    "main", "job", [str(j) for j in job_ids]).values()
+                int(r.key.source_id)
+                for r in stack.ledger.get_many("main", "job", [str(j) for j in job_ids]).values()
                 if r.status is Status.DONE
             }
             chosen = [i["id"] for i in candidates if i["job"]["id"] in done_jobs][:invoices]
@@ -103,25 +120,34 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
             wall = time.monotonic() - t1
             sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
             st = Counter(stack.sandbox.st_injector.calls) - st0
-            outcomes = Counter(r.status.value for r in stack.ledger.get_many(
-                "main", "invoice", [str(i) for i in chosen]).values())
+            outcomes = Counter(
+                r.status.value
+                for r in stack.ledger.get_many("main", "invoice", [str(i) for i in chosen]).values()
+            )
             calls = sum(sp.values())
             in_flight = min(workers * concurrency, max_in_flight)
             bound = calls * latency_ms / 1000 / in_flight
             st_calls = sum(st.values())
             posted = outcomes.get("done", 0)
             return {
-                "invoices": len(chosen), "outcomes": dict(outcomes), "jobs_presynced": len(job_ids),
-                "presync_s": round(presync_s, 1), "wall_s": round(wall, 1),
-                "spectrum_calls": dict(sp), "servicetrade_calls": dict(st),
+                "invoices": len(chosen),
+                "outcomes": dict(outcomes),
+                "jobs_presynced": len(job_ids),
+                "presync_s": round(presync_s, 1),
+                "wall_s": round(wall, 1),
+                "spectrum_calls": dict(sp),
+                "servicetrade_calls": dict(st),
                 "lower_bound_s": round(bound, 1),
                 "ratio": round(wall / bound, 2) if bound else None,
                 "invoices_per_s": round(len(chosen) / wall, 1),
                 "servicetrade_calls_per_invoice": round(st_calls / len(chosen), 2),
                 "servicetrade_calls_per_posted_invoice": round(st_calls / posted, 2)
-                if posted else None,
-                "latency_ms": latency_ms, "st_latency_ms": st_latency_ms,
-                "workers": workers, "concurrency": concurrency,
+                if posted
+                else None,
+                "latency_ms": latency_ms,
+                "st_latency_ms": st_latency_ms,
+                "workers": workers,
+                "concurrency": concurrency,
                 "max_in_flight": max_in_flight,
                 "load_before": [round(x, 2) for x in load0],
                 "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -131,22 +157,37 @@ def run_end_to_end(invoices: int, latency_ms: float, concurrency: int, max_in_fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.end_to_end",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.end_to_end", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--invoices", type=int, default=1000)
     p.add_argument("--latency-ms", type=float, default=100.0)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--max-in-flight", type=int, default=None,
-                   help="per-connection Spectrum write cap (default: the concurrency)")
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="per-connection Spectrum write cap (default: the concurrency)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0)
-    p.add_argument("--st-latency-ms", type=float, default=0.0,
-                   help="ServiceTrade latency injected for the timed part (0: none)")
+    p.add_argument(
+        "--st-latency-ms",
+        type=float,
+        default=0.0,
+        help="ServiceTrade latency injected for the timed part (0: none)",
+    )
     p.add_argument("--workers", type=int, default=1, help="Celery worker instances")
     args = p.parse_args(argv)
     print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
-    out = run_end_to_end(args.invoices, args.latency_ms, args.concurrency,
-                         args.max_in_flight or args.concurrency, args.timeout,
-                         st_latency_ms=args.st_latency_ms, workers=args.workers)
+    out = run_end_to_end(
+        args.invoices,
+        args.latency_ms,
+        args.concurrency,
+        args.max_in_flight or args.concurrency,
+        args.timeout,
+        st_latency_ms=args.st_latency_ms,
+        workers=args.workers,
+    )
     for k, v in out.items():
         print(f"{k:>18}: {v}")
     return 0

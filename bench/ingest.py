@@ -52,10 +52,12 @@ class Run:
         p50 = statistics.median(lat)
         p99 = lat[min(n - 1, int(n * 0.99))]
         events = n * self.batch
-        return (f"batch {self.batch:>4} events/delivery: {n:>6} deliveries {events:>7} events in "
-                f"{self.elapsed_s:5.1f}s = {events / self.elapsed_s:>7.0f} events/s "
-                f"({n / self.elapsed_s:>6.0f} deliveries/s), latency p50 {p50:6.1f} ms "
-                f"p99 {p99:6.1f} ms, {self.errors} errors, {self.queued} tasks in Redis")
+        return (
+            f"batch {self.batch:>4} events/delivery: {n:>6} deliveries {events:>7} events in "
+            f"{self.elapsed_s:5.1f}s = {events / self.elapsed_s:>7.0f} events/s "
+            f"({n / self.elapsed_s:>6.0f} deliveries/s), latency p50 {p50:6.1f} ms "
+            f"p99 {p99:6.1f} ms, {self.errors} errors, {self.queued} tasks in Redis"
+        )
 
 
 def serve(port: int, workers: int = 1) -> None:
@@ -70,8 +72,9 @@ def serve(port: int, workers: int = 1) -> None:
     serve_ingest(settings, "127.0.0.1", port, workers=workers)
 
 
-def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: float,
-                 first_id: int, out: Any) -> None:
+def _client_proc(
+    url: str, batch: int, threads: int, deliveries: int, seconds: float, first_id: int, out: Any
+) -> None:
     """One client process: ``threads`` keep-alive connections (plain ``http.client``, much
     lighter than httpx, so the clients leave the CPU to the server) posting ``deliveries``."""
     parsed = urlsplit(url)
@@ -93,13 +96,25 @@ def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: f
                     break
                 budget[0] -= 1
                 first = next(ids)
-            body = json.dumps({"messageId": f"bench-{first}", "timestamp": "1", "data": [
-                {"action": "created", "timestamp": 1,
-                 "entity": {"type": "company", "id": first + i}} for i in range(batch)]})
+            body = json.dumps(
+                {
+                    "messageId": f"bench-{first}",
+                    "timestamp": "1",
+                    "data": [
+                        {
+                            "action": "created",
+                            "timestamp": 1,
+                            "entity": {"type": "company", "id": first + i},
+                        }
+                        for i in range(batch)
+                    ],
+                }
+            )
             started = time.perf_counter()
             try:
-                conn.request("POST", parsed.path, body=body,
-                             headers={"content-type": "application/json"})
+                conn.request(
+                    "POST", parsed.path, body=body, headers={"content-type": "application/json"}
+                )
                 resp = conn.getresponse()
                 resp.read()
                 ok = resp.status == 202
@@ -124,16 +139,21 @@ def _client_proc(url: str, batch: int, threads: int, deliveries: int, seconds: f
     out.put((latencies, errors[0]))
 
 
-def _post_all(url: str, batch: int, clients: int, procs: int, deliveries: int, seconds: float,
-              first_id: int) -> Run:
+def _post_all(
+    url: str, batch: int, clients: int, procs: int, deliveries: int, seconds: float, first_id: int
+) -> Run:
     """``procs`` client processes x ``clients`` threads; each process gets its own id range."""
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     share = max(1, deliveries // procs)
     span = share * batch + 1
-    children = [ctx.Process(target=_client_proc,
-                            args=(url, batch, clients, share, seconds, first_id + i * span, out))
-                for i in range(procs)]
+    children = [
+        ctx.Process(
+            target=_client_proc,
+            args=(url, batch, clients, share, seconds, first_id + i * span, out),
+        )
+        for i in range(procs)
+    ]
     run = Run(batch)
     started = time.monotonic()
     for c in children:
@@ -148,8 +168,14 @@ def _post_all(url: str, batch: int, clients: int, procs: int, deliveries: int, s
     return run
 
 
-def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
-                     seconds: float, procs: int = 2, ingest_workers: int = 1) -> list[Run]:
+def run_ingest_bench(
+    batches: list[int],
+    clients: int,
+    deliveries: int,
+    seconds: float,
+    procs: int = 2,
+    ingest_workers: int = 1,
+) -> list[Run]:
     with tempfile.TemporaryDirectory(prefix="stsync-p1-") as d:
         tmp = Path(d)
         redis = PrivateRedis(tmp / "redis")
@@ -157,20 +183,33 @@ def run_ingest_bench(batches: list[int], clients: int, deliveries: int,
         port = free_port()
         env = dict(os.environ)
         env.update(demo_environment("http://127.0.0.1:9", "http://127.0.0.1:9", "sqlite://"))
-        env.update({
-            "STSYNC_CONFIG": str(settings_toml(tmp, reliability=SOAK_RELIABILITY)),
-            "STSYNC_DATA_DIR": str(tmp / "data"),
-            "DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
-            "BROKER_URL": redis.url,
-            "STSYNC_AUTOCONFIGURE": "0",
-            "PYTHONPATH": str(REPO),
-        })
+        env.update(
+            {
+                "STSYNC_CONFIG": str(settings_toml(tmp, reliability=SOAK_RELIABILITY)),
+                "STSYNC_DATA_DIR": str(tmp / "data"),
+                "DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
+                "BROKER_URL": redis.url,
+                "STSYNC_AUTOCONFIGURE": "0",
+                "PYTHONPATH": str(REPO),
+            }
+        )
         from worker.ledger import Ledger
 
         # ingest stores each delivery's wake-ups in the ledger before answering (durable ack)
         Ledger(env["DATABASE_URL"]).migrate()
-        proc = subprocess.Popen([sys.executable, "-m", "bench.ingest", "--serve", str(port),
-                                 "--ingest-workers", str(ingest_workers)], cwd=REPO, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.ingest",
+                "--serve",
+                str(port),
+                "--ingest-workers",
+                str(ingest_workers),
+            ],
+            cwd=REPO,
+            env=env,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
 
@@ -204,20 +243,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 10, 100])
     p.add_argument("--clients", type=int, default=4, help="threads per client process")
     p.add_argument("--client-procs", type=int, default=2)
-    p.add_argument("--ingest-workers", type=int, default=1,
-                   help="uvicorn processes of the ingest (stsync ingest --workers)")
-    p.add_argument("--deliveries", type=int, default=1500,
-                   help="per batch size (batches over 10 events: deliveries/batch x 10)")
+    p.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=1,
+        help="uvicorn processes of the ingest (stsync ingest --workers)",
+    )
+    p.add_argument(
+        "--deliveries",
+        type=int,
+        default=1500,
+        help="per batch size (batches over 10 events: deliveries/batch x 10)",
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="cap per batch size")
     args = p.parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.ingest_workers)
         return 0
     print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
-    print(f"ingest: {args.ingest_workers} uvicorn process(es), {args.client_procs} client "
-          f"processes x {args.clients} keep-alive connections, SQLite ledger (unused by ingest)")
-    for run in run_ingest_bench(args.batch, args.clients, args.deliveries, args.seconds,
-                                args.client_procs, args.ingest_workers):
+    print(
+        f"ingest: {args.ingest_workers} uvicorn process(es), {args.client_procs} client "
+        f"processes x {args.clients} keep-alive connections, SQLite ledger (unused by ingest)"
+    )
+    for run in run_ingest_bench(
+        args.batch,
+        args.clients,
+        args.deliveries,
+        args.seconds,
+        args.client_procs,
+        args.ingest_workers,
+    ):
         print(run.line())
     print(f"load average after: {[round(x, 2) for x in os.getloadavg()]}")
     return 0

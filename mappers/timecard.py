@@ -111,7 +111,9 @@ def work_date_of(timecard: Timecard, tz: str) -> date:
         return datetime.fromtimestamp(timecard.work_date, zone).date()
     except (OverflowError, OSError, ValueError) as exc:
         raise MappingError(
-            record, "workDate", f"{timecard.work_date} is not a usable unix time",
+            record,
+            "workDate",
+            f"{timecard.work_date} is not a usable unix time",
             value=timecard.work_date,
         ) from exc
 
@@ -204,13 +206,16 @@ def clock_hours(
     """
     if clock_out < clock_in:
         raise MappingError(
-            record, "clockOut",
-            f"clock-out ({clock_out}) is before clock-in ({clock_in})", value=clock_out,
+            record,
+            "clockOut",
+            f"clock-out ({clock_out}) is before clock-in ({clock_in})",
+            value=clock_out,
         )
     seconds = clock_out - clock_in
     if seconds > MAX_ENTRY_HOURS * 3600:
         raise MappingError(
-            record, "clockOut",
+            record,
+            "clockOut",
             f"clock-out is {seconds / 3600:.1f} hours after clock-in; a timecard entry holds at "
             f"most {MAX_ENTRY_HOURS} hours",
             value=clock_out,
@@ -255,8 +260,10 @@ def employee_code(timecard: Timecard, *, external_id_key: str, rules: TimecardRu
     """
     user = timecard.user
     record = f"timecard {timecard.id}"
-    who = f"technician {user.name!r} (ServiceTrade user {user.id})" if user.name else (
-        f"ServiceTrade user {user.id}"
+    who = (
+        f"technician {user.name!r} (ServiceTrade user {user.id})"
+        if user.name
+        else (f"ServiceTrade user {user.id}")
     )
     mapped = rules.employee_map.get(str(user.id), "").strip()
     if mapped:
@@ -266,7 +273,7 @@ def employee_code(timecard: Timecard, *, external_id_key: str, rules: TimecardRu
         return _checked(record, "Employee_Code", external, f"user externalIds[{external_id_key!r}]")
     raise PrerequisiteMissing(
         f"{record}: {who} has no Spectrum employee code: set externalIds[{external_id_key!r}] on "
-        f"the user in ServiceTrade or add \"{user.id}\" to "
+        f'the user in ServiceTrade or add "{user.id}" to '
         "[connections.<name>.timecards.employee_map]",
         field="Employee_Code",
         value=user.id,
@@ -287,7 +294,8 @@ def pay_type_for_label(label: str, rules: TimecardRules, *, record: str = "gener
     if not found:
         known = ", ".join(sorted(rules.pay_types)) or "none configured"
         raise MappingError(
-            record, "label",
+            record,
+            "label",
             f"label {label!r} has no pay type in [connections.<name>.timecards.pay_types] "
             f"(known: {known})",
             value=label,
@@ -300,14 +308,17 @@ def phase_for(entry: LaborEntry, rules: TimecardRules, *, record: str) -> str:
     abbr = (entry.service_line.abbr or "").strip() if entry.service_line else ""
     if abbr and abbr in rules.phase_by_service_line:
         return _checked(
-            record, "Phase_Code", rules.phase_by_service_line[abbr],
+            record,
+            "Phase_Code",
+            rules.phase_by_service_line[abbr],
             f"timecards.phase_by_service_line[{abbr!r}]",
         )
     if rules.default_phase:
         return _checked(record, "Phase_Code", rules.default_phase, "timecards.default_phase")
     shown = f"service line {abbr!r} is not mapped" if abbr else "the entry has no service line"
     raise MappingError(
-        record, "Phase_Code",
+        record,
+        "Phase_Code",
         f"{shown} in [connections.<name>.timecards.phase_by_service_line] and "
         "timecards.default_phase is empty",
         value=abbr or None,
@@ -319,7 +330,9 @@ def department_for(office_id: int | None, rules: TimecardRules, *, record: str) 
     employee's own department."""
     if office_id is not None and str(office_id) in rules.department_by_office:
         return _checked(
-            record, "Department_Code", rules.department_by_office[str(office_id)],
+            record,
+            "Department_Code",
+            rules.department_by_office[str(office_id)],
             f"timecards.department_by_office[{str(office_id)!r}]",
         )
     return _checked(
@@ -362,7 +375,8 @@ def timecard_entry_to_pretime(
     day = work_date_of(timecard, tz)
     if not tr.processing_window.contains(day):
         raise MappingError(
-            record, "Work_Date",
+            record,
+            "Work_Date",
             f"{day} is outside the payroll processing window ({tr.processing_window.describe()}, "
             "[connections.<name>.timecards.processing_window]); open the period in Spectrum and "
             "in the config, then replay",
@@ -393,7 +407,8 @@ def timecard_entry_to_pretime(
             values.update(_job_values(record, entry.job.id, job_number, job_state, office_id, tr))
             if not tr.default_phase:
                 raise MappingError(
-                    record, "Phase_Code",
+                    record,
+                    "Phase_Code",
                     f"the clock pair is on job {entry.job.number or entry.job.id} but "
                     "timecards.default_phase is empty, so its time has no cost code",
                 )
@@ -452,4 +467,3 @@ def _request(record: str, values: dict[str, str]) -> SpectrumRequest:
         # The checks above should have caught it; the layout is the last word either way.
         problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise MappingError(record, "PreTimeCard", problems) from exc
-

@@ -57,7 +57,9 @@ def st_job_to_work_order(
     wo = rules.work_orders
     if not wo.wo_type:
         raise MappingError(
-            record, "WO_Job_Division", "Spectrum needs a WO type on a new work order; set "
+            record,
+            "WO_Job_Division",
+            "Spectrum needs a WO type on a new work order; set "
             f"wo_type in [connections.{connection}.work_orders]",
         )
     if not customer_code:
@@ -68,8 +70,11 @@ def st_job_to_work_order(
     po = ascii_printable(job.customer_po or "")
     if len(po) > _PO_MAX:
         raise MappingError(
-            record, "Customer_PO_Number", f"customer PO {po!r} is {len(po)} characters; Spectrum "
-            f"allows {_PO_MAX}. Shorten it on the ServiceTrade job and send again", value=po,
+            record,
+            "Customer_PO_Number",
+            f"customer PO {po!r} is {len(po)} characters; Spectrum "
+            f"allows {_PO_MAX}. Shorten it on the ServiceTrade job and send again",
+            value=po,
         )
     summary_source = job.description if (job.description or "").strip() else job.name
     values = {

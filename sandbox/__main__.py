@@ -50,12 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--st-port", type=int, default=8801, help="ServiceTrade port (8801; 0 = any)")
     up.add_argument("--spectrum-port", type=int, default=8802, help="Spectrum port (8802)")
     up.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    up.add_argument("--data-dir", type=Path, default=Path(".stsync/sandbox"),
-                    help="where spectrum.sqlite lives (.stsync/sandbox)")
-    up.add_argument("--latency-ms", type=float, default=0.0,
-                    help="added latency per request on both simulators (0)")
-    up.add_argument("--no-seed", action="store_true",
-                    help="keep the existing Spectrum file; start ServiceTrade empty")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".stsync/sandbox"),
+        help="where spectrum.sqlite lives (.stsync/sandbox)",
+    )
+    up.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="added latency per request on both simulators (0)",
+    )
+    up.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="keep the existing Spectrum file; start ServiceTrade empty",
+    )
     world_options(up)
 
     seed = sub.add_parser("seed", help="write the seed world as JSON")
@@ -97,16 +108,22 @@ def _up(args: argparse.Namespace) -> int:
         _out(f"ServiceTrade sandbox  {sandbox.st_url}/api")
         _out(f"Spectrum sandbox      {sandbox.spectrum_url}/ws/<Service>")
         _out(f"Info-Link (SQLite)    {sandbox.infolink_url}")
-        _out(f"admin                 {sandbox.st_url}/_sandbox/faults, "
-             f"{sandbox.spectrum_url}/_sandbox/faults")
-        _out(f"credentials           ServiceTrade client {ST_CLIENT_ID} / {ST_CLIENT_SECRET}; "
-             f"Spectrum {SPECTRUM_COMPANY} / {SPECTRUM_AUTHORIZATION_ID}")
+        _out(
+            f"admin                 {sandbox.st_url}/_sandbox/faults, "
+            f"{sandbox.spectrum_url}/_sandbox/faults"
+        )
+        _out(
+            f"credentials           ServiceTrade client {ST_CLIENT_ID} / {ST_CLIENT_SECRET}; "
+            f"Spectrum {SPECTRUM_COMPANY} / {SPECTRUM_AUTHORIZATION_ID}"
+        )
         if sandbox.world is not None:
             s = sandbox.world.summary()
-            _out(f"seeded                {s['customers']} customers, {s['location']} locations, "
-                 f"{s['job']} jobs, {s['invoice']} invoices, {s['timecard']} timecards, "
-                 f"{s['purchase_orders']} purchase orders "
-                 f"({time.monotonic() - started:.1f} s)")
+            _out(
+                f"seeded                {s['customers']} customers, {s['location']} locations, "
+                f"{s['job']} jobs, {s['invoice']} invoices, {s['timecard']} timecards, "
+                f"{s['purchase_orders']} purchase orders "
+                f"({time.monotonic() - started:.1f} s)"
+            )
         else:
             _out("seeded                nothing (--no-seed)")
         _out("Ctrl-C stops both.")
@@ -128,8 +145,10 @@ def _seed(args: argparse.Namespace) -> int:
     else:
         args.out.write_text(text + "\n", encoding="utf-8")
         summary = world.summary()
-        _out(f"wrote {args.out}: {summary['customers']} customers, {summary['job']} jobs, "
-             f"{summary['invoice']} invoices, {summary['purchase_orders']} purchase orders")
+        _out(
+            f"wrote {args.out}: {summary['customers']} customers, {summary['job']} jobs, "
+            f"{summary['invoice']} invoices, {summary['purchase_orders']} purchase orders"
+        )
     return 0
 
 

@@ -218,8 +218,9 @@ def start_sandbox(
         if db is not None:
             db.dispose()
         raise
-    log.info("sandbox up: ServiceTrade %s, Spectrum %s, Info-Link %s", st_url, spectrum_url,
-             infolink_url)
+    log.info(
+        "sandbox up: ServiceTrade %s, Spectrum %s, Info-Link %s", st_url, spectrum_url, infolink_url
+    )
     return RunningSandbox(
         st_url=st_url,
         spectrum_url=spectrum_url,

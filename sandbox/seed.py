@@ -423,8 +423,12 @@ class _Builder:
 
     def line_ref(self, abbr: str) -> dict[str, Any]:
         sl = _LINE_BY_ABBR[abbr]
-        return {"id": sl.id, "uri": self.uri("serviceline", sl.id), "name": sl.name,
-                "abbr": sl.abbr}
+        return {
+            "id": sl.id,
+            "uri": self.uri("serviceline", sl.id),
+            "name": sl.name,
+            "abbr": sl.abbr,
+        }
 
     # -- ServiceTrade: account, catalog, people ----------------------------------------------
     def account(self) -> None:
@@ -439,8 +443,12 @@ class _Builder:
             "isVendor": True,
             "isPartsVendor": False,
             "isPrimeContractor": False,
-            "address": {"street": "800 W. Main St", "city": "Durham", "state": "NC",
-                        "postalCode": "27701"},
+            "address": {
+                "street": "800 W. Main St",
+                "city": "Durham",
+                "state": "NC",
+                "postalCode": "27701",
+            },
             "phone": "(919) 555-0100",
             "externalIds": {},
             "created": created,
@@ -457,8 +465,12 @@ class _Builder:
                 "uri": self.uri("location", office_id),
                 "name": name,
                 "refNumber": None,
-                "address": {"street": street, "city": city.city, "state": city.state,
-                            "postalCode": city.zip},
+                "address": {
+                    "street": street,
+                    "city": city.city,
+                    "state": city.state,
+                    "postalCode": city.zip,
+                },
                 "phoneNumber": f"({city.area}) 555-0100",
                 "email": f"{city.city.lower()}@acme-fire.example",
                 "company": self.ref("company", self.vendor),
@@ -476,8 +488,14 @@ class _Builder:
     def catalog(self) -> None:
         for sl in _SERVICE_LINES:
             self.st["serviceline"].append(
-                {"id": sl.id, "uri": self.uri("serviceline", sl.id), "name": sl.name,
-                 "trade": "Fire Protection", "abbr": sl.abbr, "icon": None}
+                {
+                    "id": sl.id,
+                    "uri": self.uri("serviceline", sl.id),
+                    "name": sl.name,
+                    "trade": "Fire Protection",
+                    "abbr": sl.abbr,
+                    "icon": None,
+                }
             )
         for lib in _LIB_ITEMS:
             item: dict[str, Any] = {
@@ -497,8 +515,9 @@ class _Builder:
             self.tags[name] = tag
             self.st["tag"].append(tag)
 
-    def user(self, first: str, last: str, *, spectrum: str | None, office: int,
-             tech: bool, sales: bool) -> dict[str, Any]:
+    def user(
+        self, first: str, last: str, *, spectrum: str | None, office: int, tech: bool, sales: bool
+    ) -> dict[str, Any]:
         u: dict[str, Any] = {
             "id": self.ids(),
             "name": f"{first} {last}",
@@ -516,11 +535,13 @@ class _Builder:
         return u
 
     def people(self) -> None:
-        self.owner = self.user("Pat", "Office", spectrum=None, office=OFFICE_DURHAM, tech=False,
-                               sales=False)
+        self.owner = self.user(
+            "Pat", "Office", spectrum=None, office=OFFICE_DURHAM, tech=False, sales=False
+        )
         # the API login's own user: changes made through the API carry its id as webhook userId
-        api = self.user("API", "Integration", spectrum=None, office=OFFICE_DURHAM, tech=False,
-                        sales=False)
+        api = self.user(
+            "API", "Integration", spectrum=None, office=OFFICE_DURHAM, tech=False, sales=False
+        )
         api["email"] = ST_USERNAME
         for i in range(self.spec.techs):
             first, last = _TECH_NAMES[i % len(_TECH_NAMES)]
@@ -529,16 +550,26 @@ class _Builder:
             with_id = i < self.spec.techs - 1
             office = OFFICE_DURHAM if i % 2 == 0 else OFFICE_CHARLOTTE
             self.techs.append(
-                self.user(first, last, spectrum=f"E{i + 1:03d}" if with_id else None,
-                          office=office, tech=True, sales=False)
+                self.user(
+                    first,
+                    last,
+                    spectrum=f"E{i + 1:03d}" if with_id else None,
+                    office=office,
+                    tech=True,
+                    sales=False,
+                )
             )
         self.landmarks["tech_without_spectrum_id"] = self.techs[-1]["id"]
         for i, (first, last, code) in enumerate(_SALES):
             office = OFFICE_DURHAM if i % 2 == 0 else OFFICE_CHARLOTTE
-            self.sales.append(self.user(first, last, spectrum=code, office=office, tech=False,
-                                        sales=True))
-        self.sales.append(self.user(*_SALES_WITHOUT_ID, spectrum=None, office=OFFICE_DURHAM,
-                                    tech=False, sales=True))
+            self.sales.append(
+                self.user(first, last, spectrum=code, office=office, tech=False, sales=True)
+            )
+        self.sales.append(
+            self.user(
+                *_SALES_WITHOUT_ID, spectrum=None, office=OFFICE_DURHAM, tech=False, sales=True
+            )
+        )
         self.landmarks["salesperson_without_spectrum_id"] = self.sales[-1]["id"]
 
     # -- ServiceTrade: customers, locations, jobs, invoices ----------------------------------
@@ -564,8 +595,9 @@ class _Builder:
                     cities.append(self.rng.choice(_CITIES_BY_STATE[other]))
             company = self.company(ci, cities[0])
             for li, city in enumerate(cities):
-                location = self.location(company, li, city, taxable=ci == 0 or
-                                         self.rng.random() >= 0.08)
+                location = self.location(
+                    company, li, city, taxable=ci == 0 or self.rng.random() >= 0.08
+                )
                 for _ in range(self.spec.jobs_per_location):
                     forced = _FORCED_JOBS[jobs_done] if jobs_done < len(_FORCED_JOBS) else None
                     self.job(company, location, forced)
@@ -592,8 +624,9 @@ class _Builder:
         self.st["company"].append(c)
         return c
 
-    def location(self, company: dict[str, Any], index: int, city: _City, *,
-                 taxable: bool) -> dict[str, Any]:
+    def location(
+        self, company: dict[str, Any], index: int, city: _City, *, taxable: bool
+    ) -> dict[str, Any]:
         created = company["created"] + self.rng.randrange(0, 20) * _DAY
         short = company["name"].split(",")[0]
         loc: dict[str, Any] = {
@@ -691,14 +724,27 @@ class _Builder:
             inv = self.invoice(job, loc, invoice_kind)
             if forced:
                 self.landmarks[forced.landmark] = inv["id"]
-        if status != "canceled" and jtype != "administrative" and (
-            number == JOB_NUMBER_START + 5 or number == JOB_NUMBER_START or rng.random() < 0.2
+        if (
+            status != "canceled"
+            and jtype != "administrative"
+            and (number == JOB_NUMBER_START + 5 or number == JOB_NUMBER_START or rng.random() < 0.2)
         ):
-            self.purchase_order(job, extra_unknown=number == JOB_NUMBER_START,
-                                closed_line=number == JOB_NUMBER_START + 5)
+            self.purchase_order(
+                job,
+                extra_unknown=number == JOB_NUMBER_START,
+                closed_line=number == JOB_NUMBER_START + 5,
+            )
 
-    def invoice_item(self, lib: dict[str, Any], qty: Decimal, price: Decimal, rate: Decimal,
-                     order: int, line: str | None, description: str) -> dict[str, Any]:
+    def invoice_item(
+        self,
+        lib: dict[str, Any],
+        qty: Decimal,
+        price: Decimal,
+        rate: Decimal,
+        order: int,
+        line: str | None,
+        description: str,
+    ) -> dict[str, Any]:
         subtotal = _money(qty * price)
         tax = _money(subtotal * rate / 100)
         return {
@@ -711,8 +757,13 @@ class _Builder:
             "taxAmount": _num(tax),
             "totalPrice": _num(subtotal + tax),
             "orderIndex": order,
-            "libItem": {"id": lib["id"], "uri": lib["uri"], "name": lib["name"],
-                        "code": lib["code"], "type": lib["type"]},
+            "libItem": {
+                "id": lib["id"],
+                "uri": lib["uri"],
+                "name": lib["name"],
+                "code": lib["code"],
+                "type": lib["type"],
+            },
             "serviceLine": self.line_ref(line) if line else None,
         }
 
@@ -724,18 +775,31 @@ class _Builder:
         items: list[dict[str, Any]] = []
         labor = self.lib_by_code[f"LAB-{line}"]
         hours = Decimal(rng.randrange(2, 13)) / 2  # 1.0 .. 6.0 in half hours
-        items.append(self.invoice_item(labor, hours, labor_price(line), rate, 1,
-                                       line, labor["name"]))
+        items.append(
+            self.invoice_item(labor, hours, labor_price(line), rate, 1, line, labor["name"])
+        )
         parts = [lib for lib in _LIB_ITEMS if lib.line == line and lib.type != "labor"]
         for lib in rng.sample(parts, k=rng.randrange(0, len(parts) + 1)):
             qty = Decimal(rng.randrange(1, 13))
-            items.append(self.invoice_item(self.lib_by_code[lib.code], qty, lib.price, rate,
-                                           len(items) + 1, line, lib.name))
+            items.append(
+                self.invoice_item(
+                    self.lib_by_code[lib.code], qty, lib.price, rate, len(items) + 1, line, lib.name
+                )
+            )
         if kind == "mixed":
             positive = sum((Decimal(str(i["subtotal"])) for i in items), Decimal(0))
             discount = -_money(max(positive / 10, Decimal("5.00")))
-            items.append(self.invoice_item(self.lib_by_code["DISC"], Decimal(1), discount, rate,
-                                           len(items) + 1, line, "Loyalty discount (credit)"))
+            items.append(
+                self.invoice_item(
+                    self.lib_by_code["DISC"],
+                    Decimal(1),
+                    discount,
+                    rate,
+                    len(items) + 1,
+                    line,
+                    "Loyalty discount (credit)",
+                )
+            )
         subtotal = sum((Decimal(str(i["subtotal"])) for i in items), Decimal(0))
         tax = sum((Decimal(str(i["taxAmount"])) for i in items), Decimal(0))
         completed = job["completedOn"]
@@ -762,8 +826,12 @@ class _Builder:
             "customer": dict(job["customer"]),
             "vendor": dict(job["vendor"]),
             "location": {k: v for k, v in job["location"].items() if k != "address"},
-            "job": {"id": job["id"], "uri": job["uri"], "number": job["number"],
-                    "name": job["name"]},
+            "job": {
+                "id": job["id"],
+                "uri": job["uri"],
+                "number": job["number"],
+                "name": job["name"],
+            },
             "contract": None,
             "assignedUser": None,
             "assignedOffice": dict(office),
@@ -781,7 +849,8 @@ class _Builder:
     def timecards(self) -> None:
         rng = self.rng
         workable = [
-            j for j in self.st["job"]
+            j
+            for j in self.st["job"]
             if j["status"] == "completed" and j["type"] != "administrative"
         ]
         by_office: dict[int, list[dict[str, Any]]] = {}
@@ -814,8 +883,11 @@ class _Builder:
                             quarters = rng.randrange(2, min(budget, 16) + 1)
                             budget -= quarters
                             job = rng.choice(pool)
-                            entries.append(self.labor(job, Decimal(quarters) / 4,
-                                                      None if rng.random() < 0.2 else rate))
+                            entries.append(
+                                self.labor(
+                                    job, Decimal(quarters) / 4, None if rng.random() < 0.2 else rate
+                                )
+                            )
                     if not entries:
                         entries.append(self.clock(work_date, None))
                 approved = work_date + _DAY + 9 * 3600 + rng.randrange(0, 3600)
@@ -824,8 +896,12 @@ class _Builder:
                     "status": "approved",
                     "approvedOn": approved,
                     "workDate": work_date,
-                    "user": {"id": tech["id"], "uri": tech["uri"], "name": tech["name"],
-                             "externalIds": dict(tech["externalIds"])},
+                    "user": {
+                        "id": tech["id"],
+                        "uri": tech["uri"],
+                        "name": tech["name"],
+                        "externalIds": dict(tech["externalIds"]),
+                    },
                     "entries": entries,
                     "created": work_date + 17 * 3600,
                     "updated": approved,
@@ -866,80 +942,165 @@ class _Builder:
             target.append({"Company_Code": company, **row})
 
     def spectrum_reference(self, company: str) -> None:
-        self.rows(il.terms, company, [
-            {"Terms_Code": "N", "Description": "Net 30 days"},
-            {"Terms_Code": "D", "Description": "Due on receipt"},
-        ])
-        self.rows(il.sales_tax_codes, company, [
-            {"Sales_Tax_Code": "NC", "Description": "North Carolina 7%", "Rate": Decimal("7.0")},
-            {"Sales_Tax_Code": "SC", "Description": "South Carolina 6%", "Rate": Decimal("6.0")},
-            {"Sales_Tax_Code": "VA", "Description": "Virginia 5.3%", "Rate": Decimal("5.3")},
-            {"Sales_Tax_Code": "EXEMPT", "Description": "Tax exempt", "Rate": Decimal("0")},
-        ])
-        self.rows(il.tax_classes, company, [
-            {"Tax_Class_Code": code, "Description": desc}
-            for code, desc in (("NC", "North Carolina"), ("SC", "South Carolina"),
-                               ("VA", "Virginia"), ("EXEMPT", "Exempt"))
-        ])
-        self.rows(il.cost_centers, company, [
-            {"Cost_Center": "100", "Description": "Sprinkler"},
-            {"Cost_Center": "200", "Description": "Fire Alarm"},
-            {"Cost_Center": "300", "Description": "Extinguishers"},
-        ])
-        self.rows(il.gl_accounts, company, [
-            {"GL_Account": "4000", "Description": "Sprinkler revenue", "Direct_Cost_Flag": "N"},
-            {"GL_Account": "4100", "Description": "Fire alarm revenue", "Direct_Cost_Flag": "N"},
-            {"GL_Account": "4200", "Description": "Extinguisher revenue", "Direct_Cost_Flag": "N"},
-            {"GL_Account": "4300", "Description": "Inspection revenue", "Direct_Cost_Flag": "N"},
-            {"GL_Account": "5000", "Description": "Job materials (direct)",
-             "Direct_Cost_Flag": "Y"},
-        ])
-        self.rows(il.cost_types, company, [
-            {"Cost_Type": "L", "Description": "Labor"},
-            {"Cost_Type": "M", "Description": "Material"},
-            {"Cost_Type": "O", "Description": "Other"},
-        ])
-        self.rows(il.job_types, company, [
-            {"Job_Type": code, "Description": desc}
-            for code, desc in (("INSP", "Inspection"), ("REPAIR", "Repair"),
-                               ("SVC", "Service call"), ("INSTALL", "Installation"),
-                               ("PM", "Preventative maintenance"))
-        ])
-        self.rows(il.departments, company, [
-            {"Department_Code": "10", "Description": "Durham field"},
-            {"Department_Code": "20", "Description": "Charlotte field"},
-        ])
-        self.rows(il.pay_types, company, [
-            {"Pay_Type": code, "Description": desc}
-            for code, desc in (("R", "Regular"), ("O", "Overtime"), ("V", "Vacation / PTO"),
-                               ("H", "Holiday"), ("S", "Sick"))
-        ])
-        self.rows(il.jobs, company, [{
-            "Job_Number": TEMPLATE_JOB,
-            "Job_Description": "Service job template",
-            "Division": "",
-            "Job_Type": "SVC",
-            "Price_Method_Code": "T",
-            "Cost_Center": "100",
-            "Status_Code": "A",
-            "Taxable_Flag": "N",
-        }])
-        self.rows(il.phases, company, [
-            {
-                "Job_Number": TEMPLATE_JOB,
-                "Phase_Code": phase,
-                "Cost_Type": ctype,
-                "Description": desc,
-                "Price_Method_Code": "T",
-                "Unit_of_Measure": "HRS" if ctype == "L" else "EA",
-                "Original_Est_Cost": Decimal("0.00"),
-                "Cost_Center": phase,
-                "Status_Code": "A",
-            }
-            for phase, desc in (("100", "Sprinkler"), ("200", "Fire Alarm"),
-                                ("300", "Extinguishers"))
-            for ctype in ("L", "M")
-        ])
+        self.rows(
+            il.terms,
+            company,
+            [
+                {"Terms_Code": "N", "Description": "Net 30 days"},
+                {"Terms_Code": "D", "Description": "Due on receipt"},
+            ],
+        )
+        self.rows(
+            il.sales_tax_codes,
+            company,
+            [
+                {
+                    "Sales_Tax_Code": "NC",
+                    "Description": "North Carolina 7%",
+                    "Rate": Decimal("7.0"),
+                },
+                {
+                    "Sales_Tax_Code": "SC",
+                    "Description": "South Carolina 6%",
+                    "Rate": Decimal("6.0"),
+                },
+                {"Sales_Tax_Code": "VA", "Description": "Virginia 5.3%", "Rate": Decimal("5.3")},
+                {"Sales_Tax_Code": "EXEMPT", "Description": "Tax exempt", "Rate": Decimal("0")},
+            ],
+        )
+        self.rows(
+            il.tax_classes,
+            company,
+            [
+                {"Tax_Class_Code": code, "Description": desc}
+                for code, desc in (
+                    ("NC", "North Carolina"),
+                    ("SC", "South Carolina"),
+                    ("VA", "Virginia"),
+                    ("EXEMPT", "Exempt"),
+                )
+            ],
+        )
+        self.rows(
+            il.cost_centers,
+            company,
+            [
+                {"Cost_Center": "100", "Description": "Sprinkler"},
+                {"Cost_Center": "200", "Description": "Fire Alarm"},
+                {"Cost_Center": "300", "Description": "Extinguishers"},
+            ],
+        )
+        self.rows(
+            il.gl_accounts,
+            company,
+            [
+                {"GL_Account": "4000", "Description": "Sprinkler revenue", "Direct_Cost_Flag": "N"},
+                {
+                    "GL_Account": "4100",
+                    "Description": "Fire alarm revenue",
+                    "Direct_Cost_Flag": "N",
+                },
+                {
+                    "GL_Account": "4200",
+                    "Description": "Extinguisher revenue",
+                    "Direct_Cost_Flag": "N",
+                },
+                {
+                    "GL_Account": "4300",
+                    "Description": "Inspection revenue",
+                    "Direct_Cost_Flag": "N",
+                },
+                {
+                    "GL_Account": "5000",
+                    "Description": "Job materials (direct)",
+                    "Direct_Cost_Flag": "Y",
+                },
+            ],
+        )
+        self.rows(
+            il.cost_types,
+            company,
+            [
+                {"Cost_Type": "L", "Description": "Labor"},
+                {"Cost_Type": "M", "Description": "Material"},
+                {"Cost_Type": "O", "Description": "Other"},
+            ],
+        )
+        self.rows(
+            il.job_types,
+            company,
+            [
+                {"Job_Type": code, "Description": desc}
+                for code, desc in (
+                    ("INSP", "Inspection"),
+                    ("REPAIR", "Repair"),
+                    ("SVC", "Service call"),
+                    ("INSTALL", "Installation"),
+                    ("PM", "Preventative maintenance"),
+                )
+            ],
+        )
+        self.rows(
+            il.departments,
+            company,
+            [
+                {"Department_Code": "10", "Description": "Durham field"},
+                {"Department_Code": "20", "Description": "Charlotte field"},
+            ],
+        )
+        self.rows(
+            il.pay_types,
+            company,
+            [
+                {"Pay_Type": code, "Description": desc}
+                for code, desc in (
+                    ("R", "Regular"),
+                    ("O", "Overtime"),
+                    ("V", "Vacation / PTO"),
+                    ("H", "Holiday"),
+                    ("S", "Sick"),
+                )
+            ],
+        )
+        self.rows(
+            il.jobs,
+            company,
+            [
+                {
+                    "Job_Number": TEMPLATE_JOB,
+                    "Job_Description": "Service job template",
+                    "Division": "",
+                    "Job_Type": "SVC",
+                    "Price_Method_Code": "T",
+                    "Cost_Center": "100",
+                    "Status_Code": "A",
+                    "Taxable_Flag": "N",
+                }
+            ],
+        )
+        self.rows(
+            il.phases,
+            company,
+            [
+                {
+                    "Job_Number": TEMPLATE_JOB,
+                    "Phase_Code": phase,
+                    "Cost_Type": ctype,
+                    "Description": desc,
+                    "Price_Method_Code": "T",
+                    "Unit_of_Measure": "HRS" if ctype == "L" else "EA",
+                    "Original_Est_Cost": Decimal("0.00"),
+                    "Cost_Center": phase,
+                    "Status_Code": "A",
+                }
+                for phase, desc in (
+                    ("100", "Sprinkler"),
+                    ("200", "Fire Alarm"),
+                    ("300", "Extinguishers"),
+                )
+                for ctype in ("L", "M")
+            ],
+        )
 
     def spectrum_people(self) -> None:
         dept = {OFFICE_DURHAM: "10", OFFICE_CHARLOTTE: "20"}
@@ -948,52 +1109,95 @@ class _Builder:
             code = tech["externalIds"].get("spectrum")
             if not code:
                 continue  # the technician without a Spectrum id has no employee on purpose
-            employees.append({
-                "Employee_Code": code,
-                "Employee_Name": f"{tech['lastName']}, {tech['firstName']}"[:30],
-                "First_Name": tech["firstName"],
-                "Last_Name": tech["lastName"],
-                "Employment_Status": "A",
-                "Department_Code": dept[tech["offices"][0]["id"]],
-                "Cost_Center": "100",
-            })
+            employees.append(
+                {
+                    "Employee_Code": code,
+                    "Employee_Name": f"{tech['lastName']}, {tech['firstName']}"[:30],
+                    "First_Name": tech["firstName"],
+                    "Last_Name": tech["lastName"],
+                    "Employment_Status": "A",
+                    "Department_Code": dept[tech["offices"][0]["id"]],
+                    "Cost_Center": "100",
+                }
+            )
         self.rows(il.employees, SPECTRUM_COMPANY, employees)
-        self.rows(il.salespersons, SPECTRUM_COMPANY, [
-            {"Salesperson_Code": code, "Name": f"{first} {last}"} for first, last, code in _SALES
-        ])
-        self.rows(il.vendors, SPECTRUM_COMPANY, [
-            {"Vendor_Code": code, "Vendor_Name": name, "Status": "A"}
-            for code, name in (("FERGUSON", "Ferguson Fire & Fabrication"),
-                               ("VIKING", "Viking Supply Net"),
-                               ("SIMPLEX", "Simplex Distribution, Inc."),
-                               ("AMEREX", "Amerex Corp."))
-        ])
+        self.rows(
+            il.salespersons,
+            SPECTRUM_COMPANY,
+            [{"Salesperson_Code": code, "Name": f"{first} {last}"} for first, last, code in _SALES],
+        )
+        self.rows(
+            il.vendors,
+            SPECTRUM_COMPANY,
+            [
+                {"Vendor_Code": code, "Vendor_Name": name, "Status": "A"}
+                for code, name in (
+                    ("FERGUSON", "Ferguson Fire & Fabrication"),
+                    ("VIKING", "Viking Supply Net"),
+                    ("SIMPLEX", "Simplex Distribution, Inc."),
+                    ("AMEREX", "Amerex Corp."),
+                )
+            ],
+        )
         # a construction job that never came from ServiceTrade; it has a PO the poller must skip
-        self.rows(il.jobs, SPECTRUM_COMPANY, [{
-            "Job_Number": FOREIGN_JOB,
-            "Job_Description": "Warehouse expansion",
-            "Customer_Code": "",
-            "Job_Type": "INSTALL",
-            "Price_Method_Code": "F",
-            "Cost_Center": "100",
-            "Status_Code": "A",
-        }])
+        self.rows(
+            il.jobs,
+            SPECTRUM_COMPANY,
+            [
+                {
+                    "Job_Number": FOREIGN_JOB,
+                    "Job_Description": "Warehouse expansion",
+                    "Customer_Code": "",
+                    "Job_Type": "INSTALL",
+                    "Price_Method_Code": "F",
+                    "Cost_Center": "100",
+                    "Status_Code": "A",
+                }
+            ],
+        )
 
     def spectrum_company_2(self) -> None:
         self.spectrum_reference(SPECTRUM_COMPANY_2)
-        self.rows(il.salespersons, SPECTRUM_COMPANY_2, [{"Salesperson_Code": "S01",
-                                                         "Name": "Dana Whitfield"}])
-        self.rows(il.employees, SPECTRUM_COMPANY_2, [{
-            "Employee_Code": "E001", "Employee_Name": "Tech, Sam", "First_Name": "Sam",
-            "Last_Name": "Tech", "Employment_Status": "A", "Department_Code": "10",
-            "Cost_Center": "100",
-        }])
-        self.rows(il.vendors, SPECTRUM_COMPANY_2, [{"Vendor_Code": "FERGUSON",
-                                                    "Vendor_Name": "Ferguson Fire & Fabrication",
-                                                    "Status": "A"}])
+        self.rows(
+            il.salespersons,
+            SPECTRUM_COMPANY_2,
+            [{"Salesperson_Code": "S01", "Name": "Dana Whitfield"}],
+        )
+        self.rows(
+            il.employees,
+            SPECTRUM_COMPANY_2,
+            [
+                {
+                    "Employee_Code": "E001",
+                    "Employee_Name": "Tech, Sam",
+                    "First_Name": "Sam",
+                    "Last_Name": "Tech",
+                    "Employment_Status": "A",
+                    "Department_Code": "10",
+                    "Cost_Center": "100",
+                }
+            ],
+        )
+        self.rows(
+            il.vendors,
+            SPECTRUM_COMPANY_2,
+            [
+                {
+                    "Vendor_Code": "FERGUSON",
+                    "Vendor_Name": "Ferguson Fire & Fabrication",
+                    "Status": "A",
+                }
+            ],
+        )
 
-    def purchase_order(self, job: dict[str, Any] | None, *, extra_unknown: bool = False,
-                       closed_line: bool = False, job_number: str | None = None) -> None:
+    def purchase_order(
+        self,
+        job: dict[str, Any] | None,
+        *,
+        extra_unknown: bool = False,
+        closed_line: bool = False,
+        job_number: str | None = None,
+    ) -> None:
         rng = self.rng
         h, dt = il.po_headers, il.po_details
         number = str(self.next_po_number)
@@ -1029,23 +1233,25 @@ class _Builder:
         for n, (code, desc, price) in enumerate(lines, start=1):
             qty = Decimal(rng.randrange(1, 25))
             status = "C" if closed_line and n == len(lines) else "O"
-            self.sp.setdefault(dt.name, []).append({
-                "Company_Code": SPECTRUM_COMPANY,
-                "PO_Number": header["PO_Number"],
-                "Line_Number": f"{n:03d}",
-                "Item_Code": _pad(dt, "Item_Code", code),
-                "Item_Description": _pad(dt, "Item_Description", desc[:30]),
-                "PO_Quantity_List1": qty,
-                "Item_Price": price,
-                "Unit_Of_Measure": _pad(dt, "Unit_Of_Measure", "EA"),
-                "Line_Extension_List1": _money(qty * price),
-                "GL_Account": _pad(dt, "GL_Account", "5000"),
-                "Delivery_Date": order_date + timedelta(days=3),
-                "Phase_Code": _pad(dt, "Phase_Code", phase),
-                "Cost_Type": _pad(dt, "Cost_Type", "M"),
-                "Line_Status": status,
-                "Date_Modified": modified,
-            })
+            self.sp.setdefault(dt.name, []).append(
+                {
+                    "Company_Code": SPECTRUM_COMPANY,
+                    "PO_Number": header["PO_Number"],
+                    "Line_Number": f"{n:03d}",
+                    "Item_Code": _pad(dt, "Item_Code", code),
+                    "Item_Description": _pad(dt, "Item_Description", desc[:30]),
+                    "PO_Quantity_List1": qty,
+                    "Item_Price": price,
+                    "Unit_Of_Measure": _pad(dt, "Unit_Of_Measure", "EA"),
+                    "Line_Extension_List1": _money(qty * price),
+                    "GL_Account": _pad(dt, "GL_Account", "5000"),
+                    "Delivery_Date": order_date + timedelta(days=3),
+                    "Phase_Code": _pad(dt, "Phase_Code", phase),
+                    "Cost_Type": _pad(dt, "Cost_Type", "M"),
+                    "Line_Status": status,
+                    "Date_Modified": modified,
+                }
+            )
         if job is not None and extra_unknown:
             self.landmarks["po_with_unknown_item_code"] = int(number)
         if closed_line:

@@ -37,6 +37,22 @@ def _configured_reliability() -> ReliabilitySettings:
 _DEFAULTS = _configured_reliability()
 
 
+class RecordFailed(Exception):
+    """A record's sync ended ``failed`` (the ledger already says so, with the reason).
+
+    Raised by the thin task *after* the outcome is recorded, so that Celery (and Flower) count the
+    task as failed with the reason as its error text. Never retried: it is not a TransientError,
+    and the task lists it in ``throws`` (logged as an expected failure, without a traceback).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+#: the outcome a sync function returns for a record that needs a person
+FAILED_RESULT = "failed"
+
+
 #: when each running task started (task id -> UTC time), for the inbox hand-off in after_return
 _started: dict[str, datetime] = {}
 _started_lock = threading.Lock()
@@ -55,12 +71,30 @@ def _waiting_for_us(rec: Record | None) -> bool:
 
 
 class SyncTask(Task):  # type: ignore[type-arg]
-    """Base of sync tasks: Retry-After honoured, "retry later" when Celery's retries run out, and
-    the webhook inbox entry released once the task has run (docs/reliability.md)."""
+    """Base of sync tasks: a ``failed`` outcome fails the task with the record's reason (not
+    retried), Retry-After honoured, "retry later" when Celery's retries run out, and the webhook
+    inbox entry released once the task has run (docs/reliability.md)."""
 
     record_type: str = ""
     #: every ledger type this task may leave pending (a send is a work order or a JC job)
     record_types: tuple[str, ...] = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().__call__(*args, **kwargs)
+        if result == FAILED_RESULT and self.record_type and args:
+            raise RecordFailed(self.failure_reason(args))
+        return result
+
+    def failure_reason(self, args: tuple[Any, ...]) -> str:
+        """``<record>: <reason>`` from the ledger row the sync just marked failed."""
+        ctx = get_context()
+        connection = ctx.connection(args[1] if len(args) > 1 else None).name
+        for record_type in self.record_types or (self.record_type,):
+            key = RecordKey(connection, record_type, str(args[0]))
+            rec = ctx.ledger.get(key)
+            if rec is not None and rec.status is Status.FAILED:
+                return f"{key}: {rec.last_error or rec.error_kind or 'failed'}"
+        return f"{connection}/{self.record_type}/{args[0]}: failed (see `stsync history`)"
 
     def retry(
         self,
@@ -169,7 +203,9 @@ def retry_later(task: SyncTask, exc: TransientError, args: Any) -> None:
             reason=f"retries ran out ({task.max_retries}); next try in {delay} s: {exc}",
         )
         log.warning(
-            "%s: retry later in %d s", key, delay,
+            "%s: retry later in %d s",
+            key,
+            delay,
             extra={"record": str(key), "outcome": "retry_later", "detail": str(exc)[:300]},
         )
 
@@ -200,7 +236,10 @@ def sync_task(
             retry_backoff_max=_DEFAULTS.retry_backoff_max_s,
             retry_jitter=True,
             max_retries=_DEFAULTS.max_retries,
-            ignore_result=True,
+            # the outcome ("synced", ...) is kept briefly in the result backend (result_expires)
+            # so `.delay(...).get()` and Flower show it; a failed record raises RecordFailed
+            ignore_result=False,
+            throws=(RecordFailed,),
             record_type=record_type,
             record_types=(record_type, *also),
         )(run)

@@ -82,10 +82,16 @@ def sync_customer(
             return st_company_to_add_customer(company, code=code, rules=conn.rules)
 
         stale = check_external_id(
-            run, spec, external_ids=company.external_ids, build=build,
-            rows=ctx.infolink_for(conn.name).list_customers, columns=CUSTOMER_MATCH,
-            adopt=conn.rules.customers.adopt, what=f"company {company_id}",
-            code_column="Customer_Code", st_id=company_id,
+            run,
+            spec,
+            external_ids=company.external_ids,
+            build=build,
+            rows=ctx.infolink_for(conn.name).list_customers,
+            columns=CUSTOMER_MATCH,
+            adopt=conn.rules.customers.adopt,
+            what=f"company {company_id}",
+            code_column="Customer_Code",
+            st_id=company_id,
         )
         if stale is not None:
             return stale
@@ -100,8 +106,15 @@ def sync_customer(
 
     before = ctx.ledger.get(key)
     rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_company(company_id))
-    outcome = run_record(ctx, key, body, state=CustomerState, reclaim_done=replay, reclaim=rule,
-                         on_permanent=stale_id_notice(ctx, COMPANY_ENTITY_TYPE, company_id))
+    outcome = run_record(
+        ctx,
+        key,
+        body,
+        state=CustomerState,
+        reclaim_done=replay,
+        reclaim=rule,
+        on_permanent=stale_id_notice(ctx, COMPANY_ENTITY_TYPE, company_id),
+    )
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome
 
@@ -146,20 +159,25 @@ def check_external_id(
             run.save(spectrum_key=code)
             run.ctx.st_writes.set_external_id(spec.st_entity, st_id, conn.external_id_key, code)
             return run.done(
-                Result.ADOPTED, code,
+                Result.ADOPTED,
+                code,
                 message=f"externalIds {conn.external_id_key!r} named {known!r}, which Spectrum "
-                f"does not have; adopted {code} (same name and address; adopt = \"by_name\")",
+                f'does not have; adopted {code} (same name and address; adopt = "by_name")',
             )
     detail = ""
     if adopt == "by_name":
-        detail = (" No Spectrum record has the same name and address" if not found else
-                  f" Several Spectrum records have the same name and address "
-                  f"({', '.join(str(r[code_column]).strip() for r in found)})") + "."
+        detail = (
+            " No Spectrum record has the same name and address"
+            if not found
+            else f" Several Spectrum records have the same name and address "
+            f"({', '.join(str(r[code_column]).strip() for r in found)})"
+        ) + "."
     raise PermanentError(
         f"{what}: its externalIds[{conn.external_id_key!r}] is {known!r}, but Spectrum (company "
         f"{conn.company_code}) has no {kind} {known!r}.{detail} stsync never replaces it "
         "silently: relink or clear the external id",
-        field=STALE_FIELD, value=known,
+        field=STALE_FIELD,
+        value=known,
     )
 
 
@@ -182,12 +200,16 @@ def stale_id_notice(
             return
         run.state.comments = [*done, digest]
         ctx.ledger.update_progress(run.key, state=run.state.dump())
-        ctx.st_writes.add_comment(entity_type, st_id, (
-            f"stsync could not send this record to Spectrum (connection {run.connection}).\n"
-            f"What failed: {exc}\n"
-            "How to fix: set the external id to the right Spectrum code, or clear it so stsync "
-            "creates the record; stsync looks at it again as soon as it changes."
-        ))
+        ctx.st_writes.add_comment(
+            entity_type,
+            st_id,
+            (
+                f"stsync could not send this record to Spectrum (connection {run.connection}).\n"
+                f"What failed: {exc}\n"
+                "How to fix: set the external id to the right Spectrum code, or clear it so stsync "
+                "creates the record; stsync looks at it again as soon as it changes."
+            ),
+        )
 
     return hook
 

@@ -86,9 +86,7 @@ def facts(record: BaseModel, conn: ConnectionSettings, record_type: str) -> dict
     }
 
 
-def reexamine_reason(
-    rec: Record, *, now_facts: dict[str, Any] | None, config: str
-) -> str | None:
+def reexamine_reason(rec: Record, *, now_facts: dict[str, Any] | None, config: str) -> str | None:
     """Why the failed/skipped/done record ``rec`` should be looked at again, or None.
 
     ``now_facts`` are the ``facts`` of the record as ServiceTrade has it now (None when it could
@@ -96,7 +94,7 @@ def reexamine_reason(
     """
     if rec.status not in (Status.FAILED, Status.SKIPPED, Status.DONE):
         return None
-    before = rec.state.get(STATE_KEY) or {}
+    before = State.load(rec.state).heal or {}
     if rec.error_kind == "route":
         return "it was kept out by routing, and is asked for here now"
     if rec.status is Status.FAILED and rec.error_kind == "prerequisite":
@@ -146,7 +144,10 @@ def reclaim_rule(
         if why is None:
             return False
         ctx.ledger.audit(
-            system="stsync", service="heal", outcome="reexamine", key=rec.key,
+            system="stsync",
+            service="heal",
+            outcome="reexamine",
+            key=rec.key,
             detail=f"was {rec.status.value}; looked at again: {why}",
         )
         return True
@@ -196,7 +197,7 @@ def waiting_on(ctx: SyncContext, key: RecordKey) -> list[Record]:
         statuses=(Status.FAILED,), connection=key.connection, limit=1_000_000
     )
     return [
-        r for r in recs if r.error_kind == "prerequisite" and r.state.get(WAITS_ON) == target
+        r for r in recs if r.error_kind == "prerequisite" and State.load(r.state).waits_on == target
     ]
 
 
@@ -214,18 +215,25 @@ def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
             wake(ctx, rec)
         except Exception as exc:  # noqa: BLE001 - one waiter must not stop the others
             # the prerequisite is done, so no later run of it wakes this record: tell a person
-            message = (f"{rec.key} waited on {key}, which is now in Spectrum, but queueing it "
-                       f"again failed ({type(exc).__name__}: {exc}); run `stsync retry "
-                       f"{rec.key.record_type.removesuffix('_entry')} "
-                       f"{rec.key.source_id.split(':', 1)[0]}`")
+            message = (
+                f"{rec.key} waited on {key}, which is now in Spectrum, but queueing it "
+                f"again failed ({type(exc).__name__}: {exc}); run `stsync retry "
+                f"{rec.key.record_type.removesuffix('_entry')} "
+                f"{rec.key.source_id.split(':', 1)[0]}`"
+            )
             ctx.ledger.record_alert(
-                rec.key, kind="wake", message=message,
+                rec.key,
+                kind="wake",
+                message=message,
                 problem_key=hashlib.sha256(message.encode()).hexdigest()[:32],
             )
             log.warning("heal: %s", message)
             continue
         ctx.ledger.audit(
-            system="stsync", service="heal", outcome="wake", key=rec.key,
+            system="stsync",
+            service="heal",
+            outcome="wake",
+            key=rec.key,
             detail=f"{key} is now in Spectrum; queued again",
         )
         woken += 1

@@ -105,10 +105,22 @@ def sync_job(
         return _sync_jc_job(ctx, conn, run, job_id)
 
     before = ctx.ledger.get(key)
-    rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_job(job_id),
-                             statuses=(Status.FAILED, Status.SKIPPED, Status.DONE))
-    outcome = run_record(ctx, key, body, state=JobState, reclaim_done=replay, reclaim=rule,
-                         on_permanent=_commenter(ctx, job_id))
+    rule = heal.reclaim_rule(
+        ctx,
+        conn,
+        RECORD_TYPE,
+        lambda: ctx.st.get_job(job_id),
+        statuses=(Status.FAILED, Status.SKIPPED, Status.DONE),
+    )
+    outcome = run_record(
+        ctx,
+        key,
+        body,
+        state=JobState,
+        reclaim_done=replay,
+        reclaim=rule,
+        on_permanent=_commenter(ctx, job_id),
+    )
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome
 
@@ -118,12 +130,15 @@ def _work_order_on_update(
 ) -> Outcome:
     """Work-order mode: a job event re-sends the work order only when configured and sent before."""
     sent = ctx.ledger.get(RecordKey(conn.name, WORK_ORDER_RECORD_TYPE, str(job_id)))
-    if conn.rules.work_orders.resend_on_update and sent is not None and (
-        sent.status is Status.DONE
+    if (
+        conn.rules.work_orders.resend_on_update
+        and sent is not None
+        and (sent.status is Status.DONE)
     ):
         return send_work_order(ctx, job_id, conn.name)
-    why = ("work-order mode: jobs are sent with Send Job to Spectrum"
-           + ("" if sent is None else " (work_orders.resend_on_update is off)"))
+    why = "work-order mode: jobs are sent with Send Job to Spectrum" + (
+        "" if sent is None else " (work_orders.resend_on_update is off)"
+    )
     ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=key, detail=why)
     return Outcome(Result.SKIPPED, key, None, "work-order mode: use Send Job to Spectrum")
 
@@ -153,8 +168,7 @@ def _sync_jc_job(
                 for n, row in zip(known, rows, strict=True)
             }
             # adopted as it is: only later ServiceTrade changes are sent
-            baseline = followed_values(job, cost_center=None, rules=rules,
-                                       tz=ctx.settings.timezone)
+            baseline = followed_values(job, cost_center=None, rules=rules, tz=ctx.settings.timezone)
             run.state.follow = {n: dict(baseline) for n in known}
             ctx.ledger.mark_done(
                 run.key, spectrum_key=known[0], state=run.state.dump(), step="adopted"
@@ -165,7 +179,8 @@ def _sync_jc_job(
             f"{job_record(job)}: its externalIds[{conn.external_id_key!r}] names Spectrum job "
             f"{', '.join(missing)}, which Spectrum (company {conn.company_code}) does not have. "
             "stsync never replaces it silently: relink or clear the external id",
-            field="externalIds", value=",".join(missing),
+            field="externalIds",
+            value=",".join(missing),
         )
 
     if job.location is None:
@@ -187,8 +202,15 @@ def _sync_jc_job(
 
 
 def _create_jobs(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job, location: Location,
-    plan: dict[str, str], *, customer: str, site: str,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[JobState],
+    job: Job,
+    location: Location,
+    plan: dict[str, str],
+    *,
+    customer: str,
+    site: str,
 ) -> Outcome:
     """AddJob, template phases and UpdateJob per planned Spectrum job not yet made; write back."""
     rules = conn.rules
@@ -199,8 +221,14 @@ def _create_jobs(
     follow: dict[str, dict[str, str]] = {k: dict(v) for k, v in run.state.follow.items()}
     for cost_center, number in plan.items():
         request, adjusted = st_job_to_add_job(
-            job, location, number=number, cost_center=cost_center, customer_code=customer,
-            site_id=site, rules=rules, tz=ctx.settings.timezone,
+            job,
+            location,
+            number=number,
+            cost_center=cost_center,
+            customer_code=customer,
+            site_id=site,
+            rules=rules,
+            tz=ctx.settings.timezone,
         )
         digests.append(request.digest())
         step = f"add:{number}"
@@ -232,13 +260,14 @@ def _create_jobs(
     run.state.follow = follow
     how_all = set(run.state.how.values())
     result = Result.ADOPTED if how_all == {"adopted"} else Result.SYNCED
-    return run.done(result, next(iter(plan.values())),
-                    digest=digests[0] if len(digests) == 1 else _combined(digests))
+    return run.done(
+        result,
+        next(iter(plan.values())),
+        digest=digests[0] if len(digests) == 1 else _combined(digests),
+    )
 
 
-def _follow(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job
-) -> Outcome:
+def _follow(ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job) -> Outcome:
     """Send what changed on a synced job (``UpdateJob`` / ``UpdateJob_UDF``), per Spectrum job.
 
     Compared with what Spectrum was last given (else with Spectrum's row), so a field edited only
@@ -258,9 +287,14 @@ def _follow(
         )
     except MappingError as exc:
         wanted_ccs = None
-        _notice(ctx, run, job, f"{exc}. The Spectrum job keeps its cost center",
-                "Map the service line in the stsync configuration (or change it in ServiceTrade); "
-                "the job is updated on its next change in ServiceTrade.")
+        _notice(
+            ctx,
+            run,
+            job,
+            f"{exc}. The Spectrum job keeps its cost center",
+            "Map the service line in the stsync configuration (or change it in ServiceTrade); "
+            "the job is updated on its next change in ServiceTrade.",
+        )
     cc_of: dict[str, str | None] = dict.fromkeys(plan.values())
     if rules.jobs.multi_cost_center:
         added = added_cost_center_numbers(job.number, plan, wanted_ccs or [], rules)
@@ -270,7 +304,9 @@ def _follow(
         (current, number), new = next(iter(plan.items())), wanted_ccs[0]
         if new != current.strip() and infolink.has_ar_invoice_for_job(number):
             _notice(
-                ctx, run, job,
+                ctx,
+                run,
+                job,
                 f"{job_record(job)}: its service lines now give cost center {new}, but Spectrum "
                 f"job {number} keeps cost center {current or 'blank'}: an invoice has been "
                 "posted on it and Spectrum cannot change an existing AR contract",
@@ -281,22 +317,27 @@ def _follow(
         elif new != current.strip():
             cc_of[number] = new
             plan = {new: number}
-    follow: dict[str, dict[str, str]] = {
-        str(k): dict(v) for k, v in run.state.follow.items()
-    }
+    follow: dict[str, dict[str, str]] = {str(k): dict(v) for k, v in run.state.follow.items()}
     sent_fields = _push_changes(ctx, conn, run, job, plan, cc_of, follow)
     run.state.follow = follow
     run.state.plan = plan
     if sent_fields:
-        return run.done(Result.SYNCED, next(iter(plan.values())),
-                        message="updated in Spectrum: " + ", ".join(sent_fields))
+        return run.done(
+            Result.SYNCED,
+            next(iter(plan.values())),
+            message="updated in Spectrum: " + ", ".join(sent_fields),
+        )
     return run.done(Result.UNCHANGED, next(iter(plan.values())), message="nothing to update")
 
 
 def _push_changes(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[JobState],
+    job: Job,
     plan: Mapping[str, str],
-    cc_of: Mapping[str, str | None], follow: dict[str, dict[str, str]],
+    cc_of: Mapping[str, str | None],
+    follow: dict[str, dict[str, str]],
 ) -> list[str]:
     """UpdateJob / UpdateJob_UDF per Spectrum job for the followed fields that changed since
     Spectrum was last given them; ``follow`` is updated in place. Returns ``number.field`` sent."""
@@ -311,17 +352,23 @@ def _push_changes(
             if row.get("Est_Start_Date") or row.get("Complete_Date"):
                 for k in ("Est_Start_Date", "Complete_Date"):
                     last[k] = _spectrum_date(row.get(k))
-        wanted = followed_values(job, cost_center=cc_of.get(number), rules=rules,
-                                 tz=ctx.settings.timezone)
+        wanted = followed_values(
+            job, cost_center=cc_of.get(number), rules=rules, tz=ctx.settings.timezone
+        )
         changes = job_changes(last, wanted)
         try:
             for request in job_update_requests(number, changes, rules):
                 ctx.spectrum_writes(conn.name).put(request)  # updates: repeating is harmless
         except PermanentError as exc:
-            _notice(ctx, run, job,
-                    f"{job_record(job)}: Spectrum refused the update of job {number}: {exc}",
-                    "Correct the value in ServiceTrade (the job is updated on its next change) "
-                    "or in Spectrum's setup (code lists, cost centers).", alert=True)
+            _notice(
+                ctx,
+                run,
+                job,
+                f"{job_record(job)}: Spectrum refused the update of job {number}: {exc}",
+                "Correct the value in ServiceTrade (the job is updated on its next change) "
+                "or in Spectrum's setup (code lists, cost centers).",
+                alert=True,
+            )
             continue
         follow[number] = {**last, **changes}
         sent_fields.extend(f"{number}.{k}" for k in changes)
@@ -332,8 +379,9 @@ def adopted_baseline(ctx: SyncContext, connection: str, job_id: int) -> dict[str
     """The followed fields of a job linked or adopted as it is: later changes are sent, the
     differences it had when it was linked are not (``stsync link``)."""
     conn = ctx.connection(connection)
-    return followed_values(ctx.st.get_job(job_id), cost_center=None, rules=conn.rules,
-                           tz=ctx.settings.timezone)
+    return followed_values(
+        ctx.st.get_job(job_id), cost_center=None, rules=conn.rules, tz=ctx.settings.timezone
+    )
 
 
 def _spectrum_date(value: object) -> str:
@@ -347,7 +395,10 @@ def _spectrum_date(value: object) -> str:
 
 
 def _add_cost_centers(
-    ctx: SyncContext, conn: ConnectionSettings, run: Run[JobState], job: Job,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    run: Run[JobState],
+    job: Job,
     plan: dict[str, str],
 ) -> Outcome:
     """A multi-cost-center job gained cost centers: create their Spectrum jobs (and write back)."""
@@ -363,7 +414,12 @@ def _add_cost_centers(
 
 
 def _notice(
-    ctx: SyncContext, run: Run[JobState], job: Job, problem: str, fix: str, *,
+    ctx: SyncContext,
+    run: Run[JobState],
+    job: Job,
+    problem: str,
+    fix: str,
+    *,
     alert: bool = False,
 ) -> None:
     """Tell people about a change that was not followed: one job comment (and alert) per problem."""
@@ -376,10 +432,17 @@ def _notice(
     if alert:
         record_alert(ctx, run.key, "job_update", problem)
     where = f" (Spectrum connection {run.connection})"
-    ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job.id, "\n".join([
-        f"stsync did not copy a change of this job (id {job.id}) to Spectrum{where}.",
-        f"What: {problem}", f"How to fix: {fix}",
-    ]))
+    ctx.st_writes.add_comment(
+        JOB_ENTITY_TYPE,
+        job.id,
+        "\n".join(
+            [
+                f"stsync did not copy a change of this job (id {job.id}) to Spectrum{where}.",
+                f"What: {problem}",
+                f"How to fix: {fix}",
+            ]
+        ),
+    )
 
 
 def _combined(digests: list[str]) -> str:
@@ -391,8 +454,9 @@ def _company_id(job: Job, location_company: int | None) -> int:
         return job.customer.id
     if location_company is not None:
         return location_company
-    raise MappingError(job_record(job), "customer",
-                       "neither the job nor its location has a company")
+    raise MappingError(
+        job_record(job), "customer", "neither the job nor its location has a company"
+    )
 
 
 def _service_lines(ctx: SyncContext, job: Job, conn: ConnectionSettings) -> list[str]:
@@ -423,7 +487,10 @@ def _add_job(run: Run[JobState], request: SpectrumRequest, job: Job) -> str:
 
     try:
         return create_or_adopt(
-            run, request, find=lambda: infolink.find_job(number), matches=matches,
+            run,
+            request,
+            find=lambda: infolink.find_job(number),
+            matches=matches,
             what=job_record(job),
         )
     except PermanentError as exc:
@@ -431,7 +498,8 @@ def _add_job(run: Run[JobState], request: SpectrumRequest, job: Job) -> str:
             raise PermanentError(
                 f"{job_record(job)}: {mismatch[-1]}. stsync never overwrites it: rename or "
                 "remove that Spectrum job, or change jobs.number_prefix / number_format",
-                field="Job_Number", value=number,
+                field="Job_Number",
+                value=number,
             ) from exc
         raise
 
@@ -452,7 +520,8 @@ def template_phase_rows(ctx: SyncContext, conn: ConnectionSettings) -> list[dict
             raise PermanentError(
                 f"template job {template!r} has no phases in Spectrum (company "
                 f"{conn.company_code}); check [connections.{conn.name}.jobs] template_job",
-                field="jobs.template_job", value=template,
+                field="jobs.template_job",
+                value=template,
             )
         return [dict(r) for r in result.rows]
 
@@ -479,7 +548,7 @@ def _copy_template_phases(
 
 # --- work orders (F4) and "Send Job to Spectrum" --------------------------------------------------
 def send_job(ctx: SyncContext, job_id: int, connection: str | None = None) -> Outcome:
-    """"Send Job to Spectrum" for one connection: a work order (legacy mode) or the JC job.
+    """ "Send Job to Spectrum" for one connection: a work order (legacy mode) or the JC job.
 
     In JC mode a job already in Spectrum stays as it is; a failed one is tried again.
     """
@@ -501,8 +570,12 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
             raise RecordSkipped(skip)
         customer, site = _mapped_customer_and_site(ctx, conn, job)
         request, adjustments = st_job_to_work_order(
-            job, customer_code=customer, site_id=site, rules=conn.rules,
-            contract_number=work_order_contract(job, conn.rules), connection=conn.name,
+            job,
+            customer_code=customer,
+            site_id=site,
+            rules=conn.rules,
+            contract_number=work_order_contract(job, conn.rules),
+            connection=conn.name,
         )
         number = request.values["WO_Number"]
         run.state.adjustments = adjustments
@@ -515,8 +588,14 @@ def send_work_order(ctx: SyncContext, job_id: int, connection: str | None = None
         return run.done(Result.SYNCED, number, digest=request.digest())
 
     # every send runs again (reclaim_done): a re-send is how people push edits to Spectrum
-    return run_record(ctx, key, body, state=WorkOrderState, reclaim_done=True,
-                      on_permanent=_commenter(ctx, job_id))
+    return run_record(
+        ctx,
+        key,
+        body,
+        state=WorkOrderState,
+        reclaim_done=True,
+        on_permanent=_commenter(ctx, job_id),
+    )
 
 
 def _mapped_customer_and_site(
@@ -528,18 +607,24 @@ def _mapped_customer_and_site(
         raise MappingError(record, "location", "the job has no location")
     location = ctx.st.get_location(job.location.id)
     company_id = _company_id(job, location.company.id if location.company else None)
-    site = _mapped(ctx, conn, site_task.RECORD_TYPE, location.id,
-                   lambda: location.external_ids)
-    customer = _mapped(ctx, conn, customer_task.RECORD_TYPE, company_id,
-                       lambda: ctx.st.get_company(company_id).external_ids)
+    site = _mapped(ctx, conn, site_task.RECORD_TYPE, location.id, lambda: location.external_ids)
+    customer = _mapped(
+        ctx,
+        conn,
+        customer_task.RECORD_TYPE,
+        company_id,
+        lambda: ctx.st.get_company(company_id).external_ids,
+    )
     missing = []
     if customer is None:
         name = job.customer.name if job.customer and job.customer.name else f"id {company_id}"
-        missing.append(f"the customer {name} (company {company_id}) is not mapped to a "
-                       "Spectrum customer")
+        missing.append(
+            f"the customer {name} (company {company_id}) is not mapped to a Spectrum customer"
+        )
     if site is None:
-        missing.append(f"the location {location.name} (id {location.id}) is not mapped to a "
-                       "Spectrum WO site")
+        missing.append(
+            f"the location {location.name} (id {location.id}) is not mapped to a Spectrum WO site"
+        )
     if missing or customer is None or site is None:
         raise PrerequisiteMissing(
             f"{record}: " + "; ".join(missing) + f". Sync them first (stsync sync customer / "
@@ -550,7 +635,10 @@ def _mapped_customer_and_site(
 
 
 def _mapped(
-    ctx: SyncContext, conn: ConnectionSettings, record_type: str, source_id: int,
+    ctx: SyncContext,
+    conn: ConnectionSettings,
+    record_type: str,
+    source_id: int,
     external_ids: Callable[[], Mapping[str, str]],
 ) -> str | None:
     """The Spectrum code stsync holds (ledger) or ServiceTrade holds (externalIds), else None."""
@@ -566,20 +654,30 @@ def fix_hint(exc: PermanentError, connection: str) -> str:
     """How a person fixes the failure ``exc`` (the comment's second line)."""
     text = str(exc)
     if isinstance(exc, PrerequisiteMissing):
-        return ("Make sure the job's customer and location are in Spectrum (stsync history shows "
-                "why they are not), then send the job again.")
+        return (
+            "Make sure the job's customer and location are in Spectrum (stsync history shows "
+            "why they are not), then send the job again."
+        )
     if "is not mapped in [connections." in text or "set a default" in text:
-        return (f"Add the missing entry to the stsync configuration (connection {connection}) "
-                "as the message says, restart the workers, then send the job again.")
+        return (
+            f"Add the missing entry to the stsync configuration (connection {connection}) "
+            "as the message says, restart the workers, then send the job again."
+        )
     if isinstance(exc, MappingError):
-        return ("Correct the value named above on the ServiceTrade job (or the stsync "
-                "configuration), then send the job again.")
+        return (
+            "Correct the value named above on the ServiceTrade job (or the stsync "
+            "configuration), then send the job again."
+        )
     if "never overwrites" in text:
-        return ("A Spectrum job with this number belongs to something else: rename or remove it "
-                "in Spectrum, or change the job number prefix in the stsync configuration.")
+        return (
+            "A Spectrum job with this number belongs to something else: rename or remove it "
+            "in Spectrum, or change the job number prefix in the stsync configuration."
+        )
     if exc.rows:
-        return ("Spectrum refused a value: correct it in ServiceTrade or in Spectrum's setup "
-                "(code lists, cost centers, tax classes), then send the job again.")
+        return (
+            "Spectrum refused a value: correct it in ServiceTrade or in Spectrum's setup "
+            "(code lists, cost centers, tax classes), then send the job again."
+        )
     if isinstance(exc, NotFound):
         return "The record no longer exists in ServiceTrade; nothing to do."
     return "See `stsync history job` for details, fix the cause, then send the job again."
@@ -595,9 +693,7 @@ def _commenter(ctx: SyncContext, job_id: int) -> Callable[[Run[C], PermanentErro
     return hook
 
 
-def comment_failure(
-    ctx: SyncContext, run: Run[C], job_id: int, exc: PermanentError
-) -> bool:
+def comment_failure(ctx: SyncContext, run: Run[C], job_id: int, exc: PermanentError) -> bool:
     """Comment on the ServiceTrade job once per distinct problem; True when a comment was posted."""
     if isinstance(exc, NotFound):
         return False  # the job is gone: there is nothing to comment on
@@ -609,8 +705,9 @@ def comment_failure(
     # remembered before posting: a lost comment is better than a storm of duplicates
     run.state.comments = [*done, digest]
     ctx.ledger.update_progress(run.key, state=run.state.dump())
-    text = job_failure_comment(job_id, problem, fix_hint(exc, run.connection),
-                               connection=run.connection)
+    text = job_failure_comment(
+        job_id, problem, fix_hint(exc, run.connection), connection=run.connection
+    )
     try:
         ctx.st_writes.add_comment(JOB_ENTITY_TYPE, job_id, text)
     except Exception:
@@ -666,7 +763,7 @@ def push_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
 
 @sync_task(SEND_TASK_NAME, WORK_ORDER_RECORD_TYPE, also=(RECORD_TYPE,))
 def send_job_to_spectrum(job_id: int, connection: str | None = None) -> str:
-    """"Send Job to Spectrum": upsert the work order (legacy mode) or create the JC job.
+    """ "Send Job to Spectrum": upsert the work order (legacy mode) or create the JC job.
 
     Idempotent: WorkOrderHeader upserts by WO number; JC jobs go through the ledger. Retries on
     TransientError with jittered backoff.

@@ -16,6 +16,7 @@ from worker.ledger import RecordKey
 
 ALERTS_TASK_NAME = "schedule.send_alerts"
 
+
 def replay_for(key: RecordKey) -> tuple[str, tuple[Any, ...]] | None:
     """The task name and arguments that replay ``key``; None when its type has no replay.
 

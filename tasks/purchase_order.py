@@ -428,13 +428,15 @@ def _gone_from_spectrum(
 ) -> list[Record]:
     """Lines stsync put on a job that Spectrum no longer has (a deleted line or PO)."""
     recs = ctx.ledger.list_records(
-        statuses=(Status.DONE,), connection=connection, record_type=RECORD_TYPE,
+        statuses=(Status.DONE,),
+        connection=connection,
+        record_type=RECORD_TYPE,
         limit=1_000_000,
     )
     out = []
     for rec in recs:
         po, _, line = rec.key.source_id.partition(":")
-        snapshot = rec.state.get("line") or {}
+        snapshot = PoLineState.load(rec.state).line or {}
         handled = str(snapshot.get("line_status") or "").strip().upper() == "X"
         if snapshot and (po, line) not in keys and not handled:
             out.append(rec)
@@ -443,7 +445,7 @@ def _gone_from_spectrum(
 
 def _as_cancelled(rec: Record) -> PoLine:
     """A deleted line is handled as a cancelled one (``closed_lines``: leave, zero or remove)."""
-    line = PoLine.model_validate(rec.state["line"])
+    line = PoLine.model_validate(PoLineState.load(rec.state).line)
     return line.model_copy(update={"line_status": "X"})
 
 

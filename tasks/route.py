@@ -33,7 +33,9 @@ def _location_facts(location: Location, *, offices: list[object], tags: list[obj
     own = [x for o in location.offices for x in (o.id, o.name)]
     region = [location.region.id, location.region.name] if location.region else []
     return route_facts(
-        offices=offices or own, regions=region, tags=tags,
+        offices=offices or own,
+        regions=region,
+        tags=tags,
         state=location.address.state if location.address else None,
     )
 
@@ -67,7 +69,8 @@ def record_route_facts(ctx: SyncContext, record_type: str, source_id: int) -> Ro
 def matching_connections(ctx: SyncContext, facts: RouteFacts) -> list[str]:
     """The automatic connections whose route takes a record with ``facts``."""
     return [
-        c.name for c in ctx.settings.connections.values()
+        c.name
+        for c in ctx.settings.connections.values()
         if c.auto_sync and c.route is not None and route_mismatch(c.route, facts) is None
     ]
 
@@ -85,8 +88,10 @@ def route_refusal(
         return None
     key = RecordKey(conn.name, record_type, str(source_id))
     if record_type == "customer":
-        why = (f"routing: customers go to the Spectrum companies of their routed locations and "
-               f"jobs; company {source_id} is synced to {conn.name} when one of them needs it")
+        why = (
+            f"routing: customers go to the Spectrum companies of their routed locations and "
+            f"jobs; company {source_id} is synced to {conn.name} when one of them needs it"
+        )
         _record(ctx, key, Status.SKIPPED, why)
         return why
     facts = record_route_facts(ctx, record_type, source_id)
@@ -99,9 +104,11 @@ def route_refusal(
         return why
     takers = matching_connections(ctx, facts)
     if len(takers) > 1:
-        why = (f"routing: {record_type} {source_id} matches the routes of connections "
-               f"{', '.join(takers)}; it must go to exactly one Spectrum company. Narrow the "
-               "routes (or change the record), then `stsync retry`")
+        why = (
+            f"routing: {record_type} {source_id} matches the routes of connections "
+            f"{', '.join(takers)}; it must go to exactly one Spectrum company. Narrow the "
+            "routes (or change the record), then `stsync retry`"
+        )
         _record(ctx, key, Status.FAILED, why)
         from tasks._pipeline import record_alert
 
@@ -120,6 +127,5 @@ def _record(ctx: SyncContext, key: RecordKey, status: Status, why: str) -> None:
         ctx.ledger.audit(system="stsync", service="route", outcome="noop", key=key, detail=why)
         return
     ctx.ledger.ensure(key)
-    ctx.ledger.mark(key, status, error_kind=ROUTE_KIND, reason=why,
-                    state=rec.state if rec else {})
+    ctx.ledger.mark(key, status, error_kind=ROUTE_KIND, reason=why, state=rec.state if rec else {})
     ctx.ledger.audit(system="stsync", service="route", outcome=status.value, key=key, detail=why)

@@ -47,8 +47,10 @@ def site_record(ctx: SyncContext, connection: str, customer: str) -> MasterRecor
         end=conn.rules.sites.codes.end,
         render=lambda n: site_id(n, conn.rules),
         find=ctx.infolink_for(conn.name).find_site,
-        matches=lambda row, req: same_text(row.get("Site_Name"), req.values["Site_Name"])
-        and same_text(row.get("Site_Customer_Code"), customer),
+        matches=lambda row, req: (
+            same_text(row.get("Site_Name"), req.values["Site_Name"])
+            and same_text(row.get("Site_Customer_Code"), customer)
+        ),
     )
 
 
@@ -74,10 +76,16 @@ def sync_site(
             )
 
         stale = check_external_id(
-            run, spec, external_ids=location.external_ids, build=build,
-            rows=lambda: ctx.infolink_for(conn.name).list_sites(customer), columns=SITE_MATCH,
-            adopt=conn.rules.sites.adopt, what=f"location {location_id}",
-            code_column="Site_ID", st_id=location_id,
+            run,
+            spec,
+            external_ids=location.external_ids,
+            build=build,
+            rows=lambda: ctx.infolink_for(conn.name).list_sites(customer),
+            columns=SITE_MATCH,
+            adopt=conn.rules.sites.adopt,
+            what=f"location {location_id}",
+            code_column="Site_ID",
+            st_id=location_id,
         )
         if stale is not None:
             return stale
@@ -92,8 +100,15 @@ def sync_site(
 
     before = ctx.ledger.get(key)
     rule = heal.reclaim_rule(ctx, conn, RECORD_TYPE, lambda: ctx.st.get_location(location_id))
-    outcome = run_record(ctx, key, body, state=SiteState, reclaim_done=replay, reclaim=rule,
-                         on_permanent=stale_id_notice(ctx, LOCATION_ENTITY_TYPE, location_id))
+    outcome = run_record(
+        ctx,
+        key,
+        body,
+        state=SiteState,
+        reclaim_done=replay,
+        reclaim=rule,
+        on_permanent=stale_id_notice(ctx, LOCATION_ENTITY_TYPE, location_id),
+    )
     heal.after_sync(ctx, key, before, ok=outcome.ok)
     return outcome
 

@@ -80,18 +80,20 @@ def run_sweep(
 ) -> list[SweepSummary]:
     """Sweep every auto-sync connection (or the given ones); see the module docstring."""
     at = int(time.time()) if now is None else now
-    names = list(connections) if connections is not None else (
-        ctx.settings.auto_sync_connections()
-    )
+    names = list(connections) if connections is not None else (ctx.settings.auto_sync_connections())
     out = []
     for name in names:
         summary = sweep_connection(ctx, ctx.connection(name).name, at)
         ctx.ledger.audit(
-            system="stsync", service="sweep", outcome="partial" if summary.errors else "ok",
+            system="stsync",
+            service="sweep",
+            outcome="partial" if summary.errors else "ok",
             detail=json.dumps(summary.as_dict()),
         )
         log.info(
-            "missed-change sweep: %s queued %d", name, summary.total_enqueued,
+            "missed-change sweep: %s queued %d",
+            name,
+            summary.total_enqueued,
             extra={"connection": name, "outcome": "sweep", "enqueued": summary.total_enqueued},
         )
         out.append(summary)
@@ -106,8 +108,12 @@ def sweep_connection(ctx: SyncContext, connection: str, now: int) -> SweepSummar
         except SyncError as exc:
             # this resource keeps its mark: the next sweep covers the same window again
             summary.errors.append(f"{resource}: {exc}"[:500])
-            log.warning("sweep of %s failed: %s", resource, exc,
-                        extra={"connection": connection, "outcome": "sweep_error"})
+            log.warning(
+                "sweep of %s failed: %s",
+                resource,
+                exc,
+                extra={"connection": connection, "outcome": "sweep_error"},
+            )
     summary.stranded = _requeue_stranded(ctx, connection)
     return summary
 
@@ -174,9 +180,7 @@ def _sweep_resource(
     ctx.ledger.set_watermark(connection, watermark_name(resource), str(end))
 
 
-def _sweep_updated(
-    ctx: SyncContext, connection: str, resource: str, start: int
-) -> tuple[int, int]:
+def _sweep_updated(ctx: SyncContext, connection: str, resource: str, start: int) -> tuple[int, int]:
     task, record_type = ENTITY_TASKS[resource]
     stale = _stale_before(ctx)
     params = {"updatedAfter": start, **LIST_PARAMS.get(resource, {})}
@@ -198,7 +202,8 @@ def _sweep_timecards(ctx: SyncContext, connection: str, start: int, end: int) ->
     for page in ctx.st.iter_timecard_pages(start, end):
         entries = {tc.id: [entry_source_id(tc.id, e.id) for e in tc.entries] for tc in page}
         known_entries = ctx.ledger.get_many(
-            connection, timecard_task.ENTRY_RECORD_TYPE,
+            connection,
+            timecard_task.ENTRY_RECORD_TYPE,
             [sid for ids in entries.values() for sid in ids],
         )
         known_cards = ctx.ledger.get_many(
@@ -206,10 +211,7 @@ def _sweep_timecards(ctx: SyncContext, connection: str, start: int, end: int) ->
         )
         listed += len(page)
         for tc in page:
-            missing = [
-                sid for sid in entries[tc.id]
-                if unseen(known_entries.get(sid), None, stale)
-            ]
+            missing = [sid for sid in entries[tc.id] if unseen(known_entries.get(sid), None, stale)]
             if missing or unseen(known_cards.get(str(tc.id)), tc.updated, stale):
                 ctx.enqueue(timecard_task.TASK_NAME, (tc.id, connection))
                 queued += 1
@@ -223,20 +225,22 @@ def _requeue_stranded(ctx: SyncContext, connection: str) -> int:
     by_type[timecard_task.ENTRY_RECORD_TYPE] = timecard_task.TASK_NAME
     stale = _stale_before(ctx)
     rows = [
-        r for r in ctx.ledger.list_records(statuses=(Status.PENDING,), connection=connection)
+        r
+        for r in ctx.ledger.list_records(statuses=(Status.PENDING,), connection=connection)
         if r.updated_at < stale
     ]
     rows += [
-        r for r in ctx.ledger.stuck(older_than=_stale_span(ctx))
-        if r.key.connection == connection
+        r for r in ctx.ledger.stuck(older_than=_stale_span(ctx)) if r.key.connection == connection
     ]
     sent: set[tuple[str, int]] = set()
     for rec in rows:
         task = by_type.get(rec.key.record_type)
         # entries replay through their card; other composite ids belong to their own tasks
         head = rec.key.source_id.split(":", 1)[0]
-        if task is None or not head.isdigit() or (
-            ":" in rec.key.source_id and rec.key.record_type != timecard_task.ENTRY_RECORD_TYPE
+        if (
+            task is None
+            or not head.isdigit()
+            or (":" in rec.key.source_id and rec.key.record_type != timecard_task.ENTRY_RECORD_TYPE)
         ):
             continue
         if (task, int(head)) in sent:
@@ -244,8 +248,11 @@ def _requeue_stranded(ctx: SyncContext, connection: str) -> int:
         sent.add((task, int(head)))
         ctx.enqueue(task, (int(head), connection))
     if sent:
-        log.warning("sweep re-queued %d stranded record(s)", len(sent),
-                    extra={"connection": connection, "outcome": "stranded"})
+        log.warning(
+            "sweep re-queued %d stranded record(s)",
+            len(sent),
+            extra={"connection": connection, "outcome": "stranded"},
+        )
     return len(sent)
 
 

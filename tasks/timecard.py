@@ -179,7 +179,8 @@ def routed_elsewhere(ctx: SyncContext, conn: ConnectionSettings, job_id: int) ->
         raise RecordSkipped(
             f"routing: ServiceTrade job {job_id} is not for connection {conn.name} (its route's "
             f"{mismatch}); its time goes with the job",
-            field="route", value=conn.name,
+            field="route",
+            value=conn.name,
         )
 
 
@@ -196,15 +197,17 @@ def unsynced_job_plan(conn: ConnectionSettings, job_id: int, why: str) -> dict[s
         raise RecordSkipped(
             f"ServiceTrade job {job_id} is not sent to Spectrum ({why}); its time is left out "
             'of payroll (timecards.unsynced_job_labor = "skip")',
-            field="Job_Number", value=job_id,
+            field="Job_Number",
+            value=job_id,
         )
     raise PrerequisiteMissing(
         f"ServiceTrade job {job_id} is not sent to Spectrum ({why}), so its time has no job to "
-        f"go to. Set [connections.{conn.name}.timecards] unsynced_job_labor = \"skip\" (leave "
+        f'go to. Set [connections.{conn.name}.timecards] unsynced_job_labor = "skip" (leave '
         'such time out of payroll) or "overhead" (with overhead_job, overhead_phase, '
         "overhead_cost_center: post it to an overhead job), then replay the timecard "
         f"(stsync retry timecard <id>) or let the weekly catch-up take it",
-        field="Job_Number", value=job_id,
+        field="Job_Number",
+        value=job_id,
     )
 
 
@@ -233,13 +236,16 @@ def map_entry(
     job_number = state = None
     office: int | None = None
     job_ref = None if isinstance(entry, GenericEntry) else entry.job
-    if job_ref is None and conn.route is not None and (
-        conn.name != ctx.settings.default_connection
+    if (
+        job_ref is None
+        and conn.route is not None
+        and (conn.name != ctx.settings.default_connection)
     ):
         raise RecordSkipped(
             f"routing: time without a job goes to the default connection "
             f"{ctx.settings.default_connection}, not {conn.name}",
-            field="route", value=conn.name,
+            field="route",
+            value=conn.name,
         )
     if job_ref is not None:
         facts = jobs.facts(job_ref.id, sync_missing=sync_missing_jobs)
@@ -251,8 +257,14 @@ def map_entry(
     else:
         overhead = False
     request = timecard_entry_to_pretime(
-        tc, entry, employee_code=employee, job_number=job_number, job_state=state,
-        office_id=office, rules=conn.rules, tz=ctx.settings.timezone,
+        tc,
+        entry,
+        employee_code=employee,
+        job_number=job_number,
+        job_state=state,
+        office_id=office,
+        rules=conn.rules,
+        tz=ctx.settings.timezone,
     )
     return _overhead(request, conn) if overhead else request
 
@@ -298,8 +310,10 @@ def sync_timecard_tally(
 
 
 def _who(tc: Timecard) -> str:
-    return f"{tc.user.name!r} (ServiceTrade user {tc.user.id})" if tc.user.name else (
-        f"ServiceTrade user {tc.user.id}"
+    return (
+        f"{tc.user.name!r} (ServiceTrade user {tc.user.id})"
+        if tc.user.name
+        else (f"ServiceTrade user {tc.user.id}")
     )
 
 
@@ -315,13 +329,18 @@ def _sync_card(
     posted_before = list(run.state.posted)
     if tc.status != APPROVED:
         if posted_before:
-            _drift(ctx, run.key, f"timecard {tc.id} was approved and posted to Spectrum "
-                   f"(entries {', '.join(posted_before)}) but is now {tc.status!r}; the pre-time "
-                   "rows stay in Spectrum: remove them in Approve Pre-Time Import if the time "
-                   "is void")
+            _drift(
+                ctx,
+                run.key,
+                f"timecard {tc.id} was approved and posted to Spectrum "
+                f"(entries {', '.join(posted_before)}) but is now {tc.status!r}; the pre-time "
+                "rows stay in Spectrum: remove them in Approve Pre-Time Import if the time "
+                "is void",
+            )
         raise RecordSkipped(
             f"timecard {tc.id} is {tc.status!r}; only approved time goes to payroll",
-            field="status", value=tc.status,
+            field="status",
+            value=tc.status,
         )
     employee = employee_code(tc, external_id_key=conn.external_id_key, rules=conn.rules.timecards)
     if ctx.infolink_for(conn.name).find_employee(employee) is None:
@@ -330,7 +349,8 @@ def _sync_card(
             "Spectrum (PR employee master): add the employee in Spectrum or correct the "
             f"technician's externalIds[{conn.external_id_key!r}] / timecards.employee_map, then "
             "replay the timecard",
-            field="Employee_Code", value=employee,
+            field="Employee_Code",
+            value=employee,
         )
     run.state.employee = employee
 
@@ -348,8 +368,15 @@ def _sync_card(
             tally.unknown.append(sid)
             continue
         try:
-            outcome = _sync_entry(ctx, conn, tc, entry, employee, jobs,
-                                  reclaim=rec is not None and rec.status in TERMINAL)
+            outcome = _sync_entry(
+                ctx,
+                conn,
+                tc,
+                entry,
+                employee,
+                jobs,
+                reclaim=rec is not None and rec.status in TERMINAL,
+            )
         except TransientError as exc:
             # the entry is left pending by the pipeline; the others still get their turn
             tally.retrying.append(sid)
@@ -357,13 +384,17 @@ def _sync_card(
             continue
         tally.add(sid, outcome)
 
-    posted = sorted({*posted_before, *tally.posted, *tally.adopted, *tally.already},
-                    key=_entry_order)
+    posted = sorted(
+        {*posted_before, *tally.posted, *tally.adopted, *tally.already}, key=_entry_order
+    )
     gone = [sid for sid in posted if sid not in ids]
     for sid in gone:
-        _drift(ctx, RecordKey(conn.name, ENTRY_RECORD_TYPE, sid),
-               f"timecard entry {sid} was posted to Spectrum (Message {_marker(sid)!r}) but is "
-               "no longer on the approved timecard; check the pre-time row in Spectrum")
+        _drift(
+            ctx,
+            RecordKey(conn.name, ENTRY_RECORD_TYPE, sid),
+            f"timecard entry {sid} was posted to Spectrum (Message {_marker(sid)!r}) but is "
+            "no longer on the approved timecard; check the pre-time row in Spectrum",
+        )
         tally.drift.append(sid)
     run.state.posted = posted
     run.state.entries = ids
@@ -425,12 +456,15 @@ def _check_drift(
         return  # cannot map it now (a rule changed, the job went away): nothing to compare
     if rec.payload_digest and request.digest() != rec.payload_digest:
         hours = request.values.get("Hours_Employee", "?")
-        _drift(ctx, rec.key,
-               f"timecard entry {rec.key.source_id} changed after it was posted to Spectrum "
-               f"(Message {request.values['Message']!r}; now {hours} h, pay type "
-               f"{request.values['Pay_Type']}, job {request.values.get('Job_Number', '-')}); "
-               "stsync does not post it again: correct the pre-time row in Spectrum "
-               f"[digest {request.digest()[:12]}]")
+        _drift(
+            ctx,
+            rec.key,
+            f"timecard entry {rec.key.source_id} changed after it was posted to Spectrum "
+            f"(Message {request.values['Message']!r}; now {hours} h, pay type "
+            f"{request.values['Pay_Type']}, job {request.values.get('Job_Number', '-')}); "
+            "stsync does not post it again: correct the pre-time row in Spectrum "
+            f"[digest {request.digest()[:12]}]",
+        )
         tally.drift.append(rec.key.source_id)
 
 
@@ -523,16 +557,29 @@ def _look_for_marker(
         run.mark(Status.UNKNOWN, error_kind="ambiguous", reason=reason)
         record_alert(ctx, run.key, "unknown", reason)
         return Outcome(Result.UNKNOWN, run.key, None, reason)
-    ctx.ledger.audit(system="stsync", service="find_pre_time", outcome="found" if rows else
-                     "absent", key=run.key, detail=f"Message {marker!r}: {len(rows)} row(s)")
+    ctx.ledger.audit(
+        system="stsync",
+        service="find_pre_time",
+        outcome="found" if rows else "absent",
+        key=run.key,
+        detail=f"Message {marker!r}: {len(rows)} row(s)",
+    )
     if not rows:
         return None
     if len(rows) > 1:
-        _drift(ctx, run.key, f"{record}: Spectrum holds {len(rows)} pre-time rows with Message "
-               f"{marker!r} (the same time more than once); delete the extra rows in Spectrum")
+        _drift(
+            ctx,
+            run.key,
+            f"{record}: Spectrum holds {len(rows)} pre-time rows with Message "
+            f"{marker!r} (the same time more than once); delete the extra rows in Spectrum",
+        )
     run.state.posted = True
-    return run.done(Result.ADOPTED, marker, digest=run.state.digest or "",
-                    message=f"found {marker!r} in Spectrum")
+    return run.done(
+        Result.ADOPTED,
+        marker,
+        digest=run.state.digest or "",
+        message=f"found {marker!r} in Spectrum",
+    )
 
 
 # --- the weekly catch-up (F8) ---------------------------------------------------------------------
@@ -558,9 +605,11 @@ class CatchUpSummary:
         return asdict(self)
 
     def line(self) -> str:
-        return (f"{self.connection}: {self.cards} timecard(s), {self.found} entries found, "
-                f"{self.already_synced} already synced, {self.posted} posted, {self.failed} "
-                f"failed, {self.retrying} to retry, {self.enqueued} card(s) queued")
+        return (
+            f"{self.connection}: {self.cards} timecard(s), {self.found} entries found, "
+            f"{self.already_synced} already synced, {self.posted} posted, {self.failed} "
+            f"failed, {self.retrying} to retry, {self.enqueued} card(s) queued"
+        )
 
 
 Progress = Callable[[int, int], None]
@@ -609,13 +658,20 @@ def run_catch_up(
             if progress is not None:
                 progress(summary.cards, total)
     ctx.ledger.audit(
-        system="stsync", service="timecard_catch_up",
+        system="stsync",
+        service="timecard_catch_up",
         outcome="ok" if not (summary.failed or summary.errors) else "partial",
         detail=json.dumps(summary.as_dict(), default=str),
     )
-    log.info("timecard catch-up: %s", summary.line(),
-             extra={"connection": conn.name, "outcome": "catch_up", **{
-                 k: v for k, v in summary.as_dict().items() if isinstance(v, int)}})
+    log.info(
+        "timecard catch-up: %s",
+        summary.line(),
+        extra={
+            "connection": conn.name,
+            "outcome": "catch_up",
+            **{k: v for k, v in summary.as_dict().items() if isinstance(v, int)},
+        },
+    )
     return summary
 
 
@@ -662,9 +718,17 @@ def push_timecard_to_spectrum(timecard_id: int, connection: str | None = None) -
     return sync_timecard(get_context(), timecard_id, connection).result
 
 
-@app.task(name=CATCH_UP_TASK_NAME, queue=Queue.SCHEDULE.value, acks_late=True,
-          ignore_result=True, autoretry_for=(TransientError,), retry_backoff=30,
-          retry_backoff_max=900, retry_jitter=True, max_retries=8)
+@app.task(
+    name=CATCH_UP_TASK_NAME,
+    queue=Queue.SCHEDULE.value,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=30,
+    retry_backoff_max=900,
+    retry_jitter=True,
+    max_retries=8,
+)
 def timecard_catch_up(connection: str | None = None) -> dict[str, Any]:
     """Weekly catch-up (Beat): queue a sync of every approved timecard of the past week that
     still has entries to post. Idempotent: settled entries are skipped, queued cards are
@@ -674,4 +738,3 @@ def timecard_catch_up(connection: str | None = None) -> dict[str, Any]:
     ctx = get_context()
     since, until = catch_up_window(datetime.now(UTC), ctx.settings.timezone)
     return run_catch_up(ctx, since, until, connection=connection, inline=False).as_dict()
-

@@ -76,4 +76,6 @@ def test_catch_up_window_is_the_past_week_in_local_time() -> None:
     with freeze_time("2026-11-30 07:00:00"):
         since, until = catch_up_window(datetime.now(NY), "America/New_York")
     assert until - since >= timedelta(days=7)
-    assert since.astimezone(NY).hour == 0 and since.astimezone(NY).date().isoformat() == "2026-11-23"
+    assert (
+        since.astimezone(NY).hour == 0 and since.astimezone(NY).date().isoformat() == "2026-11-23"
+    )

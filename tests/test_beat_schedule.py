@@ -27,8 +27,11 @@ UTC = ZoneInfo("UTC")
 
 @pytest.fixture
 def base_settings(tmp_path: Path) -> Settings:
-    env = demo_env(tmp_path, infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
-                   database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    env = demo_env(
+        tmp_path,
+        infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
+        database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+    )
     return load_settings(fast_settings_toml(tmp_path), env)
 
 
@@ -66,8 +69,9 @@ def entry(settings: Settings, name: str, clock: Clock) -> Any:
     return sched
 
 
-def fire_times(sched: Any, clock: Clock, start: datetime, days: int,
-               step: timedelta = timedelta(minutes=1)) -> list[datetime]:
+def fire_times(
+    sched: Any, clock: Clock, start: datetime, days: int, step: timedelta = timedelta(minutes=1)
+) -> list[datetime]:
     """Walk the clock like Beat does and note every time the entry is due."""
     last = start
     fired: list[datetime] = []
@@ -116,7 +120,9 @@ def test_catch_up_fires_once_a_week_on_monday_at_two_local(base_settings: Settin
     fired = fire_times(sched, clock, clock.now, days=21)
 
     assert local(fired, "America/New_York") == [
-        "Mon 2026-11-09 02:00 EST", "Mon 2026-11-16 02:00 EST", "Mon 2026-11-23 02:00 EST",
+        "Mon 2026-11-09 02:00 EST",
+        "Mon 2026-11-16 02:00 EST",
+        "Mon 2026-11-23 02:00 EST",
     ]
 
 
@@ -127,7 +133,9 @@ def test_catch_up_keeps_local_time_across_the_autumn_dst_change(base_settings: S
     fired = fire_times(sched, clock, clock.now, days=21)
 
     assert local(fired, "America/New_York") == [
-        "Mon 2026-10-26 02:00 EDT", "Mon 2026-11-02 02:00 EST", "Mon 2026-11-09 02:00 EST",
+        "Mon 2026-10-26 02:00 EDT",
+        "Mon 2026-11-02 02:00 EST",
+        "Mon 2026-11-09 02:00 EST",
     ]
     # the week holding the change is an hour longer in real time
     assert fired[1] - fired[0] == timedelta(days=7, hours=1)
@@ -144,7 +152,9 @@ def test_catch_up_at_a_time_the_spring_change_skips_still_runs_that_week(
 
     # 02:30 does not exist on 2026-03-08 in New York: it runs once, an hour later by the clock
     assert local(fired, "America/New_York") == [
-        "Sun 2026-03-01 02:30 EST", "Sun 2026-03-08 03:30 EDT", "Sun 2026-03-15 02:30 EDT",
+        "Sun 2026-03-01 02:30 EST",
+        "Sun 2026-03-08 03:30 EDT",
+        "Sun 2026-03-15 02:30 EDT",
     ]
 
 
@@ -156,20 +166,28 @@ def test_catch_up_in_a_repeated_hour_runs_once(base_settings: Settings) -> None:
     fired = fire_times(sched, clock, clock.now, days=15)
 
     assert local(fired, "America/New_York") == [
-        "Sun 2026-10-25 01:30 EDT", "Sun 2026-11-01 01:30 EDT", "Sun 2026-11-08 01:30 EST",
+        "Sun 2026-10-25 01:30 EDT",
+        "Sun 2026-11-01 01:30 EDT",
+        "Sun 2026-11-08 01:30 EST",
     ]
 
 
 def test_catch_up_follows_the_configured_zone_day_and_time(base_settings: Settings) -> None:
-    settings = configured(base_settings, tz="America/Los_Angeles", catch_up_day="fri",
-                          catch_up_hour=18, catch_up_minute=45)
+    settings = configured(
+        base_settings,
+        tz="America/Los_Angeles",
+        catch_up_day="fri",
+        catch_up_hour=18,
+        catch_up_minute=45,
+    )
     clock = Clock(datetime(2026, 11, 1, tzinfo=UTC))
     sched = entry(settings, "timecard-catch-up-main", clock)
 
     fired = fire_times(sched, clock, clock.now, days=14)
 
     assert local(fired, "America/Los_Angeles") == [
-        "Fri 2026-11-06 18:45 PST", "Fri 2026-11-13 18:45 PST",
+        "Fri 2026-11-06 18:45 PST",
+        "Fri 2026-11-13 18:45 PST",
     ]
     assert [t.astimezone(UTC).hour for t in fired] == [2, 2]  # Saturday 02:45 UTC
 
@@ -188,7 +206,10 @@ def test_remaining_estimate_counts_real_time_across_dst(base_settings: Settings)
 def test_default_schedule_is_monday_two_oclock(base_settings: Settings) -> None:
     defaults = ScheduleSettings()
     assert (defaults.catch_up_day, defaults.catch_up_hour, defaults.catch_up_minute) == (
-        "mon", 2, 0)
+        "mon",
+        2,
+        0,
+    )
     assert defaults.sweep_every_s == 600
 
 

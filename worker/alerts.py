@@ -176,8 +176,14 @@ def alert_body(a: Alert) -> str:
 
 
 def _message(
-    subject: str, body: str, *, sender: str, recipients: Sequence[str], ids: Sequence[int],
-    scrub: Callable[[str], str], now: datetime,
+    subject: str,
+    body: str,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    ids: Sequence[int],
+    scrub: Callable[[str], str],
+    now: datetime,
 ) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = scrub(subject).replace("\n", " ")[:200]
@@ -209,8 +215,15 @@ def compose_alert(
         + alert_body(a)
         + f"\n\nAlert #{a.id}. stsync mails each distinct problem of a record once.\n"
     )
-    return _message(subject, body, sender=sender, recipients=recipients, ids=[a.id],
-                    scrub=scrub, now=now or datetime.now(UTC))
+    return _message(
+        subject,
+        body,
+        sender=sender,
+        recipients=recipients,
+        ids=[a.id],
+        scrub=scrub,
+        now=now or datetime.now(UTC),
+    )
 
 
 def compose_digest(
@@ -245,8 +258,15 @@ def compose_digest(
     for i, a in enumerate(alerts, 1):
         lines += ["", "-" * 72, f"{i}. Alert #{a.id}", alert_body(a)]
     lines += ["", "List every record that needs attention:  stsync failures", ""]
-    return _message(subject, "\n".join(lines), sender=sender, recipients=recipients,
-                    ids=[a.id for a in alerts], scrub=scrub, now=now or datetime.now(UTC))
+    return _message(
+        subject,
+        "\n".join(lines),
+        sender=sender,
+        recipients=recipients,
+        ids=[a.id for a in alerts],
+        scrub=scrub,
+        now=now or datetime.now(UTC),
+    )
 
 
 # --- SMTP -----------------------------------------------------------------------------------------
@@ -380,8 +400,9 @@ def deliver_alerts(
             continue
         try:
             if cfg.digest_minutes:
-                _deliver_digest(ledger, settings, name, alerts, recipients, now, connect, scrub,
-                                result)
+                _deliver_digest(
+                    ledger, settings, name, alerts, recipients, now, connect, scrub, result
+                )
             else:
                 _deliver_each(ledger, settings, alerts, recipients, now, connect, scrub, result)
         except (smtplib.SMTPException, OSError) as exc:
@@ -395,8 +416,7 @@ def deliver_alerts(
     if result.mails:
         log.info(
             "alert mails sent",
-            extra={"outcome": "alerts_mailed", "mails": result.mails,
-                   "alerts": result.alerts_sent},
+            extra={"outcome": "alerts_mailed", "mails": result.mails, "alerts": result.alerts_sent},
         )
     return result
 
@@ -420,8 +440,9 @@ def _deliver_each(
         session = connect(settings.alerts)
         try:
             for a in mine:
-                msg = compose_alert(a, sender=settings.alerts.sender, recipients=recipients,
-                                    scrub=scrub, now=now)
+                msg = compose_alert(
+                    a, sender=settings.alerts.sender, recipients=recipients, scrub=scrub, now=now
+                )
                 session.send(msg, recipients)
                 unsent.remove(a.id)
                 result.mails += 1
@@ -456,8 +477,15 @@ def _deliver_digest(
         return
     sent = False
     try:
-        msg = compose_digest(mine, connection=connection, sender=settings.alerts.sender,
-                             recipients=recipients, every_minutes=every, scrub=scrub, now=now)
+        msg = compose_digest(
+            mine,
+            connection=connection,
+            sender=settings.alerts.sender,
+            recipients=recipients,
+            every_minutes=every,
+            scrub=scrub,
+            now=now,
+        )
         session = connect(settings.alerts)
         try:
             session.send(msg, recipients)
@@ -470,4 +498,3 @@ def _deliver_digest(
     ledger.set_watermark(connection, DIGEST_WATERMARK, now.isoformat())
     result.mails += 1
     result.alerts_sent += len(mine)
-

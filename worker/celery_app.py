@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from clients.errors import ConfigError
@@ -39,10 +40,37 @@ class Queue(StrEnum):
 TASK_PACKAGES = ["tasks"]
 
 
+#: how long a sync task's outcome stays in the result backend (Redis): long enough for
+#: ``push_invoice_to_spectrum.delay(1036, "main").get(timeout=30)`` and Flower, short enough that
+#: results never pile up (the ledger is the record of what happened)
+RESULT_EXPIRES_S = 3600
+
+
+class ResultsOnDemand(RedisBackend):
+    """Celery's Redis result backend, minus one subscription per published task.
+
+    Celery's Redis backend subscribes every producer to each task's result channel when it
+    publishes (``on_task_call``), so an ingest or a sweep that never reads a result would hold a
+    subscription per task. Here only ``AsyncResult.get()`` subscribes, and it reads the stored
+    result first (``on_wait_for_pending``), so a result stored before the call is not missed.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
+def result_backend_url(broker_url: str) -> str | None:
+    """The result backend for a broker URL: the same Redis (None for a unix socket broker)."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return f"{__name__}:ResultsOnDemand+{broker_url}"
+    return None
+
+
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     """Celery settings for this deployment."""
     rel = settings.reliability
     transport: dict[str, Any] = {}
+    results: dict[str, Any] = {}
     if broker_url.startswith(("redis://", "rediss://", "unix://")):
         transport = {
             "visibility_timeout": rel.visibility_timeout_s,
@@ -55,6 +83,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         }
         if settings.redis_key_prefix:
             transport["global_keyprefix"] = settings.redis_key_prefix
+            results["global_keyprefix"] = settings.redis_key_prefix
     else:
         raise ConfigError(
             f"BROKER_URL {broker_url.split('://')[0]}:// is not supported: stsync runs on Redis "
@@ -70,7 +99,14 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
+        # results only for tasks that opt in (the sync tasks: their outcome, or RecordFailed
+        # with the reason), on the broker's Redis, expiring after RESULT_EXPIRES_S
         "task_ignore_result": True,
+        "result_backend": result_backend_url(broker_url),
+        "result_backend_transport_options": results,
+        "result_expires": RESULT_EXPIRES_S,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
@@ -108,6 +144,15 @@ def _drop_connection_pools() -> None:
         amqp._producer_pool = None
 
 
+def _drop_result_backend() -> None:
+    """Forget the result backend Celery built for the previous configuration: Celery caches it on
+    first use, so without this a re-configured URL or key prefix would not apply to results."""
+    setattr(app, "_backend_cache", None)  # noqa: B010 - private attribute, untyped in the stubs
+    local = getattr(app, "_local", None)
+    if local is not None and hasattr(local, "backend"):
+        del local.backend
+
+
 def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
     """Configure the app for ``settings`` (broker resolved now) and return it."""
     broker_url = resolve_broker_url(settings, start=start_broker)
@@ -115,6 +160,7 @@ def configure(settings: Settings, *, start_broker: bool = False) -> Celery:
     conf.pop("task_queues_names")
     _drop_connection_pools()
     app.conf.update(conf)
+    _drop_result_backend()
     from kombu import Queue as KQueue
 
     app.conf.task_queues = [KQueue(q.value, routing_key=q.value) for q in Queue]

@@ -1,4 +1,4 @@
-"""Run the ledger's Alembic migrations programmatically (``stsync db upgrade``, and at start-up)."""
+"""Run the ledger's Alembic migrations programmatically (`stsync db upgrade`, `stsync demo`)."""
 
 from __future__ import annotations
 

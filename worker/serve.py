@@ -38,8 +38,7 @@ class ThreadServer:
     def __init__(self, app: Any, port: int, *, start_timeout_s: float = 15.0) -> None:
         self.port = port
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False,
-                           log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

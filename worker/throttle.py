@@ -64,8 +64,9 @@ class WriteSlots:
 
     def _try(self, token: str) -> bool:
         self._free_dead_holders()
-        got = self._acquire(keys=[self._holders], args=[token, time.time(), self.lease_s,
-                                                        self.limit])
+        got = self._acquire(
+            keys=[self._holders], args=[token, time.time(), self.lease_s, self.limit]
+        )
         return bool(got)
 
     def _release(self, token: str) -> None:

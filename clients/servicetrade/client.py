@@ -460,9 +460,7 @@ class ServiceTradeClient:
                 return
             page += 1
 
-    def _iter_models(
-        self, resource: str, model: type[M], params: Mapping[str, Any]
-    ) -> Iterator[M]:
+    def _iter_models(self, resource: str, model: type[M], params: Mapping[str, Any]) -> Iterator[M]:
         for page in self.iter_pages(resource, a.PLURAL_KEYS[resource], params):
             for item in page:
                 yield _parse(model, item, f"ServiceTrade {resource} {item.get('id', '?')}")
@@ -479,9 +477,7 @@ class ServiceTradeClient:
 
     def iter_jobs(self, updated_after: int | None = None, status: str = "all") -> Iterator[Job]:
         """Jobs; ``status="all"`` because ``GET /job`` defaults to ``scheduled`` only (§5.3)."""
-        yield from self._iter_models(
-            "job", Job, {"updatedAfter": updated_after, "status": status}
-        )
+        yield from self._iter_models("job", Job, {"updatedAfter": updated_after, "status": status})
 
     def iter_invoices(
         self, status: str | Sequence[str] | None = None, updated_after: int | None = None

@@ -97,11 +97,19 @@ def _soap_answer(resp: httpx.Response, svc: Service, what: str, write: bool) -> 
     status = resp.status_code
     found = verdict(status, Endpoint.SERVICES)
     if found in (Verdict.REAUTHENTICATE, Verdict.DENIED):
-        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}: Spectrum refused "
-                           "the credentials", write=write)
+        raise status_error(
+            resp,
+            Endpoint.SERVICES,
+            f"{what}: HTTP {status}: Spectrum refused the credentials",
+            write=write,
+        )
     if status == 404:
-        raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP 404: no web service at "
-                           f"/ws/{svc.name} (base URL?)", write=write)
+        raise status_error(
+            resp,
+            Endpoint.SERVICES,
+            f"{what}: HTTP 404: no web service at /ws/{svc.name} (base URL?)",
+            write=write,
+        )
     server_side = found is Verdict.SERVER
     if found not in (Verdict.OK, Verdict.SERVER):
         raise status_error(resp, Endpoint.SERVICES, f"{what}: HTTP {status}", write=write)
@@ -326,7 +334,12 @@ class SpectrumClient:
 
         def send(guid: str) -> PutResult:
             return self._soap(
-                svc, values, guid, write=True, digest=digest, interpret=interpret,
+                svc,
+                values,
+                guid,
+                write=True,
+                digest=digest,
+                interpret=interpret,
                 describe=describe,
             )
 
@@ -368,8 +381,13 @@ class SpectrumClient:
 
         def attempt() -> GetResult:
             return self._soap(
-                svc, values, str(uuid.uuid4()), write=False, digest=digest,
-                interpret=interpret, describe=describe,
+                svc,
+                values,
+                str(uuid.uuid4()),
+                write=False,
+                digest=digest,
+                interpret=interpret,
+                describe=describe,
             )
 
         return retrying(self._retry_wait_s)(attempt)

@@ -219,9 +219,7 @@ class InfoLinkReader:
 
     def _find(self, table: Table, column: str, value: str) -> dict[str, Any] | None:
         rows = self._rows(
-            select(table)
-            .where(self._co(table), _t(table.c[column]) == value.strip())
-            .limit(1)
+            select(table).where(self._co(table), _t(table.c[column]) == value.strip()).limit(1)
         )
         return rows[0] if rows else None
 
@@ -385,8 +383,11 @@ class InfoLinkReader:
         """``(PO number, line number)`` of every PO line Spectrum holds now (keys only: finds the
         lines deleted in Spectrum, which no ``Date_Modified`` shows, without rereading the POs)."""
         d = s.po_details
-        rows = self._rows(select(_t(d.c.PO_Number).label("po"), _t(d.c.Line_Number).label("ln"))
-                          .where(self._co(d)))
+        rows = self._rows(
+            select(_t(d.c.PO_Number).label("po"), _t(d.c.Line_Number).label("ln")).where(
+                self._co(d)
+            )
+        )
         return {(str(r["po"]), str(r["ln"])) for r in rows}
 
     @staticmethod

@@ -41,4 +41,3 @@ class PoLine(BaseModel):
     line_status: str | None = None
     #: the later of the header's and the line's ``Date_Modified``
     modified_at: datetime | None = None
-

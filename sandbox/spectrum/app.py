@@ -131,7 +131,12 @@ def create_app(
     app.include_router(_tables_router(db))
 
     def record(
-        service: str, request: Request, body: bytes, status: int, outcome: str, started: float,
+        service: str,
+        request: Request,
+        body: bytes,
+        status: int,
+        outcome: str,
+        started: float,
         at: float,
     ) -> None:
         injector.record(
@@ -153,14 +158,23 @@ def create_app(
         body = await request.body()
         service = SERVICES.get(service_name)
         if service is None:
-            record(service_name, request, body, assume.FAULT_HTTP_STATUS, "client_fault",
-                   started, at)
+            record(
+                service_name, request, body, assume.FAULT_HTTP_STATUS, "client_fault", started, at
+            )
             return _fault(*assume.UNKNOWN_SERVICE_FAULT)
         if not admin.bearer_ok(request.headers.get("authorization")):
-            record(service.name, request, body, assume.BEARER_MISSING_STATUS, "unauthorized",
-                   started, at)
-            response = _fault("SOAP-ENV:Client", "A valid Bearer token is required",
-                              assume.BEARER_MISSING_STATUS)
+            record(
+                service.name,
+                request,
+                body,
+                assume.BEARER_MISSING_STATUS,
+                "unauthorized",
+                started,
+                at,
+            )
+            response = _fault(
+                "SOAP-ENV:Client", "A valid Bearer token is required", assume.BEARER_MISSING_STATUS
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="Spectrum"'
             return response
         await injector.delay()
@@ -173,13 +187,15 @@ def create_app(
         try:
             result = serve(service, parse_request(body), admin, db)
         except SoapRequestError as exc:
-            record(service.name, request, body, assume.FAULT_HTTP_STATUS, "client_fault",
-                   started, at)
+            record(
+                service.name, request, body, assume.FAULT_HTTP_STATUS, "client_fault", started, at
+            )
             return _fault(exc.faultcode, exc.faultstring)
         except Exception:  # a simulator bug: answer like Spectrum would, and keep the trace
             log.exception("Spectrum sandbox failed serving %s", service.name)
-            record(service.name, request, body, assume.FAULT_HTTP_STATUS, "server_error",
-                   started, at)
+            record(
+                service.name, request, body, assume.FAULT_HTTP_STATUS, "server_error", started, at
+            )
             return _server_fault()
         if outcome in ("ghost", "timeout"):
             # the write above is committed; the caller only sees a server fault

@@ -35,9 +35,7 @@ class Outcome:
 
 
 def _get_error(rows: list[Row]) -> list[Record]:
-    return [
-        {"Error_Code": c, "Error_Description": d, "Error_Column": col} for c, d, col in rows
-    ]
+    return [{"Error_Code": c, "Error_Description": d, "Error_Column": col} for c, d, col in rows]
 
 
 def serve(service: Service, call: SoapCall, admin: AdminState, db: SpectrumDB) -> Outcome:
@@ -78,8 +76,12 @@ def serve(service: Service, call: SoapCall, admin: AdminState, db: SpectrumDB) -
     guid = values["GUID"]
     if len(guid) > assume.GUID_MAX_LEN:
         early.append(
-            ("I", f"GUID is invalid, value is {len(guid)} characters; Spectrum allows "
-             f"{assume.GUID_MAX_LEN}", "GUID")
+            (
+                "I",
+                f"GUID is invalid, value is {len(guid)} characters; Spectrum allows "
+                f"{assume.GUID_MAX_LEN}",
+                "GUID",
+            )
         )
     else:
         refused = admin.use_guid(service.name, guid, auth.authorization_id)

@@ -51,8 +51,9 @@ def _records(ck: Checks, table: Table, key: str, names: Iterable[str]) -> list[R
     return out
 
 
-def _statuses(ck: Checks, param: str, value: str, blank: frozenset[str] | None,
-              allowed: str) -> frozenset[str] | None:
+def _statuses(
+    ck: Checks, param: str, value: str, blank: frozenset[str] | None, allowed: str
+) -> frozenset[str] | None:
     """The statuses a status parameter selects (None: every status)."""
     if value == "":
         return blank
@@ -137,9 +138,7 @@ def get_phase(ck: Checks, p: Values) -> list[Record]:
     if ck.rows:
         return []
     records = []
-    for row in ck.conn.execute(
-        sa.select(il.phases).where(il.phases.c.Company_Code == ck.company)
-    ):
+    for row in ck.conn.execute(sa.select(il.phases).where(il.phases.c.Company_Code == ck.company)):
         m = row._mapping
         records.append(
             {

@@ -29,8 +29,27 @@ PutHandler = Callable[[Checks, Values], list[Row]]
 #: Built-in Spectrum pay types accepted besides the company's PR_PAY_TYPE_MC rows (reference §6;
 #: ``I*`` = any code starting with I).
 BUILTIN_PAY_TYPES = frozenset(
-    {"R", "O", "D", "H", "V", "S", "M", "SA", "ER", "EO", "ED", "EU", "RP", "JX", "1", "2", "3",
-     "Q", "U"}
+    {
+        "R",
+        "O",
+        "D",
+        "H",
+        "V",
+        "S",
+        "M",
+        "SA",
+        "ER",
+        "EO",
+        "ED",
+        "EU",
+        "RP",
+        "JX",
+        "1",
+        "2",
+        "3",
+        "Q",
+        "U",
+    }
 )
 
 
@@ -77,7 +96,10 @@ def add_customer(ck: Checks, v: Values) -> list[Row]:
     ck.ref("Terms_Code", v["Terms_Code"], il.terms, what="terms code")
     ck.ref("Sales_Tax_Code", v["Sales_Tax_Code"], il.sales_tax_codes, what="sales tax code")
     ck.ref(
-        "Salesperson", v["Salesperson"], il.salespersons, table_column="Salesperson_Code",
+        "Salesperson",
+        v["Salesperson"],
+        il.salespersons,
+        table_column="Salesperson_Code",
         what="salesperson",
     )
     ck.ref("Cost_Center", v["Cost_Center"], il.cost_centers, what="cost center")
@@ -87,16 +109,20 @@ def add_customer(ck: Checks, v: Values) -> list[Row]:
     row = _columns(il.customers, v)
     row.update(Company_Code=ck.company, Status="A", Date_Created=ck.admin.today())
     ck.conn.execute(il.customers.insert(), row)
-    merge_extras(ck.conn, il.customers.name, ck.company, v["Customer_Code"],
-                 _extras(il.customers, v))
+    merge_extras(
+        ck.conn, il.customers.name, ck.company, v["Customer_Code"], _extras(il.customers, v)
+    )
     return []
 
 
 def add_wo_site_address(ck: Checks, v: Values) -> list[Row]:
     customer = None
     if v["Site_Customer_Code"] and ck.ref(
-        "Site_Customer_Code", v["Site_Customer_Code"], il.customers,
-        table_column="Customer_Code", what="customer",
+        "Site_Customer_Code",
+        v["Site_Customer_Code"],
+        il.customers,
+        table_column="Customer_Code",
+        what="customer",
     ):
         customer = ck.find(il.customers, Customer_Code=v["Site_Customer_Code"])
     ck.ref("Sales_Tax_Code", v["Sales_Tax_Code"], il.sales_tax_codes, what="sales tax code")
@@ -127,8 +153,11 @@ def _job_refs(ck: Checks, v: Values) -> None:
         and not ck.exists(il.tax_classes, Tax_Class_Code=tax_class)
         and not ck.exists(il.sales_tax_codes, Sales_Tax_Code=tax_class)
     ):
-        ck.add("I", "Tax_Class_Code",
-               f"Tax_Class_Code is invalid, tax class {tax_class} is not on file")
+        ck.add(
+            "I",
+            "Tax_Class_Code",
+            f"Tax_Class_Code is invalid, tax class {tax_class} is not on file",
+        )
     ck.ref("WO_Site", v["WO_Site"], il.sites, table_column="Site_ID", what="WO site")
     ck.ref("Cost_Center", v["Cost_Center"], il.cost_centers, what="cost center")
 
@@ -210,8 +239,11 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
         ck.add("I", "Phase_Code", "Phase_Code is invalid, dashes are not allowed")
     ck.ref("Cost_Type", cost_type, il.cost_types, what="cost type")
     ck.ref(
-        "Phase_Cost_Center", v["Phase_Cost_Center"], il.cost_centers,
-        table_column="Cost_Center", what="cost center",
+        "Phase_Cost_Center",
+        v["Phase_Cost_Center"],
+        il.cost_centers,
+        table_column="Cost_Center",
+        what="cost center",
     )
     same_phase = (
         ck.find(il.phases, Job_Number=job_number, Phase_Code=phase) if job is not None else None
@@ -226,8 +258,9 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
     changes = _columns(il.phases, values, rename=_PHASE_RENAME)
     for key in ("Job_Number", "Phase_Code", "Cost_Type"):
         changes.pop(key, None)
-    combo = _keyed(il.phases, ck.company, Job_Number=job_number, Phase_Code=phase,
-                   Cost_Type=cost_type)
+    combo = _keyed(
+        il.phases, ck.company, Job_Number=job_number, Phase_Code=phase, Cost_Type=cost_type
+    )
     existing = ck.conn.execute(sa.select(il.phases).where(*combo).limit(1)).first()
     description = changes.pop("Description", None)
     if existing is None:
@@ -236,8 +269,14 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
         changes.setdefault("Status_Code", "A")
         ck.conn.execute(
             il.phases.insert(),
-            {"Company_Code": ck.company, "Job_Number": job_number, "Phase_Code": phase,
-             "Cost_Type": cost_type, "Description": description, **changes},
+            {
+                "Company_Code": ck.company,
+                "Job_Number": job_number,
+                "Phase_Code": phase,
+                "Cost_Type": cost_type,
+                "Description": description,
+                **changes,
+            },
         )
         return []
     if changes:
@@ -275,8 +314,11 @@ def work_order_header(ck: Checks, v: Values) -> list[Row]:
         elif ref_code == "J":
             ck.ref("WO_Job_Number", target, il.jobs, table_column="Job_Number", what="job")
     ck.ref(
-        "Bill_Customer_Code", v["Bill_Customer_Code"], il.customers,
-        table_column="Customer_Code", what="customer",
+        "Bill_Customer_Code",
+        v["Bill_Customer_Code"],
+        il.customers,
+        table_column="Customer_Code",
+        what="customer",
     )
     ck.ref("Cost_Center", v["Cost_Center"], il.cost_centers, what="cost center")
     if existing is None:
@@ -360,15 +402,14 @@ def pre_time_card(ck: Checks, v: Values) -> list[Row]:
 def check_ar_header(ck: Checks, h: Values) -> dict[str, Any] | None:
     """Header rules; returns the customer row when it is on file."""
     customer = None
-    if ck.ref("Customer_Code", h["Customer_Code"], il.customers, what="customer") and h[
-        "Customer_Code"
-    ]:
+    if (
+        ck.ref("Customer_Code", h["Customer_Code"], il.customers, what="customer")
+        and h["Customer_Code"]
+    ):
         customer = ck.find(il.customers, Customer_Code=h["Customer_Code"])
     ck.ref("Job_Number", h["Job_Number"], il.jobs, what="job")
     ck.ref("Terms_Code", h["Terms_Code"], il.terms, what="terms code")
-    ck.ref(
-        "Salesperson_Code", h["Salesperson_Code"], il.salespersons, what="salesperson"
-    )
+    ck.ref("Salesperson_Code", h["Salesperson_Code"], il.salespersons, what="salesperson")
     ck.ref("Sales_Tax_Code", h["Sales_Tax_Code"], il.sales_tax_codes, what="sales tax code")
     ck.unique("Invoice_Or_Transaction", h["Invoice_Or_Transaction"], il.ar_invoices)
     ck.in_window("AR", "GL_Date", h["GL_Date"])
@@ -391,8 +432,13 @@ def check_ar_line(ck: Checks, d: Values) -> None:
                 f"GL_Account is invalid, {gl} is a direct cost account; "
                 "invoices need a non-direct account",
             )
-    ck.ref("Income_Cost_Center", d.get("Income_Cost_Center", ""), il.cost_centers,
-           table_column="Cost_Center", what="cost center")
+    ck.ref(
+        "Income_Cost_Center",
+        d.get("Income_Cost_Center", ""),
+        il.cost_centers,
+        table_column="Cost_Center",
+        what="cost center",
+    )
     ck.not_negative("Line_Extension", d.get("Line_Extension", ""))
 
 

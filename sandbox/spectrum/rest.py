@@ -119,9 +119,9 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _values(raw: Mapping[str, Any], names: tuple[str, ...], where: str) -> tuple[
-    dict[str, str], list[Row]
-]:
+def _values(
+    raw: Mapping[str, Any], names: tuple[str, ...], where: str
+) -> tuple[dict[str, str], list[Row]]:
     out: dict[str, str] = {}
     rows: list[Row] = []
     for name in names:
@@ -188,9 +188,9 @@ def _one_invoice(
     return number, []
 
 
-def serve_invoices(payload: Any, caller: Caller, admin: AdminState, db: SpectrumDB) -> dict[
-    str, Any
-]:
+def serve_invoices(
+    payload: Any, caller: Caller, admin: AdminState, db: SpectrumDB
+) -> dict[str, Any]:
     """Import every valid invoice of the batch (one transaction); a bad invoice is rejected whole
     while the others import (§6). The response shape is assumption §9.7."""
     items = invoices_of(payload)

@@ -32,9 +32,7 @@ def _term(term: str) -> Matcher:
 
         return in_range
     if "*" in term or "?" in term:
-        pattern = "".join(
-            ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in term
-        )
+        pattern = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in term)
         flags = 0 if assume.SUPERSELECT_CASE_SENSITIVE else re.IGNORECASE
         rx = re.compile(f"^{pattern}$", flags | re.DOTALL)
         return lambda value: rx.match(value) is not None

@@ -92,9 +92,9 @@ def _lookup(table: Table, columns: tuple[str, ...], *, exists: bool) -> sa.Selec
     key = (table.name, columns, exists)
     stmt = _LOOKUPS.get(key)
     if stmt is None:
-        stmt = (
-            sa.select(sa.literal(1)).select_from(table) if exists else sa.select(table)
-        ).where(table.c.Company_Code == sa.bindparam("p_company"))
+        stmt = (sa.select(sa.literal(1)).select_from(table) if exists else sa.select(table)).where(
+            table.c.Company_Code == sa.bindparam("p_company")
+        )
         for col in columns:
             stmt = stmt.where(table.c[col] == sa.bindparam(f"p_{col}"))
         stmt = _LOOKUPS[key] = stmt.limit(1)

@@ -30,7 +30,7 @@ FORBIDDEN_IN_CODES = set("/*?\"'><#,&~")
 HOSTILE_NAMES: dict[str, str] = {
     "over length": "The Extraordinarily Long Named Hospitality And Restaurant Group " * 4,
     "control characters": "Bad\x00Name\x07 Co\r\n\t\x1b[31mRed\x7f",
-    "forbidden key characters": "O'Neil/Smith * ? \"Quoted\" <b> #1, A&B ~ Co",
+    "forbidden key characters": 'O\'Neil/Smith * ? "Quoted" <b> #1, A&B ~ Co',
     "emoji and accents": "Café 🔥 Crème Brûlée 👩‍🍳 Bakery",
     "right-to-left override": "Evil \u202eoC liveE\u202c Corp",
     "zero-width and combining": "Ze\u200bro\u200d Wi\u0301dth",
@@ -48,14 +48,25 @@ HOSTILE_ADDRESSES: dict[str, Any] = {
     "over length and odd state": {
         "street": "1234 Research Triangle Parkway Building Seven Suite 300 Attn Receiving Dock B",
         "city": "Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch",
-        "state": "North Carolina", "postalCode": "27701-1234-5678-9999"},
-    "unicode": {"street": "１２ Ｍａｉｎ Ｓｔ 🏠", "city": "Zürich", "state": "nc",
-                "postalCode": "٢٧٧٠١"},
+        "state": "North Carolina",
+        "postalCode": "27701-1234-5678-9999",
+    },
+    "unicode": {
+        "street": "１２ Ｍａｉｎ Ｓｔ 🏠",
+        "city": "Zürich",
+        "state": "nc",
+        "postalCode": "٢٧٧٠١",
+    },
     "wrong types": {"street": 12, "city": ["Durham"], "state": 5, "postalCode": 27701},
 }
 
-HOSTILE_PHONES = ["call me maybe", "☎ ²³⁴ ٣٣٣ 555-0100", "+1 (919) 555-0100 ext. 99999999999999",
-                  "", "0" * 40]
+HOSTILE_PHONES = [
+    "call me maybe",
+    "☎ ²³⁴ ٣٣٣ 555-0100",
+    "+1 (919) 555-0100 ext. 99999999999999",
+    "",
+    "0" * 40,
+]
 
 
 def _printable_within(table: Any, row: dict[str, Any]) -> list[str]:
@@ -72,7 +83,12 @@ def _printable_within(table: Any, row: dict[str, Any]) -> list[str]:
 
 
 def _sync_and_check(
-    ctx: Any, spectrum_db: Any, sync: Any, record_type: str, source_id: int, table: Any,
+    ctx: Any,
+    spectrum_db: Any,
+    sync: Any,
+    record_type: str,
+    source_id: int,
+    table: Any,
     key_column: str,
 ) -> Any:
     before = spectrum_db.count(table.name)
@@ -101,9 +117,10 @@ def _sync_and_check(
 
 def _company(st_state: Any, **fields: Any) -> int:
     base: dict[str, Any] = {
-        "name": "Plain Name LLC", "isCustomer": True, "status": "active",
-        "address": {"street": "1 Main St", "city": "Durham", "state": "NC",
-                    "postalCode": "27701"},
+        "name": "Plain Name LLC",
+        "isCustomer": True,
+        "status": "active",
+        "address": {"street": "1 Main St", "city": "Durham", "state": "NC", "postalCode": "27701"},
         "phone": "919-555-0100",
     }
     base.update(fields)
@@ -113,8 +130,9 @@ def _company(st_state: Any, **fields: Any) -> int:
 @pytest.mark.parametrize("case", sorted(HOSTILE_NAMES))
 def test_hostile_company_names(ctx: Any, st_state: Any, spectrum_db: Any, case: str) -> None:
     cid = _company(st_state, name=HOSTILE_NAMES[case])
-    out = _sync_and_check(ctx, spectrum_db, sync_customer, "customer", cid, t.customers,
-                          "Customer_Code")
+    out = _sync_and_check(
+        ctx, spectrum_db, sync_customer, "customer", cid, t.customers, "Customer_Code"
+    )
     if case.startswith("only "):
         assert out.result == "failed" and "name" in out.message.lower()
 
@@ -122,15 +140,15 @@ def test_hostile_company_names(ctx: Any, st_state: Any, spectrum_db: Any, case: 
 @pytest.mark.parametrize("case", sorted(HOSTILE_ADDRESSES))
 def test_hostile_company_addresses(ctx: Any, st_state: Any, spectrum_db: Any, case: str) -> None:
     cid = _company(st_state, address=copy.deepcopy(HOSTILE_ADDRESSES[case]))
-    _sync_and_check(ctx, spectrum_db, sync_customer, "customer", cid, t.customers,
-                    "Customer_Code")
+    _sync_and_check(ctx, spectrum_db, sync_customer, "customer", cid, t.customers, "Customer_Code")
 
 
 @pytest.mark.parametrize("phone", HOSTILE_PHONES)
 def test_hostile_phones(ctx: Any, st_state: Any, spectrum_db: Any, phone: str) -> None:
     cid = _company(st_state, phone=phone)
-    out = _sync_and_check(ctx, spectrum_db, sync_customer, "customer", cid, t.customers,
-                          "Customer_Code")
+    out = _sync_and_check(
+        ctx, spectrum_db, sync_customer, "customer", cid, t.customers, "Customer_Code"
+    )
     assert out.ok
 
 
@@ -138,19 +156,30 @@ def test_sixteen_digit_ids_for_a_company_and_its_location(
     ctx: Any, st_state: Any, spectrum_db: Any
 ) -> None:
     cid = _company(st_state, id=BIG_ID, name="Sixteen Digit Holdings")
-    loc = st_state.create("location", {
-        "id": BIG_ID + 1, "name": "Sixteen Digit HQ", "status": "active",
-        "company": {"id": cid, "name": "Sixteen Digit Holdings"},
-        "address": {"street": "1 Main St", "city": "Durham", "state": "NC", "postalCode": "27701"},
-    })
+    loc = st_state.create(
+        "location",
+        {
+            "id": BIG_ID + 1,
+            "name": "Sixteen Digit HQ",
+            "status": "active",
+            "company": {"id": cid, "name": "Sixteen Digit Holdings"},
+            "address": {
+                "street": "1 Main St",
+                "city": "Durham",
+                "state": "NC",
+                "postalCode": "27701",
+            },
+        },
+    )
     _sync_and_check(ctx, spectrum_db, sync_site, "site", int(loc["id"]), t.sites, "Site_ID")
     rec = ctx.ledger.get(RecordKey("main", "customer", str(BIG_ID)))
     assert rec.status is Status.DONE
     assert st_state.get("company", BIG_ID)["externalIds"]["spectrum"] == rec.spectrum_key
 
 
-@pytest.mark.parametrize("case", ["name over length", "no address", "control characters",
-                                  "only emoji", "unknown state"])
+@pytest.mark.parametrize(
+    "case", ["name over length", "no address", "control characters", "only emoji", "unknown state"]
+)
 def test_hostile_locations(ctx: Any, st_state: Any, spectrum_db: Any, case: str) -> None:
     cid = _company(st_state, name=f"Owner of {case}")
     cases: dict[str, dict[str, Any]] = {
@@ -158,29 +187,49 @@ def test_hostile_locations(ctx: Any, st_state: Any, spectrum_db: Any, case: str)
         "no address": {"address": None},
         "control characters": {"name": "Dock\x00 7\x1b", "phoneNumber": "\x07919-555-0100"},
         "only emoji": {"name": "🏭🏭"},
-        "unknown state": {"address": {"street": "1 A St", "city": "X", "state": "ZZ",
-                                      "postalCode": "1"}},
+        "unknown state": {
+            "address": {"street": "1 A St", "city": "X", "state": "ZZ", "postalCode": "1"}
+        },
     }
     fields = cases[case]
-    loc = st_state.create("location", {
-        "name": "Site", "status": "active", "company": {"id": cid, "name": f"Owner of {case}"},
-        "address": {"street": "1 Main St", "city": "Durham", "state": "NC", "postalCode": "27701"},
-        **fields,
-    })
+    loc = st_state.create(
+        "location",
+        {
+            "name": "Site",
+            "status": "active",
+            "company": {"id": cid, "name": f"Owner of {case}"},
+            "address": {
+                "street": "1 Main St",
+                "city": "Durham",
+                "state": "NC",
+                "postalCode": "27701",
+            },
+            **fields,
+        },
+    )
     _sync_and_check(ctx, spectrum_db, sync_site, "site", int(loc["id"]), t.sites, "Site_ID")
 
 
 def _item(template: dict[str, Any], qty: Any, price: Any) -> dict[str, Any]:
-    item = {k: v for k, v in template.items()
-            if k not in ("id", "subtotal", "taxAmount", "totalPrice")}
+    item = {
+        k: v for k, v in template.items() if k not in ("id", "subtotal", "taxAmount", "totalPrice")
+    }
     item.update(quantity=qty, price=price)
     return item
 
 
-@pytest.mark.parametrize("case", [
-    "negative quantity", "all lines negative", "zero quantity", "huge quantity",
-    "many decimals", "emoji description", "no items",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "negative quantity",
+        "all lines negative",
+        "zero quantity",
+        "huge quantity",
+        "many decimals",
+        "emoji description",
+        "no items",
+    ],
+)
 def test_hostile_invoice_lines(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any, case: str
 ) -> None:
@@ -206,8 +255,11 @@ def test_hostile_invoice_lines(
     added = spectrum_db.count(t.ar_invoices.name) - before
     if out.ok:
         assert rec.status is Status.DONE and added >= 1
-        docs = [r for r in spectrum_db.rows(t.ar_invoices.name)
-                if r["Invoice_Or_Transaction"].strip() in (f"ST{inv_id}", f"SC{inv_id}")]
+        docs = [
+            r
+            for r in spectrum_db.rows(t.ar_invoices.name)
+            if r["Invoice_Or_Transaction"].strip() in (f"ST{inv_id}", f"SC{inv_id}")
+        ]
         assert len(docs) == added
         for doc in docs:
             assert Decimal(str(doc["Invoice_Amount"])) >= 0  # Spectrum takes no negatives
@@ -224,9 +276,12 @@ def test_hostile_invoice_lines(
 def test_hostile_timecard_hours(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any, hours: float
 ) -> None:
-    card = next(tc for tc in world.servicetrade["timecard"]
-                if tc["user"]["externalIds"].get("spectrum")
-                and any(e["kind"] == "generic" for e in tc["entries"]))
+    card = next(
+        tc
+        for tc in world.servicetrade["timecard"]
+        if tc["user"]["externalIds"].get("spectrum")
+        and any(e["kind"] == "generic" for e in tc["entries"])
+    )
     entries = [dict(e) for e in st_state.get("timecard", card["id"])["entries"]]
     target = next(e for e in entries if e["kind"] == "generic")
     target["hours"] = hours
@@ -238,8 +293,9 @@ def test_hostile_timecard_hours(
         pytest.fail(f"timecard {card['id']}: the sync raised {type(exc).__name__}: {exc}")
     sid = f"{card['id']}:{target['id']}"
     rec = ctx.ledger.get(RecordKey("main", "timecard_entry", sid))
-    done = [r for r in ctx.ledger.list_records(record_type="timecard_entry")
-            if r.status is Status.DONE]
+    done = [
+        r for r in ctx.ledger.list_records(record_type="timecard_entry") if r.status is Status.DONE
+    ]
     assert spectrum_db.count(t.pre_time.name) - before == len(done)
     if rec is not None and rec.status is Status.DONE:
         (row,) = spectrum_db.rows(t.pre_time.name, Message=rec.spectrum_key)
@@ -248,4 +304,5 @@ def test_hostile_timecard_hours(
         # no hours to pay is skipped, impossible hours fail; either way the reason names it
         assert rec is not None and rec.status in (Status.FAILED, Status.SKIPPED), rec
         assert sid.split(":")[1] in (rec.last_error or "") or str(card["id"]) in (
-            rec.last_error or "")
+            rec.last_error or ""
+        )

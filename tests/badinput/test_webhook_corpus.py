@@ -39,8 +39,10 @@ def raw(obj: Any) -> bytes:
 
 
 def _deep(depth: int) -> bytes:
-    return (b'{"messageId":"m","data":[{"action":"created","entity":{"type":"company","id":1,'
-            b'"x":' + b"[" * depth + b"]" * depth + b"}}]}")
+    return (
+        b'{"messageId":"m","data":[{"action":"created","entity":{"type":"company","id":1,'
+        b'"x":' + b"[" * depth + b"]" * depth + b"}}]}"
+    )
 
 
 #: name -> body; every one must be refused (4xx) and enqueue nothing
@@ -80,13 +82,13 @@ REFUSED: dict[str, bytes] = {
     "id 2**64": raw(delivery(event(eid=2**64))),
     "id 10**30": raw(delivery(event(eid=10**30))),
     "id 1e400 (float overflow)": b'{"messageId":"m","data":[{"action":"created",'
-                                 b'"entity":{"type":"company","id":1e400}}]}',
+    b'"entity":{"type":"company","id":1e400}}]}',
     "id NaN": b'{"messageId":"m","data":[{"action":"created","entity":{"type":"company",'
-              b'"id":NaN}}]}',
+    b'"id":NaN}}]}',
     "id Infinity": b'{"messageId":"m","data":[{"action":"created","entity":{"type":"company",'
-                   b'"id":Infinity}}]}',
+    b'"id":Infinity}}]}',
     "id -Infinity": b'{"messageId":"m","data":[{"action":"created","entity":{"type":"company",'
-                    b'"id":-Infinity}}]}',
+    b'"id":-Infinity}}]}',
     "id a list": raw(delivery(event(eid=[5]))),
     "id an object": raw(delivery(event(eid={"id": 5}))),
     "type a number": raw(delivery(event(etype=3))),
@@ -98,21 +100,23 @@ REFUSED: dict[str, bytes] = {
     "action null": raw(delivery(event(action=None))),
     "one bad event among good ones": raw(delivery(event(eid=5), event(eid="x"), event(eid=7))),
     "more events than a delivery may carry (10k)": raw(
-        delivery(*[event(eid=i) for i in range(1, 10_001)])),
+        delivery(*[event(eid=i) for i in range(1, 10_001)])
+    ),
     "deep nesting (100k)": _deep(100_000),
     "deep nesting (1k)": _deep(1_000),
     "invalid utf-8": b'{"messageId":"m-\xff\xfe","data":[]}',
     "lone surrogate escape in the id": b'{"messageId":"m","data":[{"action":"created",'
-                                       b'"entity":{"type":"company","id":"\\ud800"}}]}',
+    b'"entity":{"type":"company","id":"\\ud800"}}]}',
     "NUL in the middle": b'{"messageId":"m-1",\x00"data":[]}',
     "trailing garbage": raw(delivery(event())) + b"}{",
     "two documents": raw(delivery(event())) + b"\n" + raw(delivery(event(eid=6))),
     "comment": b'{"messageId":"m-1", /* hi */ "data":[]}',
     "single quotes": b"{'messageId': 'm-1', 'data': []}",
     "duplicated messageId key": b'{"messageId":"m-1","messageId":"m-2","data":'
-                                + raw([event()]) + b"}",
+    + raw([event()])
+    + b"}",
     "duplicated entity id key": b'{"messageId":"m-1","data":[{"action":"created","entity":'
-                                b'{"type":"company","id":5,"id":6}}]}',
+    b'{"type":"company","id":5,"id":6}}]}',
     "duplicated data key": b'{"messageId":"m-1","data":[],"data":' + raw([event()]) + b"}",
 }
 
@@ -134,16 +138,22 @@ class Harness:
         self.sent: list[tuple[str, tuple[Any, ...]]] = []
         self.redis = fakeredis.FakeRedis()
         self.stored: list[tuple[str, str, str]] = []
-        self.app = create_ingest_app(settings, redis_client=self.redis, send=self._send,
-                                     ledger_ping=lambda: None, record_wakeups=self.stored.extend)
+        self.app = create_ingest_app(
+            settings,
+            redis_client=self.redis,
+            send=self._send,
+            ledger_ping=lambda: None,
+            record_wakeups=self.stored.extend,
+        )
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
     def _send(self, name: str, args: tuple[Any, ...]) -> None:
         self.sent.append((name, args))
 
     def post(self, body: bytes, content_type: str = "application/json") -> Any:
-        return self.client.post(f"/webhooks/servicetrade/{SECRET}", content=body,
-                                headers={"content-type": content_type})
+        return self.client.post(
+            f"/webhooks/servicetrade/{SECRET}", content=body, headers={"content-type": content_type}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +196,11 @@ def test_body_over_the_cap_is_413_without_reading_it_all(h: Harness) -> None:
     assert r.status_code == 413
     # a lying content-length is no way around the cap: the stream is counted
     chunks = (b"x" * 65536 for _ in range(40))
-    r = h.client.post(f"/webhooks/servicetrade/{SECRET}", content=chunks,
-                      headers={"content-type": "application/json"})
+    r = h.client.post(
+        f"/webhooks/servicetrade/{SECRET}",
+        content=chunks,
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
     assert h.client.get("/healthz").status_code == 200
 
@@ -203,8 +216,15 @@ def test_wrong_content_type_or_form_encoding_is_still_parsed_as_json_or_refused(
 def test_after_the_whole_corpus_a_good_delivery_still_goes_through(h: Harness) -> None:
     for body in REFUSED.values():
         h.post(body)
-    r = h.post(raw(delivery(event("company", 42), event("invoice", INT64_MAX, "updated"),
-                            message_id="good-after-corpus")))
+    r = h.post(
+        raw(
+            delivery(
+                event("company", 42),
+                event("invoice", INT64_MAX, "updated"),
+                message_id="good-after-corpus",
+            )
+        )
+    )
     assert r.status_code == 202 and r.json()["enqueued"] == 2
     assert h.sent[-2:] == [("sync.customer", (42, "main")), ("sync.invoice", (INT64_MAX, "main"))]
     assert h.client.get("/healthz").status_code == 200

@@ -19,7 +19,8 @@ INVOICE_ENTITY = 6
 
 def comments_on(st_state: Any, invoice_id: int) -> list[str]:
     return [
-        str(c["content"]) for c in st_state.all("comment")
+        str(c["content"])
+        for c in st_state.all("comment")
         if c.get("entityType") == INVOICE_ENTITY and c.get("entityId") == invoice_id
     ]
 

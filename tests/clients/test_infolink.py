@@ -514,14 +514,23 @@ def test_check_tables_reads_every_table(db_url: str) -> None:
     [
         ("(sqlite3.OperationalError) no such column: CR_CUSTOMER_MASTER_MC.Foo", True),
         ("(sqlite3.OperationalError) no such table: JC_JOB_MASTER_MC", True),
-        ("('42S22', \"[42S22] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
-         "column name 'WO_Site'. (207)\")", True),
-        ("('42S02', \"[42S02] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
-         "object name 'JC_JOB_MASTER_MC'. (208)\")", True),
+        (
+            "('42S22', \"[42S22] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
+            "column name 'WO_Site'. (207)\")",
+            True,
+        ),
+        (
+            "('42S02', \"[42S02] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid "
+            "object name 'JC_JOB_MASTER_MC'. (208)\")",
+            True,
+        ),
         ("(208, b\"Invalid object name 'JC_JOB_MASTER_MC'.DB-Lib error message 20018\")", True),
         ('relation "jc_job_master_mc" does not exist', True),
-        ("(20009, b'DB-Lib error message 20009, severity 9: Unable to connect: Adaptive Server "
-         "is unavailable or does not exist (sql:1433)')", False),
+        (
+            "(20009, b'DB-Lib error message 20009, severity 9: Unable to connect: Adaptive Server "
+            "is unavailable or does not exist (sql:1433)')",
+            False,
+        ),
         ("Login timeout expired", False),
         ("connection refused", False),
         ("database is locked", False),

@@ -49,8 +49,12 @@ def seeded_job(stack: Stack, *, line: str = "SP", state: str = "NC") -> dict[str
     st = stack.sandbox.st_state
     for job in st.all("job"):
         loc = st.get("location", job["location"]["id"])
-        if (job["type"] in ("inspection", "repair", "service_call") and job["serviceLine"] == line
-                and job["status"] != "canceled" and loc["address"]["state"] == state):
+        if (
+            job["type"] in ("inspection", "repair", "service_call")
+            and job["serviceLine"] == line
+            and job["status"] != "canceled"
+            and loc["address"]["state"] == state
+        ):
             return dict(job)
     raise AssertionError(f"no seeded job on line {line} in {state}")
 
@@ -73,8 +77,10 @@ def rows(stack: Stack, table: str, **where: Any) -> list[dict[str, Any]]:
 
 
 def template_phases(stack: Stack) -> set[tuple[str, str]]:
-    return {(p["Phase_Code"], p["Cost_Type"])
-            for p in rows(stack, PHASES, Job_Number="TEMPLATE", Company_Code="ABC")}
+    return {
+        (p["Phase_Code"], p["Cost_Type"])
+        for p in rows(stack, PHASES, Job_Number="TEMPLATE", Company_Code="ABC")
+    }
 
 
 def phases_of(stack: Stack, number: str) -> list[tuple[str, str]]:
@@ -82,15 +88,17 @@ def phases_of(stack: Stack, number: str) -> list[tuple[str, str]]:
 
 
 def job_comments(stack: Stack, job_id: int) -> list[str]:
-    return [c["content"] for c in stack.sandbox.st_state.all("comment")
-            if c.get("entityType") == 3 and c.get("entityId") == job_id]
+    return [
+        c["content"]
+        for c in stack.sandbox.st_state.all("comment")
+        if c.get("entityType") == 3 and c.get("entityId") == job_id
+    ]
 
 
 def test_new_job_lands_with_chain_phases_oh_batch_and_external_id(stack: Stack) -> None:
     register_job_webhook(stack)
     stack.start_worker()
-    job = new_job(stack, name="Quarterly sprinkler inspection, tower B",
-                  tags=[{"name": "PM:AKIM"}])
+    job = new_job(stack, name="Quarterly sprinkler inspection, tower B", tags=[{"name": "PM:AKIM"}])
     ignored = new_job(stack, type="administrative")
     stack.flush_webhooks()
 
@@ -119,18 +127,27 @@ def test_multi_cost_center_job_becomes_one_job_per_cost_center(stack: Stack) -> 
     configure(stack, ("multi_cost_center = false", "multi_cost_center = true"))
     stack.start_worker()
     job = new_job(stack)
-    stack.sandbox.st_state.create("jobitem", {
-        "name": "Extinguisher", "quantity": 2, "cost": 40, "job": {"id": job["id"]},
-        "serviceLine": {"id": 7, "abbr": "EX"},
-    })
+    stack.sandbox.st_state.create(
+        "jobitem",
+        {
+            "name": "Extinguisher",
+            "quantity": 2,
+            "cost": 40,
+            "job": {"id": job["id"]},
+            "serviceLine": {"id": 7, "abbr": "EX"},
+        },
+    )
     from worker.context import celery_enqueue
 
     celery_enqueue("sync.job", (job["id"], "main"))
     stack.wait_status("job", job["id"])
 
     n = job["number"]
-    made = {r["Job_Number"]: r["Cost_Center"] for r in rows(stack, JOBS)
-            if r["Job_Number"].startswith(f"T{n}")}
+    made = {
+        r["Job_Number"]: r["Cost_Center"]
+        for r in rows(stack, JOBS)
+        if r["Job_Number"].startswith(f"T{n}")
+    }
     assert made == {f"T{n}-1": "100", f"T{n}-2": "300"}
     for number in made:
         assert sorted(phases_of(stack, number)) == sorted(template_phases(stack))
@@ -178,17 +195,20 @@ def test_work_order_send_update_resend_and_missing_site(stack: Stack) -> None:
 
     configure(stack, ('mode = "jc"', 'mode = "work_order"'))
     stack.start_worker()
-    settings = stack.settings.model_copy(update={
-        "ingest": stack.settings.ingest.model_copy(update={"send_job_token": SecretStr(TOKEN)}),
-    })
+    settings = stack.settings.model_copy(
+        update={
+            "ingest": stack.settings.ingest.model_copy(update={"send_job_token": SecretStr(TOKEN)}),
+        }
+    )
     ingest = TestClient(create_ingest_app(settings))
     st = stack.sandbox.st_state
     job = seeded_job(stack)
     st.update("job", job["id"], {"customerPo": "PO-100", "description": "Check riser"})
 
     def send() -> None:
-        resp = ingest.post(f"/jobs/{job['id']}/send?connection=main",
-                           headers={"x-stsync-token": TOKEN})
+        resp = ingest.post(
+            f"/jobs/{job['id']}/send?connection=main", headers={"x-stsync-token": TOKEN}
+        )
         assert resp.status_code == 202, resp.text
 
     # the location is not mapped yet: the send fails and the job says what is missing
@@ -207,13 +227,21 @@ def test_work_order_send_update_resend_and_missing_site(stack: Stack) -> None:
     [wo] = rows(stack, WORK_ORDERS, WO_Number=number)
     assert (wo["Customer_PO_Number"], wo["Summary_Description"]) == ("PO-100", "Check riser")
     assert wo["WO_Job_Number"] == stack.record("site", job["location"]["id"]).spectrum_key
-    wait_for(lambda: st.get("job", job["id"])["externalIds"].get("spectrum") == number, 20, 0.2,
-             "external id")
+    wait_for(
+        lambda: st.get("job", job["id"])["externalIds"].get("spectrum") == number,
+        20,
+        0.2,
+        "external id",
+    )
 
     st.update("job", job["id"], {"customerPo": "PO-200", "description": "Replace riser valve"})
     send()
-    wait_for(lambda: rows(stack, WORK_ORDERS, WO_Number=number)[0]["Customer_PO_Number"]
-             == "PO-200", 30, 0.2, "work order updated")
+    wait_for(
+        lambda: rows(stack, WORK_ORDERS, WO_Number=number)[0]["Customer_PO_Number"] == "PO-200",
+        30,
+        0.2,
+        "work order updated",
+    )
     [wo] = rows(stack, WORK_ORDERS, WO_Number=number)
     assert wo["Summary_Description"] == "Replace riser valve"
     assert len(rows(stack, WORK_ORDERS, WO_Number=number)) == 1

@@ -42,8 +42,11 @@ def job_id_of(stack: Stack, number: int) -> int:
 
 def items_of(stack: Stack, job_id: int) -> list[dict[str, Any]]:
     return sorted(
-        (i for i in stack.sandbox.st_state.all("jobitem")
-         if (i.get("job") or {}).get("id") == job_id),
+        (
+            i
+            for i in stack.sandbox.st_state.all("jobitem")
+            if (i.get("job") or {}).get("id") == job_id
+        ),
         key=lambda i: i["source"]["value"],
     )
 
@@ -100,8 +103,11 @@ def test_po_on_a_synced_job_lands_once_and_a_changed_line_updates_it(stack: Stac
     stack.wait_status(RECORD_TYPE, "26001:001")
     stack.wait_status(RECORD_TYPE, "26001:002")
     items = items_of(stack, job_id)
-    rows = [r for r in stack.sandbox.spectrum_db.rows(il.po_details.name)
-            if r["PO_Number"].strip() == "26001"]
+    rows = [
+        r
+        for r in stack.sandbox.spectrum_db.rows(il.po_details.name)
+        if r["PO_Number"].strip() == "26001"
+    ]
     assert [i["source"]["value"] for i in items] == ["PO 26001-001", "PO 26001-002"]
     for item, row in zip(items, rows, strict=True):
         assert item["name"].startswith(row["Item_Description"].strip())
@@ -159,14 +165,29 @@ def test_beat_runs_the_po_poll_on_its_schedule(stack: Stack) -> None:
     log = stack.tmp / "beat.log"
     with open(log, "ab") as fh:
         beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat",
-             "--loglevel=INFO", f"--schedule={stack.tmp / 'beat-schedule'}"],
-            cwd=REPO, env=stack.env, stdout=fh, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "beat",
+                "--loglevel=INFO",
+                f"--schedule={stack.tmp / 'beat-schedule'}",
+            ],
+            cwd=REPO,
+            env=stack.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_for(lambda: len(items_of(stack, job_id)) == 2, 90, 0.5,
-                 "Beat's PO poll to attach the job items")
+        wait_for(
+            lambda: len(items_of(stack, job_id)) == 2,
+            90,
+            0.5,
+            "Beat's PO poll to attach the job items",
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}\n{stack.worker_logs()}") from None
     finally:

@@ -44,8 +44,12 @@ def test_heal_on_change_fixed_job_lands_then_its_invoice_and_timecard(stack: Sta
     st = stack.sandbox.st_state
     marks = landmarks()
     job_id, inv_id = marks["invoice_nc_job"], marks["invoice_nc"]
-    card = next(c for c in st.all("timecard") if c["status"] == "approved" and any(
-        e["kind"] == "labor" and e["job"]["id"] == job_id for e in c["entries"]))
+    card = next(
+        c
+        for c in st.all("timecard")
+        if c["status"] == "approved"
+        and any(e["kind"] == "labor" and e["job"]["id"] == job_id for e in c["entries"])
+    )
     st.update("job", job_id, {"serviceLine": "KS"})  # unmapped, and no default
     stack.register_webhook()
     stack.start_worker()
@@ -64,8 +68,9 @@ def test_heal_on_change_fixed_job_lands_then_its_invoice_and_timecard(stack: Sta
     job = stack.wait_status("job", job_id, timeout=90)
     stack.wait_status("invoice", inv_id, timeout=90)
     stack.wait_status("timecard", card["id"], timeout=90)
-    wait_for(lambda: st.get("invoice", inv_id)["status"] == "processed", 30, 0.2,
-             "invoice processed")
+    wait_for(
+        lambda: st.get("invoice", inv_id)["status"] == "processed", 30, 0.2, "invoice processed"
+    )
     row = job_row(stack, job.spectrum_key)
     assert row is not None and row["Cost_Center"] == "100"
     invoice_rows = rows(stack, _ar(), Job_Number=job.spectrum_key)
@@ -93,14 +98,19 @@ def test_job_update_recoded_job_follows_and_completed_job_gets_its_status(stack:
 
     st.update("job", job["id"], {"serviceLine": "FA"})  # re-coded before any invoice
     stack.flush_webhooks()
-    wait_for(lambda: (job_row(stack, number) or {}).get("Cost_Center") == "200", 60, 0.2,
-             "cost center follows")
+    wait_for(
+        lambda: (job_row(stack, number) or {}).get("Cost_Center") == "200",
+        60,
+        0.2,
+        "cost center follows",
+    )
     assert (job_row(stack, number) or {})["Price_Method_Code"] == "F"
 
     st.update("job", job["id"], {"status": "completed", "completedOn": 1_790_000_000})
     stack.flush_webhooks()
-    wait_for(lambda: (job_row(stack, number) or {}).get("Status_Code") == "C", 60, 0.2,
-             "status follows")
+    wait_for(
+        lambda: (job_row(stack, number) or {}).get("Status_Code") == "C", 60, 0.2, "status follows"
+    )
 
 
 ROUTES = """
@@ -138,8 +148,12 @@ def test_route_by_office_two_connections_each_job_in_exactly_one_company(stack: 
     from worker.settings import load_settings
 
     config = Path(stack.env["STSYNC_CONFIG"])
-    config.write_text(config.read_text() + ROUTES.format(
-        base_url=stack.env["SPECTRUM_BASE_URL"], infolink=stack.env["SPECTRUM_INFOLINK_URL"]))
+    config.write_text(
+        config.read_text()
+        + ROUTES.format(
+            base_url=stack.env["SPECTRUM_BASE_URL"], infolink=stack.env["SPECTRUM_INFOLINK_URL"]
+        )
+    )
     stack.env["SPECTRUM_XYZ_AUTH"] = credentials.SPECTRUM_AUTHORIZATION_ID_2
     settings = load_settings(config, stack.env)
     assert sorted(settings.auto_sync_connections()) == ["east", "main"]
@@ -147,15 +161,18 @@ def test_route_by_office_two_connections_each_job_in_exactly_one_company(stack: 
     ingest = ThreadServer(create_ingest_app(settings), port)
     try:
         stack.ingest_url = f"http://127.0.0.1:{port}/webhooks/servicetrade/" + (
-            credentials.WEBHOOK_SECRET)
+            credentials.WEBHOOK_SECRET
+        )
         stack.register_webhook()
         stack.start_worker()
         durham = new_job(stack, assignedOffice={"id": 11, "name": "Durham Office"})
         charlotte = new_job(stack, assignedOffice={"id": 12, "name": "Charlotte Office"})
         stack.flush_webhooks()
         for job, home, away, prefix, company in (
-            (durham, "main", "east", "T", "ABC"), (charlotte, "east", "main", "E", "XYZ"),
+            (durham, "main", "east", "T", "ABC"),
+            (charlotte, "east", "main", "E", "XYZ"),
         ):
+
             def landed(j: dict[str, Any] = job, h: str = home) -> bool:
                 return status_of(stack, j["id"], h) == "done"
 
@@ -187,8 +204,10 @@ def test_link_existing_apply_then_first_full_sync_makes_no_duplicates(
     try:  # another integration put half of the customers into Spectrum, under its own codes
         for i, company in enumerate(half, 1):
             request, _ = st_company_to_add_customer(
-                ctx.st.get_company(company["id"]), code=f"OLD{i:03d}",
-                rules=stack.settings.connections["main"].rules)
+                ctx.st.get_company(company["id"]),
+                code=f"OLD{i:03d}",
+                rules=stack.settings.connections["main"].rules,
+            )
             ctx.spectrum_for("main").put(request)
     finally:
         ctx.close()

@@ -76,20 +76,34 @@ def card(*entries: dict[str, Any], **over: Any) -> Timecard:
 
 
 LABOR = {
-    "id": 11, "kind": "labor", "job": {"id": 1001, "number": 52311},
-    "serviceLine": {"id": 5, "abbr": "SP"}, "hours": 2.5, "payRate": 42.0,
+    "id": 11,
+    "kind": "labor",
+    "job": {"id": 1001, "number": 52311},
+    "serviceLine": {"id": 5, "abbr": "SP"},
+    "hours": 2.5,
+    "payRate": 42.0,
 }
 CLOCK_IN = midnight(WORK_DAY) + 7 * 3600
-CLOCK = {"id": 12, "kind": "clock", "clockIn": CLOCK_IN, "clockOut": CLOCK_IN + 8 * 3600 + 420,
-         "job": {"id": 1001, "number": 52311}}
+CLOCK = {
+    "id": 12,
+    "kind": "clock",
+    "clockIn": CLOCK_IN,
+    "clockOut": CLOCK_IN + 8 * 3600 + 420,
+    "job": {"id": 1001, "number": 52311},
+}
 GENERIC = {"id": 13, "kind": "generic", "label": "PTO", "hours": 8}
 
 
-def pretime(tc: Timecard, rules: ConnectionRules = RULES, *, entry: int = 0,
-            **over: Any) -> SpectrumRequest:
+def pretime(
+    tc: Timecard, rules: ConnectionRules = RULES, *, entry: int = 0, **over: Any
+) -> SpectrumRequest:
     kwargs: dict[str, Any] = {
-        "employee_code": "E0007", "job_number": "T52311", "job_state": "nc", "office_id": 11,
-        "rules": rules, "tz": TZ,
+        "employee_code": "E0007",
+        "job_number": "T52311",
+        "job_state": "nc",
+        "office_id": 11,
+        "rules": rules,
+        "tz": TZ,
     }
     kwargs.update(over)
     return timecard_entry_to_pretime(tc, tc.entries[entry], **kwargs)
@@ -148,8 +162,10 @@ def test_week_ending(day: date, ends_on: str, expected: date) -> None:
     assert week_ending(day, TIMECARDS.model_copy(update={"week_ends_on": ends_on})) == expected
 
 
-@given(day=st.dates(max_value=date(9999, 12, 20)),
-       ends_on=st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]))
+@given(
+    day=st.dates(max_value=date(9999, 12, 20)),
+    ends_on=st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+)
 def test_week_ending_is_the_configured_weekday_within_six_days(day: date, ends_on: str) -> None:
     end = week_ending(day, TIMECARDS.model_copy(update={"week_ends_on": ends_on}))
     assert end.strftime("%a").lower()[:3] == ends_on
@@ -216,8 +232,11 @@ def test_clock_rounding_brackets_the_exact_time(seconds: int, step: int) -> None
         )
         return clock_hours(CLOCK_IN, CLOCK_IN + seconds, rules)
 
-    down, near, up, exact = hours("down", step), hours("nearest", step), hours("up", step), hours(
-        "nearest", 0
+    down, near, up, exact = (
+        hours("down", step),
+        hours("nearest", step),
+        hours("up", step),
+        hours("nearest", 0),
     )
     cent = Decimal("0.01")
     assert down <= exact + cent
@@ -248,8 +267,13 @@ def test_no_employee_is_a_prerequisite_naming_the_technician() -> None:
     with pytest.raises(PrerequisiteMissing) as err:
         employee_code(tc, external_id_key="spectrum", rules=TIMECARDS)
     msg = str(err.value)
-    for part in ("timecard 501", "'Lee Newhire'", "user 9", "employee_map",
-                 "externalIds['spectrum']"):
+    for part in (
+        "timecard 501",
+        "'Lee Newhire'",
+        "user 9",
+        "employee_map",
+        "externalIds['spectrum']",
+    ):
         assert part in msg
 
 
@@ -308,9 +332,15 @@ def test_no_department_anywhere_lets_spectrum_use_the_employees() -> None:
     assert "Department_Code" not in req.values
 
 
-@pytest.mark.parametrize(("send", "rate", "expected"), [
-    (True, 42.125, "42.125"), (True, None, None), (False, 42.0, None), (True, 0, "0"),
-])
+@pytest.mark.parametrize(
+    ("send", "rate", "expected"),
+    [
+        (True, 42.125, "42.125"),
+        (True, None, None),
+        (False, 42.0, None),
+        (True, 0, "0"),
+    ],
+)
 def test_pay_rate(send: bool, rate: float | None, expected: str | None) -> None:
     req = pretime(card({**LABOR, "payRate": rate}), rules_with(send_pay_rate=send))
     assert req.values.get("Pay_Rate") == expected
@@ -395,8 +425,9 @@ def test_clock_pair_rounded_to_zero_is_skipped() -> None:
     [("PTO", "V"), ("Holiday", "H"), ("Sick", "S"), ("pto", "V"), (" holiday ", "H")],
 )
 def test_generic_pay_type_from_label(label: str, pay_type: str) -> None:
-    req = pretime(card({**GENERIC, "label": label}), job_number=None, job_state=None,
-                  office_id=None)
+    req = pretime(
+        card({**GENERIC, "label": label}), job_number=None, job_state=None, office_id=None
+    )
     assert req.values == {
         "Company_Code": "ABC",
         "Employee_Code": "E0007",
@@ -536,42 +567,69 @@ hours = st.one_of(
     st.sampled_from([Decimal(0), Decimal(8), Decimal("0.004"), Decimal("23.999")]),
 )
 job_ref = st.fixed_dictionaries({"id": ids, "number": st.integers(1, 10**7)})
-labor = st.fixed_dictionaries({
-    "id": ids, "kind": st.just("labor"), "job": job_ref,
-    "serviceLine": st.one_of(st.none(), st.fixed_dictionaries(
-        {"id": ids, "abbr": st.one_of(st.none(), st.sampled_from(["SP", "FA", "KS"]), text)})),
-    "hours": hours,
-    "payRate": st.one_of(st.none(), st.decimals(min_value=-10, max_value=10**9, places=4)),
-})
-clock = st.integers(0, 3 * 86_400).flatmap(lambda start: st.fixed_dictionaries({
-    "id": ids, "kind": st.just("clock"),
-    "clockIn": st.just(CLOCK_IN + start),
-    "clockOut": st.integers(CLOCK_IN + start - 3600, CLOCK_IN + start + 30 * 3600),
-    "job": st.one_of(st.none(), job_ref),
-}))
-generic = st.fixed_dictionaries({
-    "id": ids, "kind": st.just("generic"),
-    "label": st.one_of(st.sampled_from(["PTO", "holiday", "Sick", "Bereavement"]), text),
-    "hours": hours,
-})
-cards = st.fixed_dictionaries({
-    "id": ids,
-    "status": st.sampled_from(["approved"] * 5 + ["submitted"]),
-    "workDate": st.one_of(
-        st.integers(midnight(date(2025, 12, 1)), midnight(date(2027, 2, 1))),
-        st.just(midnight(WORK_DAY)),
-        st.integers(-10**12, 10**12),
-    ),
-    "user": st.fixed_dictionaries({
-        "id": ids, "name": st.one_of(st.none(), text),
-        "externalIds": st.dictionaries(st.sampled_from(["spectrum", "other"]), text, max_size=2),
-    }),
-    "entries": st.lists(st.one_of(labor, clock, generic), min_size=1, max_size=3),
-})
+labor = st.fixed_dictionaries(
+    {
+        "id": ids,
+        "kind": st.just("labor"),
+        "job": job_ref,
+        "serviceLine": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"id": ids, "abbr": st.one_of(st.none(), st.sampled_from(["SP", "FA", "KS"]), text)}
+            ),
+        ),
+        "hours": hours,
+        "payRate": st.one_of(st.none(), st.decimals(min_value=-10, max_value=10**9, places=4)),
+    }
+)
+clock = st.integers(0, 3 * 86_400).flatmap(
+    lambda start: st.fixed_dictionaries(
+        {
+            "id": ids,
+            "kind": st.just("clock"),
+            "clockIn": st.just(CLOCK_IN + start),
+            "clockOut": st.integers(CLOCK_IN + start - 3600, CLOCK_IN + start + 30 * 3600),
+            "job": st.one_of(st.none(), job_ref),
+        }
+    )
+)
+generic = st.fixed_dictionaries(
+    {
+        "id": ids,
+        "kind": st.just("generic"),
+        "label": st.one_of(st.sampled_from(["PTO", "holiday", "Sick", "Bereavement"]), text),
+        "hours": hours,
+    }
+)
+cards = st.fixed_dictionaries(
+    {
+        "id": ids,
+        "status": st.sampled_from(["approved"] * 5 + ["submitted"]),
+        "workDate": st.one_of(
+            st.integers(midnight(date(2025, 12, 1)), midnight(date(2027, 2, 1))),
+            st.just(midnight(WORK_DAY)),
+            st.integers(-(10**12), 10**12),
+        ),
+        "user": st.fixed_dictionaries(
+            {
+                "id": ids,
+                "name": st.one_of(st.none(), text),
+                "externalIds": st.dictionaries(
+                    st.sampled_from(["spectrum", "other"]), text, max_size=2
+                ),
+            }
+        ),
+        "entries": st.lists(st.one_of(labor, clock, generic), min_size=1, max_size=3),
+    }
+)
 rule_variants = st.builds(
     lambda fmt, phase, dept, minutes, mode, window, send: rules_with(
-        batch_code_format=fmt, default_phase=phase, default_department=dept,
-        clock_rounding_minutes=minutes, clock_rounding=mode, send_pay_rate=send,
+        batch_code_format=fmt,
+        default_phase=phase,
+        default_department=dept,
+        clock_rounding_minutes=minutes,
+        clock_rounding=mode,
+        send_pay_rate=send,
         processing_window=window,
     ),
     st.sampled_from(["%Y%m%d", "%Y%m%d", "%Y-%m-%d", "PR%y%m%d"]),
@@ -585,16 +643,25 @@ rule_variants = st.builds(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=cards, rules=rule_variants,
-       job_number=st.one_of(st.sampled_from(["T52311", "J-1 A"]), st.none(), text),
-       job_state=st.one_of(st.sampled_from(["NC", "va"]), st.none(), text),
-       office=st.one_of(st.none(), st.integers(0, 20)),
-       employee=st.one_of(st.sampled_from(["E0007", "42"]), text),
-       key=st.sampled_from(["spectrum", "other"]),
-       tz=st.sampled_from([TZ, TZ, "UTC", "Pacific/Kiritimati", "Nowhere/Atlantis"]))
+@given(
+    raw=cards,
+    rules=rule_variants,
+    job_number=st.one_of(st.sampled_from(["T52311", "J-1 A"]), st.none(), text),
+    job_state=st.one_of(st.sampled_from(["NC", "va"]), st.none(), text),
+    office=st.one_of(st.none(), st.integers(0, 20)),
+    employee=st.one_of(st.sampled_from(["E0007", "42"]), text),
+    key=st.sampled_from(["spectrum", "other"]),
+    tz=st.sampled_from([TZ, TZ, "UTC", "Pacific/Kiritimati", "Nowhere/Atlantis"]),
+)
 def test_only_typed_errors_escape_and_every_request_fits(
-    raw: dict[str, Any], rules: ConnectionRules, job_number: str | None, job_state: str | None,
-    office: int | None, employee: str, key: str, tz: str,
+    raw: dict[str, Any],
+    rules: ConnectionRules,
+    job_number: str | None,
+    job_state: str | None,
+    office: int | None,
+    employee: str,
+    key: str,
+    tz: str,
 ) -> None:
     tc = Timecard.model_validate(raw)
     refusals: list[str] = []
@@ -608,8 +675,14 @@ def test_only_typed_errors_escape_and_every_request_fits(
     for entry in tc.entries:
         try:
             req = timecard_entry_to_pretime(
-                tc, entry, employee_code=employee, job_number=job_number, job_state=job_state,
-                office_id=office, rules=rules, tz=tz,
+                tc,
+                entry,
+                employee_code=employee,
+                job_number=job_number,
+                job_state=job_state,
+                office_id=office,
+                rules=rules,
+                tz=tz,
             )
         except SyncError as exc:
             refusals.append(str(exc))
@@ -634,29 +707,52 @@ def test_only_typed_errors_escape_and_every_request_fits(
 
 good_hours = st.decimals(min_value=Decimal("0.01"), max_value=24, places=2)
 good_entry = st.one_of(
-    st.fixed_dictionaries({
-        "id": ids, "kind": st.just("labor"), "job": job_ref, "hours": good_hours,
-        "serviceLine": st.one_of(st.none(), st.fixed_dictionaries(
-            {"id": ids, "abbr": st.sampled_from(["SP", "FA", "EX", "KS"])})),
-        "payRate": st.one_of(st.none(), st.decimals(min_value=0, max_value=999, places=2)),
-    }),
-    st.integers(0, 86_400).flatmap(lambda start: st.fixed_dictionaries({
-        "id": ids, "kind": st.just("clock"), "clockIn": st.just(CLOCK_IN + start),
-        "clockOut": st.integers(CLOCK_IN + start + 900, CLOCK_IN + start + 24 * 3600),
-        "job": st.one_of(st.none(), job_ref),
-    })),
-    st.fixed_dictionaries({
-        "id": ids, "kind": st.just("generic"), "hours": good_hours,
-        "label": st.sampled_from(["PTO", "Holiday", "Sick", "sick"]),
-    }),
+    st.fixed_dictionaries(
+        {
+            "id": ids,
+            "kind": st.just("labor"),
+            "job": job_ref,
+            "hours": good_hours,
+            "serviceLine": st.one_of(
+                st.none(),
+                st.fixed_dictionaries(
+                    {"id": ids, "abbr": st.sampled_from(["SP", "FA", "EX", "KS"])}
+                ),
+            ),
+            "payRate": st.one_of(st.none(), st.decimals(min_value=0, max_value=999, places=2)),
+        }
+    ),
+    st.integers(0, 86_400).flatmap(
+        lambda start: st.fixed_dictionaries(
+            {
+                "id": ids,
+                "kind": st.just("clock"),
+                "clockIn": st.just(CLOCK_IN + start),
+                "clockOut": st.integers(CLOCK_IN + start + 900, CLOCK_IN + start + 24 * 3600),
+                "job": st.one_of(st.none(), job_ref),
+            }
+        )
+    ),
+    st.fixed_dictionaries(
+        {
+            "id": ids,
+            "kind": st.just("generic"),
+            "hours": good_hours,
+            "label": st.sampled_from(["PTO", "Holiday", "Sick", "sick"]),
+        }
+    ),
 )
 
 
 @settings(max_examples=300)
-@given(entry=good_entry, tc_id=ids,
-       day=st.dates(min_value=date(2026, 1, 1), max_value=date(2026, 12, 31)),
-       office=st.one_of(st.none(), st.sampled_from([11, 12, 99])),
-       minutes=st.sampled_from([0, 1, 6, 15]), mode=st.sampled_from(["nearest", "up", "down"]))
+@given(
+    entry=good_entry,
+    tc_id=ids,
+    day=st.dates(min_value=date(2026, 1, 1), max_value=date(2026, 12, 31)),
+    office=st.one_of(st.none(), st.sampled_from([11, 12, 99])),
+    minutes=st.sampled_from([0, 1, 6, 15]),
+    mode=st.sampled_from(["nearest", "up", "down"]),
+)
 def test_valid_entries_always_map(
     entry: dict[str, Any], tc_id: int, day: date, office: int | None, minutes: int, mode: str
 ) -> None:
@@ -689,12 +785,22 @@ def test_mapper_imports_only_models_rules_and_the_standard_library() -> None:
     import mappers.timecard
 
     tree = ast.parse(Path(mappers.timecard.__file__).read_text())
-    allowed = ("clients.errors", "clients.servicetrade.models", "clients.spectrum.models",
-               "clients.spectrum.services", "clients.spectrum.formats", "mappers.", "pydantic",
-               "__future__")
+    allowed = (
+        "clients.errors",
+        "clients.servicetrade.models",
+        "clients.spectrum.models",
+        "clients.spectrum.services",
+        "clients.spectrum.formats",
+        "mappers.",
+        "pydantic",
+        "__future__",
+    )
     for node in ast.walk(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        )
         for name in names:
             top = name.split(".")[0]
             assert top in sys.stdlib_module_names or name.startswith(allowed), name

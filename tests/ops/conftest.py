@@ -44,8 +44,11 @@ def published() -> Iterator[list[Published]]:
 
     def grab(sender: Any = None, body: Any = None, headers: Any = None, **_: Any) -> None:
         args, kwargs, _embed = body
-        out.append(Published(str(sender), tuple(args), dict(kwargs), dict(headers or {}),
-                             repr((body, headers))))
+        out.append(
+            Published(
+                str(sender), tuple(args), dict(kwargs), dict(headers or {}), repr((body, headers))
+            )
+        )
 
     before_task_publish.connect(grab, weak=False)
     yield out
@@ -54,13 +57,25 @@ def published() -> Iterator[list[Published]]:
 
 @pytest.fixture
 def cli_env(
-    settings: Any, ledger: Any, spectrum_db: Any, ledger_path_url: str, tmp_path: Any,
-    redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    ledger: Any,
+    spectrum_db: Any,
+    ledger_path_url: str,
+    tmp_path: Any,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """The environment the CLI reads: the same config and ledger as ``settings``/``ctx``."""
-    env = demo_env(tmp_path, infolink_url=spectrum_db.url, database_url=ledger_path_url,
-                   extra={"BROKER_URL": REDIS_URL, "STSYNC_REDIS_PREFIX": redis_prefix,
-                          "STSYNC_CONFIG": str(settings.config_path)})
+    env = demo_env(
+        tmp_path,
+        infolink_url=spectrum_db.url,
+        database_url=ledger_path_url,
+        extra={
+            "BROKER_URL": REDIS_URL,
+            "STSYNC_REDIS_PREFIX": redis_prefix,
+            "STSYNC_CONFIG": str(settings.config_path),
+        },
+    )
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     # wide consoles: the runner is not a terminal, and rich would wrap table cells at 80 columns

@@ -30,8 +30,12 @@ def settings_with(tmp_path: Path, alerts: str, **env: str) -> Settings:
     extra = "\n[alerts]\n" + alerts + "\n"
     return load_settings(
         fast_settings_toml(tmp_path, extra=extra),
-        demo_env(tmp_path, infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
-                 database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}", extra=env),
+        demo_env(
+            tmp_path,
+            infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
+            database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+            extra=env,
+        ),
     )
 
 
@@ -53,8 +57,12 @@ def _forget_warnings() -> Iterator[None]:
 def alert(led: Ledger, record_type: str, source_id: str, kind: str, message: str) -> bool:
     from tasks._pipeline import problem_key
 
-    return led.record_alert(RecordKey("main", record_type, source_id), kind=kind,
-                            problem_key=problem_key(message), message=message)
+    return led.record_alert(
+        RecordKey("main", record_type, source_id),
+        kind=kind,
+        problem_key=problem_key(message),
+        message=message,
+    )
 
 
 def unsent(led: Ledger) -> list[int]:
@@ -64,14 +72,25 @@ def unsent(led: Ledger) -> list[int]:
 # --- per-problem mode ----------------------------------------------------------------------------
 def test_each_problem_is_mailed_once_to_the_support_contacts(tmp_path: Path, led: Ledger) -> None:
     port = free_port()
-    settings = settings_with(tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\n'
-                             'sender = "stsync@acme.example"')
-    assert alert(led, "invoice", "801", "prerequisite",
-                 "invoice 801: salesperson Dana (user 7) has no Spectrum code")
+    settings = settings_with(
+        tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\nsender = "stsync@acme.example"'
+    )
+    assert alert(
+        led,
+        "invoice",
+        "801",
+        "prerequisite",
+        "invoice 801: salesperson Dana (user 7) has no Spectrum code",
+    )
     assert alert(led, "customer", "55", "retries_exhausted", "gave up after 6 retries: 503")
     # the same problem of the same record again: nothing new to tell
-    assert not alert(led, "invoice", "801", "prerequisite",
-                     "invoice 801: salesperson Dana (user 7) has no Spectrum code")
+    assert not alert(
+        led,
+        "invoice",
+        "801",
+        "prerequisite",
+        "invoice 801: salesperson Dana (user 7) has no Spectrum code",
+    )
     with SmtpServer(port) as inbox:
         run = deliver_alerts(led, settings, now=T0)
         again = deliver_alerts(led, settings, now=T0 + timedelta(minutes=1))
@@ -97,8 +116,9 @@ def test_each_problem_is_mailed_once_to_the_support_contacts(tmp_path: Path, led
 def test_a_prerequisite_failure_of_a_real_sync_is_mailed(
     ctx: Any, st_state: Any, tmp_path: Path
 ) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if not c["user"].get("externalIds", {}).get("spectrum"))
+    card = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
     assert sync_timecard(ctx, card["id"], "main").result == "failed"
     port = free_port()
     settings = ctx.settings.model_copy(
@@ -135,16 +155,18 @@ def test_overlapping_runs_never_mail_an_alert_twice(tmp_path: Path, led: Ledger)
 # --- digest mode --------------------------------------------------------------------------------
 def test_digest_mode_sends_at_most_one_mail_per_interval(tmp_path: Path, led: Ledger) -> None:
     port = free_port()
-    settings = settings_with(tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\n'
-                             "digest_minutes = 15")
+    settings = settings_with(
+        tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\ndigest_minutes = 15'
+    )
     for n in range(3):
         alert(led, "customer", str(100 + n), "prerequisite", f"company {100 + n} has no address")
     with SmtpServer(port) as inbox:
         first = deliver_alerts(led, settings, now=T0)
         # a storm: the same problems again (nothing new) and one new problem, a minute later
         for n in range(3):
-            assert not alert(led, "customer", str(100 + n), "prerequisite",
-                             f"company {100 + n} has no address")
+            assert not alert(
+                led, "customer", str(100 + n), "prerequisite", f"company {100 + n} has no address"
+            )
         alert(led, "site", "7", "retries_exhausted", "gave up after 6 retries")
         held = deliver_alerts(led, settings, now=T0 + timedelta(minutes=1))
         later = deliver_alerts(led, settings, now=T0 + timedelta(minutes=16))
@@ -250,9 +272,7 @@ def test_without_smtp_host_alerts_stay_in_the_ledger_and_one_warning_is_logged(
     assert len(warnings) == 1
 
 
-def test_a_connection_without_support_emails_keeps_its_alerts(
-    tmp_path: Path, led: Ledger
-) -> None:
+def test_a_connection_without_support_emails_keeps_its_alerts(tmp_path: Path, led: Ledger) -> None:
     port = free_port()
     settings = settings_with(tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}')
     main = settings.connections["main"].model_copy(update={"support_emails": []})
@@ -266,22 +286,43 @@ def test_a_connection_without_support_emails_keeps_its_alerts(
 
 def test_mails_never_contain_secrets(tmp_path: Path, led: Ledger) -> None:
     port = free_port()
-    settings = settings_with(tmp_path, f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\n'
-                             'digest_minutes = 5\nusername = "u"', SMTP_PASSWORD="smtp-secret-77")
-    secrets = [credentials.WEBHOOK_SECRET,
-               settings.connections["main"].authorization_id.get_secret_value(),
-               settings.servicetrade.client_secret.get_secret_value()]  # type: ignore[union-attr]
+    settings = settings_with(
+        tmp_path,
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {port}\ndigest_minutes = 5\nusername = "u"',
+        SMTP_PASSWORD="smtp-secret-77",
+    )
+    secrets = [
+        credentials.WEBHOOK_SECRET,
+        settings.connections["main"].authorization_id.get_secret_value(),
+        settings.servicetrade.client_secret.get_secret_value(),  # type: ignore[union-attr]
+    ]
     # an upstream error that echoed credentials ends up in an alert's message
-    alert(led, "customer", "1", "retries_exhausted",
-          f"gave up: 401 from https://st/webhooks/servicetrade/{secrets[0]} auth={secrets[1]} "
-          f"client_secret={secrets[2]} Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abcdefgh")
-    each = settings.model_copy(update={"alerts": settings.alerts.model_copy(
-        update={"digest_minutes": 0, "username": None})})
+    alert(
+        led,
+        "customer",
+        "1",
+        "retries_exhausted",
+        f"gave up: 401 from https://st/webhooks/servicetrade/{secrets[0]} auth={secrets[1]} "
+        f"client_secret={secrets[2]} Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abcdefgh",
+    )
+    each = settings.model_copy(
+        update={
+            "alerts": settings.alerts.model_copy(update={"digest_minutes": 0, "username": None})
+        }
+    )
     with SmtpServer(port) as inbox:
         assert deliver_alerts(led, each, now=T0).mails == 1
         alert(led, "customer", "2", "retries_exhausted", f"echo {secrets[1]}")
-        assert deliver_alerts(led, each.model_copy(update={"alerts": each.alerts.model_copy(
-            update={"digest_minutes": 5})}), now=T0).mails == 1
+        assert (
+            deliver_alerts(
+                led,
+                each.model_copy(
+                    update={"alerts": each.alerts.model_copy(update={"digest_minutes": 5})}
+                ),
+                now=T0,
+            ).mails
+            == 1
+        )
     raw = "\n".join(r.message.as_string() for r in inbox.received)
     assert "[REDACTED]" in raw
     for s in [*secrets, "eyJhbGciOiJIUzI1NiJ9.abcdefgh"]:

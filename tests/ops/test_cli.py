@@ -22,8 +22,9 @@ def run(*args: str, input: str | None = None) -> Any:
     return runner.invoke(app, list(args), input=input, catch_exceptions=False)
 
 
-def fail(ledger: Any, record_type: str, source_id: str, reason: str,
-         status: Status = Status.FAILED) -> RecordKey:
+def fail(
+    ledger: Any, record_type: str, source_id: str, reason: str, status: Status = Status.FAILED
+) -> RecordKey:
     key = RecordKey("main", record_type, source_id)
     ledger.ensure(key)
     ledger.mark(key, status, error_kind="test", reason=reason)
@@ -38,8 +39,9 @@ def sent(published: list[Published]) -> set[tuple[str, tuple[Any, ...]]]:
 def test_failures_lists_failed_and_unknown_records_and_unmailed_alerts(
     cli_env: Any, ctx: Any, st_state: Any, world: Any
 ) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if not c["user"].get("externalIds", {}).get("spectrum"))
+    card = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
     assert sync_timecard(ctx, card["id"], "main").result == "failed"
     inv = world.landmarks["invoice_salesperson_without_id"]
     assert sync_invoice(ctx, inv, "main").result == "failed"
@@ -52,8 +54,10 @@ def test_failures_lists_failed_and_unknown_records_and_unmailed_alerts(
     assert "3 record(s) need attention" in out
     assert "Alerts not mailed yet" in out and "smtp_host is not set" in out
     only = run("failures", "--type", "invoice")
-    assert f"main/invoice/{inv}" in only.output and "timecard" not in only.output.split(
-        "need attention")[0]
+    assert (
+        f"main/invoice/{inv}" in only.output
+        and "timecard" not in only.output.split("need attention")[0]
+    )
     listed = run("alerts", "list", "--unsent")
     assert "prerequisite" in listed.output and "2 alert(s)" in listed.output
 
@@ -62,11 +66,19 @@ def test_failures_lists_failed_and_unknown_records_and_unmailed_alerts(
 def test_retry_all_failed_replays_every_ledger_record_type(
     cli_env: Any, cli_ctx: Any, ledger: Any, published: list[Published]
 ) -> None:
-    for rtype, sid in [("customer", "1031"), ("site", "1032"), ("job", "1033"),
-                       ("work_order", "1033"), ("invoice", "1036"), ("ar_document", "1036:invoice"),
-                       ("invoice_void", "1045"), ("timecard", "1091"),
-                       ("timecard_entry", "1091:5"), ("timecard_entry", "1094:1"),
-                       ("po_line", "26001:001")]:
+    for rtype, sid in [
+        ("customer", "1031"),
+        ("site", "1032"),
+        ("job", "1033"),
+        ("work_order", "1033"),
+        ("invoice", "1036"),
+        ("ar_document", "1036:invoice"),
+        ("invoice_void", "1045"),
+        ("timecard", "1091"),
+        ("timecard_entry", "1091:5"),
+        ("timecard_entry", "1094:1"),
+        ("po_line", "26001:001"),
+    ]:
         fail(ledger, rtype, sid, f"{rtype} broke")
     fail(ledger, "customer", "1057", "not this one", Status.DONE)
     res = run("retry", "--all-failed")
@@ -149,16 +161,17 @@ def test_history_of_an_invoice_shows_its_documents_and_calls(
 def test_history_of_a_timecard_shows_its_entries_and_alerts(
     cli_env: Any, ctx: Any, st_state: Any
 ) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if c["user"].get("externalIds", {}).get("spectrum"))
+    card = next(
+        c for c in st_state.all("timecard") if c["user"].get("externalIds", {}).get("spectrum")
+    )
     assert sync_timecard(ctx, card["id"], "main").ok
     data = json.loads(run("history", "timecard", str(card["id"]), "--json").output)
     entries = sorted(c["source_id"] for c in data["children"])
     assert entries == sorted(f"{card['id']}:{e['id']}" for e in card["entries"])
-    assert all(any(ev["service"] == "PreTimeCard" for ev in c["events"])
-               for c in data["children"])
-    bad = next(c for c in st_state.all("timecard")
-               if not c["user"].get("externalIds", {}).get("spectrum"))
+    assert all(any(ev["service"] == "PreTimeCard" for ev in c["events"]) for c in data["children"])
+    bad = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
     sync_timecard(ctx, bad["id"], "main")
     shown = run("history", "timecard", str(bad["id"]))
     assert "alert (prerequisite, not mailed yet)" in shown.output
@@ -167,15 +180,24 @@ def test_history_of_a_timecard_shows_its_entries_and_alerts(
 
 # --- preview -----------------------------------------------------------------------------------
 def test_preview_prints_calls_and_exits_by_outcome(
-    cli_env: Any, ctx: Any, st_state: Any, monkeypatch: pytest.MonkeyPatch,
-    st_app: Any, spectrum_app: Any, settings: Any,
+    cli_env: Any,
+    ctx: Any,
+    st_state: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    st_app: Any,
+    spectrum_app: Any,
+    settings: Any,
 ) -> None:
     from cli.preview import preview_context
     from tests.conftest import asgi_transport
 
     def pctx(_settings: Any) -> Any:
-        return preview_context(settings, st_transport=asgi_transport(st_app),
-                               spectrum_transport=asgi_transport(spectrum_app), retry_wait_s=0)
+        return preview_context(
+            settings,
+            st_transport=asgi_transport(st_app),
+            spectrum_transport=asgi_transport(spectrum_app),
+            retry_wait_s=0,
+        )
 
     monkeypatch.setattr("cli.main._preview_context", pctx)
     res = run("preview", "site", "1032", "--json")
@@ -183,11 +205,14 @@ def test_preview_prints_calls_and_exits_by_outcome(
     data = json.loads(res.output)
     assert data["status"] == "would_send"
     assert [c["service"] for c in data["calls"] if c["system"] == "spectrum"] == [
-        "AddCustomer", "AddWOSiteAddress"]
+        "AddCustomer",
+        "AddWOSiteAddress",
+    ]
     text = run("preview", "site", "1032")
     assert "1. Spectrum AddCustomer" in text.output and "Customer_Code" in text.output
-    card = next(c for c in st_state.all("timecard")
-                if not c["user"].get("externalIds", {}).get("spectrum"))
+    card = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
     blocked = run("preview", "timecard", str(card["id"]))
     assert blocked.exit_code == 1 and "blocked" in blocked.output
     assert run("preview", "po", "1").exit_code == 2
@@ -195,9 +220,7 @@ def test_preview_prints_calls_and_exits_by_outcome(
 
 
 # --- PO poll, catch-up, status ------------------------------------------------------------------
-def test_poll_pos_now_and_enqueued(
-    cli_env: Any, cli_ctx: Any, published: list[Published]
-) -> None:
+def test_poll_pos_now_and_enqueued(cli_env: Any, cli_ctx: Any, published: list[Published]) -> None:
     res = run("poll-pos", "--now")
     assert res.exit_code == 0, res.output
     assert "changed line(s) read" in res.output
@@ -232,8 +255,9 @@ def test_config_check_remote_against_the_sandbox_infolink(
     from pathlib import Path
 
     bad = tmp_path / "bad.toml"
-    bad.write_text(Path(settings.config_path).read_text().replace(
-        'terms_code = "N"', 'terms_code = "Z"'))
+    bad.write_text(
+        Path(settings.config_path).read_text().replace('terms_code = "N"', 'terms_code = "Z"')
+    )
     res = run("config", "check", "--remote", "--config", str(bad))
     assert res.exit_code == 1
     assert "customers.terms_code" in res.output and "Z" in res.output

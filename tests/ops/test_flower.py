@@ -35,12 +35,24 @@ FLOWER_PASSWORD = "flowerpw-SENTINEL-04"
 
 
 def env_for(tmp_path: Path, redis_prefix: str, **extra: str) -> dict[str, str]:
-    env = demo_env(tmp_path, infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
-                   database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-                   extra={"BROKER_URL": REDIS_URL, "STSYNC_REDIS_PREFIX": redis_prefix,
-                          "STSYNC_CONFIG": str(DEMO_CONFIG), **extra})
-    env.update({"WEBHOOK_SECRET": WEBHOOK, "SPECTRUM_AUTHORIZATION_ID": AUTH_ID,
-                "SERVICETRADE_CLIENT_SECRET": CLIENT_SECRET})
+    env = demo_env(
+        tmp_path,
+        infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
+        database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        extra={
+            "BROKER_URL": REDIS_URL,
+            "STSYNC_REDIS_PREFIX": redis_prefix,
+            "STSYNC_CONFIG": str(DEMO_CONFIG),
+            **extra,
+        },
+    )
+    env.update(
+        {
+            "WEBHOOK_SECRET": WEBHOOK,
+            "SPECTRUM_AUTHORIZATION_ID": AUTH_ID,
+            "SERVICETRADE_CLIENT_SECRET": CLIENT_SECRET,
+        }
+    )
     return env
 
 
@@ -51,8 +63,12 @@ class FlowerProcess:
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", "flower", "--port", str(port), *args],
-                cwd=REPO, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                cwd=REPO,
+                env={**os.environ, **env},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -137,7 +153,9 @@ ID = re.compile(r"^\d+(:\d+)?$")
 
 
 def test_every_task_carries_ids_and_connection_names_only(
-    tmp_path: Path, redis_prefix: str, published: list[Published],
+    tmp_path: Path,
+    redis_prefix: str,
+    published: list[Published],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = env_for(tmp_path, redis_prefix)
@@ -154,14 +172,22 @@ def test_every_task_carries_ids_and_connection_names_only(
 
     Ledger(settings.database_url).migrate()  # ingest stores wake-ups before it answers
     ingest = TestClient(create_ingest_app(settings, redis_client=r))
-    delivery = {"messageId": "flower-1", "data": [
-        {"action": "updated", "entity": {"type": t, "id": 4000 + n}}
-        for n, t in enumerate(ENTITY_TASKS)]}
+    delivery = {
+        "messageId": "flower-1",
+        "data": [
+            {"action": "updated", "entity": {"type": t, "id": 4000 + n}}
+            for n, t in enumerate(ENTITY_TASKS)
+        ],
+    }
     assert ingest.post(f"/webhooks/servicetrade/{WEBHOOK}", json=delivery).status_code == 202
     # every Beat entry, sent the way Beat sends it
     for entry in beat_schedule.build_schedule(settings).values():
-        app.send_task(entry["task"], args=entry.get("args", ()), kwargs=entry.get("kwargs", {}),
-                      **entry.get("options", {}))
+        app.send_task(
+            entry["task"],
+            args=entry.get("args", ()),
+            kwargs=entry.get("kwargs", {}),
+            **entry.get("options", {}),
+        )
     # the CLI's send-job and a PO line replay
     runner = CliRunner()
     assert runner.invoke(cli, ["send-job", "52001", "--connection", "main"]).exit_code == 0
@@ -172,16 +198,19 @@ def test_every_task_carries_ids_and_connection_names_only(
     app.send_task(task, args=args)
     r.close()
 
-    expected = {t for t, _ in ENTITY_TASKS.values()} | {
-        e["task"] for e in beat_schedule.build_schedule(settings).values()
-    } | {"sync.job.send", "sync.po_line"}
+    expected = (
+        {t for t, _ in ENTITY_TASKS.values()}
+        | {e["task"] for e in beat_schedule.build_schedule(settings).values()}
+        | {"sync.job.send", "sync.po_line"}
+    )
     assert {p.task for p in published} == expected
     for p in published:
         assert p.task in app.tasks, f"{p.task} is not a registered task"
         assert p.kwargs == {}
         for a in p.args:
-            assert (isinstance(a, int) or (isinstance(a, str) and (
-                a in settings.connections or ID.match(a)))), f"{p.task} carries {a!r}"
+            assert isinstance(a, int) or (
+                isinstance(a, str) and (a in settings.connections or ID.match(a))
+            ), f"{p.task} carries {a!r}"
         assert p.headers["argsrepr"] == repr(p.args), p.headers["argsrepr"]
         assert p.headers["kwargsrepr"] == "{}"
         for s in secrets:
@@ -191,4 +220,3 @@ def test_every_task_carries_ids_and_connection_names_only(
         queue = app.tasks[name].queue  # type: ignore[attr-defined]  # a task option
         want = Queue.SCHEDULE.value if name.startswith("schedule.") else Queue.SYNC.value
         assert queue == want, f"{name} routes to {queue}"
-

@@ -34,25 +34,44 @@ def spectrum_holds_half(ctx: Any, st_state: Any) -> dict[str, Any]:
     made: dict[str, Any] = {"customers": {}, "sites": {}, "job": None}
     for i, company in enumerate(half, 1):
         code = f"OLD{i:03d}"
-        request, _ = st_company_to_add_customer(ctx.st.get_company(company["id"]), code=code,
-                                                rules=rules)
+        request, _ = st_company_to_add_customer(
+            ctx.st.get_company(company["id"]), code=code, rules=rules
+        )
         spectrum.put(request)
         made["customers"][company["id"]] = code
-        loc = next(lo for lo in st_state.all("location")
-                   if lo.get("company") and lo["company"]["id"] == company["id"])
+        loc = next(
+            lo
+            for lo in st_state.all("location")
+            if lo.get("company") and lo["company"]["id"] == company["id"]
+        )
         site_code = f"OS{i:03d}"
-        site_req, _ = st_location_to_wo_site(ctx.st.get_location(loc["id"]), site=site_code,
-                                             customer_code=code, rules=rules)
+        site_req, _ = st_location_to_wo_site(
+            ctx.st.get_location(loc["id"]), site=site_code, customer_code=code, rules=rules
+        )
         spectrum.put(site_req)
         made["sites"][loc["id"]] = site_code
-    job = next(j for j in st_state.all("job") if j["customer"]["id"] == half[0]["id"]
-               and j["location"]["id"] in made["sites"] and j["type"] != "administrative")
-    spectrum.put(SpectrumRequest(service="AddJob", values={
-        "Company_Code": "ABC", "Job_Number": f"J-{job['number']}", "Taxable_Flag": "Y",
-        "Price_Method_Code": "T", "Customer_Code": made["customers"][half[0]["id"]],
-        "WO_Site": made["sites"][job["location"]["id"]], "Cost_Center": "100",
-        "Job_Description": "from the old integration",
-    }))
+    job = next(
+        j
+        for j in st_state.all("job")
+        if j["customer"]["id"] == half[0]["id"]
+        and j["location"]["id"] in made["sites"]
+        and j["type"] != "administrative"
+    )
+    spectrum.put(
+        SpectrumRequest(
+            service="AddJob",
+            values={
+                "Company_Code": "ABC",
+                "Job_Number": f"J-{job['number']}",
+                "Taxable_Flag": "Y",
+                "Price_Method_Code": "T",
+                "Customer_Code": made["customers"][half[0]["id"]],
+                "WO_Site": made["sites"][job["location"]["id"]],
+                "Cost_Center": "100",
+                "Job_Description": "from the old integration",
+            },
+        )
+    )
     made["job"] = (job["id"], f"J-{job['number']}")
     return made
 
@@ -92,8 +111,10 @@ def test_link_existing_matches_then_first_full_sync_makes_no_duplicates(
     assert int(spectrum_app.state.injector.calls["AddCustomer"]) == (
         len(made["customers"]) + len(others)  # the old integration's, then only the new ones
     )
-    site_names = [(r["Site_Name"].strip(), r["Site_Customer_Code"].strip())
-                  for r in spectrum_db.rows(il.sites.name)]
+    site_names = [
+        (r["Site_Name"].strip(), r["Site_Customer_Code"].strip())
+        for r in spectrum_db.rows(il.sites.name)
+    ]
     assert len(site_names) == len(set(site_names))
     assert not spectrum_db.rows(il.jobs.name, Job_Number=f"T{number.split('-')[1]}")
     rec = ctx.ledger.get(RecordKey("main", "job", str(job_id)))
@@ -104,8 +125,9 @@ def test_link_existing_ambiguous_is_not_linked(ctx: Any, st_state: Any) -> None:
     rules = ctx.settings.connections["main"].rules
     company = customers(st_state)[0]
     for code in ("DUP1", "DUP2"):
-        request, _ = st_company_to_add_customer(ctx.st.get_company(company["id"]), code=code,
-                                                rules=rules)
+        request, _ = st_company_to_add_customer(
+            ctx.st.get_company(company["id"]), code=code, rules=rules
+        )
         ctx.spectrum_for("main").put(request)
     report = plan_links(ctx, "main")
     (link,) = [x for x in report.links if (x.kind, x.st_id) == ("customer", company["id"])]
@@ -115,16 +137,15 @@ def test_link_existing_ambiguous_is_not_linked(ctx: Any, st_state: Any) -> None:
     assert ctx.ledger.get(RecordKey("main", "customer", str(company["id"]))) is None
 
 
-def test_link_existing_cli_reviews_then_applies(
-    cli_env: Any, cli_ctx: Any, st_state: Any
-) -> None:
+def test_link_existing_cli_reviews_then_applies(cli_env: Any, cli_ctx: Any, st_state: Any) -> None:
     made = spectrum_holds_half(cli_ctx, st_state)
     review = runner.invoke(app, ["link"], catch_exceptions=False)
     assert review.exit_code == 0, review.output
     assert "matched" in review.output and "nothing written" in review.output
     assert "OLD001" in review.output
-    assert "spectrum" not in (st_state.get("company", next(iter(made["customers"])))
-                              .get("externalIds") or {})
+    assert "spectrum" not in (
+        st_state.get("company", next(iter(made["customers"]))).get("externalIds") or {}
+    )
     applied = runner.invoke(app, ["link", "--apply"], catch_exceptions=False)
     assert applied.exit_code == 0, applied.output
     assert "link(s) written" in applied.output

@@ -29,8 +29,12 @@ from worker.ledger import alert, audit_event, code_counter, sync_record, waterma
 @pytest.fixture
 def pctx(settings: Any, ledger: Any, st_app: Any, spectrum_app: Any) -> Iterator[Any]:
     """A preview context on the same in-process sandbox and ledger file as ``ctx``."""
-    c = preview_context(settings, st_transport=asgi_transport(st_app),
-                        spectrum_transport=asgi_transport(spectrum_app), retry_wait_s=0)
+    c = preview_context(
+        settings,
+        st_transport=asgi_transport(st_app),
+        spectrum_transport=asgi_transport(spectrum_app),
+        retry_wait_s=0,
+    )
     yield c
     c.close()
 
@@ -61,12 +65,15 @@ def planned(preview: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def table_counts(ledger: Any) -> dict[str, int]:
     with ledger.engine.connect() as c:
-        return {t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one())
-                for t in (sync_record, code_counter, audit_event, watermark, alert)}
+        return {
+            t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one())
+            for t in (sync_record, code_counter, audit_event, watermark, alert)
+        }
 
 
-def check_same(pctx: Any, ctx: Any, sent: list[Any], record_type: str, record_id: int,
-               sync: Any) -> Any:
+def check_same(
+    pctx: Any, ctx: Any, sent: list[Any], record_type: str, record_id: int, sync: Any
+) -> Any:
     before = table_counts(ctx.ledger)
     preview = preview_record(pctx, record_type, record_id, "main")
     assert table_counts(ctx.ledger) == before, "the preview wrote to the ledger"
@@ -81,7 +88,9 @@ def check_same(pctx: Any, ctx: Any, sent: list[Any], record_type: str, record_id
 
 
 def test_customer_preview_is_what_the_sync_sends(pctx: Any, ctx: Any, sent: list[Any]) -> None:
-    preview = check_same(pctx, ctx, sent, "customer", 1031, lambda: sync_customer(ctx, 1031, "main"))
+    preview = check_same(
+        pctx, ctx, sent, "customer", 1031, lambda: sync_customer(ctx, 1031, "main")
+    )
     assert [c.service for c in preview.calls] == ["AddCustomer", "externalIds"]
     code = preview.calls[0].values["Customer_Code"]
     assert ctx.ledger.get(outcome_key("customer", 1031)).spectrum_key == code
@@ -115,8 +124,9 @@ def test_job_preview_when_customer_and_site_are_synced(
     assert preview.spectrum_calls()[0].service == "AddJob"
 
 
-def test_invoice_preview_is_what_the_sync_posts(pctx: Any, ctx: Any, world: Any,
-                                                sent: list[Any]) -> None:
+def test_invoice_preview_is_what_the_sync_posts(
+    pctx: Any, ctx: Any, world: Any, sent: list[Any]
+) -> None:
     inv = world.landmarks["invoice_nc"]
     preview = check_same(pctx, ctx, sent, "invoice", inv, lambda: sync_invoice(ctx, inv, "main"))
     assert preview.spectrum_calls()[-1].service == REST_INVOICE_SERVICE
@@ -146,26 +156,29 @@ def test_void_preview_is_the_credit_memo_the_sync_posts(
 def test_timecard_preview_interleaves_job_prerequisites(
     pctx: Any, ctx: Any, st_state: Any, sent: list[Any]
 ) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if c["user"].get("externalIds", {}).get("spectrum")
-                and {e["kind"] for e in c["entries"]} >= {"labor", "clock"})
-    preview = check_same(pctx, ctx, sent, "timecard", card["id"],
-                         lambda: sync_timecard(ctx, card["id"], "main"))
+    card = next(
+        c
+        for c in st_state.all("timecard")
+        if c["user"].get("externalIds", {}).get("spectrum")
+        and {e["kind"] for e in c["entries"]} >= {"labor", "clock"}
+    )
+    preview = check_same(
+        pctx, ctx, sent, "timecard", card["id"], lambda: sync_timecard(ctx, card["id"], "main")
+    )
     services = [c.service for c in preview.spectrum_calls()]
     assert services.count("PreTimeCard") == len(card["entries"])
     assert "AddJob" in services
 
 
-def test_work_order_preview_in_work_order_mode(
-    pctx: Any, ctx: Any, sent: list[Any]
-) -> None:
+def test_work_order_preview_in_work_order_mode(pctx: Any, ctx: Any, sent: list[Any]) -> None:
     assert sync_site(ctx, 1032, "main").ok  # the send needs customer and site mapped
     sent.clear()
     for c in (ctx, pctx):
         conn = c.settings.connections["main"]
         rules = conn.rules.model_copy(update={"mode": "work_order"})
-        c.settings = c.settings.model_copy(update={"connections": {
-            "main": conn.model_copy(update={"rules": rules})}})
+        c.settings = c.settings.model_copy(
+            update={"connections": {"main": conn.model_copy(update={"rules": rules})}}
+        )
     preview = preview_record(pctx, "work_order", 1033, "main")
     assert preview.status == "would_send", preview.reason
     assert send_job(ctx, 1033, "main").ok
@@ -176,8 +189,9 @@ def test_work_order_preview_in_work_order_mode(
 
 # --- records that could not be sent ------------------------------------------------------------
 def test_a_missing_employee_blocks_the_timecard(pctx: Any, st_state: Any) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if not c["user"].get("externalIds", {}).get("spectrum"))
+    card = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
     preview = preview_record(pctx, "timecard", card["id"], "main")
     assert preview.status == "blocked" and not preview.ok
     assert "PrerequisiteMissing" in preview.reason and "no Spectrum employee" in preview.reason
@@ -193,15 +207,14 @@ def test_an_ignored_job_type_is_skipped(pctx: Any, world: Any) -> None:
 def test_a_salesperson_without_code_blocks_the_invoice_after_the_chain(
     pctx: Any, world: Any
 ) -> None:
-    preview = preview_record(pctx, "invoice", world.landmarks["invoice_salesperson_without_id"],
-                             "main")
+    preview = preview_record(
+        pctx, "invoice", world.landmarks["invoice_salesperson_without_id"], "main"
+    )
     assert preview.status == "blocked"
     assert "salesperson" in preview.reason.lower()
 
 
-def test_a_failed_prerequisite_blocks_like_the_chain(
-    pctx: Any, ctx: Any, st_state: Any
-) -> None:
+def test_a_failed_prerequisite_blocks_like_the_chain(pctx: Any, ctx: Any, st_state: Any) -> None:
     # the company fails permanently (no name is not what blocks it here: a failed ledger row is)
     from worker.ledger import RecordKey, Status
 
@@ -235,12 +248,23 @@ def test_unknown_record_type_is_refused(pctx: Any) -> None:
 
 # --- parity over failure paths: the preview says what the sync then records --------------------
 def st_comments(st_state: Any, entity_type: int, entity_id: int) -> list[str]:
-    return [c["content"] for c in st_state.all("comment")
-            if c.get("entityType") == entity_type and c.get("entityId") == entity_id]
+    return [
+        c["content"]
+        for c in st_state.all("comment")
+        if c.get("entityType") == entity_type and c.get("entityId") == entity_id
+    ]
 
 
-def check_same_failure(pctx: Any, ctx: Any, sent: list[Any], record_type: str, record_id: int,
-                       sync: Any, *, status: str) -> Any:
+def check_same_failure(
+    pctx: Any,
+    ctx: Any,
+    sent: list[Any],
+    record_type: str,
+    record_id: int,
+    sync: Any,
+    *,
+    status: str,
+) -> Any:
     """The preview's status and reason are the outcome and ledger reason the sync then records,
     and its Spectrum calls (the chain before the failure) are what the sync sends."""
     before = table_counts(ctx.ledger)
@@ -260,8 +284,9 @@ def test_a_failing_invoice_previews_the_reason_and_the_comment_the_sync_leaves(
     pctx: Any, ctx: Any, world: Any, st_state: Any, sent: list[Any]
 ) -> None:
     inv = world.landmarks["invoice_salesperson_without_id"]
-    preview = check_same_failure(pctx, ctx, sent, "invoice", inv,
-                                 lambda: sync_invoice(ctx, inv, "main"), status="blocked")
+    preview = check_same_failure(
+        pctx, ctx, sent, "invoice", inv, lambda: sync_invoice(ctx, inv, "main"), status="blocked"
+    )
     assert preview.reason.startswith("PrerequisiteMissing: ")
     # the write-backs of the failure: the comment the sync posts, then status "failed"
     st_calls = [c for c in preview.calls if c.system == "servicetrade"]
@@ -275,11 +300,17 @@ def test_a_collision_previews_the_sync_failure(
     pctx: Any, ctx: Any, st_state: Any, spectrum_db: Any, sent: list[Any]
 ) -> None:
     job = next(j for j in st_state.all("job") if j["id"] == 1033)
-    foreign = {"Company_Code": "ABC", "Job_Number": f"T{job['number']}",
-               "Job_Description": "Hand made", "Customer_Code": "OTHER", "Status_Code": "A"}
+    foreign = {
+        "Company_Code": "ABC",
+        "Job_Number": f"T{job['number']}",
+        "Job_Description": "Hand made",
+        "Customer_Code": "OTHER",
+        "Status_Code": "A",
+    }
     spectrum_db.load({"JC_JOB_MASTER_MC": [foreign]})
-    preview = check_same_failure(pctx, ctx, sent, "job", 1033,
-                                 lambda: sync_job(ctx, 1033, "main"), status="blocked")
+    preview = check_same_failure(
+        pctx, ctx, sent, "job", 1033, lambda: sync_job(ctx, 1033, "main"), status="blocked"
+    )
     assert "already exists and is not ours" in preview.reason
     assert [c.service for c in preview.spectrum_calls()][-1] == "AddJob"
     comment = next(c for c in preview.calls if c.service == "comment")
@@ -289,10 +320,18 @@ def test_a_collision_previews_the_sync_failure(
 def test_a_blocked_timecard_previews_the_sync_reason(
     pctx: Any, ctx: Any, st_state: Any, sent: list[Any]
 ) -> None:
-    card = next(c for c in st_state.all("timecard")
-                if not c["user"].get("externalIds", {}).get("spectrum"))
-    preview = check_same_failure(pctx, ctx, sent, "timecard", card["id"],
-                                 lambda: sync_timecard(ctx, card["id"], "main"), status="blocked")
+    card = next(
+        c for c in st_state.all("timecard") if not c["user"].get("externalIds", {}).get("spectrum")
+    )
+    preview = check_same_failure(
+        pctx,
+        ctx,
+        sent,
+        "timecard",
+        card["id"],
+        lambda: sync_timecard(ctx, card["id"], "main"),
+        status="blocked",
+    )
     assert preview.calls == []
 
 
@@ -370,9 +409,7 @@ def test_heal_on_change_preview_of_a_fixed_failed_job_would_send(
     assert "AddJob" in [c.service for c in preview.spectrum_calls()]
 
 
-def test_stale_external_id_preview_shows_the_failure(
-    pctx: Any, ctx: Any, st_state: Any
-) -> None:
+def test_stale_external_id_preview_shows_the_failure(pctx: Any, ctx: Any, st_state: Any) -> None:
     company = next(c for c in st_state.all("company") if c.get("isCustomer"))
     st_state.update("company", company["id"], {"externalIds": {"spectrum": "OLD123"}})
     preview = preview_record(pctx, "customer", company["id"], "main")

@@ -44,8 +44,11 @@ def soap_envelope(service: str, values: dict[str, str]) -> str:
 def st_token(client: httpx.Client, st_url: str) -> str:
     r = client.post(
         f"{st_url}/api/oauth2/token",
-        data={"grant_type": "client_credentials", "client_id": credentials.ST_CLIENT_ID,
-              "client_secret": credentials.ST_CLIENT_SECRET},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials.ST_CLIENT_ID,
+            "client_secret": credentials.ST_CLIENT_SECRET,
+        },
     )
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
@@ -54,10 +57,15 @@ def st_token(client: httpx.Client, st_url: str) -> str:
 
 
 def get_job_template(client: httpx.Client, spectrum_url: str) -> httpx.Response:
-    body = soap_envelope("GetJob", {"Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID,
-                                    "pCompany_Code": "ABC"})
-    return client.post(f"{spectrum_url}/ws/GetJob", content=body,
-                       headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
+    body = soap_envelope(
+        "GetJob",
+        {"Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID, "pCompany_Code": "ABC"},
+    )
+    return client.post(
+        f"{spectrum_url}/ws/GetJob",
+        content=body,
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+    )
 
 
 def refused(url: str) -> bool:
@@ -85,8 +93,9 @@ def test_both_servers_answer_real_http(sandbox: RunningSandbox) -> None:
     job = sandbox.world.servicetrade["job"][0]
     with httpx.Client(timeout=10) as client:
         token = st_token(client, sandbox.st_url)
-        r = client.get(f"{sandbox.st_url}/api/job/{job['id']}",
-                       headers={"Authorization": f"Bearer {token}"})
+        r = client.get(
+            f"{sandbox.st_url}/api/job/{job['id']}", headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert data["number"] == job["number"]
@@ -172,13 +181,21 @@ def test_busy_port_is_a_clear_error(sandbox: RunningSandbox, tmp_path: Path) -> 
 def test_no_seed_keeps_the_spectrum_file(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, spec=SPEC) as first:
         before = first.spectrum_db.count(il.phases.name)
-        body = soap_envelope("AddPhase", {
-            "Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID, "Company_Code": "ABC",
-            "Job_Number": "TEMPLATE", "Phase_Code": "900", "Cost_Type": "L",
-            "Description": "Added by test", "Price_Method_Code": "T",
-        })
-        r = httpx.post(f"{first.spectrum_url}/ws/AddPhase", content=body,
-                       headers={"Content-Type": "text/xml"})
+        body = soap_envelope(
+            "AddPhase",
+            {
+                "Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID,
+                "Company_Code": "ABC",
+                "Job_Number": "TEMPLATE",
+                "Phase_Code": "900",
+                "Cost_Type": "L",
+                "Description": "Added by test",
+                "Price_Method_Code": "T",
+            },
+        )
+        r = httpx.post(
+            f"{first.spectrum_url}/ws/AddPhase", content=body, headers={"Content-Type": "text/xml"}
+        )
         assert r.status_code == 200, r.text
         assert "<response>" not in r.text, r.text  # a Put success has no message rows
     with start_sandbox(tmp_path, spec=None) as second:
@@ -194,15 +211,28 @@ def test_in_process_apps() -> None:
 
     st_app, spectrum_app, world = in_process(SPEC)
     with TestClient(spectrum_app) as client:
-        r = client.post("/ws/GetJob", content=soap_envelope("GetJob", {
-            "Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID, "pCompany_Code": "ABC"}))
+        r = client.post(
+            "/ws/GetJob",
+            content=soap_envelope(
+                "GetJob",
+                {"Authorization_ID": credentials.SPECTRUM_AUTHORIZATION_ID, "pCompany_Code": "ABC"},
+            ),
+        )
         assert "<Job_Number>TEMPLATE</Job_Number>" in r.text
     with TestClient(st_app) as client:
-        token = client.post("/api/oauth2/token", data={
-            "grant_type": "client_credentials", "client_id": credentials.ST_CLIENT_ID,
-            "client_secret": credentials.ST_CLIENT_SECRET}).json()["access_token"]
-        r = client.get("/api/company", params={"isCustomer": "true"},
-                       headers={"Authorization": f"Bearer {token}"})
+        token = client.post(
+            "/api/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": credentials.ST_CLIENT_ID,
+                "client_secret": credentials.ST_CLIENT_SECRET,
+            },
+        ).json()["access_token"]
+        r = client.get(
+            "/api/company",
+            params={"isCustomer": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 200, r.text
         names = {c["name"] for c in r.json()["data"]["companies"]}
         assert {c["name"] for c in world.servicetrade["company"] if c["isCustomer"]} <= names
@@ -234,9 +264,24 @@ def _free_port() -> int:
 def test_cli_up_serves_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     st_port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "up", "--st-port", str(st_port), "--spectrum-port", "0",
-         "--data-dir", str(tmp_path / "data"), "--companies", "3"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "up",
+            "--st-port",
+            str(st_port),
+            "--spectrum-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--companies",
+            "3",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -245,8 +290,11 @@ def test_cli_up_serves_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) 
         assert "spectrum" in urls, urls
         with httpx.Client(timeout=10) as client:
             token = st_token(client, urls["st"])
-            r = client.get(f"{urls['st']}/api/company", params={"isCustomer": "true"},
-                           headers={"Authorization": f"Bearer {token}"})
+            r = client.get(
+                f"{urls['st']}/api/company",
+                params={"isCustomer": "true"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert len(r.json()["data"]["companies"]) == 3
             assert get_job_template(client, urls["spectrum"]).status_code == 200
         assert (tmp_path / "data" / "spectrum.sqlite").is_file()
@@ -265,7 +313,11 @@ def test_cli_seed_dump(tmp_path: Path) -> None:
     out = tmp_path / "world.json"
     done = subprocess.run(
         [sys.executable, "-m", "sandbox", "seed", "--companies", "4", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     data: dict[str, Any] = json.loads(out.read_text())
@@ -274,7 +326,11 @@ def test_cli_seed_dump(tmp_path: Path) -> None:
     assert "PO_PURCHASE_ORDER_HEADER_MC" in data["spectrum"]
     bad = subprocess.run(
         [sys.executable, "-m", "sandbox", "seed", "--companies", "0"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert bad.returncode != 0
     assert "companies" in bad.stderr

@@ -164,8 +164,9 @@ def test_spectrum_rows_fit_the_info_link_tables(world: SeedWorld) -> None:
 
 def test_big_ids(world: SeedWorld) -> None:
     w = build_world(SeedSpec(big_ids=True))
-    offices = [loc for loc in w.servicetrade["location"]
-               if loc["company"]["name"].startswith("Acme")]
+    offices = [
+        loc for loc in w.servicetrade["location"] if loc["company"]["name"].startswith("Acme")
+    ]
     assert sorted(o["id"] for o in offices) == [11, 12]
     assert sorted(s["id"] for s in w.servicetrade["serviceline"]) == [5, 6, 7, 8]
     for resource in ("company", "job", "invoice", "user", "libitem", "timecard"):
@@ -200,8 +201,10 @@ def test_reference_data_matches_demo_config(world: SeedWorld, rules: ConnectionR
     pay_types = column(world, il.pay_types, "Pay_Type")
     assert {rules.timecards.regular_pay_type, *rules.timecards.pay_types.values()} <= pay_types
     departments = column(world, il.departments, "Department_Code")
-    assert {*rules.timecards.department_by_office.values(),
-            rules.timecards.default_department} <= departments
+    assert {
+        *rules.timecards.department_by_office.values(),
+        rules.timecards.default_department,
+    } <= departments
     assert rules.jobs.template_job in column(world, il.jobs, "Job_Number")
 
 
@@ -209,8 +212,9 @@ def test_offices_and_service_lines_match_demo_config(
     world: SeedWorld, rules: ConnectionRules
 ) -> None:
     vendors = {c["id"] for c in world.servicetrade["company"] if c["isVendor"]}
-    offices = {loc["id"]: loc for loc in world.servicetrade["location"]
-               if loc["company"]["id"] in vendors}
+    offices = {
+        loc["id"]: loc for loc in world.servicetrade["location"] if loc["company"]["id"] in vendors
+    }
     assert {int(k) for k in rules.cost_centers.by_office} == set(offices)
     assert {int(k) for k in rules.timecards.department_by_office} == set(offices)
     assert offices[11]["name"] == "Durham Office"
@@ -228,8 +232,11 @@ def test_offices_and_service_lines_match_demo_config(
 
 def test_template_job_has_phases_by_cost_type(world: SeedWorld, rules: ConnectionRules) -> None:
     template = rules.jobs.template_job
-    phases = {(r["Phase_Code"], r["Cost_Type"]) for r in rows(world, il.phases)
-              if r["Job_Number"] == template}
+    phases = {
+        (r["Phase_Code"], r["Cost_Type"])
+        for r in rows(world, il.phases)
+        if r["Job_Number"] == template
+    }
     assert phases == {(p, c) for p in ("100", "200", "300") for c in ("L", "M")}
     assert set(rules.timecards.phase_by_service_line.values()) <= {p for p, _ in phases}
     assert rules.timecards.cost_type in {c for _, c in phases}
@@ -250,8 +257,12 @@ def test_customer_names_exercise_sanitising(world: SeedWorld) -> None:
     assert names[0] == "O'Brien & Sons, Inc."
     assert any(len(n) > 30 for n in names)
     assert any(not n.isascii() for n in names)
-    states = {loc["address"]["state"] for c in customers(world)
-              for loc in world.servicetrade["location"] if loc["company"]["id"] == c["id"]}
+    states = {
+        loc["address"]["state"]
+        for c in customers(world)
+        for loc in world.servicetrade["location"]
+        if loc["company"]["id"] == c["id"]
+    }
     assert states == {"NC", "SC", "VA"}
 
 
@@ -259,8 +270,9 @@ def test_pm_tags(world: SeedWorld, rules: ConnectionRules) -> None:
     import re
 
     pattern = re.compile(rules.jobs.pm_tag_pattern)
-    tagged = [j for j in world.servicetrade["job"]
-              if any(pattern.match(t["name"]) for t in j["tags"])]
+    tagged = [
+        j for j in world.servicetrade["job"] if any(pattern.match(t["name"]) for t in j["tags"])
+    ]
     assert tagged
     assert len(tagged) < len(world.servicetrade["job"])
     tags = {t["id"]: t["name"] for t in world.servicetrade["tag"]}
@@ -327,11 +339,15 @@ def test_invoice_money_relations_hold(world: SeedWorld) -> None:
 
 def test_invoice_tax_rates_are_configured(world: SeedWorld, rules: ConnectionRules) -> None:
     configured = set(rules.tax.sales_tax_by_rate)
-    seen = {str(d(i["taxRate"]).normalize()) for inv in world.servicetrade["invoice"]
-            for i in inv["items"]}
+    seen = {
+        str(d(i["taxRate"]).normalize())
+        for inv in world.servicetrade["invoice"]
+        for i in inv["items"]
+    }
     assert seen <= configured
-    pending = [inv for inv in world.servicetrade["invoice"]
-               if inv["status"] == "pending_accounting"]
+    pending = [
+        inv for inv in world.servicetrade["invoice"] if inv["status"] == "pending_accounting"
+    ]
     pending_rates = {str(d(i["taxRate"]).normalize()) for inv in pending for i in inv["items"]}
     assert {"7", "6", "5.3"} <= pending_rates
 
@@ -350,8 +366,11 @@ def test_invoices_fraction_controls_invoices() -> None:
     all_ = build_world(SeedSpec(companies=30, invoices_fraction=1.0))
     forced = 5  # the fixed special-case invoices exist regardless
     assert len(none.servicetrade["invoice"]) == forced
-    completed = [j for j in all_.servicetrade["job"]
-                 if j["status"] == "completed" and j["type"] != "administrative"]
+    completed = [
+        j
+        for j in all_.servicetrade["job"]
+        if j["status"] == "completed" and j["type"] != "administrative"
+    ]
     assert len(all_.servicetrade["invoice"]) == len(completed)
 
 
@@ -418,8 +437,10 @@ def test_purchase_orders_pad_and_point_at_synced_jobs(world: SeedWorld) -> None:
     assert codes - {UNKNOWN_ITEM_CODE} <= lib_codes
     assert {"O", "C"} <= {line["Line_Status"] for line in details}
     unknown_po = str(world.landmarks["po_with_unknown_item_code"])
-    assert any(line["PO_Number"].strip() == unknown_po and
-               line["Item_Code"].strip() == UNKNOWN_ITEM_CODE for line in details)
+    assert any(
+        line["PO_Number"].strip() == unknown_po and line["Item_Code"].strip() == UNKNOWN_ITEM_CODE
+        for line in details
+    )
 
 
 # --- loads into the simulators -------------------------------------------------------------
@@ -452,8 +473,11 @@ def test_world_loads_into_st_state(world: SeedWorld) -> None:
     with TestClient(app) as client:
         token = client.post(
             "/api/oauth2/token",
-            data={"grant_type": "client_credentials", "client_id": credentials.ST_CLIENT_ID,
-                  "client_secret": credentials.ST_CLIENT_SECRET},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": credentials.ST_CLIENT_ID,
+                "client_secret": credentials.ST_CLIENT_SECRET,
+            },
         ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         got = client.get(f"/api/job/{job['id']}", headers=headers)

@@ -239,8 +239,10 @@ def test_rebill_invoice_item_edit_recomputes_the_line_and_the_invoice(
     invoice = data(
         sim.post(
             "/api/invoice",
-            {"jobId": JOB, "items": [{"description": "Labor", "quantity": 2, "price": 45.5,
-                                      "taxRate": 7.0}]},
+            {
+                "jobId": JOB,
+                "items": [{"description": "Labor", "quantity": 2, "price": 45.5, "taxRate": 7.0}],
+            },
         )
     )
     (line,) = invoice["items"]

@@ -26,14 +26,28 @@ def test_every_infolink_table_exists() -> None:
 
 def test_load_count_rows_reset() -> None:
     db = SpectrumDB()
-    db.load({
-        "CR_TERMS_MC": [{"Company_Code": "ABC", "Terms_Code": "N"},
-                        {"Company_Code": "XYZ", "Terms_Code": "N", "Description": "Net"}],
-        "CR_INVOICE_HEADER_MC": [{"Company_Code": "ABC", "Invoice_Or_Transaction": "1",
-                                  "Invoice_Date": "2026-03-02", "Invoice_Amount": "10.5"},
-                                 {"Company_Code": "ABC", "Invoice_Or_Transaction": "2",
-                                  "Invoice_Date": "03/03/2026", "Invoice_Amount": 4}],
-    })
+    db.load(
+        {
+            "CR_TERMS_MC": [
+                {"Company_Code": "ABC", "Terms_Code": "N"},
+                {"Company_Code": "XYZ", "Terms_Code": "N", "Description": "Net"},
+            ],
+            "CR_INVOICE_HEADER_MC": [
+                {
+                    "Company_Code": "ABC",
+                    "Invoice_Or_Transaction": "1",
+                    "Invoice_Date": "2026-03-02",
+                    "Invoice_Amount": "10.5",
+                },
+                {
+                    "Company_Code": "ABC",
+                    "Invoice_Or_Transaction": "2",
+                    "Invoice_Date": "03/03/2026",
+                    "Invoice_Amount": 4,
+                },
+            ],
+        }
+    )
     assert db.count("CR_TERMS_MC") == 2
     assert db.count("CR_TERMS_MC", Company_Code="XYZ") == 1
     assert [r["Company_Code"] for r in db.rows("CR_TERMS_MC")] == ["ABC", "XYZ"]
@@ -87,15 +101,21 @@ def test_file_database_is_readable_by_another_engine_while_the_sandbox_writes(
     with TestClient(app) as c:
         thread.start()
         for i in range(20):
-            job = {"Company_Code": "ABC", "Job_Number": f"F{i:04d}", "Taxable_Flag": "N",
-                   "Price_Method_Code": "T"}
+            job = {
+                "Company_Code": "ABC",
+                "Job_Number": f"F{i:04d}",
+                "Taxable_Flag": "N",
+                "Price_Method_Code": "T",
+            }
             assert put_rows(call(c, "AddJob", job)) == []
         thread.join()
     assert errors == []
     with reader.connect() as conn:
-        numbers = conn.execute(
-            sa.select(il.jobs.c.Job_Number).where(il.jobs.c.Job_Number.like("F%"))
-        ).scalars().all()
+        numbers = (
+            conn.execute(sa.select(il.jobs.c.Job_Number).where(il.jobs.c.Job_Number.like("F%")))
+            .scalars()
+            .all()
+        )
     assert len(numbers) == 20
     reader.dispose()
     db.dispose()
@@ -120,8 +140,10 @@ def test_memory_database_is_shared_across_threads() -> None:
 
 def test_tables_endpoint_and_http_load(tmp_path: Path) -> None:
     with TestClient(create_app()) as c:
-        resp = c.post("/_sandbox/spectrum/load",
-                      json={"CR_TERMS_MC": [{"Company_Code": "ABC", "Terms_Code": "N"}]})
+        resp = c.post(
+            "/_sandbox/spectrum/load",
+            json={"CR_TERMS_MC": [{"Company_Code": "ABC", "Terms_Code": "N"}]},
+        )
         assert resp.json() == {"CR_TERMS_MC": 1}
         assert c.get("/_sandbox/spectrum/tables/CR_TERMS_MC").json() == [
             {"Company_Code": "ABC", "Terms_Code": "N", "Description": None}

@@ -21,8 +21,13 @@ from tests.sandbox.test_spectrum_support import (  # noqa: F401 - fixtures
     put_rows,
 )
 
-CUSTOMER = {"Company_Code": "ABC", "Customer_Code": "C00077", "Name": "Gamma",
-            "Terms_Code": "N", "Sales_Tax_Code": "NC"}
+CUSTOMER = {
+    "Company_Code": "ABC",
+    "Customer_Code": "C00077",
+    "Name": "Gamma",
+    "Terms_Code": "N",
+    "Sales_Tax_Code": "NC",
+}
 
 
 def injector(client: TestClient) -> FaultInjector:
@@ -59,8 +64,14 @@ def test_ghost_commits_the_write_then_faults(client: TestClient, db: SpectrumDB)
 def test_timeout_commits_holds_then_faults(client: TestClient, db: SpectrumDB) -> None:
     client.put("/_sandbox/faults", json={"timeout_hold_s": 0.3})
     script(client, "PreTimeCard", "timeout")
-    values = {"Company_Code": "ABC", "Employee_Code": "E001", "Batch_Code": "B1",
-              "Pay_Type": "R", "Work_Date": "03/02/2026", "Hours_Employee": "8"}
+    values = {
+        "Company_Code": "ABC",
+        "Employee_Code": "E001",
+        "Batch_Code": "B1",
+        "Pay_Type": "R",
+        "Work_Date": "03/02/2026",
+        "Hours_Employee": "8",
+    }
     started = time.perf_counter()
     resp = call(client, "PreTimeCard", values)
     assert time.perf_counter() - started >= 0.3
@@ -72,8 +83,12 @@ def test_timeout_commits_holds_then_faults(client: TestClient, db: SpectrumDB) -
 def test_error_rate_and_service_filter(client: TestClient, db: SpectrumDB) -> None:
     client.put("/_sandbox/faults", json={"error_rate": 1.0, "services": ["AddJob"]})
     assert put_rows(call(client, "AddCustomer", CUSTOMER)) == []
-    job = {"Company_Code": "ABC", "Job_Number": "T2001", "Taxable_Flag": "N",
-           "Price_Method_Code": "T"}
+    job = {
+        "Company_Code": "ABC",
+        "Job_Number": "T2001",
+        "Taxable_Flag": "N",
+        "Price_Method_Code": "T",
+    }
     assert call(client, "AddJob", job).status_code == 500
     assert db.count("JC_JOB_MASTER_MC", Job_Number="T2001") == 0
 

@@ -94,8 +94,12 @@ def test_get_job_sort(client: TestClient) -> None:
 
 
 def test_get_job_sees_new_jobs_and_only_its_company(client: TestClient) -> None:
-    job = {"Company_Code": "ABC", "Job_Number": "T0500", "Taxable_Flag": "N",
-           "Price_Method_Code": "T"}
+    job = {
+        "Company_Code": "ABC",
+        "Job_Number": "T0500",
+        "Taxable_Flag": "N",
+        "Price_Method_Code": "T",
+    }
     assert put_rows(call(client, "AddJob", job)) == []
     assert jobs(client)[0] == "T0500"
     rows = get_rows(call(client, "GetJob", {}, auth=AUTH_2), "GetJob")
@@ -123,7 +127,9 @@ def test_get_with_another_companys_code_is_not_authorized(client: TestClient) ->
 def test_get_phase_filters_and_sorts(client: TestClient) -> None:
     rows = get_rows(call(client, "GetPhase", {"pJob_Number": "TEMPLATE"}), "GetPhase")
     assert [(r["Phase_Code"], r["Cost_Type"]) for r in rows] == [
-        ("100", "L"), ("100", "M"), ("200", "L"),  # 300 is Complete: blank = Active + Inactive
+        ("100", "L"),
+        ("100", "M"),
+        ("200", "L"),  # 300 is Complete: blank = Active + Inactive
     ]
     assert rows[0]["Description"] == "Sprinkler"
     assert rows[0]["Current_Estimated_Dollars"] == "0.00"
@@ -133,7 +139,9 @@ def test_get_phase_filters_and_sorts(client: TestClient) -> None:
         "GetPhase",
     )
     assert [(r["Job_Number"], r["Phase_Code"]) for r in rows] == [
-        ("T1001", "100"), ("TEMPLATE", "100"), ("TEMPLATE", "200")
+        ("T1001", "100"),
+        ("TEMPLATE", "100"),
+        ("TEMPLATE", "200"),
     ]
     rows = get_rows(call(client, "GetPhase", {"pCost_Center": "200"}), "GetPhase")
     assert [r["Phase_Code"] for r in rows] == ["200"]
@@ -146,8 +154,9 @@ def test_get_phase_filters_and_sorts(client: TestClient) -> None:
 
 def test_get_employee_filters_and_sorts(client: TestClient) -> None:
     def codes(**params: str) -> list[str]:
-        return [r["Employee_Code"] for r in get_rows(call(client, "GetEmployee", params),
-                                                      "GetEmployee")]
+        return [
+            r["Employee_Code"] for r in get_rows(call(client, "GetEmployee", params), "GetEmployee")
+        ]
 
     assert codes() == ["E001", "E002", "E003"]
     assert codes(pStatus_Type="A") == ["E001", "E002"]
@@ -164,8 +173,14 @@ def test_get_employee_filters_and_sorts(client: TestClient) -> None:
 
 
 def test_get_customers_answers_word_values(client: TestClient, db: SpectrumDB) -> None:
-    new = {"Company_Code": "ABC", "Customer_Code": "C00050", "Name": "New", "Terms_Code": "N",
-           "Sales_Tax_Code": "NC", "Taxable_Flag": "N"}
+    new = {
+        "Company_Code": "ABC",
+        "Customer_Code": "C00050",
+        "Name": "New",
+        "Terms_Code": "N",
+        "Sales_Tax_Code": "NC",
+        "Taxable_Flag": "N",
+    }
     assert put_rows(call(client, "AddCustomer", new)) == []
     rows = get_rows(call(client, "GetCustomers", {}), "GetCustomers")
     by_code = {r["Customer_Code"]: r for r in rows}
@@ -176,7 +191,9 @@ def test_get_customers_answers_word_values(client: TestClient, db: SpectrumDB) -
     assert by_code["C00050"]["Taxable_Flag"] == "Non-Taxable"
     rows = get_rows(call(client, "GetCustomers", {"pStatus": "I"}), "GetCustomers")
     assert {r["Customer_Code"]: r["Status"] for r in rows} == {
-        "C00001": "Active", "C00002": "Inactive", "C00050": "Active"
+        "C00001": "Active",
+        "C00002": "Inactive",
+        "C00050": "Active",
     }
     rows = get_rows(call(client, "GetCustomers", {"pStatus": "ALL"}), "GetCustomers")
     assert {r["Customer_Code"]: r["Status"] for r in rows}["D00003"] == "Not Used"

@@ -30,8 +30,14 @@ def cols(rows: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
 def test_add_wo_site_defaults_sales_tax_from_the_customer(
     client: TestClient, db: SpectrumDB
 ) -> None:
-    site = {"Company_Code": "ABC", "Site_ID": "S00009", "Site_Name": "Acme Plant",
-            "Site_Customer_Code": "C00001", "Site_State": "NC", "Site_Phone1": "9195550111"}
+    site = {
+        "Company_Code": "ABC",
+        "Site_ID": "S00009",
+        "Site_Name": "Acme Plant",
+        "Site_Customer_Code": "C00001",
+        "Site_State": "NC",
+        "Site_Phone1": "9195550111",
+    }
     assert put_rows(call(client, "AddWOSiteAddress", site)) == []
     (row,) = db.rows("WO_SITE_MASTER_MC", Site_ID="S00009")
     assert row["Sales_Tax_Code"] == "NC"
@@ -45,10 +51,19 @@ def test_add_wo_site_defaults_sales_tax_from_the_customer(
 
 
 def test_add_job_stores_every_layout_value(client: TestClient, db: SpectrumDB) -> None:
-    job = {"Company_Code": "ABC", "Job_Number": "T2001", "Job_Description": "Rooftop unit",
-           "Customer_Code": "C00001", "Taxable_Flag": "N", "Price_Method_Code": "T",
-           "Est_Start_Date": "03/02/2026", "Cost_Center": "100", "WO_Site": "S00001",
-           "Job_Type": "SVC", "UDF1": "Durham"}
+    job = {
+        "Company_Code": "ABC",
+        "Job_Number": "T2001",
+        "Job_Description": "Rooftop unit",
+        "Customer_Code": "C00001",
+        "Taxable_Flag": "N",
+        "Price_Method_Code": "T",
+        "Est_Start_Date": "03/02/2026",
+        "Cost_Center": "100",
+        "WO_Site": "S00001",
+        "Job_Type": "SVC",
+        "UDF1": "Durham",
+    }
     assert put_rows(call(client, "AddJob", job)) == []
     (row,) = db.rows(JOBS, Job_Number="T2001")
     assert row["Est_Start_Date"] == date(2026, 3, 2)
@@ -67,14 +82,24 @@ def test_add_job_requires_taxable_flag_and_price_method(client: TestClient) -> N
 
 def test_update_job_leaves_blank_elements_unchanged(client: TestClient, db: SpectrumDB) -> None:
     before = db.rows(JOBS, Job_Number="T1001")[0]
-    update = {"Company_Code": "ABC", "Job_Number": "T1001", "Job_Oh_Batch_Code": "OH1",
-              "Comment": "via stsync"}
+    update = {
+        "Company_Code": "ABC",
+        "Job_Number": "T1001",
+        "Job_Oh_Batch_Code": "OH1",
+        "Comment": "via stsync",
+    }
     assert put_rows(call(client, "UpdateJob", update)) == []
     after = db.rows(JOBS, Job_Number="T1001")[0]
     assert after["Job_Oh_Batch_Code"] == "OH1"
     assert after["Comment"] == "via stsync"
-    for unchanged in ("Job_Description", "Customer_Code", "Cost_Center", "Est_Start_Date",
-                      "Price_Method_Code", "Status_Code"):
+    for unchanged in (
+        "Job_Description",
+        "Customer_Code",
+        "Cost_Center",
+        "Est_Start_Date",
+        "Price_Method_Code",
+        "Status_Code",
+    ):
         assert after[unchanged] == before[unchanged]
     assert put_rows(call(client, "UpdateJob", {**update, "Job_Description": "New name"})) == []
     assert db.rows(JOBS, Job_Number="T1001")[0]["Job_Description"] == "New name"
@@ -96,9 +121,16 @@ def test_update_job_udf(client: TestClient, db: SpectrumDB) -> None:
 # --- phases --------------------------------------------------------------------------------------
 
 
-PHASE = {"Company_Code": "ABC", "Job_Number": "T1002", "Phase_Code": "100", "Cost_Type": "L",
-         "Description": "Sprinkler", "Price_Method_Code": "T", "Original_Est_Cost": "1200.50",
-         "Phase_Cost_Center": "100"}
+PHASE = {
+    "Company_Code": "ABC",
+    "Job_Number": "T1002",
+    "Phase_Code": "100",
+    "Cost_Type": "L",
+    "Description": "Sprinkler",
+    "Price_Method_Code": "T",
+    "Original_Est_Cost": "1200.50",
+    "Phase_Cost_Center": "100",
+}
 
 
 def test_add_phase_adds_then_updates_without_overwriting_with_blanks(
@@ -109,8 +141,13 @@ def test_add_phase_adds_then_updates_without_overwriting_with_blanks(
     assert row["Original_Est_Cost"] == Decimal("1200.50")
     assert row["Cost_Center"] == "100"
     assert row["Status_Code"] == "A"
-    update = {**PHASE, "Description": "", "Original_Est_Cost": "99", "Phase_Cost_Center": "",
-              "Unit_of_Measure": "HRS"}
+    update = {
+        **PHASE,
+        "Description": "",
+        "Original_Est_Cost": "99",
+        "Phase_Cost_Center": "",
+        "Unit_of_Measure": "HRS",
+    }
     assert put_rows(call(client, "AddPhase", update)) == []
     (row,) = db.rows(PHASES, Job_Number="T1002")  # still one row: an upsert
     assert row["Original_Est_Cost"] == Decimal("99.00")
@@ -165,9 +202,16 @@ def test_phase_price_method_j_takes_the_jobs(client: TestClient, db: SpectrumDB)
 # --- work orders ---------------------------------------------------------------------------------
 
 
-WO = {"Company_Code": "ABC", "WO_Reference_Code": "S", "WO_Job_Number": "S00001",
-      "WO_Job_Division": "SVC", "Bill_Customer_Code": "C00001", "Summary_Description": "Fix",
-      "Customer_PO_Number": "PO-1", "Ordered_Date": "03/02/2026"}
+WO = {
+    "Company_Code": "ABC",
+    "WO_Reference_Code": "S",
+    "WO_Job_Number": "S00001",
+    "WO_Job_Division": "SVC",
+    "Bill_Customer_Code": "C00001",
+    "Summary_Description": "Fix",
+    "Customer_PO_Number": "PO-1",
+    "Ordered_Date": "03/02/2026",
+}
 
 
 def test_work_order_blank_number_gets_the_next_one_as_a_g_row(
@@ -185,13 +229,16 @@ def test_work_order_blank_number_gets_the_next_one_as_a_g_row(
     assert int(again[1]) == int(number) + 1
 
 
-def test_work_order_update_overwrites_only_given_fields(
-    client: TestClient, db: SpectrumDB
-) -> None:
+def test_work_order_update_overwrites_only_given_fields(client: TestClient, db: SpectrumDB) -> None:
     explicit = {**WO, "WO_Number": "W1234"}
     assert put_rows(call(client, "WorkOrderHeader", explicit)) == []  # no G for a given number
-    update = {"Company_Code": "ABC", "WO_Number": "W1234", "WO_Reference_Code": "S",
-              "WO_Job_Number": "S00001", "Summary_Description": "Fixed sprinkler head"}
+    update = {
+        "Company_Code": "ABC",
+        "WO_Number": "W1234",
+        "WO_Reference_Code": "S",
+        "WO_Job_Number": "S00001",
+        "Summary_Description": "Fixed sprinkler head",
+    }
     assert put_rows(call(client, "WorkOrderHeader", update)) == []
     (row,) = db.rows("WO_WORK_ORDER_HEADER_MC", WO_Number="W1234")
     assert row["Summary_Description"] == "Fixed sprinkler head"
@@ -218,9 +265,18 @@ def test_work_order_reference_must_exist(client: TestClient) -> None:
 # --- payroll -------------------------------------------------------------------------------------
 
 
-TIME = {"Company_Code": "ABC", "Employee_Code": "E001", "Batch_Code": "20260302",
-        "Pay_Type": "R", "Work_Date": "03/02/2026", "Hours_Employee": "7.5",
-        "Job_Number": "T1001", "Phase_Code": "100", "Cost_Type": "L", "Department_Code": "10"}
+TIME = {
+    "Company_Code": "ABC",
+    "Employee_Code": "E001",
+    "Batch_Code": "20260302",
+    "Pay_Type": "R",
+    "Work_Date": "03/02/2026",
+    "Hours_Employee": "7.5",
+    "Job_Number": "T1001",
+    "Phase_Code": "100",
+    "Cost_Type": "L",
+    "Department_Code": "10",
+}
 
 
 def test_pre_time_card_twice_makes_two_rows(client: TestClient, db: SpectrumDB) -> None:
@@ -259,13 +315,16 @@ def test_pre_time_card_pay_types_builtin_and_from_the_table(client: TestClient) 
         assert put_rows(call(client, "PreTimeCard", {**generic, "Pay_Type": pay_type})) == []
     quantity = {**generic, "Pay_Type": "Q"}
     assert sorted(cols(put_rows(call(client, "PreTimeCard", quantity)))) == [
-        ("M", "Cost_Type"), ("M", "Job_Number"), ("M", "Phase_Code")
+        ("M", "Cost_Type"),
+        ("M", "Job_Number"),
+        ("M", "Phase_Code"),
     ]
 
 
 def test_pr_window_is_adjustable(client: TestClient) -> None:
-    resp = client.put("/_sandbox/spectrum/windows/PR",
-                      json={"start": "03/01/2026", "end": "03/07/2026"})
+    resp = client.put(
+        "/_sandbox/spectrum/windows/PR", json={"start": "03/01/2026", "end": "03/07/2026"}
+    )
     assert resp.status_code == 200
     assert put_rows(call(client, "PreTimeCard", TIME)) == []
     late = {**TIME, "Work_Date": "03/08/2026"}
@@ -277,12 +336,23 @@ def test_pr_window_is_adjustable(client: TestClient) -> None:
 # --- AR invoices ---------------------------------------------------------------------------------
 
 
-INVOICE = {"Company_Code": "ABC", "GL_Date": "03/02/2026", "Batch_Code": "ST260302",
-           "Customer_Code": "C00001", "Invoice_Or_Transaction": "ST1001",
-           "Transaction_Type": "I", "Invoice_Date": "03/02/2026", "Job_Number": "T1001",
-           "Sales_Tax_Code": "NC", "Sales_Tax_Amount": "7.00", "Line_Extension": "100.00",
-           "Detail_Description": "Inspection", "GL_Account": "4000",
-           "Income_Cost_Center": "100", "Salesperson_Code": "S01"}
+INVOICE = {
+    "Company_Code": "ABC",
+    "GL_Date": "03/02/2026",
+    "Batch_Code": "ST260302",
+    "Customer_Code": "C00001",
+    "Invoice_Or_Transaction": "ST1001",
+    "Transaction_Type": "I",
+    "Invoice_Date": "03/02/2026",
+    "Job_Number": "T1001",
+    "Sales_Tax_Code": "NC",
+    "Sales_Tax_Amount": "7.00",
+    "Line_Extension": "100.00",
+    "Detail_Description": "Inspection",
+    "GL_Account": "4000",
+    "Income_Cost_Center": "100",
+    "Salesperson_Code": "S01",
+}
 
 
 def test_add_ar_invoice_writes_one_header_and_one_line(client: TestClient, db: SpectrumDB) -> None:
@@ -294,7 +364,9 @@ def test_add_ar_invoice_writes_one_header_and_one_line(client: TestClient, db: S
     assert header["GL_Date"] == date(2026, 3, 2)
     (line,) = db.rows("CR_INVOICE_DETAIL_MC", Invoice_Or_Transaction="ST1001")
     assert (line["Line_Number"], line["GL_Account"], line["Line_Extension"]) == (
-        1, "4000", Decimal("100.00")
+        1,
+        "4000",
+        Decimal("100.00"),
     )
     assert put_rows(call(client, "AddARInvoice", INVOICE)) == [
         ("I", "Invoice_Or_Transaction already exists", "Invoice_Or_Transaction")
@@ -349,13 +421,23 @@ def test_ar_window_is_adjustable_and_can_be_unset(client: TestClient) -> None:
     assert sorted(cols(rows)) == [("I", "GL_Date"), ("I", "Invoice_Date")]
     assert "not set up" in rows[0][1]
     # a window for one company only
-    client.put("/_sandbox/spectrum/windows/AR",
-               json={"start": "2026-01-01", "end": "2026-12-31", "company": "ABC"})
+    client.put(
+        "/_sandbox/spectrum/windows/AR",
+        json={"start": "2026-01-01", "end": "2026-12-31", "company": "ABC"},
+    )
     assert put_rows(call(client, "AddARInvoice", {**april, "GL_Date": "03/02/2026"})) == []
 
 
 def test_bad_window_admin_input_is_refused(client: TestClient) -> None:
-    assert client.put("/_sandbox/spectrum/windows/AR",
-                      json={"start": "2026-03-31", "end": "2026-03-01"}).status_code == 422
-    assert client.put("/_sandbox/spectrum/windows/GL",
-                      json={"start": "2026-03-01", "end": "2026-03-31"}).status_code == 422
+    assert (
+        client.put(
+            "/_sandbox/spectrum/windows/AR", json={"start": "2026-03-31", "end": "2026-03-01"}
+        ).status_code
+        == 422
+    )
+    assert (
+        client.put(
+            "/_sandbox/spectrum/windows/GL", json={"start": "2026-03-01", "end": "2026-03-31"}
+        ).status_code
+        == 422
+    )

@@ -47,11 +47,23 @@ def invoice(number: str = "ST1001", **header: Any) -> dict[str, Any]:
         "Sales_Tax_Code": "NC",
         "Sales_Tax_Amount": "7.00",
         "invoiceDetails": [
-            {"Quantity": "2", "Detail_Description": "Labor", "Unit_Of_Measure": "HRS",
-             "Line_Extension": "80.00", "GL_Account": "4000", "Taxable_Flag": "N",
-             "Income_Cost_Center": "100"},
-            {"Quantity": 1, "Detail_Description": "Sprinkler head", "Line_Extension": 20.5,
-             "GL_Account": "4000", "Taxable_Flag": "Y", "Income_Cost_Center": "100"},
+            {
+                "Quantity": "2",
+                "Detail_Description": "Labor",
+                "Unit_Of_Measure": "HRS",
+                "Line_Extension": "80.00",
+                "GL_Account": "4000",
+                "Taxable_Flag": "N",
+                "Income_Cost_Center": "100",
+            },
+            {
+                "Quantity": 1,
+                "Detail_Description": "Sprinkler head",
+                "Line_Extension": 20.5,
+                "GL_Account": "4000",
+                "Taxable_Flag": "Y",
+                "Income_Cost_Center": "100",
+            },
         ],
         **header,
     }
@@ -68,15 +80,23 @@ def results(resp: httpx.Response) -> list[dict[str, str]]:
     assert resp.status_code == 200, resp.text
     out: list[dict[str, str]] = resp.json()["arInvoices"]
     for r in out:
-        assert set(r) == {"Invoice_Or_Transaction", "Error_Code", "Error_Description",
-                          "Error_Column"}
+        assert set(r) == {
+            "Invoice_Or_Transaction",
+            "Error_Code",
+            "Error_Description",
+            "Error_Column",
+        }
     return out
 
 
 def test_multi_line_invoice_imports_header_and_lines(client: TestClient, db: SpectrumDB) -> None:
     assert results(post(client, {"arInvoices": [invoice()]})) == [
-        {"Invoice_Or_Transaction": "ST1001", "Error_Code": "", "Error_Description": "",
-         "Error_Column": ""}
+        {
+            "Invoice_Or_Transaction": "ST1001",
+            "Error_Code": "",
+            "Error_Description": "",
+            "Error_Column": "",
+        }
     ]
     (header,) = db.rows(HEADERS, Invoice_Or_Transaction="ST1001")
     assert header["Invoice_Amount"] == Decimal("100.50")
@@ -105,9 +125,7 @@ def test_multi_line_invoice_imports_header_and_lines(client: TestClient, db: Spe
         basic("ABC", AUTH_2),
     ],
 )
-def test_bad_basic_auth_is_401(
-    client: TestClient, db: SpectrumDB, headers: dict[str, str]
-) -> None:
+def test_bad_basic_auth_is_401(client: TestClient, db: SpectrumDB, headers: dict[str, str]) -> None:
     resp = post(client, {"arInvoices": [invoice()]}, headers)
     assert resp.status_code == 401
     assert db.count(HEADERS) == 0
@@ -116,8 +134,12 @@ def test_bad_basic_auth_is_401(
 def test_blank_basic_company_defaults_from_the_authorization_id(
     client: TestClient, db: SpectrumDB
 ) -> None:
-    assert results(post(client, {"arInvoices": [invoice(Company_Code="")]},
-                        basic("", AUTH)))[0]["Error_Code"] == ""
+    assert (
+        results(post(client, {"arInvoices": [invoice(Company_Code="")]}, basic("", AUTH)))[0][
+            "Error_Code"
+        ]
+        == ""
+    )
     assert db.rows(HEADERS)[0]["Company_Code"] == "ABC"
 
 
@@ -125,7 +147,9 @@ def test_service_not_authorized_is_a_per_invoice(client: TestClient, db: Spectru
     client.delete(f"/_sandbox/spectrum/authorizations/{AUTH}/services/ARMultiLineInvoice")
     (r,) = results(post(client, {"arInvoices": [invoice()]}))
     assert (r["Error_Code"], r["Error_Description"], r["Error_Column"]) == (
-        "A", NOT_AUTHORIZED, "Authorization_ID"
+        "A",
+        NOT_AUTHORIZED,
+        "Authorization_ID",
     )
     assert db.count(HEADERS) == 0
 
@@ -168,8 +192,7 @@ def test_several_errors_in_one_invoice_are_all_reported(client: TestClient) -> N
     bad["invoiceDetails"][0]["Income_Cost_Center"] = "999"
     (r,) = results(post(client, {"arInvoices": [bad]}))
     assert r["Error_Code"] == "I"
-    assert set(r["Error_Column"].split(",")) == {"Customer_Code", "GL_Date",
-                                                  "Income_Cost_Center"}
+    assert set(r["Error_Column"].split(",")) == {"Customer_Code", "GL_Date", "Income_Cost_Center"}
     assert r["Error_Description"].count(";") == 2
 
 
@@ -236,8 +259,13 @@ def test_unset_ar_processing_dates_answer_500(client: TestClient, db: SpectrumDB
 
 
 def token(client: TestClient, **form: str) -> httpx.Response:
-    data = {"client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
-            "scope": "spectrumapi", "grant_type": "client_credentials", **form}
+    data = {
+        "client_id": DEFAULT_OAUTH_CLIENT_ID,
+        "client_secret": DEFAULT_OAUTH_CLIENT_SECRET,
+        "scope": "spectrumapi",
+        "grant_type": "client_credentials",
+        **form,
+    }
     resp: httpx.Response = client.post("/connect/token", data=data)
     return resp
 
@@ -258,8 +286,13 @@ def test_token_endpoint(client: TestClient) -> None:
 def test_enhanced_auth_requires_bearer_and_authorization_id(
     client: TestClient, db: SpectrumDB
 ) -> None:
-    customer = {"Company_Code": "ABC", "Customer_Code": "C00077", "Name": "Gamma",
-                "Terms_Code": "N", "Sales_Tax_Code": "NC"}
+    customer = {
+        "Company_Code": "ABC",
+        "Customer_Code": "C00077",
+        "Name": "Gamma",
+        "Terms_Code": "N",
+        "Sales_Tax_Code": "NC",
+    }
     assert put_rows(call(client, "AddCustomer", customer)) == []  # off by default
     assert client.put("/_sandbox/spectrum/enhanced-auth", json={"enabled": True}).status_code == 200
     other = {**customer, "Customer_Code": "C00078"}
@@ -271,25 +304,26 @@ def test_enhanced_auth_requires_bearer_and_authorization_id(
     assert put_rows(resp) == []
     # the Authorization ID is still required
     third = {**customer, "Customer_Code": "C00079"}
-    resp = client.post("/ws/AddCustomer", content=_envelope(third, auth="nosuchid"),
-                       headers=bearer)
+    resp = client.post("/ws/AddCustomer", content=_envelope(third, auth="nosuchid"), headers=bearer)
     assert put_rows(resp)[0][0] == "A"
-    bad = client.post("/ws/AddCustomer", content=_envelope(third),
-                      headers={"Authorization": "Bearer forged"})
+    bad = client.post(
+        "/ws/AddCustomer", content=_envelope(third), headers={"Authorization": "Bearer forged"}
+    )
     assert bad.status_code == 401
     assert db.count("CR_CUSTOMER_MASTER_MC", Customer_Code="C00079") == 0
     # REST: Bearer plus the Authorization ID headers
     rest_headers = {**bearer, "X-Company-Code": "ABC", "X-Authorization-ID": AUTH}
-    assert results(post(client, {"arInvoices": [invoice()]}, rest_headers))[0][
-        "Error_Code"] == ""
+    assert results(post(client, {"arInvoices": [invoice()]}, rest_headers))[0]["Error_Code"] == ""
     assert post(client, {"arInvoices": [invoice("ST9")]}, basic("ABC", AUTH)).status_code == 401
     no_id = {**bearer, "X-Company-Code": "ABC"}
     assert post(client, {"arInvoices": [invoice("ST9")]}, no_id).status_code == 401
 
 
 def test_secret_rotation(client: TestClient) -> None:
-    resp = client.post("/secretRotation", data={"client_id": DEFAULT_OAUTH_CLIENT_ID,
-                                                "client_secret": DEFAULT_OAUTH_CLIENT_SECRET})
+    resp = client.post(
+        "/secretRotation",
+        data={"client_id": DEFAULT_OAUTH_CLIENT_ID, "client_secret": DEFAULT_OAUTH_CLIENT_SECRET},
+    )
     assert resp.status_code == 200
     new = resp.json()["client_secret"]
     assert resp.json()["estimated_expiration"]

@@ -56,9 +56,7 @@ def test_wsdl_lists_every_element_of_the_layout(client: TestClient, service: str
     assert resp.status_code == 200
     root = ET.fromstring(resp.content)
     xsd = "{http://www.w3.org/2001/XMLSchema}"
-    op = next(
-        el for el in root.iter(f"{xsd}element") if el.get("name") == service
-    )
+    op = next(el for el in root.iter(f"{xsd}element") if el.get("name") == service)
     names = [el.get("name") for el in op.iter(f"{xsd}element") if el is not op]
     assert names == elements(service)
     address = next(el for el in root.iter() if el.tag.endswith("address"))
@@ -98,7 +96,7 @@ def test_malformed_xml_and_dtd_are_refused(client: TestClient) -> None:
     assert fault(resp)[0] == "SOAP-ENV:Client"
     bomb = (
         '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
-        '<Envelope><Body><AddCustomer><Name>&a;</Name></AddCustomer></Body></Envelope>'
+        "<Envelope><Body><AddCustomer><Name>&a;</Name></AddCustomer></Body></Envelope>"
     )
     resp = client.post("/ws/AddCustomer", content=bomb)
     assert resp.status_code == 500
@@ -214,7 +212,9 @@ def test_get_service_authorization_error_is_a_row_with_only_error_fields(
     assert row["Error_Description"]
     assert all(v == "" for k, v in row.items() if not k.startswith("Error_"))
     assert set(row) == set(SERVICES["GetJob"].row_fields) | {
-        "Error_Code", "Error_Description", "Error_Column"
+        "Error_Code",
+        "Error_Description",
+        "Error_Column",
     }
 
 
@@ -282,12 +282,18 @@ def test_duplicate_key_is_i_already_exists(client: TestClient, db: SpectrumDB) -
         ("AddJob", {**JOB, "Job_Type": "XX"}, "Job_Type"),
         ("AddJob", {**JOB, "Tax_Class_Code": "XX"}, "Tax_Class_Code"),
         ("AddJob", {**JOB, "WO_Site": "S99999"}, "WO_Site"),
-        ("AddWOSiteAddress",
-         {"Company_Code": "ABC", "Site_ID": "S00002", "Site_Name": "x",
-          "Site_Customer_Code": "NOPE"}, "Site_Customer_Code"),
+        (
+            "AddWOSiteAddress",
+            {
+                "Company_Code": "ABC",
+                "Site_ID": "S00002",
+                "Site_Name": "x",
+                "Site_Customer_Code": "NOPE",
+            },
+            "Site_Customer_Code",
+        ),
         ("UpdateJob", {"Company_Code": "ABC", "Job_Number": "NOPE"}, "Job_Number"),
-        ("UpdateJob_UDF", {"Company_Code": "ABC", "Job_Number": "NOPE", "UDF1": "x"},
-         "Job_Number"),
+        ("UpdateJob_UDF", {"Company_Code": "ABC", "Job_Number": "NOPE", "UDF1": "x"}, "Job_Number"),
     ],
 )
 def test_unknown_reference_codes_are_i(
@@ -381,9 +387,7 @@ def test_guid_may_be_reused_within_a_batch_and_expires_after_a_day(client: TestC
     real = admin.clock
     admin.clock = lambda: real() + timedelta(hours=25)
     third = {**CUSTOMER, "Customer_Code": "C00079", "GUID": guid}
-    assert put_rows(call(client, "AddCustomer", third)) == [
-        ("A", "Time out has occurred", "GUID")
-    ]
+    assert put_rows(call(client, "AddCustomer", third)) == [("A", "Time out has occurred", "GUID")]
     fresh = {**third, "GUID": "11111111-2222-3333-4444-555555555555"}
     assert put_rows(call(client, "AddCustomer", fresh)) == []
 
@@ -410,6 +414,9 @@ def test_undeclared_elements_are_ignored(client: TestClient, db: SpectrumDB) -> 
 
 def test_basic_header_on_soap_is_harmless(client: TestClient) -> None:
     # §2: two integrators send Basic Company_Code:Authorization_ID on SOAP calls
-    resp = client.post("/ws/AddCustomer", content=envelope("AddCustomer", CUSTOMER),
-                       headers={"Authorization": "Basic QUJDOmFweEs3UTJNOVRa"})
+    resp = client.post(
+        "/ws/AddCustomer",
+        content=envelope("AddCustomer", CUSTOMER),
+        headers={"Authorization": "Basic QUJDOmFweEs3UTJNOVRa"},
+    )
     assert put_rows(resp) == []

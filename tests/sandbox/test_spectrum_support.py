@@ -67,8 +67,9 @@ def envelope(
     )
 
 
-def call(client: TestClient, service: str, values: dict[str, str] | None = None,
-         **kw: Any) -> httpx.Response:
+def call(
+    client: TestClient, service: str, values: dict[str, str] | None = None, **kw: Any
+) -> httpx.Response:
     resp: httpx.Response = client.post(
         f"/ws/{service}",
         content=envelope(service, values, **kw),
@@ -139,65 +140,178 @@ def seed_rows() -> dict[str, list[dict[str, Any]]]:
             add("JC_COST_TYPE_MC", {"Company_Code": co, "Cost_Type": ct})
         add("JC_JOB_TYPE_MC", {"Company_Code": co, "Job_Type": "SVC"})
         add("CR_SALESPERSON_MC", {"Company_Code": co, "Salesperson_Code": "S01"})
-        add("PR_PAY_TYPE_MC", {"Company_Code": co, "Pay_Type": "R"}, {"Company_Code": co,
-                                                                      "Pay_Type": "BONUS"})
+        add(
+            "PR_PAY_TYPE_MC",
+            {"Company_Code": co, "Pay_Type": "R"},
+            {"Company_Code": co, "Pay_Type": "BONUS"},
+        )
         add("PR_DEPARTMENT_MC", {"Company_Code": co, "Department_Code": "10"})
     add(
         "CR_CUSTOMER_MASTER_MC",
-        {"Company_Code": "ABC", "Customer_Code": "C00001", "Name": "Acme Fire", "Terms_Code": "N",
-         "Sales_Tax_Code": "NC", "Status": "A", "Phone": "9195550100"},
-        {"Company_Code": "ABC", "Customer_Code": "C00002", "Name": "Beta Labs", "Terms_Code": "N",
-         "Sales_Tax_Code": "EXEMPT", "Status": "I"},
-        {"Company_Code": "ABC", "Customer_Code": "D00003", "Name": "Delta Co", "Terms_Code": "N",
-         "Sales_Tax_Code": "NC", "Status": "N"},
-        {"Company_Code": "XYZ", "Customer_Code": "X1", "Name": "Xylo", "Terms_Code": "N",
-         "Sales_Tax_Code": "NC", "Status": "A"},
+        {
+            "Company_Code": "ABC",
+            "Customer_Code": "C00001",
+            "Name": "Acme Fire",
+            "Terms_Code": "N",
+            "Sales_Tax_Code": "NC",
+            "Status": "A",
+            "Phone": "9195550100",
+        },
+        {
+            "Company_Code": "ABC",
+            "Customer_Code": "C00002",
+            "Name": "Beta Labs",
+            "Terms_Code": "N",
+            "Sales_Tax_Code": "EXEMPT",
+            "Status": "I",
+        },
+        {
+            "Company_Code": "ABC",
+            "Customer_Code": "D00003",
+            "Name": "Delta Co",
+            "Terms_Code": "N",
+            "Sales_Tax_Code": "NC",
+            "Status": "N",
+        },
+        {
+            "Company_Code": "XYZ",
+            "Customer_Code": "X1",
+            "Name": "Xylo",
+            "Terms_Code": "N",
+            "Sales_Tax_Code": "NC",
+            "Status": "A",
+        },
     )
     add(
         "WO_SITE_MASTER_MC",
-        {"Company_Code": "ABC", "Site_ID": "S00001", "Site_Name": "Acme HQ",
-         "Site_Customer_Code": "C00001", "Status": "A"},
+        {
+            "Company_Code": "ABC",
+            "Site_ID": "S00001",
+            "Site_Name": "Acme HQ",
+            "Site_Customer_Code": "C00001",
+            "Status": "A",
+        },
     )
     job = {"Company_Code": "ABC", "Price_Method_Code": "T", "Taxable_Flag": "N"}
     add(
         "JC_JOB_MASTER_MC",
-        {**job, "Job_Number": "T1001", "Job_Description": "Active one", "Customer_Code": "C00001",
-         "Division": "2", "Project_Manager": "PAT", "Cost_Center": "100", "Status_Code": "A",
-         "Est_Start_Date": date(2026, 3, 2)},
-        {**job, "Job_Number": "T1002", "Job_Description": "Inactive one",
-         "Customer_Code": "C00002", "Division": "1", "Project_Manager": "ALEX",
-         "Cost_Center": "200", "Status_Code": "I"},
-        {**job, "Job_Number": "T1003", "Job_Description": "Complete one",
-         "Customer_Code": "C00001", "Division": "3", "Cost_Center": "100", "Status_Code": "C"},
-        {**job, "Job_Number": "TEMPLATE", "Job_Description": "Template", "Cost_Center": "100",
-         "Status_Code": "A", "Price_Method_Code": "F"},
+        {
+            **job,
+            "Job_Number": "T1001",
+            "Job_Description": "Active one",
+            "Customer_Code": "C00001",
+            "Division": "2",
+            "Project_Manager": "PAT",
+            "Cost_Center": "100",
+            "Status_Code": "A",
+            "Est_Start_Date": date(2026, 3, 2),
+        },
+        {
+            **job,
+            "Job_Number": "T1002",
+            "Job_Description": "Inactive one",
+            "Customer_Code": "C00002",
+            "Division": "1",
+            "Project_Manager": "ALEX",
+            "Cost_Center": "200",
+            "Status_Code": "I",
+        },
+        {
+            **job,
+            "Job_Number": "T1003",
+            "Job_Description": "Complete one",
+            "Customer_Code": "C00001",
+            "Division": "3",
+            "Cost_Center": "100",
+            "Status_Code": "C",
+        },
+        {
+            **job,
+            "Job_Number": "TEMPLATE",
+            "Job_Description": "Template",
+            "Cost_Center": "100",
+            "Status_Code": "A",
+            "Price_Method_Code": "F",
+        },
     )
-    phase = {"Company_Code": "ABC", "Job_Number": "TEMPLATE", "Status_Code": "A",
-             "Original_Est_Cost": Decimal("0.00")}
+    phase = {
+        "Company_Code": "ABC",
+        "Job_Number": "TEMPLATE",
+        "Status_Code": "A",
+        "Original_Est_Cost": Decimal("0.00"),
+    }
     add(
         "JC_PHASE_MASTER_MC",
-        {**phase, "Phase_Code": "100", "Cost_Type": "L", "Description": "Sprinkler",
-         "Cost_Center": "100"},
-        {**phase, "Phase_Code": "100", "Cost_Type": "M", "Description": "Sprinkler",
-         "Cost_Center": "100"},
-        {**phase, "Phase_Code": "200", "Cost_Type": "L", "Description": "Fire Alarm",
-         "Cost_Center": "200"},
-        {**phase, "Phase_Code": "300", "Cost_Type": "L", "Description": "Old", "Status_Code": "C",
-         "Cost_Center": "100"},
-        {**phase, "Job_Number": "T1001", "Phase_Code": "100", "Cost_Type": "L",
-         "Description": "Sprinkler", "Cost_Center": "100"},
+        {
+            **phase,
+            "Phase_Code": "100",
+            "Cost_Type": "L",
+            "Description": "Sprinkler",
+            "Cost_Center": "100",
+        },
+        {
+            **phase,
+            "Phase_Code": "100",
+            "Cost_Type": "M",
+            "Description": "Sprinkler",
+            "Cost_Center": "100",
+        },
+        {
+            **phase,
+            "Phase_Code": "200",
+            "Cost_Type": "L",
+            "Description": "Fire Alarm",
+            "Cost_Center": "200",
+        },
+        {
+            **phase,
+            "Phase_Code": "300",
+            "Cost_Type": "L",
+            "Description": "Old",
+            "Status_Code": "C",
+            "Cost_Center": "100",
+        },
+        {
+            **phase,
+            "Job_Number": "T1001",
+            "Phase_Code": "100",
+            "Cost_Type": "L",
+            "Description": "Sprinkler",
+            "Cost_Center": "100",
+        },
     )
     add(
         "PR_EMPLOYEE_MASTER_1_MC",
-        {"Company_Code": "ABC", "Employee_Code": "E001", "Employee_Name": "Zed, Amy",
-         "First_Name": "Amy", "Last_Name": "Zed", "Employment_Status": "A",
-         "Department_Code": "10", "Cost_Center": "100"},
-        {"Company_Code": "ABC", "Employee_Code": "E002", "Employee_Name": "Able, Bob",
-         "First_Name": "Bob", "Last_Name": "Able", "Employment_Status": "A",
-         "Department_Code": "20", "Cost_Center": "200"},
-        {"Company_Code": "ABC", "Employee_Code": "E003", "Employee_Name": "Moe, Cy",
-         "First_Name": "Cy", "Last_Name": "Moe", "Employment_Status": "I",
-         "Department_Code": "10", "Cost_Center": "100"},
+        {
+            "Company_Code": "ABC",
+            "Employee_Code": "E001",
+            "Employee_Name": "Zed, Amy",
+            "First_Name": "Amy",
+            "Last_Name": "Zed",
+            "Employment_Status": "A",
+            "Department_Code": "10",
+            "Cost_Center": "100",
+        },
+        {
+            "Company_Code": "ABC",
+            "Employee_Code": "E002",
+            "Employee_Name": "Able, Bob",
+            "First_Name": "Bob",
+            "Last_Name": "Able",
+            "Employment_Status": "A",
+            "Department_Code": "20",
+            "Cost_Center": "200",
+        },
+        {
+            "Company_Code": "ABC",
+            "Employee_Code": "E003",
+            "Employee_Name": "Moe, Cy",
+            "First_Name": "Cy",
+            "Last_Name": "Moe",
+            "Employment_Status": "I",
+            "Department_Code": "10",
+            "Cost_Center": "100",
+        },
     )
     return ref
 

@@ -65,17 +65,24 @@ def _laughs(levels: int = 10) -> str:
 ATTACKS: dict[str, bytes] = {
     "xxe file": _envelope("&xxe;", dtd=f'<!DOCTYPE x [<!ENTITY xxe SYSTEM "file://{PASSWD}">]>'),
     "xxe parameter entity": _envelope(
-        "x", dtd=f'<!DOCTYPE x [<!ENTITY % p SYSTEM "file://{PASSWD}"> %p;]>'),
+        "x", dtd=f'<!DOCTYPE x [<!ENTITY % p SYSTEM "file://{PASSWD}"> %p;]>'
+    ),
     "xxe network": _envelope("&n;", dtd='<!DOCTYPE x [<!ENTITY n SYSTEM "http://127.0.0.1:9/">]>'),
     "external dtd": _envelope("x", dtd=f'<!DOCTYPE x SYSTEM "file://{PASSWD}">'),
     "billion laughs": _envelope("&lol9;", dtd=_laughs()),
     "quadratic blow-up": _envelope(
-        "&a;" * 5000, dtd='<!DOCTYPE x [<!ENTITY a "' + "A" * 50_000 + '">]>'),
+        "&a;" * 5000, dtd='<!DOCTYPE x [<!ENTITY a "' + "A" * 50_000 + '">]>'
+    ),
     "xinclude": _envelope(
         f'<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="file://{PASSWD}" '
-        'parse="text"/>'),
-    "deep nesting": (f'<soap:Envelope xmlns:soap="{SOAP}"><soap:Body>' + "<a>" * 100_000
-                     + "</a>" * 100_000 + "</soap:Body></soap:Envelope>").encode(),
+        'parse="text"/>'
+    ),
+    "deep nesting": (
+        f'<soap:Envelope xmlns:soap="{SOAP}"><soap:Body>'
+        + "<a>" * 100_000
+        + "</a>" * 100_000
+        + "</soap:Body></soap:Envelope>"
+    ).encode(),
 }
 
 
@@ -118,16 +125,25 @@ def test_sandbox_soap_parser_refuses_xml_attacks(spectrum_app: Any, name: str) -
 def ingest(tmp_path: Path) -> tuple[TestClient, list[tuple[str, tuple[Any, ...]]]]:
     env = demo_env(tmp_path, infolink_url="sqlite://", database_url="sqlite://")
     sent: list[tuple[str, tuple[Any, ...]]] = []
-    app = create_ingest_app(load_settings(DEMO_CONFIG, env), redis_client=fakeredis.FakeRedis(),
-                            send=lambda name, args: sent.append((name, args)),
-                            ledger_ping=lambda: None, record_wakeups=lambda entries: None)
+    app = create_ingest_app(
+        load_settings(DEMO_CONFIG, env),
+        redis_client=fakeredis.FakeRedis(),
+        send=lambda name, args: sent.append((name, args)),
+        ledger_ping=lambda: None,
+        record_wakeups=lambda entries: None,
+    )
     return TestClient(app, raise_server_exceptions=False), sent
 
 
 def _delivery(*ids: int) -> dict[str, Any]:
-    return {"messageId": f"m-{ids}", "data": [
-        {"action": "created", "entity": {"type": t, "id": i}}
-        for i in ids for t in ("company", "invoice", "timecard")]}
+    return {
+        "messageId": f"m-{ids}",
+        "data": [
+            {"action": "created", "entity": {"type": t, "id": i}}
+            for i in ids
+            for t in ("company", "invoice", "timecard")
+        ],
+    }
 
 
 def test_webhook_secret_is_compared_in_constant_time(
@@ -173,7 +189,8 @@ def test_secrets_never_in_logs_answers_or_enqueued_args(
     # the test's own HTTP client (httpx, standing in for ServiceTrade) logs the URL it posts to;
     # everything the ingest side logs must be clean
     logged = "\n".join(
-        f"{r.getMessage()} {r.__dict__}" for r in caplog.records
+        f"{r.getMessage()} {r.__dict__}"
+        for r in caplog.records
         if not r.name.startswith(("httpx", "httpcore"))
     )
     assert "webhook rejected" in logged and "webhook accepted" in logged
@@ -182,7 +199,8 @@ def test_secrets_never_in_logs_answers_or_enqueued_args(
             assert s not in text
     # task arguments are ids and the connection name, nothing else
     assert sent and all(
-        len(args) == 2 and isinstance(args[0], int) and args[1] == "main" for _, args in sent)
+        len(args) == 2 and isinstance(args[0], int) and args[1] == "main" for _, args in sent
+    )
 
 
 def test_secrets_never_in_logs_or_ledger_of_a_sync(
@@ -203,6 +221,7 @@ def test_secrets_never_in_logs_or_ledger_of_a_sync(
 
 def _echo(status: int) -> httpx.MockTransport:
     """A server that answers every request with the request itself (URL, headers, body)."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         echoed = f"{request.method} {request.url}\n{dict(request.headers)}\n{request.content!r}"
         return httpx.Response(status, text=f"<html>error: {echoed}</html>")
@@ -219,17 +238,36 @@ def test_client_errors_never_carry_credentials_even_when_the_server_echoes_them(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     records: list[Any] = []
-    spectrum = SpectrumClient("http://spectrum.test", authorization_id=SENTINEL,
-                              company_code="ABC", transport=_echo(status), retry_wait_s=0,
-                              on_call=records.append)
-    st = ServiceTradeClient("http://st.test", client_id="stsync", client_secret=SENTINEL,
-                            transport=_echo(status), retry_wait_s=0, on_call=records.append)
-    st_session = ServiceTradeClient("http://st.test", username="api@x", password=SENTINEL,
-                                    transport=_echo(status), retry_wait_s=0,
-                                    on_call=records.append)
+    spectrum = SpectrumClient(
+        "http://spectrum.test",
+        authorization_id=SENTINEL,
+        company_code="ABC",
+        transport=_echo(status),
+        retry_wait_s=0,
+        on_call=records.append,
+    )
+    st = ServiceTradeClient(
+        "http://st.test",
+        client_id="stsync",
+        client_secret=SENTINEL,
+        transport=_echo(status),
+        retry_wait_s=0,
+        on_call=records.append,
+    )
+    st_session = ServiceTradeClient(
+        "http://st.test",
+        username="api@x",
+        password=SENTINEL,
+        transport=_echo(status),
+        retry_wait_s=0,
+        on_call=records.append,
+    )
     errors: list[BaseException] = []
-    for call in (lambda: spectrum.get_phases("T1"), lambda: st.get_company(5),
-                 lambda: st_session.get_company(5)):
+    for call in (
+        lambda: spectrum.get_phases("T1"),
+        lambda: st.get_company(5),
+        lambda: st_session.get_company(5),
+    ):
         with pytest.raises(SyncError) as info:
             call()
         errors.append(info.value)

@@ -24,7 +24,7 @@ def test_every_routed_entity_has_a_registered_sync_task() -> None:
     for task_name, _ in ENTITY_TASKS.values():
         assert task_name in registered, task_name
         task = registered[task_name]
-        assert task.acks_late and task.reject_on_worker_lost and task.ignore_result
+        assert task.acks_late and task.reject_on_worker_lost and not task.ignore_result
         assert TransientError in task.autoretry_for  # type: ignore[attr-defined]  # set by task options
 
 

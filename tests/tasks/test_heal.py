@@ -22,10 +22,22 @@ FACTS = {"updated": 100, "digest": "d1", "config": "c1"}
 def rec(status: Status, *, kind: str | None = "MappingError", state: Any = None) -> Record:
     now = datetime.fromtimestamp(200, UTC)
     return Record(
-        id=1, key=RecordKey("main", "job", "1"), status=status, spectrum_key=None,
-        payload_digest=None, step=None, state={"heal": FACTS} if state is None else state,
-        attempts=1, crashes=0, error_kind=kind, last_error="x", lease_owner=None,
-        lease_until=None, created_at=now, updated_at=now, done_at=None,
+        id=1,
+        key=RecordKey("main", "job", "1"),
+        status=status,
+        spectrum_key=None,
+        payload_digest=None,
+        step=None,
+        state={"heal": FACTS} if state is None else state,
+        attempts=1,
+        crashes=0,
+        error_kind=kind,
+        last_error="x",
+        lease_owner=None,
+        lease_until=None,
+        created_at=now,
+        updated_at=now,
+        done_at=None,
     )
 
 

@@ -55,18 +55,28 @@ def calls(app: Any, service: str) -> int:
 
 def job_comments(st_state: Any, job_id: int) -> list[str]:
     return [
-        c["content"] for c in st_state.all("comment")
+        c["content"]
+        for c in st_state.all("comment")
         if c.get("entityType") == 3 and c.get("entityId") == job_id
     ]
 
 
-def pick_job(st_state: Any, *, state: str = "NC", line: str = "SP",
-             types: tuple[str, ...] = ("inspection", "repair", "service_call")) -> dict[str, Any]:
+def pick_job(
+    st_state: Any,
+    *,
+    state: str = "NC",
+    line: str = "SP",
+    types: tuple[str, ...] = ("inspection", "repair", "service_call"),
+) -> dict[str, Any]:
     """A seeded job that the demo config maps fully (type, service line, state)."""
     for job in st_state.all("job"):
         loc = st_state.get("location", job["location"]["id"])
-        if (job["type"] in types and job["status"] != "canceled" and job["serviceLine"] == line
-                and loc["address"]["state"] == state):
+        if (
+            job["type"] in types
+            and job["status"] != "canceled"
+            and job["serviceLine"] == line
+            and loc["address"]["state"] == state
+        ):
             return dict(job)
     raise AssertionError(f"no seeded job with type in {types}, line {line}, state {state}")
 
@@ -154,16 +164,26 @@ def test_multi_cost_center_job_becomes_one_spectrum_job_per_cost_center(
 ) -> None:
     with_rules(ctx, jobs={"multi_cost_center": True})
     job = pick_job(st_state, line="SP")
-    st_state.create("jobitem", {"name": "Alarm panel", "quantity": 1, "cost": 10,
-                                "job": {"id": job["id"]},
-                                "serviceLine": {"id": 6, "abbr": "FA"}})
+    st_state.create(
+        "jobitem",
+        {
+            "name": "Alarm panel",
+            "quantity": 1,
+            "cost": 10,
+            "job": {"id": job["id"]},
+            "serviceLine": {"id": 6, "abbr": "FA"},
+        },
+    )
 
     outcome = sync_job(ctx, job["id"], "main")
 
     assert outcome.result == "synced", outcome.message
     n = job["number"]
-    rows = {r["Job_Number"]: r for r in spectrum_rows(spectrum_db, JOBS)
-            if r["Job_Number"].startswith(f"T{n}")}
+    rows = {
+        r["Job_Number"]: r
+        for r in spectrum_rows(spectrum_db, JOBS)
+        if r["Job_Number"].startswith(f"T{n}")
+    }
     assert {k: v["Cost_Center"] for k, v in rows.items()} == {f"T{n}-1": "100", f"T{n}-2": "200"}
     assert rows[f"T{n}-2"]["Price_Method_Code"] == "F"  # cost center 200 -> F
     for number in rows:
@@ -216,8 +236,13 @@ def test_collision_with_a_foreign_job_is_reported_never_overwritten(
 ) -> None:
     job = pick_job(st_state)
     number = f"T{job['number']}"
-    foreign = {"Company_Code": "ABC", "Job_Number": number, "Job_Description": "Hand made",
-               "Customer_Code": "OTHER", "Status_Code": "A"}
+    foreign = {
+        "Company_Code": "ABC",
+        "Job_Number": number,
+        "Job_Description": "Hand made",
+        "Customer_Code": "OTHER",
+        "Status_Code": "A",
+    }
     spectrum_db.load({JOBS: [foreign]})
 
     outcome = sync_job(ctx, job["id"], "main")
@@ -262,8 +287,18 @@ def test_job_mapped_before_is_adopted_from_its_external_id(
     ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any
 ) -> None:
     job = pick_job(st_state)
-    spectrum_db.load({JOBS: [{"Company_Code": "ABC", "Job_Number": "OLD123",
-                              "Cost_Center": "200", "Status_Code": "A"}]})
+    spectrum_db.load(
+        {
+            JOBS: [
+                {
+                    "Company_Code": "ABC",
+                    "Job_Number": "OLD123",
+                    "Cost_Center": "200",
+                    "Status_Code": "A",
+                }
+            ]
+        }
+    )
     st_state.update("job", job["id"], {"externalIds": {"spectrum": "OLD123"}})
 
     outcome = sync_job(ctx, job["id"], "main")

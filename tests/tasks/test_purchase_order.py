@@ -101,8 +101,9 @@ def record(ctx: Any, key: str) -> Any:
 
 
 def jobitem_writes(st_app: Any) -> list[tuple[str, str]]:
-    return [(r.method, r.path) for r in st_app.state.injector.requests("jobitem")
-            if r.method != "GET"]
+    return [
+        (r.method, r.path) for r in st_app.state.injector.requests("jobitem") if r.method != "GET"
+    ]
 
 
 def midnight(d: Any) -> int:
@@ -174,8 +175,9 @@ def test_a_changed_line_updates_its_job_item(
     run_po_poll(ctx, "main")
     before = items_of(st_state, job_52001)
 
-    change_line(spectrum_db, "26001", "001", PO_Quantity_List1=Decimal("40"),
-                Item_Price=Decimal("7.9000"))
+    change_line(
+        spectrum_db, "26001", "001", PO_Quantity_List1=Decimal("40"), Item_Price=Decimal("7.9000")
+    )
     summary = run_po_poll(ctx, "main")
 
     after = items_of(st_state, job_52001)
@@ -259,8 +261,9 @@ def test_closed_line_default_leave(ctx: Any, st_state: Any, spectrum_db: Any) ->
     assert items_of(st_state, job_id) == [item]
 
 
-def test_cancelled_line_is_never_created(ctx: Any, st_state: Any, spectrum_db: Any,
-                                         job_52001: int) -> None:
+def test_cancelled_line_is_never_created(
+    ctx: Any, st_state: Any, spectrum_db: Any, job_52001: int
+) -> None:
     change_line(spectrum_db, "26001", "002", Line_Status="X")
     run_po_poll(ctx, "main")
     assert [i["source"]["value"] for i in items_of(st_state, job_52001)] == ["PO 26001-001"]
@@ -280,8 +283,7 @@ def test_closed_line_zero_then_reopened(
     assert Decimal(str(first["quantity"])) == 0
 
     qty = po_rows(spectrum_db, "26001")[0]["PO_Quantity_List1"]
-    change_line(spectrum_db, "26001", "001", Line_Status="O",
-                Date_Modified=later(spectrum_db, 120))
+    change_line(spectrum_db, "26001", "001", Line_Status="O", Date_Modified=later(spectrum_db, 120))
     run_po_poll(ctx, "main")
     assert Decimal(str(items_of(st_state, job_52001)[0]["quantity"])) == qty
 
@@ -402,7 +404,8 @@ def test_overlap_window_rereads_recent_lines_only(
     again = run_po_poll(ctx, "main")
     assert again.changed_since == (mark - timedelta(seconds=overlap)).isoformat()
     recent = [
-        r for r in spectrum_db.rows(il.po_details.name)
+        r
+        for r in spectrum_db.rows(il.po_details.name)
         if r["Date_Modified"] >= mark - timedelta(seconds=overlap)
     ]
     assert again.lines_read == len(recent)

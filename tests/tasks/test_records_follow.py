@@ -89,16 +89,15 @@ def test_heal_on_change_job_fixed_in_servicetrade_lands_and_wakes_its_invoice(
     assert st_state.get("invoice", inv_id)["status"] == "processed"
 
 
-def test_heal_on_change_invoice_comment_advice_works(
-    ctx: Any, world: Any, st_state: Any
-) -> None:
+def test_heal_on_change_invoice_comment_advice_works(ctx: Any, world: Any, st_state: Any) -> None:
     """The invoice comment says: fix it, then set the invoice back to pending accounting."""
     no_default_cost_center(ctx)
     job_id, inv_id = world.landmarks["invoice_nc_job"], world.landmarks["invoice_nc"]
     st_state.update("job", job_id, {"serviceLine": "KS"})
     assert sync_invoice(ctx, inv_id, "main").result == "failed"
     comment = [
-        c["content"] for c in st_state.all("comment")
+        c["content"]
+        for c in st_state.all("comment")
         if c.get("entityType") == 6 and c.get("entityId") == inv_id
     ][-1]
     assert "pending" in comment.lower()
@@ -199,12 +198,16 @@ def test_job_update_name_pm_office_and_date_follow_blank_never_clears(
     number = sync_job(ctx, job_id, "main").spectrum_key or ""
     assert job_row(spectrum_db, number)["Project_Manager"] == "RLOPEZ"
     updates = calls(spectrum_app, "UpdateJob")
-    st_state.update("job", job_id, {
-        "name": "Annual sprinkler test",
-        "tags": [{"id": 1, "name": "PM:AKIM"}],
-        "assignedOffice": {"id": 12, "name": "Charlotte Office"},
-        "scheduledDate": 1_780_000_000,
-    })
+    st_state.update(
+        "job",
+        job_id,
+        {
+            "name": "Annual sprinkler test",
+            "tags": [{"id": 1, "name": "PM:AKIM"}],
+            "assignedOffice": {"id": 12, "name": "Charlotte Office"},
+            "scheduledDate": 1_780_000_000,
+        },
+    )
     out = sync_job(ctx, job_id, "main")
     assert out.result == "synced"
     row = job_row(spectrum_db, number)
@@ -230,8 +233,9 @@ def test_job_update_field_edited_only_in_spectrum_is_left_alone(
     job_id = world.landmarks["invoice_nc_job"]
     number = sync_job(ctx, job_id, "main").spectrum_key or ""
     with spectrum_db.engine.begin() as c:
-        c.execute(il.jobs.update().where(il.jobs.c.Job_Number == number)
-                  .values(Project_Manager="BYHAND"))
+        c.execute(
+            il.jobs.update().where(il.jobs.c.Job_Number == number).values(Project_Manager="BYHAND")
+        )
     st_state.update("job", job_id, {"name": "Renamed job"})
     assert sync_job(ctx, job_id, "main").result == "synced"
     row = job_row(spectrum_db, number)
@@ -285,11 +289,16 @@ def test_job_update_multi_cost_center_new_cost_center_gets_its_spectrum_job(
     assert first.result == "synced"
     assert spectrum_jobs_of(ctx, job_id, "main") == {"100": first.spectrum_key}
     line = next(sl for sl in st_state.all("serviceline") if sl["abbr"] == "FA")
-    st_state.create("jobitem", {
-        "name": "Extra fire alarm work", "quantity": 1, "cost": 10,
-        "job": {"id": job_id}, "serviceLine": {"id": line["id"], "name": line["name"],
-                                               "abbr": "FA"},
-    })
+    st_state.create(
+        "jobitem",
+        {
+            "name": "Extra fire alarm work",
+            "quantity": 1,
+            "cost": 10,
+            "job": {"id": job_id},
+            "serviceLine": {"id": line["id"], "name": line["name"], "abbr": "FA"},
+        },
+    )
     st_state.update("job", job_id, {"description": "now also fire alarm"})
     out = sync_job(ctx, job_id, "main")
     assert out.result == "synced", out.message
@@ -303,8 +312,11 @@ def test_job_update_multi_cost_center_new_cost_center_gets_its_spectrum_job(
 def test_job_status_change_completed_and_canceled_follow_the_configured_status(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any
 ) -> None:
-    job = next(j for j in st_state.all("job") if j["status"] == "scheduled"
-               and j["type"] != "administrative")
+    job = next(
+        j
+        for j in st_state.all("job")
+        if j["status"] == "scheduled" and j["type"] != "administrative"
+    )
     number = sync_job(ctx, job["id"], "main").spectrum_key or ""
     assert job_row(spectrum_db, number)["Status_Code"] == "A"
     # unset: leave Spectrum's status
@@ -340,8 +352,7 @@ def test_job_update_work_order_mode_resends_only_when_configured(
     with_rules(ctx, mode="work_order")
     job_id = world.landmarks["invoice_nc_job"]
     job = st_state.get("job", job_id)
-    for record, st_id in (("customer", job["customer"]["id"]),
-                          ("site", job["location"]["id"])):
+    for record, st_id in (("customer", job["customer"]["id"]), ("site", job["location"]["id"])):
         (sync_customer if record == "customer" else sync_site)(ctx, st_id, "main")
     with_rules(ctx, mode="work_order")
     assert send_job(ctx, job_id, "main").result == "synced"
@@ -368,8 +379,11 @@ def test_stale_external_id_fails_with_alert_and_comment_naming_the_code(
     assert st_state.get("company", company["id"])["externalIds"]["spectrum"] == "OLD123"
     key = RecordKey("main", "customer", str(company["id"]))
     assert any("OLD123" in a["message"] for a in ctx.ledger.alerts(key))
-    comments = [c["content"] for c in st_state.all("comment")
-                if c.get("entityType") == COMPANY_ENTITY and c.get("entityId") == company["id"]]
+    comments = [
+        c["content"]
+        for c in st_state.all("comment")
+        if c.get("entityType") == COMPANY_ENTITY and c.get("entityId") == company["id"]
+    ]
     assert len(comments) == 1 and "OLD123" in comments[0]
     # the comment's advice: clear the external id -> stsync creates the customer
     st_state.update("company", company["id"], {"externalIds": {"spectrum": ""}})
@@ -383,7 +397,8 @@ def test_stale_external_id_relinked_to_an_existing_code_is_adopted(
 ) -> None:
     company = a_customer_company(st_state)
     request, _ = st_company_to_add_customer(
-        ctx.st.get_company(company["id"]), code="HAND1",
+        ctx.st.get_company(company["id"]),
+        code="HAND1",
         rules=ctx.settings.connections["main"].rules,
     )
     ctx.spectrum_for("main").put(request)
@@ -401,7 +416,8 @@ def test_stale_external_id_adopt_by_name_matches_name_and_address(
     with_rules(ctx, customers={"adopt": "by_name"})
     company = a_customer_company(st_state)
     request, _ = st_company_to_add_customer(
-        ctx.st.get_company(company["id"]), code="HAND2",
+        ctx.st.get_company(company["id"]),
+        code="HAND2",
         rules=ctx.settings.connections["main"].rules,
     )
     values = dict(request.values)
@@ -431,7 +447,8 @@ def test_stale_external_id_of_a_location_fails_naming_the_site_id(
 ) -> None:
     company = a_customer_company(st_state)
     loc = next(
-        lo for lo in st_state.all("location")
+        lo
+        for lo in st_state.all("location")
         if lo.get("company") and lo["company"]["id"] == company["id"]
     )
     st_state.update("location", loc["id"], {"externalIds": {"spectrum": "SGONE"}})
@@ -458,8 +475,12 @@ def _card_with_admin_labor(st_state: Any, world: Any) -> tuple[dict[str, Any], s
     card = card_with(st_state, "labor")
     labor = next(e for e in card["entries"] if e["kind"] == "labor")
     admin = st_state.get("job", world.landmarks["administrative_job"])
-    new = {**labor, "id": 990101, "hours": 2,
-           "job": {"id": admin["id"], "number": admin["number"], "name": admin["name"]}}
+    new = {
+        **labor,
+        "id": 990101,
+        "hours": 2,
+        "job": {"id": admin["id"], "number": admin["number"], "name": admin["name"]},
+    }
     st_state.update("timecard", card["id"], {"entries": [*card["entries"], new]})
     return card, f"{card['id']}:990101"
 
@@ -485,17 +506,32 @@ def test_unsynced_job_labor_default_fails_naming_the_option(
 def test_unsynced_job_labor_overhead_posts_to_the_overhead_job(
     ctx: Any, world: Any, st_state: Any, spectrum_db: Any
 ) -> None:
-    ctx.spectrum_for("main").put(SpectrumRequest(service="AddPhase", values={
-        "Company_Code": "ABC", "Job_Number": "24-404E1", "Phase_Code": "900", "Cost_Type": "L",
-        "Description": "Overhead", "Price_Method_Code": "J",
-    }))
-    with_rules(ctx, timecards={"unsynced_job_labor": "overhead", "overhead_job": "24-404E1",
-                               "overhead_phase": "900", "overhead_cost_center": "100"})
+    ctx.spectrum_for("main").put(
+        SpectrumRequest(
+            service="AddPhase",
+            values={
+                "Company_Code": "ABC",
+                "Job_Number": "24-404E1",
+                "Phase_Code": "900",
+                "Cost_Type": "L",
+                "Description": "Overhead",
+                "Price_Method_Code": "J",
+            },
+        )
+    )
+    with_rules(
+        ctx,
+        timecards={
+            "unsynced_job_labor": "overhead",
+            "overhead_job": "24-404E1",
+            "overhead_phase": "900",
+            "overhead_cost_center": "100",
+        },
+    )
     card, sid = _card_with_admin_labor(st_state, world)
     _, tally = sync_timecard_tally(ctx, card["id"], "main")
     assert sid in tally.posted, ctx.ledger.get(RecordKey("main", ENTRY_RECORD_TYPE, sid)).last_error
-    (row,) = spectrum_rows(spectrum_db, PRE_TIME,
-                           Message=entry_marker(card["id"], 990101))
+    (row,) = spectrum_rows(spectrum_db, PRE_TIME, Message=entry_marker(card["id"], 990101))
     assert (row["Job_Number"], row["Phase_Code"], row["Cost_Center"]) == ("24-404E1", "900", "100")
 
 

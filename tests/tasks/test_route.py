@@ -59,27 +59,39 @@ default_department = "10"
 
 
 def settings_with(tmp_path: Path, spectrum_db: Any, ledger_path_url: str, extra: str) -> Any:
-    env = demo_env(tmp_path, infolink_url=spectrum_db.url, database_url=ledger_path_url,
-                   extra={"SPECTRUM_XYZ_AUTH": credentials.SPECTRUM_AUTHORIZATION_ID_2})
+    env = demo_env(
+        tmp_path,
+        infolink_url=spectrum_db.url,
+        database_url=ledger_path_url,
+        extra={"SPECTRUM_XYZ_AUTH": credentials.SPECTRUM_AUTHORIZATION_ID_2},
+    )
     return load_settings(fast_settings_toml(tmp_path, extra=extra), env)
 
 
 @pytest.fixture
 def routed(
-    tmp_path: Path, spectrum_db: Any, ledger_path_url: str, st_app: Any, spectrum_app: Any,
+    tmp_path: Path,
+    spectrum_db: Any,
+    ledger_path_url: str,
+    st_app: Any,
+    spectrum_app: Any,
     enqueued: list[Any],
 ) -> Iterator[Any]:
     from worker.context import build_context
     from worker.ledger import Ledger
 
-    settings = settings_with(tmp_path, spectrum_db, ledger_path_url,
-                             EAST.format(infolink=spectrum_db.url))
+    settings = settings_with(
+        tmp_path, spectrum_db, ledger_path_url, EAST.format(infolink=spectrum_db.url)
+    )
     led = Ledger(settings.database_url)
     led.migrate()
     c = build_context(
-        settings, enqueue=lambda name, args: enqueued.append((name, args)),
-        st_transport=asgi_transport(st_app), spectrum_transport=asgi_transport(spectrum_app),
-        retry_wait_s=0, ledger=led,
+        settings,
+        enqueue=lambda name, args: enqueued.append((name, args)),
+        st_transport=asgi_transport(st_app),
+        spectrum_transport=asgi_transport(spectrum_app),
+        retry_wait_s=0,
+        ledger=led,
     )
     yield c
     c.close()
@@ -88,8 +100,11 @@ def routed(
 
 def deliver(ctx: Any, record_type: str, st_id: int) -> dict[str, str]:
     """What a webhook event does: every automatic connection's task (route check, then sync)."""
-    sync = {"customer": customer_task.sync_customer, "job": job_task.sync_job,
-            "invoice": invoice_task.sync_invoice}[record_type]
+    sync = {
+        "customer": customer_task.sync_customer,
+        "job": job_task.sync_job,
+        "invoice": invoice_task.sync_invoice,
+    }[record_type]
     out = {}
     for conn in ctx.settings.auto_sync_connections():
         why = route_refusal(ctx, record_type, st_id, conn)
@@ -100,8 +115,11 @@ def deliver(ctx: Any, record_type: str, st_id: int) -> dict[str, str]:
 def test_route_by_office_sends_each_job_to_exactly_one_company(
     routed: Any, st_state: Any, spectrum_db: Any
 ) -> None:
-    jobs = [j for j in st_state.all("job") if j["type"] != "administrative"
-            and j["status"] != "canceled"]
+    jobs = [
+        j
+        for j in st_state.all("job")
+        if j["type"] != "administrative" and j["status"] != "canceled"
+    ]
     offices = {j["assignedOffice"]["id"] for j in jobs}
     assert offices == {11, 12}
     for job in jobs:
@@ -115,8 +133,11 @@ def test_route_by_office_sends_each_job_to_exactly_one_company(
         assert "routing: not for connection" in (skipped.last_error or "")
     for job in jobs:
         prefix = "E" if job["assignedOffice"]["id"] == 12 else "T"
-        numbers = [r["Job_Number"].strip() for r in spectrum_db.rows("JC_JOB_MASTER_MC")
-                   if r["Job_Number"].strip().endswith(str(job["number"]))]
+        numbers = [
+            r["Job_Number"].strip()
+            for r in spectrum_db.rows("JC_JOB_MASTER_MC")
+            if r["Job_Number"].strip().endswith(str(job["number"]))
+        ]
         assert numbers == [f"{prefix}{job['number']}"], numbers
     # customers: created only where a routed job needed them, never by their own event
     company = jobs[0]["customer"]["id"]
@@ -126,8 +147,13 @@ def test_route_by_office_sends_each_job_to_exactly_one_company(
 def test_route_by_office_job_moved_to_the_other_office_follows_only_when_new(
     routed: Any, st_state: Any
 ) -> None:
-    job = next(j for j in st_state.all("job") if j["assignedOffice"]["id"] == 11
-               and j["status"] in ("new", "scheduled") and j["type"] != "administrative")
+    job = next(
+        j
+        for j in st_state.all("job")
+        if j["assignedOffice"]["id"] == 11
+        and j["status"] in ("new", "scheduled")
+        and j["type"] != "administrative"
+    )
     assert deliver(routed, "job", job["id"]) == {"main": "synced", "east": "skipped"}
     st_state.update("job", job["id"], {"assignedOffice": {"id": 12, "name": "Charlotte Office"}})
     # not yet in east: routing now sends it there; main keeps its synced job
@@ -143,7 +169,11 @@ def test_route_by_invoice_follows_its_job(routed: Any, world: Any) -> None:
 
 
 def test_route_by_tag_and_state_two_matches_fail_with_the_reason(
-    tmp_path: Path, spectrum_db: Any, ledger_path_url: str, st_app: Any, spectrum_app: Any,
+    tmp_path: Path,
+    spectrum_db: Any,
+    ledger_path_url: str,
+    st_app: Any,
+    spectrum_app: Any,
     st_state: Any,
 ) -> None:
     from worker.context import build_context
@@ -151,16 +181,22 @@ def test_route_by_tag_and_state_two_matches_fail_with_the_reason(
 
     job = next(j for j in st_state.all("job") if any(t["name"] == "after-hours" for t in j["tags"]))
     state = st_state.get("location", job["location"]["id"])["address"]["state"]
-    extra = EAST.format(infolink=spectrum_db.url).replace(
-        'offices = ["Durham Office"]', f'states = ["{state}"]'
-    ).replace('route = { offices = ["12"] }', 'route = { tags = ["after-hours"] }')
+    extra = (
+        EAST.format(infolink=spectrum_db.url)
+        .replace('offices = ["Durham Office"]', f'states = ["{state}"]')
+        .replace('route = { offices = ["12"] }', 'route = { tags = ["after-hours"] }')
+    )
     settings = settings_with(tmp_path, spectrum_db, ledger_path_url, extra)
     led = Ledger(settings.database_url)
     led.migrate()
-    ctx = build_context(settings, enqueue=lambda n, a: None,
-                        st_transport=asgi_transport(st_app),
-                        spectrum_transport=asgi_transport(spectrum_app), retry_wait_s=0,
-                        ledger=led)
+    ctx = build_context(
+        settings,
+        enqueue=lambda n, a: None,
+        st_transport=asgi_transport(st_app),
+        spectrum_transport=asgi_transport(spectrum_app),
+        retry_wait_s=0,
+        ledger=led,
+    )
     try:
         assert deliver(ctx, "job", job["id"]) == {"main": "skipped", "east": "skipped"}
         for conn in ("main", "east"):
@@ -200,8 +236,9 @@ def test_route_by_without_route_is_todays_behaviour(ctx: Any, world: Any) -> Non
 def test_route_by_matching_rules_are_pure() -> None:
     route = Route(offices=["Durham Office"], states=["nc"])
     assert route_mismatch(route, route_facts(offices=[11, "Durham  office"], state="NC")) is None
-    assert "states" in (route_mismatch(route, route_facts(offices=[11, "Durham Office"],
-                                                          state="SC")) or "")
+    assert "states" in (
+        route_mismatch(route, route_facts(offices=[11, "Durham Office"], state="SC")) or ""
+    )
     assert routes_overlap(Route(offices=["A"]), Route(offices=["B"])) is None
     assert routes_overlap(Route(offices=["A"]), Route(states=["NC"])) is None
     assert routes_overlap(Route(offices=["A", "B"]), Route(offices=["b"])) is not None
@@ -212,14 +249,27 @@ def test_route_by_office_timecard_entries_go_with_their_jobs(
 ) -> None:
     from tasks.timecard import sync_timecard_tally
 
-    card = next(c for c in st_state.all("timecard") if c["status"] == "approved"
-                and c["user"].get("externalIds", {}).get("spectrum") == "E001"
-                and any(e["kind"] == "labor" for e in c["entries"]))
+    card = next(
+        c
+        for c in st_state.all("timecard")
+        if c["status"] == "approved"
+        and c["user"].get("externalIds", {}).get("spectrum") == "E001"
+        and any(e["kind"] == "labor" for e in c["entries"])
+    )
     labor = next(e for e in card["entries"] if e["kind"] == "labor")
-    east_job = next(j for j in st_state.all("job") if j["assignedOffice"]["id"] == 12
-                    and j["type"] != "administrative" and j["status"] != "canceled")
-    extra = {**labor, "id": 990201, "hours": 1.5,
-             "job": {"id": east_job["id"], "number": east_job["number"], "name": east_job["name"]}}
+    east_job = next(
+        j
+        for j in st_state.all("job")
+        if j["assignedOffice"]["id"] == 12
+        and j["type"] != "administrative"
+        and j["status"] != "canceled"
+    )
+    extra = {
+        **labor,
+        "id": 990201,
+        "hours": 1.5,
+        "job": {"id": east_job["id"], "number": east_job["number"], "name": east_job["name"]},
+    }
     # the technician is E001 in company XYZ too
     st_state.update("user", card["user"]["id"], {"externalIds": {"spectrum_east": "E001"}})
     st_state.update("timecard", card["id"], {"entries": [*card["entries"], extra]})
@@ -229,15 +279,21 @@ def test_route_by_office_timecard_entries_go_with_their_jobs(
     assert sid in east_tally.posted and sid in main_tally.skipped
     main_jobs = {e["job"]["id"] for e in card["entries"] if e.get("job")}
     for job_id in main_jobs:
-        entry_sids = [f"{card['id']}:{e['id']}" for e in card["entries"]
-                      if e.get("job") and e["job"]["id"] == job_id]
+        entry_sids = [
+            f"{card['id']}:{e['id']}"
+            for e in card["entries"]
+            if e.get("job") and e["job"]["id"] == job_id
+        ]
         assert all(s in main_tally.posted for s in entry_sids)
         assert all(s in east_tally.skipped for s in entry_sids)
     # every job is in exactly one Spectrum company
     for job_id in {*main_jobs, east_job["id"]}:
         number = st_state.get("job", job_id)["number"]
-        made = [r for r in spectrum_db.rows("JC_JOB_MASTER_MC")
-                if r["Job_Number"].strip() in (f"T{number}", f"E{number}")]
+        made = [
+            r
+            for r in spectrum_db.rows("JC_JOB_MASTER_MC")
+            if r["Job_Number"].strip() in (f"T{number}", f"E{number}")
+        ]
         assert len(made) == 1, (job_id, made)
     jobless = [f"{card['id']}:{e['id']}" for e in card["entries"] if not e.get("job")]
     assert all(s in main_tally.posted and s in east_tally.skipped for s in jobless)

@@ -15,8 +15,12 @@ from tasks.sweep import UPDATED_RESOURCES, run_sweep, unseen, watermark_name
 from tasks.timecard import ENTRY_RECORD_TYPE, TASK_NAME, sync_timecard
 from worker.ledger import Record, RecordKey, Status, sync_record
 
-TASKS = {"company": "sync.customer", "location": "sync.site", "job": "sync.job",
-         "invoice": "sync.invoice"}
+TASKS = {
+    "company": "sync.customer",
+    "location": "sync.site",
+    "job": "sync.job",
+    "invoice": "sync.invoice",
+}
 
 
 def from_the_start(ctx: Any) -> None:
@@ -36,8 +40,12 @@ def listed_by_sandbox(st_state: Any, resource: str) -> list[int]:
     if resource == "company":
         recs = [r for r in recs if r.get("isCustomer", True)]
     if resource == "location":
-        recs = [r for r in recs if r["company"]["id"] in
-                {c["id"] for c in st_state.all("company") if c.get("isCustomer", True)}]
+        recs = [
+            r
+            for r in recs
+            if r["company"]["id"]
+            in {c["id"] for c in st_state.all("company") if c.get("isCustomer", True)}
+        ]
     return sorted(r["id"] for r in recs)
 
 
@@ -68,8 +76,7 @@ def test_seen_records_are_not_queued_and_a_later_edit_is(
 ) -> None:
     company = next(c for c in st_state.all("company") if c.get("isCustomer", True))
     assert sync_customer(ctx, company["id"], "main").ok
-    card = next(c for c in st_state.all("timecard")
-                if c["user"]["externalIds"].get("spectrum"))
+    card = next(c for c in st_state.all("timecard") if c["user"]["externalIds"].get("spectrum"))
     assert sync_timecard(ctx, card["id"], "main").ok
     enqueued.clear()
     from_the_start(ctx)
@@ -142,9 +149,11 @@ def _age(ctx: Any, key: RecordKey, seconds: float) -> None:
     with ctx.ledger.tx() as conn:
         conn.execute(
             update(sync_record)
-            .where(sync_record.c.connection == key.connection,
-                   sync_record.c.record_type == key.record_type,
-                   sync_record.c.source_id == key.source_id)
+            .where(
+                sync_record.c.connection == key.connection,
+                sync_record.c.record_type == key.record_type,
+                sync_record.c.source_id == key.source_id,
+            )
             .values(updated_at=datetime.now(UTC) - timedelta(seconds=seconds))
         )
 
@@ -170,8 +179,9 @@ def test_stranded_pending_rows_are_queued_again(
 
 def _rec(status: Status, updated: datetime) -> Record:
     key = RecordKey("main", "job", "1")
-    return Record(1, key, status, None, None, None, {}, 1, 0, None, None, None, None,
-                  updated, updated, None)
+    return Record(
+        1, key, status, None, None, None, {}, 1, 0, None, None, None, None, updated, updated, None
+    )
 
 
 @pytest.mark.parametrize(
@@ -186,11 +196,15 @@ def _rec(status: Status, updated: datetime) -> Record:
         (Status.SKIPPED, 3600, None, False),
     ],
 )
-def test_unseen(status: Status, ledger_age_s: int, st_updated_age_s: int | None,
-                expected: bool) -> None:
+def test_unseen(
+    status: Status, ledger_age_s: int, st_updated_age_s: int | None, expected: bool
+) -> None:
     now = datetime.now(UTC).replace(microsecond=500_000)
     rec = _rec(status, now - timedelta(seconds=ledger_age_s))
-    st_updated = None if st_updated_age_s is None else int(
-        (now - timedelta(seconds=st_updated_age_s)).timestamp())
+    st_updated = (
+        None
+        if st_updated_age_s is None
+        else int((now - timedelta(seconds=st_updated_age_s)).timestamp())
+    )
     assert unseen(rec, st_updated, now - timedelta(seconds=900)) is expected
     assert unseen(None, st_updated, now) is True

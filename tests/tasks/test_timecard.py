@@ -38,10 +38,12 @@ WEEK = (datetime(2026, 11, 16, tzinfo=NY), datetime(2026, 11, 23, 2, 0, tzinfo=N
 def with_rules(ctx: Any, **sections: dict[str, Any]) -> None:
     """Change the ``main`` connection's rules in place (what a different stsync.toml would do)."""
     conn = ctx.settings.connections["main"]
-    rules = conn.rules.model_copy(update={
-        name: getattr(conn.rules, name).model_copy(update=changes)
-        for name, changes in sections.items()
-    })
+    rules = conn.rules.model_copy(
+        update={
+            name: getattr(conn.rules, name).model_copy(update=changes)
+            for name, changes in sections.items()
+        }
+    )
     connections = {**ctx.settings.connections, "main": conn.model_copy(update={"rules": rules})}
     ctx.settings = ctx.settings.model_copy(update={"connections": connections})
 
@@ -63,7 +65,8 @@ def card_markers(card: dict[str, Any]) -> list[str]:
 
 def cards(st_state: Any, *, with_id: bool = True) -> list[dict[str, Any]]:
     return [
-        c for c in st_state.all("timecard")
+        c
+        for c in st_state.all("timecard")
         if bool(c["user"].get("externalIds", {}).get("spectrum")) == with_id
     ]
 
@@ -92,9 +95,7 @@ def alerts(ctx: Any, kind: str) -> list[dict[str, Any]]:
 
 
 # --- posting ------------------------------------------------------------------------------------
-def test_approved_card_lands_one_row_per_entry(
-    ctx: Any, st_state: Any, spectrum_db: Any
-) -> None:
+def test_approved_card_lands_one_row_per_entry(ctx: Any, st_state: Any, spectrum_db: Any) -> None:
     card = card_with(st_state, "labor", "clock")
     outcome = sync_timecard(ctx, card["id"], "main")
 
@@ -142,8 +143,7 @@ def test_jobs_of_labor_entries_are_synced_first(ctx: Any, st_state: Any) -> None
 def test_generic_entries_get_the_pay_type_of_their_label(
     ctx: Any, st_state: Any, spectrum_db: Any, label: str, pay_type: str
 ) -> None:
-    card = next(c for c in cards(st_state)
-                if any(e.get("label") == label for e in c["entries"]))
+    card = next(c for c in cards(st_state) if any(e.get("label") == label for e in c["entries"]))
     sync_timecard(ctx, card["id"], "main")
     entry = next(e for e in card["entries"] if e.get("label") == label)
     [row] = pre_time(spectrum_db, Message=entry_marker(card["id"], entry["id"]))
@@ -151,8 +151,9 @@ def test_generic_entries_get_the_pay_type_of_their_label(
     assert row["Job_Number"] is None
 
 
-def test_second_delivery_posts_nothing(ctx: Any, st_state: Any, spectrum_db: Any,
-                                       spectrum_app: Any) -> None:
+def test_second_delivery_posts_nothing(
+    ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any
+) -> None:
     card = card_with(st_state, "labor")
     sync_timecard(ctx, card["id"], "main")
     sent, rows = calls(spectrum_app), markers(spectrum_db)
@@ -173,8 +174,9 @@ def test_reapproved_card_posts_only_the_new_entry(
     sent = calls(spectrum_app)
     st_state.update("timecard", card["id"], {"status": "submitted"})
     new = {"id": 990001, "kind": "generic", "label": "Sick", "hours": 2}
-    st_state.update("timecard", card["id"],
-                   {"status": "approved", "entries": [*card["entries"], new]})
+    st_state.update(
+        "timecard", card["id"], {"status": "approved", "entries": [*card["entries"], new]}
+    )
 
     outcome, tally = sync_timecard_tally(ctx, card["id"], "main")
 
@@ -275,8 +277,9 @@ def test_unknown_label_fails_that_entry_and_the_rest_post(
     assert f"{card['id']}:990002" in card_rec(ctx, card["id"]).last_error
 
     # fixed in the config, the next delivery posts exactly the failed entry
-    with_rules(ctx, timecards={"pay_types": {"PTO": "V", "Holiday": "H", "Sick": "S",
-                                             "Jury duty": "S"}})
+    with_rules(
+        ctx, timecards={"pay_types": {"PTO": "V", "Holiday": "H", "Sick": "S", "Jury duty": "S"}}
+    )
     outcome, tally = sync_timecard_tally(ctx, card["id"], "main")
     assert tally.posted == [f"{card['id']}:990002"]
     assert outcome.result == "synced"
@@ -313,12 +316,18 @@ def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
 
 
 def generic_card(st_state: Any) -> dict[str, Any]:
-    return next(c for c in cards(st_state) if len(c["entries"]) == 1
-                and c["entries"][0]["kind"] == "generic")
+    return next(
+        c
+        for c in cards(st_state)
+        if len(c["entries"]) == 1 and c["entries"][0]["kind"] == "generic"
+    )
 
 
 def test_ghost_write_is_found_by_marker_and_adopted(
-    ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any,
+    ctx: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    spectrum_app: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     card = generic_card(st_state)
@@ -347,7 +356,10 @@ def test_ghost_write_is_found_by_marker_and_adopted(
 
 
 def test_lost_write_is_sent_again_once(
-    ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any,
+    ctx: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    spectrum_app: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     card = generic_card(st_state)
@@ -367,7 +379,10 @@ def test_lost_write_is_sent_again_once(
 
 
 def test_infolink_down_after_ambiguous_write_leaves_the_entry_unknown(
-    ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any,
+    ctx: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    spectrum_app: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     card = generic_card(st_state)
@@ -456,7 +471,10 @@ def test_unapproving_a_posted_card_is_drift(ctx: Any, st_state: Any) -> None:
 
 # --- catch-up (F8) ------------------------------------------------------------------------------
 def test_catch_up_posts_only_the_missing_half_and_then_nothing(
-    ctx: Any, st_state: Any, spectrum_db: Any, spectrum_app: Any,
+    ctx: Any,
+    st_state: Any,
+    spectrum_db: Any,
+    spectrum_app: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(assumptions.PAGE_LIMITS, "timecard", 7)  # several pages
@@ -475,8 +493,9 @@ def test_catch_up_posts_only_the_missing_half_and_then_nothing(
 
     monkeypatch.setattr(ctx.ledger, "get_many", counting_get_many)
     seen: list[tuple[int, int]] = []
-    summary = run_catch_up(ctx, *WEEK, lambda done, total: seen.append((done, total)),
-                           connection="main")
+    summary = run_catch_up(
+        ctx, *WEEK, lambda done, total: seen.append((done, total)), connection="main"
+    )
 
     everything = st_state.all("timecard")
     assert summary.cards == len(everything)
@@ -491,9 +510,7 @@ def test_catch_up_posts_only_the_missing_half_and_then_nothing(
     # one ledger query per page for the skip decision, plus one per card that was synced (cards
     # without a Spectrum employee stop before their entries are looked up)
     assert len(queries) == summary.pages + len(postable[1::2])
-    assert sorted(markers(spectrum_db)) == sorted(
-        m for c in postable for m in card_markers(c)
-    )
+    assert sorted(markers(spectrum_db)) == sorted(m for c in postable for m in card_markers(c))
     assert ctx.ledger.audit_count(service="timecard_catch_up") == 1  # the summary is written
 
     sent = calls(spectrum_app)
@@ -504,13 +521,16 @@ def test_catch_up_posts_only_the_missing_half_and_then_nothing(
 
 
 def test_catch_up_window_excludes_cards_approved_outside_it(ctx: Any, st_state: Any) -> None:
-    summary = run_catch_up(ctx, datetime(2026, 12, 1, tzinfo=NY),
-                           datetime(2026, 12, 8, tzinfo=NY), connection="main")
+    summary = run_catch_up(
+        ctx, datetime(2026, 12, 1, tzinfo=NY), datetime(2026, 12, 8, tzinfo=NY), connection="main"
+    )
     assert (summary.cards, summary.posted) == (0, 0)
 
 
 def test_scheduled_catch_up_queues_only_cards_with_work(
-    ctx: Any, st_state: Any, enqueued: list[tuple[str, tuple[Any, ...]]],
+    ctx: Any,
+    st_state: Any,
+    enqueued: list[tuple[str, tuple[Any, ...]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     postable = cards(st_state)

@@ -31,7 +31,10 @@ class Harness:
         self.stored: list[tuple[str, str, str]] = []
         self.fail_send = False
         self.app = create_ingest_app(
-            settings, redis_client=r, send=self._send, ledger_ping=lambda: None,
+            settings,
+            redis_client=r,
+            send=self._send,
+            ledger_ping=lambda: None,
             record_wakeups=self.stored.extend,
         )
         self.client = TestClient(self.app)

@@ -51,24 +51,36 @@ def _decoded(raw: bytes | str) -> dict[str, Any]:
     return msg
 
 
-def test_batched_message_is_the_one_send_task_writes(prefixed: tuple[Any, redis.Redis, str]) -> None:
+def test_batched_message_is_the_one_send_task_writes(
+    prefixed: tuple[Any, redis.Redis, str],
+) -> None:
     app, r, prefix = prefixed
     app.send_task("sync.invoice", args=(41, "main"))
     BatchPublisher(app, r, prefix).send_many([("sync.invoice", (41, "main"))])
     key = f"{prefix}stsync.sync"
     assert r.llen(key) == 2
     batched, reference = (_decoded(m) for m in r.lrange(key, 0, 1))  # LPUSH: newest first
-    assert batched["body"] == reference["body"] == [[41, "main"], {}, {
-        "callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    assert (
+        batched["body"]
+        == reference["body"]
+        == [[41, "main"], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
     assert {k: v for k, v in batched["headers"].items() if k not in VARYING_HEADERS} == {
-        k: v for k, v in reference["headers"].items() if k not in VARYING_HEADERS}
+        k: v for k, v in reference["headers"].items() if k not in VARYING_HEADERS
+    }
     assert batched["headers"]["root_id"] == batched["headers"]["id"]
     for k in ("content-type", "content-encoding"):
         assert batched[k] == reference[k]
-    props = {k: v for k, v in batched["properties"].items()
-             if k not in ("correlation_id", "delivery_tag")}
-    ref_props = {k: v for k, v in reference["properties"].items()
-                 if k not in ("correlation_id", "delivery_tag")}
+    props = {
+        k: v
+        for k, v in batched["properties"].items()
+        if k not in ("correlation_id", "delivery_tag")
+    }
+    ref_props = {
+        k: v
+        for k, v in reference["properties"].items()
+        if k not in ("correlation_id", "delivery_tag")
+    }
     assert props == ref_props
     assert batched["properties"]["correlation_id"] == batched["headers"]["id"]
 
@@ -101,4 +113,5 @@ def test_registered_tasks_keep_their_own_queue(prefixed: tuple[Any, redis.Redis,
     batched, reference = (_decoded(m) for m in r.lrange(f"{prefix}stsync.schedule", 0, 1))
     assert batched["body"] == reference["body"]
     assert {k: v for k, v in batched["headers"].items() if k not in VARYING_HEADERS} == {
-        k: v for k, v in reference["headers"].items() if k not in VARYING_HEADERS}
+        k: v for k, v in reference["headers"].items() if k not in VARYING_HEADERS
+    }

@@ -151,13 +151,21 @@ def cached_ctx(ctx: Any, shared_redis: fakeredis.FakeRedis) -> Any:
 
 def _webhook(settings: Any, r: Any, entity: str, entity_id: int, message_id: str) -> None:
     sent: list[Any] = []
-    app = create_ingest_app(settings, redis_client=r, send=lambda n, a: sent.append((n, a)),
-                            ledger_ping=lambda: None)
-    body = {"messageId": message_id, "timestamp": "1", "data": [
-        {"action": "updated", "timestamp": 1, "entity": {"type": entity, "id": entity_id}}]}
-    resp = TestClient(app).post(f"/webhooks/servicetrade/{credentials.WEBHOOK_SECRET}",
-                                content=json.dumps(body),
-                                headers={"content-type": "application/json"})
+    app = create_ingest_app(
+        settings, redis_client=r, send=lambda n, a: sent.append((n, a)), ledger_ping=lambda: None
+    )
+    body = {
+        "messageId": message_id,
+        "timestamp": "1",
+        "data": [
+            {"action": "updated", "timestamp": 1, "entity": {"type": entity, "id": entity_id}}
+        ],
+    }
+    resp = TestClient(app).post(
+        f"/webhooks/servicetrade/{credentials.WEBHOOK_SECRET}",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 202
 
 
@@ -171,9 +179,13 @@ def test_a_webhook_for_the_job_invalidates_it_before_the_invoice_sync_reads_it(
     ctx = cached_ctx
     inv_id = world.landmarks["invoice_salesperson_without_id"]
     job_id = world.landmarks["invoice_salesperson_without_id_job"]
-    good = next(j["salesperson"] for j in world.servicetrade["job"]
-                if j.get("salesperson") and j["id"] != job_id
-                and j["salesperson"]["id"] != world.landmarks["salesperson_without_spectrum_id"])
+    good = next(
+        j["salesperson"]
+        for j in world.servicetrade["job"]
+        if j.get("salesperson")
+        and j["id"] != job_id
+        and j["salesperson"]["id"] != world.landmarks["salesperson_without_spectrum_id"]
+    )
     assert sync_invoice(ctx, inv_id, "main").result == "failed"  # the job's salesperson has no code
     jobs_read = _reads(st_app)["job"]
     # approved again without a fix: the job facts come from the cache (no job read)
@@ -196,8 +208,12 @@ def test_an_approved_invoice_reads_servicetrade_at_most_three_times_in_steady_st
     from tasks.job import sync_job
 
     ctx = cached_ctx
-    approved = [i for i in world.servicetrade["invoice"] if i["status"] == "pending_accounting"
-                and i["id"] not in (world.landmarks["invoice_salesperson_without_id"],)]
+    approved = [
+        i
+        for i in world.servicetrade["invoice"]
+        if i["status"] == "pending_accounting"
+        and i["id"] not in (world.landmarks["invoice_salesperson_without_id"],)
+    ]
     for job_id in sorted({i["job"]["id"] for i in approved}):
         sync_job(ctx, job_id, "main")  # the jobs are in Spectrum (and their facts read)
     before = _reads(st_app)
@@ -207,19 +223,19 @@ def test_an_approved_invoice_reads_servicetrade_at_most_three_times_in_steady_st
     assert posted >= 3
     # read once + the processed write-back; failures add their comment and status
     per_posted = (calls["invoice"] + calls["job"] + calls["location"] + calls["user"]) / len(
-        approved)
+        approved
+    )
     assert per_posted <= 3.0, (calls, results)
     assert calls["job"] == 0 and calls["location"] == 0  # served from the cache
 
 
-def test_timecard_job_facts_are_read_once_per_job(
-    cached_ctx: Any, world: Any, st_app: Any
-) -> None:
+def test_timecard_job_facts_are_read_once_per_job(cached_ctx: Any, world: Any, st_app: Any) -> None:
     from tasks.job import sync_job
 
     ctx = cached_ctx
-    cards = [tc for tc in world.servicetrade["timecard"]
-             if tc["user"]["externalIds"].get("spectrum")]
+    cards = [
+        tc for tc in world.servicetrade["timecard"] if tc["user"]["externalIds"].get("spectrum")
+    ]
     jobs = {e["job"]["id"] for tc in cards for e in tc["entries"] if e.get("job")}
     for job_id in sorted(jobs):
         sync_job(ctx, job_id, "main")
