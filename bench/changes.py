@@ -71,8 +71,10 @@ class Change:
         if self.kind.startswith("job_"):
             return f"job {self.invoice_id}: {self.kind[4:]} {self.service_line}".strip()
         if self.kind == "rebill":
-            return (f"invoice {self.invoice_id}: line {self.line} quantity -> {self.quantity}, "
-                    "approved again")
+            return (
+                f"invoice {self.invoice_id}: line {self.line} quantity -> {self.quantity}, "
+                "approved again"
+            )
         return f"invoice {self.invoice_id}: voided"
 
 
@@ -104,7 +106,8 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
     """The changes of this seed (deterministic). ``exclude``: invoices already voided."""
     rng = random.Random(f"stsync-changes-{seed}")
     approved = sorted(
-        int(i["id"]) for i in world.servicetrade["invoice"]
+        int(i["id"])
+        for i in world.servicetrade["invoice"]
         if i["status"] == "pending_accounting" and int(i["id"]) not in exclude and i["items"]
     )
     by_id = {int(i["id"]): i for i in world.servicetrade["invoice"]}
@@ -129,13 +132,15 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
         others = [sl for sl in SERVICE_LINES if sl != job.get("serviceLine")]
         plan.changes.append(Change("job_recode", int(job["id"]), service_line=rng.choice(others)))
     recoded = {int(j["id"]) for j in recode}
-    open_jobs = [j for j in jobs if j["status"] in ("new", "scheduled")
-                 and int(j["id"]) not in recoded]
-    close = sorted(rng.sample(open_jobs, min(len(open_jobs), round(len(jobs) * CLOSE_SHARE))),
-                   key=lambda j: int(j["id"]))
+    open_jobs = [
+        j for j in jobs if j["status"] in ("new", "scheduled") and int(j["id"]) not in recoded
+    ]
+    close = sorted(
+        rng.sample(open_jobs, min(len(open_jobs), round(len(jobs) * CLOSE_SHARE))),
+        key=lambda j: int(j["id"]),
+    )
     for n, job in enumerate(close):
-        plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel",
-                                   int(job["id"])))
+        plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel", int(job["id"])))
     return plan
 
 
@@ -152,8 +157,9 @@ def apply_change(st_state: Any, change: Change) -> None:
     elif change.kind == "job_recode":
         st_state.update("job", change.invoice_id, {"serviceLine": change.service_line})
     elif change.kind == "job_complete":
-        st_state.update("job", change.invoice_id,
-                        {"status": "completed", "completedOn": COMPLETED_ON})
+        st_state.update(
+            "job", change.invoice_id, {"status": "completed", "completedOn": COMPLETED_ON}
+        )
     elif change.kind == "job_cancel":
         st_state.update("job", change.invoice_id, {"status": "canceled"})
     else:  # pragma: no cover - a kind added to KINDS without its action
@@ -194,7 +200,8 @@ def owed(ledger: Any, spectrum_db: Any, st_state: Any) -> dict[int, tuple[str, s
         for number in numbers.get(inv_id, []):
             for row in rows.get(number, []):
                 worth = Decimal(str(row["Invoice_Amount"])) + Decimal(
-                    str(row["Sales_Tax_Amount"] or 0))
+                    str(row["Sales_Tax_Amount"] or 0)
+                )
                 total += worth if str(row["Transaction_Type"]).strip() == "I" else -worth
         out[inv_id] = (status, str(st_owed.quantize(cent)), str(total.quantize(cent)))
     return out
@@ -204,5 +211,6 @@ def owed_problems(run: str, owed_by_invoice: dict[int, tuple[str, str, str]]) ->
     return [
         f"{run}: invoice {inv_id} ({status}): Spectrum's AR documents sum to {got}, "
         f"ServiceTrade says {want} is owed"
-        for inv_id, (status, want, got) in sorted(owed_by_invoice.items()) if want != got
+        for inv_id, (status, want, got) in sorted(owed_by_invoice.items())
+        if want != got
     ]

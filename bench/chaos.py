@@ -147,10 +147,10 @@ class ChaosReport:
             f"{self.invoices_balanced}",
             "ledger (type/status): "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.ledger.items())),
-            "spectrum rows written: " + ", ".join(
-                f"{k} {v}" for k, v in sorted(self.spectrum_rows.items())),
-            "failed or skipped by design (same as the reference run): " + (", ".join(
-                f"{k} {v}" for k, v in sorted(self.expected_failures.items())) or "-"),
+            "spectrum rows written: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.spectrum_rows.items())),
+            "failed or skipped by design (same as the reference run): "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.expected_failures.items())) or "-"),
             f"load average (1/5/15 min) at the end: {self.load_average}",
         ]
         if self.notes:
@@ -166,8 +166,9 @@ def spec_for(records: int, seed: int) -> SeedSpec:
     jobs + invoices + timecards), one technician per ten companies, five days of timecards."""
     companies = max(3, records // 13)
     while True:
-        spec = SeedSpec(seed=seed, companies=companies, techs=max(4, companies // 10),
-                        timecard_days=5)
+        spec = SeedSpec(
+            seed=seed, companies=companies, techs=max(4, companies // 10), timecard_days=5
+        )
         if world_counts(build_world(spec))["records"] >= records:
             return spec
         companies += max(1, companies // 20)
@@ -192,8 +193,9 @@ def void_targets(world: SeedWorld, every: int) -> list[int]:
     """Approved invoices voided after the first pass: every n-th by id (deterministic)."""
     if every <= 0:
         return []
-    ids = sorted(i["id"] for i in world.servicetrade["invoice"]
-                 if i["status"] == "pending_accounting")
+    ids = sorted(
+        i["id"] for i in world.servicetrade["invoice"] if i["status"] == "pending_accounting"
+    )
     return ids[::every]
 
 
@@ -219,11 +221,23 @@ class Snapshot:
 IDENTITY: dict[str, tuple[str, ...]] = {
     "customers": ("Name", "Address_1", "City", "Phone"),
     "sites": ("Site_Name", "Site_Address1", "Site_City"),
-    "jobs": ("Job_Number", "Job_Description", "Job_Type", "Cost_Center", "Price_Method_Code",
-             "Status_Code", "Complete_Date"),
+    "jobs": (
+        "Job_Number",
+        "Job_Description",
+        "Job_Type",
+        "Cost_Center",
+        "Price_Method_Code",
+        "Status_Code",
+        "Complete_Date",
+    ),
     "phases": ("Job_Number", "Phase_Code", "Cost_Type"),
-    "ar_invoices": ("Invoice_Or_Transaction", "Transaction_Type", "Invoice_Amount",
-                    "Sales_Tax_Amount", "Job_Number"),
+    "ar_invoices": (
+        "Invoice_Or_Transaction",
+        "Transaction_Type",
+        "Invoice_Amount",
+        "Sales_Tax_Amount",
+        "Job_Number",
+    ),
     "ar_invoice_lines": ("Invoice_Or_Transaction", "Line_Number", "Line_Extension"),
     "pre_time": ("Message", "Employee_Code", "Hours_Employee", "Pay_Type", "Job_Number"),
     "work_orders": ("WO_Number",),
@@ -277,12 +291,24 @@ def snapshot(ledger: Any, spectrum_db: Any, st_state: Any, baseline: dict[str, i
             value = (obj.get("externalIds") or {}).get("spectrum")
             if value:
                 external_ids[(resource, int(obj["id"]))] = str(value)
-    return Snapshot(outcomes, reasons, tables, table_rows, st_invoices, comments, external_ids,
-                    owed(ledger, spectrum_db, st_state))
+    return Snapshot(
+        outcomes,
+        reasons,
+        tables,
+        table_rows,
+        st_invoices,
+        comments,
+        external_ids,
+        owed(ledger, spectrum_db, st_state),
+    )
 
 
 def _sync_all(
-    ctx: Any, world: SeedWorld, voids: list[int], st_state: Any, plan: ChangePlan,
+    ctx: Any,
+    world: SeedWorld,
+    voids: list[int],
+    st_state: Any,
+    plan: ChangePlan,
     queued: list[tuple[str, tuple[Any, ...]]],
 ) -> None:
     from tasks.customer import sync_customer
@@ -307,8 +333,11 @@ def _sync_all(
         st_state.update("invoice", i, {"status": "void"})
         sync_invoice(ctx, i, "main")
     sync: dict[str, Callable[..., Any]] = {
-        "sync.customer": sync_customer, "sync.site": sync_site, "sync.job": sync_job,
-        "sync.invoice": sync_invoice, "sync.timecard": sync_timecard,
+        "sync.customer": sync_customer,
+        "sync.site": sync_site,
+        "sync.job": sync_job,
+        "sync.invoice": sync_invoice,
+        "sync.timecard": sync_timecard,
     }
     for change in plan.changes:  # the same changes, in the same order
         apply_change(st_state, change)
@@ -337,11 +366,13 @@ def reference_run(
     tmp.mkdir(parents=True, exist_ok=True)
     sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
     baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
-    config = settings_toml(tmp, reliability=RELIABILITY, schedules=SWEEP_SCHEDULES,
-                              connection=CONNECTION)
+    config = settings_toml(
+        tmp, reliability=RELIABILITY, schedules=SWEEP_SCHEDULES, connection=CONNECTION
+    )
     env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
-    env.update({"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
-                "STSYNC_DATA_DIR": str(tmp / "data")})
+    env.update(
+        {"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}", "STSYNC_DATA_DIR": str(tmp / "data")}
+    )
     settings = load_settings(config, env)
     ledger = Ledger(settings.database_url)
     ledger.migrate()
@@ -350,10 +381,14 @@ def reference_run(
         return TestClient(app, raise_server_exceptions=False)._transport  # noqa: SLF001
 
     queued: list[tuple[str, tuple[Any, ...]]] = []
-    ctx = build_context(settings, enqueue=lambda name, args: queued.append((name, tuple(args))),
-                        st_transport=transport(sb.st_app),
-                        spectrum_transport=transport(sb.spectrum_app),
-                        retry_wait_s=0, ledger=ledger)
+    ctx = build_context(
+        settings,
+        enqueue=lambda name, args: queued.append((name, tuple(args))),
+        st_transport=transport(sb.st_app),
+        spectrum_transport=transport(sb.spectrum_app),
+        retry_wait_s=0,
+        ledger=ledger,
+    )
     quiet = logging.getLogger("stsync")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # expected failures would print one warning each
@@ -404,13 +439,16 @@ def compare(
     for inv_id, want_inv in expected.st_invoices.items():
         got_inv = actual.st_invoices.get(inv_id)
         if got_inv != want_inv:
-            problems.append(f"ServiceTrade invoice {inv_id}: status/number {got_inv}, "
-                            f"expected {want_inv}")
+            problems.append(
+                f"ServiceTrade invoice {inv_id}: status/number {got_inv}, expected {want_inv}"
+            )
     if expected.comments != actual.comments:
         diff = (expected.comments - actual.comments) + (actual.comments - expected.comments)
-        problems.append(f"ServiceTrade comments differ from the reference on {len(diff)} "
-                        f"record(s), e.g. {list(diff.items())[:5]} (expected "
-                        f"{sum(expected.comments.values())}, got {sum(actual.comments.values())})")
+        problems.append(
+            f"ServiceTrade comments differ from the reference on {len(diff)} "
+            f"record(s), e.g. {list(diff.items())[:5]} (expected "
+            f"{sum(expected.comments.values())}, got {sum(actual.comments.values())})"
+        )
     ledger_type = {"company": "customer", "location": "site", "job": "job"}
     for (resource, st_id), _ in expected.external_ids.items():
         if (resource, st_id) not in actual.external_ids:
@@ -437,7 +475,8 @@ def landed(plan: ChangePlan, snap: Snapshot) -> dict[str, int]:
             continue
         number = snap.st_invoices.get(c.invoice_id, ("", None))[1] or ""
         if (c.kind == "rebill" and balance[0] == "processed" and number.endswith("-1")) or (
-                c.kind == "split_void" and balance[0] == "void" and balance[2] == "0.00"):
+            c.kind == "split_void" and balance[0] == "void" and balance[2] == "0.00"
+        ):
             out[c.kind] += 1
     return out
 
@@ -446,8 +485,9 @@ def _settled(stack: Stack, expected: int) -> float:
     from worker.ledger import TERMINAL
 
     counts = stack.ledger.counts()
-    done = sum(n for (rt, st), n in counts.items()
-               if rt in PRIMARY and st in {s.value for s in TERMINAL})
+    done = sum(
+        n for (rt, st), n in counts.items() if rt in PRIMARY and st in {s.value for s in TERMINAL}
+    )
     return done / expected if expected else 1.0
 
 
@@ -494,27 +534,35 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
     rounds = 0
     while time.monotonic() < deadline:
         _wait_quiet(stack, deadline, log, need_ledger=False)
-        now = {(r.key.record_type, r.key.source_id): r.status.value
-               for r in stack.ledger.list_records(limit=10_000_000)}
+        now = {
+            (r.key.record_type, r.key.source_id): r.status.value
+            for r in stack.ledger.list_records(limit=10_000_000)
+        }
         open_rows = stack.open_rows()
         if open_rows == 0 and now == previous:
             break
         if open_rows:
-            oldest = min(r.updated_at for r in stack.ledger.list_records(
-                statuses=_open_statuses(), limit=10_000_000))
+            oldest = min(
+                r.updated_at
+                for r in stack.ledger.list_records(statuses=_open_statuses(), limit=10_000_000)
+            )
             wait = _stale_span(stack) + 2 - (datetime.now(UTC) - oldest).total_seconds()
             if wait > 0:
-                log(f"  {open_rows} open ledger row(s) whose messages are gone: the sweep "
-                    f"re-queues them once stale, in {wait:.0f}s")
+                log(
+                    f"  {open_rows} open ledger row(s) whose messages are gone: the sweep "
+                    f"re-queues them once stale, in {wait:.0f}s"
+                )
                 time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
         requeued = run_requeue(ctx)  # what Beat's schedule.requeue does every minute
         swept = run_sweep(ctx)
         caught = run_catch_up(ctx, since, until, inline=False)
         rounds += 1
-        log(f"  round {rounds}: re-enqueuer {requeued.as_dict()}; sweep queued "
+        log(
+            f"  round {rounds}: re-enqueuer {requeued.as_dict()}; sweep queued "
             f"{sum(s.total_enqueued for s in swept)} "
             f"(errors {sum(len(s.errors) for s in swept)}), catch-up queued {caught.enqueued} "
-            f"card(s); open rows before: {open_rows}")
+            f"card(s); open rows before: {open_rows}"
+        )
         previous = now
     return rounds
 
@@ -559,22 +607,31 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         pg.start()
         database_url = pg.url
     try:
-        stack = start_stack(root / "soak", database_url=database_url, schedules=SWEEP_SCHEDULES,
-                              connection=CONNECTION, reliability=RELIABILITY)
+        stack = start_stack(
+            root / "soak",
+            database_url=database_url,
+            schedules=SWEEP_SCHEDULES,
+            connection=CONNECTION,
+            reliability=RELIABILITY,
+        )
         try:
             world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
             report.world = world_counts(world)
             voids = void_targets(world, cfg.void_every)
-            plan = plan_changes(world, cfg.seed, exclude=set(voids)) if cfg.changes else \
-                ChangePlan()
+            plan = (
+                plan_changes(world, cfg.seed, exclude=set(voids)) if cfg.changes else ChangePlan()
+            )
             report.changes = plan.counts() if cfg.changes else {}
             report.changes_not_exercised = list(NOT_YET) if cfg.changes else []
-            log(f"world: {report.world}; {len(voids)} invoice(s) to void later; changes "
-                f"{report.changes or '-'}")
+            log(
+                f"world: {report.world}; {len(voids)} invoice(s) to void later; changes "
+                f"{report.changes or '-'}"
+            )
             baseline = _soak(stack, cfg, world, voids, deadline, report, log, plan, pg)
             report.timings_s["soak"] = round(time.monotonic() - started, 1)
-            actual = snapshot(stack.ledger, stack.sandbox.spectrum_db, stack.sandbox.st_state,
-                              baseline)
+            actual = snapshot(
+                stack.ledger, stack.sandbox.spectrum_db, stack.sandbox.st_state, baseline
+            )
             checks = _stack_checks(stack)
         finally:
             stack.close()
@@ -586,11 +643,13 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         report.invoices_balanced = sum(1 for _, want, got in actual.owed.values() if want == got)
         report.changes_landed = landed(plan, actual)
         report.problems = compare(expected, actual, checks, report.notes)
-        report.expected_failures = dict(Counter(
-            f"{k[0]} {st}" + (f" ({kind})" if kind else "")
-            for k, (st, kind) in expected.outcomes.items() if st in ("failed", "skipped",
-                                                                     "unknown")
-        ))
+        report.expected_failures = dict(
+            Counter(
+                f"{k[0]} {st}" + (f" ({kind})" if kind else "")
+                for k, (st, kind) in expected.outcomes.items()
+                if st in ("failed", "skipped", "unknown")
+            )
+        )
         report.ledger = dict(Counter(f"{rt}/{st}" for (rt, _), (st, _) in actual.outcomes.items()))
         report.timings_s["total"] = round(time.monotonic() - started, 1)
         report.load_average = [round(x, 2) for x in os.getloadavg()]
@@ -620,12 +679,21 @@ def _soak(
     sb.spectrum_db.load(world.spectrum, baseline=True)
     baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
     stack.register_webhook()
-    sb.st_injector.configure(FaultConfig(
-        error_rate=cfg.st_error_rate, webhook_duplicates_max=cfg.webhook_duplicates_max,
-        webhook_reorder=cfg.webhook_reorder, seed=cfg.seed))
-    sb.spectrum_injector.configure(FaultConfig(
-        error_rate=cfg.spectrum_error_rate, ghost_write_rate=cfg.spectrum_ghost_rate,
-        seed=cfg.seed + 1))
+    sb.st_injector.configure(
+        FaultConfig(
+            error_rate=cfg.st_error_rate,
+            webhook_duplicates_max=cfg.webhook_duplicates_max,
+            webhook_reorder=cfg.webhook_reorder,
+            seed=cfg.seed,
+        )
+    )
+    sb.spectrum_injector.configure(
+        FaultConfig(
+            error_rate=cfg.spectrum_error_rate,
+            ghost_write_rate=cfg.spectrum_ghost_rate,
+            seed=cfg.seed + 1,
+        )
+    )
     names = [f"w{i + 1}" for i in range(cfg.workers)]
     for name in names:
         stack.start_worker(name, cfg.concurrency, cfg.worker_loglevel)
@@ -648,8 +716,11 @@ def _soak(
             time.sleep(1.0)
             stack.start_worker(names[0], cfg.concurrency, cfg.worker_loglevel)
             report.chaos_events.append(f"worker {names[0]} restarted")
-        if cfg.restart_redis_at is not None and not redis_restarted and \
-                share >= cfg.restart_redis_at:
+        if (
+            cfg.restart_redis_at is not None
+            and not redis_restarted
+            and share >= cfg.restart_redis_at
+        ):
             backlog = stack.redis.backlog()
             stack.redis.restart()
             redis_restarted = True
@@ -664,10 +735,15 @@ def _soak(
             report.chaos_events.append(event)
         if time.monotonic() - last_note > 10:
             last_note = time.monotonic()
-            log(f"  {time.monotonic() - t0:6.0f}s settled {share:.0%}, open rows "
-                f"{stack.open_rows()}, broker {stack.redis.backlog()}")
-        everything_happened = (killed or cfg.kill_worker_at is None) and (
-            redis_restarted or cfg.restart_redis_at is None) and db_restarted
+            log(
+                f"  {time.monotonic() - t0:6.0f}s settled {share:.0%}, open rows "
+                f"{stack.open_rows()}, broker {stack.redis.backlog()}"
+            )
+        everything_happened = (
+            (killed or cfg.kill_worker_at is None)
+            and (redis_restarted or cfg.restart_redis_at is None)
+            and db_restarted
+        )
         calm = calm + 1 if everything_happened and stack.broker_quiet() else 0
         # over when nothing moves any more: rows left open then lost their messages, and the
         # settle rounds (the sweep) are what brings them back
@@ -692,10 +768,14 @@ def _soak(
         report.timings_s["settled"] = round(time.monotonic() - t0, 1)
     finally:
         ctx.close()
-    report.faults = {k: v for k, v in {
-        **{f"servicetrade {k}": v for k, v in sb.st_injector.outcomes.items()},
-        **{f"spectrum {k}": v for k, v in sb.spectrum_injector.outcomes.items()},
-    }.items() if not k.endswith(":ok")}
+    report.faults = {
+        k: v
+        for k, v in {
+            **{f"servicetrade {k}": v for k, v in sb.st_injector.outcomes.items()},
+            **{f"spectrum {k}": v for k, v in sb.spectrum_injector.outcomes.items()},
+        }.items()
+        if not k.endswith(":ok")
+    }
     report.faults["spectrum calls"] = sum(sb.spectrum_injector.calls.values())
     report.faults["servicetrade calls"] = sum(sb.st_injector.calls.values())
     report.faults["worker kills"] = stack.kills
@@ -708,8 +788,11 @@ def _soak(
 def retry_budget_s(rel: Any) -> float:
     """How long Celery keeps retrying one transient failure: the sum of the backoff countdowns
     (before jitter, which only shortens them) over ``max_retries`` retries."""
-    return float(sum(min(rel.retry_backoff_s * 2 ** n, rel.retry_backoff_max_s)
-                     for n in range(rel.max_retries)))
+    return float(
+        sum(
+            min(rel.retry_backoff_s * 2**n, rel.retry_backoff_max_s) for n in range(rel.max_retries)
+        )
+    )
 
 
 #: production's budget with the defaults (8 retries, 2 s doubling, 600 s cap) is ~8.5 minutes;
@@ -730,10 +813,15 @@ def _changes_phase(
     if cfg.outage_s:
         inj.configure(normal.model_copy(update={"error_rate": 1.0, "ghost_write_rate": 0.0}))
         budget = retry_budget_s(stack.settings.reliability)
-        report.outage = {"seconds": cfg.outage_s, "retry_budget_s": budget,
-                         "ratio": round(cfg.outage_s / budget, 2)}
-        event = (f"Spectrum outage for {cfg.outage_s:.0f}s (every call a fault; the retry "
-                 f"budget is {budget:.0f}s)")
+        report.outage = {
+            "seconds": cfg.outage_s,
+            "retry_budget_s": budget,
+            "ratio": round(cfg.outage_s / budget, 2),
+        }
+        event = (
+            f"Spectrum outage for {cfg.outage_s:.0f}s (every call a fault; the retry "
+            f"budget is {budget:.0f}s)"
+        )
         log(event)
         report.chaos_events.append(event)
     for change in plan.changes[:half]:
@@ -782,24 +870,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--restart-redis", action="store_true",
-                   help="restart the private Redis once mid-run (nothing persisted)")
+    p.add_argument(
+        "--restart-redis",
+        action="store_true",
+        help="restart the private Redis once mid-run (nothing persisted)",
+    )
     p.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker")
-    p.add_argument("--restart-db", action="store_true",
-                   help="ledger on a private PostgreSQL server (bench/pg.py), crashed and "
-                   "restarted once mid-run")
-    p.add_argument("--changes", action="store_true",
-                   help="after the first pass: invoices edited and approved again (rebill), "
-                   "split invoices voided (bench/changes.py)")
-    p.add_argument("--outage", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
-                   help="Spectrum faults every call while the changes arrive; default length "
-                   f"{OUTAGE_RATIO} x the retry budget (implies --changes)")
+    p.add_argument(
+        "--restart-db",
+        action="store_true",
+        help="ledger on a private PostgreSQL server (bench/pg.py), crashed and "
+        "restarted once mid-run",
+    )
+    p.add_argument(
+        "--changes",
+        action="store_true",
+        help="after the first pass: invoices edited and approved again (rebill), "
+        "split invoices voided (bench/changes.py)",
+    )
+    p.add_argument(
+        "--outage",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="Spectrum faults every call while the changes arrive; default length "
+        f"{OUTAGE_RATIO} x the retry budget (implies --changes)",
+    )
     p.add_argument("--timeout", type=float, default=3600.0)
-    p.add_argument("--database-url", default=None, help="ledger URL (default: SQLite in the "
-                   "work directory)")
-    p.add_argument("--pg", default=None, metavar="URL",
-                   help="ledger on this PostgreSQL database, in a private schema dropped after "
-                   "(e.g. postgresql+psycopg://root@127.0.0.1:5432/test)")
+    p.add_argument(
+        "--database-url", default=None, help="ledger URL (default: SQLite in the work directory)"
+    )
+    p.add_argument(
+        "--pg",
+        default=None,
+        metavar="URL",
+        help="ledger on this PostgreSQL database, in a private schema dropped after "
+        "(e.g. postgresql+psycopg://root@127.0.0.1:5432/test)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and databases here")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     args = p.parse_args(argv)
@@ -807,10 +916,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.pg:
         database_url, drop_schema = _private_schema(args.pg)
     cfg = ChaosConfig(
-        records=args.records, seed=args.seed, workers=args.workers, concurrency=args.concurrency,
+        records=args.records,
+        seed=args.seed,
+        workers=args.workers,
+        concurrency=args.concurrency,
         kill_worker_at=None if args.no_kill else 0.35,
         restart_redis_at=0.6 if args.restart_redis else None,
-        timeout_s=args.timeout, database_url=database_url,
+        timeout_s=args.timeout,
+        database_url=database_url,
         changes=args.changes or bool(args.outage),
         restart_db_at=0.5 if args.restart_db else None,
         outage_s=args.outage if args.outage >= 0 else default_outage_s(),

@@ -48,11 +48,19 @@ class PrivatePostgres:
 
     def _run(self, *cmd: str, timeout: float = 120.0) -> None:
         prefix = [] if os.geteuid() != 0 else ["runuser", "-u", ACCOUNT, "--"]
-        res = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=timeout,
-                             check=False, cwd=self.directory)
+        res = subprocess.run(
+            [*prefix, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.directory,
+        )
         if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): "
-                               f"{res.stderr[-2000:] or res.stdout[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({res.returncode}): "
+                f"{res.stderr[-2000:] or res.stdout[-2000:]}"
+            )
 
     def start(self) -> None:
         if not self.data.exists():
@@ -60,11 +68,29 @@ class PrivatePostgres:
                 account = pwd.getpwnam(ACCOUNT)
                 os.chmod(self.directory, 0o755)
                 os.chown(self.directory, account.pw_uid, account.pw_gid)
-            self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "root",
-                      "--no-sync", "-E", "UTF8")
+            self._run(
+                _bin("initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "root",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
         self._run(
-            _bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120",
-            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "120",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c max_connections=200",
             "start",
         )

@@ -55,12 +55,18 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [
                 str(server_binary()),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--maxmemory-policy", "noeviction",
-                "--dir", str(self.directory.resolve()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(self.directory.resolve()),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -188,10 +194,19 @@ class Stack:
         fh = open(log, "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-                f"--concurrency={concurrency}", f"--queues={','.join(QUEUES)}",
-                f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-                "--pool=prefork", f"--hostname={name}@%h",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--queues={','.join(QUEUES)}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+                "--pool=prefork",
+                f"--hostname={name}@%h",
             ],
             cwd=REPO,
             env=self.env,
@@ -275,9 +290,11 @@ class Stack:
         from worker.ledger import Status
 
         counts = self.ledger.counts()
-        return sum(n for (_, st), n in counts.items()
-                   if st in (Status.PENDING.value, Status.IN_FLIGHT.value,
-                             Status.RETRY_LATER.value))
+        return sum(
+            n
+            for (_, st), n in counts.items()
+            if st in (Status.PENDING.value, Status.IN_FLIGHT.value, Status.RETRY_LATER.value)
+        )
 
     def broker_quiet(self) -> bool:
         """Nothing left to deliver: no webhook queued, no message ready or unacked."""
@@ -327,20 +344,27 @@ def start_stack(
     sandbox = None
     try:
         sandbox = start_sandbox(tmp / "sandbox", spec=spec)
-        config = settings_toml(tmp, reliability=reliability or SOAK_RELIABILITY,
-                               schedules=schedules, connection=connection, extra=extra_toml)
+        config = settings_toml(
+            tmp,
+            reliability=reliability or SOAK_RELIABILITY,
+            schedules=schedules,
+            connection=connection,
+            extra=extra_toml,
+        )
         database_url = database_url or f"sqlite:///{tmp / 'ledger.sqlite'}"
         env = dict(os.environ)
         env.update(sandbox.environment())
-        env.update({
-            "STSYNC_CONFIG": str(config),
-            "STSYNC_DATA_DIR": str(tmp / "data"),
-            "DATABASE_URL": database_url,
-            "BROKER_URL": private.url,
-            "STSYNC_REDIS_PREFIX": "",
-            "STSYNC_AUTOCONFIGURE": "1",
-            "PYTHONPATH": str(REPO),
-        })
+        env.update(
+            {
+                "STSYNC_CONFIG": str(config),
+                "STSYNC_DATA_DIR": str(tmp / "data"),
+                "DATABASE_URL": database_url,
+                "BROKER_URL": private.url,
+                "STSYNC_REDIS_PREFIX": "",
+                "STSYNC_AUTOCONFIGURE": "1",
+                "PYTHONPATH": str(REPO),
+            }
+        )
         settings = load_settings(config, env)
         ledger = Ledger(database_url)
         ledger.migrate()

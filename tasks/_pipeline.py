@@ -562,9 +562,7 @@ def create_master_record(
     return run.done(result, code, digest=request.digest())
 
 
-def ensure_done(
-    ctx: SyncContext, key: RecordKey, sync: Callable[[], Outcome], *, what: str
-) -> str:
+def ensure_done(ctx: SyncContext, key: RecordKey, sync: Callable[[], Outcome], *, what: str) -> str:
     """The Spectrum key of a prerequisite, syncing it first when needed (chains)."""
     rec = ctx.ledger.get(key)
     if rec is not None and rec.status is Status.DONE and rec.spectrum_key:

@@ -468,7 +468,7 @@ def _changed_error(
     )
     error.how_to_retry = (
         'Under on_change_after_posting = "alert" stsync leaves Spectrum as it is: correct it '
-        'there by hand (this invoice then stays failed here), or set on_change_after_posting = '
+        "there by hand (this invoice then stays failed here), or set on_change_after_posting = "
         '"rebill" and set the invoice back to pending accounting (or run `stsync retry invoice '
         f"{invoice_id}`): stsync then reverses what Spectrum holds and posts the invoice "
         "as it is now."
@@ -556,9 +556,8 @@ def _numbers_comment(
     text = "stsync: Spectrum documents of this invoice: " + ", ".join(parts)
     if revision:
         reversed_ = [f"{new} reverses {old}" for old, new in reversals]
-        text += (
-            f". Revision {revision}: the invoice changed after it was posted"
-            + (f"; {', '.join(reversed_)}" if reversed_ else "")
+        text += f". Revision {revision}: the invoice changed after it was posted" + (
+            f"; {', '.join(reversed_)}" if reversed_ else ""
         )
     ar.noted = [*noted, revision]
     run.save()  # remembered before posting: a lost comment is better than a storm of duplicates
@@ -1107,8 +1106,13 @@ def _void(
         _void_comment(ctx, run, invoice_id, note)
         # a redelivery that waited behind the crediting task: show it in the history as the
         # no-op it is, like one that found the record final before claiming it
-        ctx.ledger.audit(system="stsync", service="noop", outcome="noop", key=run.key,
-                         detail="already credited; nothing sent")
+        ctx.ledger.audit(
+            system="stsync",
+            service="noop",
+            outcome="noop",
+            key=run.key,
+            detail="already credited; nothing sent",
+        )
         return run.done(Result.UNCHANGED, numbers[0], message="already credited")
     if invoice.status != VOID:
         raise RecordSkipped(f"{record}: void: status is {invoice.status!r}, not {VOID!r}")

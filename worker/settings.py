@@ -380,6 +380,8 @@ class _ResolvedEnv(dict[str, str]):
             return self[key]
         value = env_value(self._raw, key)
         return default if value is None else value
+
+
 def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
     """Routes (F24): once one automatic connection has a route, every automatic one needs one,
     and two routes that the config shows can take the same record are refused."""
@@ -395,7 +397,7 @@ def _check_routes(connections: Mapping[str, ConnectionSettings]) -> None:
             "take every record the routed ones take)"
         )
     for i, a in enumerate(routed):
-        for b in routed[i + 1:]:
+        for b in routed[i + 1 :]:
             why = routes_overlap(a.route, b.route) if a.route and b.route else None
             if why:
                 raise ValueError(

@@ -32,7 +32,8 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     lines: list[str] = []
     report = run_chaos(
         ChaosConfig(records=200, timeout_s=1500, changes=True, outage_s=default_outage_s()),
-        workdir=tmp_path, log=lines.append,
+        workdir=tmp_path,
+        log=lines.append,
     )
     print(report.text())
     assert report.ok, report.text() + "\n" + "\n".join(lines[-30:])
@@ -44,12 +45,15 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     # and that the faults really fired; without them this test would prove nothing
     assert report.faults["worker kills"] == 1
     assert report.webhooks["duplicates"] > 0
-    ghosts = sum(n for k, n in report.faults.items() if k.startswith("spectrum") and
-                 k.endswith(":ghost"))
-    spectrum_errors = sum(n for k, n in report.faults.items() if k.startswith("spectrum") and
-                          k.endswith(":error"))
-    st_errors = sum(n for k, n in report.faults.items() if k.startswith("servicetrade") and
-                    k.endswith(":error"))
+    ghosts = sum(
+        n for k, n in report.faults.items() if k.startswith("spectrum") and k.endswith(":ghost")
+    )
+    spectrum_errors = sum(
+        n for k, n in report.faults.items() if k.startswith("spectrum") and k.endswith(":error")
+    )
+    st_errors = sum(
+        n for k, n in report.faults.items() if k.startswith("servicetrade") and k.endswith(":error")
+    )
     assert ghosts > 0 and spectrum_errors > 0 and st_errors > 0
     # the changes phase ran and its changes took effect (not merely "nothing differs")
     assert report.changes["rebill"] >= 1 and report.changes["split_void"] >= 1

@@ -48,8 +48,13 @@ FAST = {
 #: "received" to its claim, and FAST's 5 s soft / 6 s hard limits then fired inside the sync.
 #: The soft limit marks the record pending (clearing the crash count: 6 kills before the cap);
 #: the hard limit kills the child itself (a 4th crash the test did not cause).
-POISON = {**FAST, "lease_s": 65, "task_time_limit_s": 60, "task_soft_time_limit_s": 50,
-          "visibility_timeout_s": 70}
+POISON = {
+    **FAST,
+    "lease_s": 65,
+    "task_time_limit_s": 60,
+    "task_soft_time_limit_s": 50,
+    "visibility_timeout_s": 70,
+}
 
 
 @pytest.fixture
@@ -71,22 +76,35 @@ def poison_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def new_company(stack: Stack, name: str) -> int:
-    company = stack.sandbox.st_state.create("company", {
-        "name": name, "isCustomer": True, "status": "active",
-        "address": {"street": "9 Dock St", "city": "Wilmington", "state": "NC",
-                    "postalCode": "28401"},
-        "phone": "910-555-0142",
-    })
+    company = stack.sandbox.st_state.create(
+        "company",
+        {
+            "name": name,
+            "isCustomer": True,
+            "status": "active",
+            "address": {
+                "street": "9 Dock St",
+                "city": "Wilmington",
+                "state": "NC",
+                "postalCode": "28401",
+            },
+            "phone": "910-555-0142",
+        },
+    )
     return int(company["id"])
 
 
 def announce(stack: Stack, *company_ids: int) -> None:
     """One webhook delivery naming these companies (the webhook is not registered: the tests
     decide exactly what reaches the ingest)."""
-    body = {"messageId": str(uuid.uuid4()), "timestamp": "1", "data": [
-        {"action": "created", "timestamp": 1, "entity": {"type": "company", "id": i}}
-        for i in company_ids
-    ]}
+    body = {
+        "messageId": str(uuid.uuid4()),
+        "timestamp": "1",
+        "data": [
+            {"action": "created", "timestamp": 1, "entity": {"type": "company", "id": i}}
+            for i in company_ids
+        ],
+    }
     assert httpx.post(stack.ingest_url, json=body, timeout=10).status_code == 202
 
 
@@ -101,9 +119,14 @@ def spectrum_customers(stack: Stack, name: str) -> int:
 def wait_done(stack: Stack, company_id: int, timeout: float) -> Any:
     try:
         return wait_for(
-            lambda: (rec := customer(stack, company_id)) is not None
-            and rec.status is Status.DONE and rec,
-            timeout, 0.2, f"customer {company_id} done",
+            lambda: (
+                (rec := customer(stack, company_id)) is not None
+                and rec.status is Status.DONE
+                and rec
+            ),
+            timeout,
+            0.2,
+            f"customer {company_id} done",
         )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.worker_logs()}") from None
@@ -119,8 +142,12 @@ def test_whole_worker_sigkilled_mid_write_is_redelivered_within_seconds(stack: S
     stack.start_worker("w1", concurrency=1)
     company = new_company(stack, "Whole Worker Killed Grill")
     announce(stack, company)
-    wait_for(lambda: spectrum_customers(stack, "Whole Worker Killed Grill"), 30, 0.05,
-             "AddCustomer committed in Spectrum")
+    wait_for(
+        lambda: spectrum_customers(stack, "Whole Worker Killed Grill"),
+        30,
+        0.05,
+        "AddCustomer committed in Spectrum",
+    )
     stack.kill_worker("w1")
     killed_at = time.monotonic()
     assert customer(stack, company).status is Status.IN_FLIGHT
@@ -153,7 +180,8 @@ def test_record_that_kills_its_worker_every_time_is_failed_after_the_start_cap_u
     would be a transient error) so a slow poll still finds the holder mid-sync."""
     stack = poison_stack
     stack.sandbox.st_injector.configure(
-        stack.sandbox.st_injector.config.model_copy(update={"latency_ms": 8000.0}))
+        stack.sandbox.st_injector.config.model_copy(update={"latency_ms": 8000.0})
+    )
     stack.start_worker("w1", concurrency=1)
     company = new_company(stack, "Poison Pill Pizza")
     announce(stack, company)
@@ -167,8 +195,12 @@ def test_record_that_kills_its_worker_every_time_is_failed_after_the_start_cap_u
         # a start whose claim reached the cap never runs the sync (it fails the record at
         # once): only the starts that run it die. Killing every holder raced that start on a
         # loaded machine (a 4th crash, "the sync started 5 times").
-        if rec is not None and rec.status is Status.IN_FLIGHT and rec.lease_owner and \
-                rec.crashes < POISON["start_cap"]:
+        if (
+            rec is not None
+            and rec.status is Status.IN_FLIGHT
+            and rec.lease_owner
+            and rec.crashes < POISON["start_cap"]
+        ):
             pid = int(rec.lease_owner.rpartition(":")[2])
             if pid not in killed:
                 killed.add(pid)
@@ -180,12 +212,17 @@ def test_record_that_kills_its_worker_every_time_is_failed_after_the_start_cap_u
     assert rec.error_kind == "poison" and "worker died each time" in (rec.last_error or "")
     assert "(3 crashes)" in (rec.last_error or "") and len(killed) == 3
     # the worker stores the alert just after the row turns failed: wait for it, not assume it
-    wait_for(lambda: [a["kind"] for a in stack.ledger.alerts(rec.key)] == ["poison"], 60, 0.2,
-             "the poison alert")
+    wait_for(
+        lambda: [a["kind"] for a in stack.ledger.alerts(rec.key)] == ["poison"],
+        60,
+        0.2,
+        "the poison alert",
+    )
     assert spectrum_customers(stack, "Poison Pill Pizza") == 0
     # the message is gone (acked as failed), not looping: the worker goes idle
-    wait_for(lambda: stack.redis.backlog() == {"ready": 0, "unacked": 0}, 60, 0.2,
-             "no message left")
+    wait_for(
+        lambda: stack.redis.backlog() == {"ready": 0, "unacked": 0}, 60, 0.2, "no message left"
+    )
     # nothing is left that could start it again
     assert customer(stack, company).status is Status.FAILED
     assert stack.workers["w1"].poll() is None
@@ -206,8 +243,12 @@ def test_redis_restart_loses_queued_tasks_the_worker_resumes_and_the_sweep_recov
     names = [f"Restart Survivor {i}" for i in range(8)]
     ids = [new_company(stack, n) for n in names]
     announce(stack, *ids)
-    wait_for(lambda: any((r := customer(stack, i)) is not None and r.status is Status.DONE
-                         for i in ids), 60, 0.1, "a first customer done")
+    wait_for(
+        lambda: any((r := customer(stack, i)) is not None and r.status is Status.DONE for i in ids),
+        60,
+        0.1,
+        "a first customer done",
+    )
     before = stack.redis.backlog()
     stack.redis.restart()
     assert stack.redis.backlog() == {"ready": 0, "unacked": 0}
@@ -223,8 +264,7 @@ def test_redis_restart_loses_queued_tasks_the_worker_resumes_and_the_sweep_recov
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if all((r := customer(stack, i)) is not None and r.status is Status.DONE
-                   for i in ids):
+            if all((r := customer(stack, i)) is not None and r.status is Status.DONE for i in ids):
                 break
             run_sweep(ctx)
             time.sleep(3)

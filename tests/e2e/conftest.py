@@ -225,7 +225,7 @@ def _make_stack(
             "STSYNC_DATA_DIR": str(tmp_path / "data"),
             "DATABASE_URL": database_url,
             "BROKER_URL": REDIS_URL,
-        "STSYNC_REDIS_PREFIX": prefix,
+            "STSYNC_REDIS_PREFIX": prefix,
             "STSYNC_AUTOCONFIGURE": "1",
             "PYTHONPATH": str(REPO),
         }

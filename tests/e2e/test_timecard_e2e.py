@@ -44,7 +44,8 @@ def send(stack: Stack, task: str, *args: Any) -> None:
 
 def cards(stack: Stack, *, with_id: bool = True) -> list[dict[str, Any]]:
     return [
-        c for c in stack.sandbox.st_state.all("timecard")
+        c
+        for c in stack.sandbox.st_state.all("timecard")
         if bool(c["user"].get("externalIds", {}).get("spectrum")) == with_id
     ]
 
@@ -114,8 +115,9 @@ def test_approved_card_lands_one_pre_time_row_per_entry(stack: Stack) -> None:
     settle(stack)
     assert sorted(markers(stack)) == sorted(card_markers(card))
     employee = card["user"]["externalIds"]["spectrum"]
-    assert {str(r["Employee_Code"]).strip()
-            for r in stack.sandbox.spectrum_db.rows(PRE_TIME)} == {employee}
+    assert {str(r["Employee_Code"]).strip() for r in stack.sandbox.spectrum_db.rows(PRE_TIME)} == {
+        employee
+    }
 
 
 def test_duplicate_approval_posts_no_new_rows(stack: Stack) -> None:
@@ -133,15 +135,24 @@ def test_duplicate_approval_posts_no_new_rows(stack: Stack) -> None:
     # approved again (un-approve + approve), and the same delivery posted three more times
     unapprove(stack, card)
     approve(stack, card)
-    body = {"messageId": f"msg-tc-{card['id']}", "timestamp": "1", "data": [{
-        "action": "updated", "timestamp": 1, "entity": {"type": "timecard", "id": card["id"]},
-        "changeset": [{"field": "status", "oldValue": "submitted", "newValue": "approved"}],
-    }]}
+    body = {
+        "messageId": f"msg-tc-{card['id']}",
+        "timestamp": "1",
+        "data": [
+            {
+                "action": "updated",
+                "timestamp": 1,
+                "entity": {"type": "timecard", "id": card["id"]},
+                "changeset": [{"field": "status", "oldValue": "submitted", "newValue": "approved"}],
+            }
+        ],
+    }
     for _ in range(3):
         assert httpx.post(stack.ingest_url, json=body, timeout=10).status_code == 202
     stack.flush_webhooks()
-    wait_for(lambda: stack.record("timecard", card["id"]).attempts >= 3, 60, 0.3,
-             "the card re-examined")
+    wait_for(
+        lambda: stack.record("timecard", card["id"]).attempts >= 3, 60, 0.3, "the card re-examined"
+    )
     settle(stack)
 
     assert pre_time_calls(stack) == sent
@@ -225,14 +236,23 @@ def test_catch_up_posts_only_the_unsynced_half_and_a_second_run_posts_nothing(
     settle(stack)
     assert pre_time_calls(stack) - sent == len(card_markers(*rest))
     assert sorted(markers(stack)) == sorted(card_markers(*postable))
-    wait_for(lambda: stack.ledger.audit_count(service="timecard_catch_up") == 1, 30, 0.3,
-             "the first catch-up summary")
+    wait_for(
+        lambda: stack.ledger.audit_count(service="timecard_catch_up") == 1,
+        30,
+        0.3,
+        "the first catch-up summary",
+    )
 
     sent = pre_time_calls(stack)
     attempts = {c["id"]: stack.record("timecard", c["id"]).attempts for c in stopped}
     send(stack, "schedule.timecard_catch_up", "main")
-    wait_for(lambda: stack.ledger.audit_count(service="timecard_catch_up") == 2, 60, 0.3,
-             "the second catch-up summary")
+    wait_for(
+        lambda: stack.ledger.audit_count(service="timecard_catch_up") == 2,
+        60,
+        0.3,
+        "the second catch-up summary",
+    )
+
     # only the stopped cards (still no Spectrum employee) are queued again, and fail again
     def all_re_examined() -> bool:
         return all(stack.record("timecard", cid).attempts > n for cid, n in attempts.items())

@@ -55,16 +55,23 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def sentinel_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = demo_env(tmp_path, infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
-                   database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}", extra=extra)
-    env.update({"WEBHOOK_SECRET": WEBHOOK, "SPECTRUM_AUTHORIZATION_ID": AUTH_ID,
-                "SERVICETRADE_CLIENT_SECRET": CLIENT_SECRET})
+    env = demo_env(
+        tmp_path,
+        infolink_url=f"sqlite:///{tmp_path / 'il.sqlite'}",
+        database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        extra=extra,
+    )
+    env.update(
+        {
+            "WEBHOOK_SECRET": WEBHOOK,
+            "SPECTRUM_AUTHORIZATION_ID": AUTH_ID,
+            "SERVICETRADE_CLIENT_SECRET": CLIENT_SECRET,
+        }
+    )
     return env
 
 
-def test_each_sync_step_is_one_json_line_with_its_fields(
-    ctx: Any, captured: io.StringIO
-) -> None:
+def test_each_sync_step_is_one_json_line_with_its_fields(ctx: Any, captured: io.StringIO) -> None:
     configure_logging(ctx.settings, json_lines=True)
     assert sync_customer(ctx, 1031, "main").ok
     lines = [ln for ln in json_lines(captured.getvalue()) if ln["logger"] == "stsync.sync"]
@@ -92,13 +99,18 @@ def test_sentinel_secrets_never_reach_the_logs_in_process(
     body = {"messageId": "m1", "data": [{"action": "created", "entity": {"type": "job", "id": 1}}]}
     assert client.post(f"/webhooks/servicetrade/{WEBHOOK}", json=body).status_code == 503
     # what an access log or a proxy would write
-    logging.getLogger("uvicorn.access").info('127.0.0.1 "POST /webhooks/servicetrade/%s" 400',
-                                             WEBHOOK)
+    logging.getLogger("uvicorn.access").info(
+        '127.0.0.1 "POST /webhooks/servicetrade/%s" 400', WEBHOOK
+    )
 
     # a client error: Spectrum refuses an Authorization ID it does not know
-    spectrum = SpectrumClient("http://spectrum.sandbox", authorization_id=AUTH_ID,
-                              company_code="ABC", transport=asgi_transport(spectrum_app),
-                              retry_wait_s=0)
+    spectrum = SpectrumClient(
+        "http://spectrum.sandbox",
+        authorization_id=AUTH_ID,
+        company_code="ABC",
+        transport=asgi_transport(spectrum_app),
+        retry_wait_s=0,
+    )
     try:
         spectrum.get_customers()
     except Exception as exc:  # noqa: BLE001
@@ -110,8 +122,10 @@ def test_sentinel_secrets_never_reach_the_logs_in_process(
     ledger = Ledger(ledger_path_url)
     ledger.migrate()
     ctx = type("Ctx", (), {"settings": settings, "ledger": ledger})()
-    echoes = (f"upstream said: Authorization: Bearer {BEARER} secret {CLIENT_SECRET} "
-              f"webhook {WEBHOOK} db {env['DATABASE_URL']}")
+    echoes = (
+        f"upstream said: Authorization: Bearer {BEARER} secret {CLIENT_SECRET} "
+        f"webhook {WEBHOOK} db {env['DATABASE_URL']}"
+    )
 
     def permanent(run: Run[State]) -> Any:
         raise PermanentError(echoes)
@@ -151,8 +165,10 @@ class _LeakyServiceTrade(BaseHTTPRequestHandler):
         self._json(200, {"access_token": BEARER, "expires_in": 3600})
 
     def do_GET(self) -> None:  # noqa: N802
-        leak = (f"overloaded; you sent {self.headers.get('authorization')}; config dump: webhook "
-                f"{WEBHOOK} spectrum {AUTH_ID} client_secret={CLIENT_SECRET}")
+        leak = (
+            f"overloaded; you sent {self.headers.get('authorization')}; config dump: webhook "
+            f"{WEBHOOK} spectrum {AUTH_ID} client_secret={CLIENT_SECRET}"
+        )
         self._json(503, {"messages": {"error": [leak]}})
 
     def _json(self, status: int, payload: Any) -> None:
@@ -165,32 +181,58 @@ class _LeakyServiceTrade(BaseHTTPRequestHandler):
 
 
 @pytest.mark.e2e
-def test_a_real_worker_whose_task_fails_logs_no_secret(
-    tmp_path: Path, redis_prefix: str
-) -> None:
+def test_a_real_worker_whose_task_fails_logs_no_secret(tmp_path: Path, redis_prefix: str) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _LeakyServiceTrade)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     toml = tmp_path / "stsync.toml"
-    toml.write_text(DEMO_CONFIG.read_text() + (
-        "\n[reliability]\nretry_backoff_s = 1\nretry_backoff_max_s = 1\nmax_retries = 1\n"
-        "lease_s = 65\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
-        "visibility_timeout_s = 70\nunacked_restore_interval_s = 1\n"))
+    toml.write_text(
+        DEMO_CONFIG.read_text()
+        + (
+            "\n[reliability]\nretry_backoff_s = 1\nretry_backoff_max_s = 1\nmax_retries = 1\n"
+            "lease_s = 65\ntask_time_limit_s = 60\ntask_soft_time_limit_s = 50\n"
+            "visibility_timeout_s = 70\nunacked_restore_interval_s = 1\n"
+        )
+    )
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    env = {**os.environ, **sentinel_env(tmp_path, SERVICETRADE_BASE_URL=url,
-                                        SPECTRUM_BASE_URL=url, BROKER_URL=REDIS_URL,
-                                        STSYNC_REDIS_PREFIX=redis_prefix,
-                                        DATABASE_URL=ledger_url),
-           "STSYNC_CONFIG": str(toml), "STSYNC_AUTOCONFIGURE": "1"}
+    env = {
+        **os.environ,
+        **sentinel_env(
+            tmp_path,
+            SERVICETRADE_BASE_URL=url,
+            SPECTRUM_BASE_URL=url,
+            BROKER_URL=REDIS_URL,
+            STSYNC_REDIS_PREFIX=redis_prefix,
+            DATABASE_URL=ledger_url,
+        ),
+        "STSYNC_CONFIG": str(toml),
+        "STSYNC_AUTOCONFIGURE": "1",
+    }
     ledger = Ledger(ledger_url)
     ledger.migrate()
     log = tmp_path / "worker.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             "--concurrency=1", "--queues=stsync.sync,stsync.schedule", "--loglevel=INFO",
-             "--without-gossip", "--without-mingle", "--hostname=logs@%h"],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--concurrency=1",
+                "--queues=stsync.sync,stsync.schedule",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname=logs@%h",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         settings = load_settings(toml, env)
         from worker.celery_app import configure
@@ -201,8 +243,11 @@ def test_a_real_worker_whose_task_fails_logs_no_secret(
         while time.monotonic() < deadline:
             rec = ledger.get(key)
             # retries ran out on a transient cause: waiting for the re-enqueuer, not failed
-            if rec is not None and rec.status is Status.RETRY_LATER and "raised unexpected" in (
-                    log.read_text(errors="replace")):
+            if (
+                rec is not None
+                and rec.status is Status.RETRY_LATER
+                and "raised unexpected" in (log.read_text(errors="replace"))
+            ):
                 break
             time.sleep(0.3)
         text = log.read_text(errors="replace")

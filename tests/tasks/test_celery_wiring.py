@@ -35,11 +35,14 @@ def test_apply_reliability_sets_the_retry_policy(settings: Any) -> None:
         assert task.retry_backoff_max == settings.reliability.retry_backoff_max_s  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("task_name", "pending_type"), [
-    ("sync.customer", "customer"),
-    ("sync.job.send", "job"),  # a JC-mode send leaves the job row
-    ("sync.job.send", "work_order"),
-])
+@pytest.mark.parametrize(
+    ("task_name", "pending_type"),
+    [
+        ("sync.customer", "customer"),
+        ("sync.job.send", "job"),  # a JC-mode send leaves the job row
+        ("sync.job.send", "work_order"),
+    ],
+)
 def test_retries_exhausted_puts_the_record_retry_later_not_failed(
     ctx: Any, task_name: str, pending_type: str
 ) -> None:
@@ -48,7 +51,13 @@ def test_retries_exhausted_puts_the_record_retry_later_not_failed(
     ctx.ledger.mark(key, Status.PENDING, error_kind="transient", reason="503", transient=True)
     set_process_context(ctx)
     try:
-        app.tasks[task_name].on_failure(TransientError("Spectrum 503"), "tid", (77, "main"), {}, None)  # type: ignore[arg-type]
+        app.tasks[task_name].on_failure(
+            TransientError("Spectrum 503"),
+            "tid",
+            (77, "main"),
+            {},
+            None,  # type: ignore[arg-type]
+        )
     finally:
         set_process_context(None)
     rec = ctx.ledger.get(key)
