@@ -92,7 +92,7 @@ from tasks.state import (
     VoidState,
 )
 from worker.context import SyncContext, get_context
-from worker.ledger import Record, RecordKey, Status
+from worker.ledger import TERMINAL, Record, RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.invoice")
@@ -149,6 +149,11 @@ def sync_invoice(
     settled = _settle_reopened_approval(ctx, key, invoice)
     if settled is not None:
         return settled
+    if invoice.status == PROCESSED and rec is not None and rec.status not in TERMINAL:
+        # a crash between ServiceTrade's "processed" and the ledger's done (or a person who set
+        # it by hand while a retry waited): claim the row and close it, never leave it open to
+        # be queued again for ever
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     result = Result.UNCHANGED if rec is not None and rec.status is Status.DONE else Result.SKIPPED
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
 
@@ -233,9 +238,10 @@ def _post(
         if planned and all(s.kind in rows for s in planned.values()):
             return run.done(Result.UNCHANGED, run.record.spectrum_key, message="already posted")
         why = f"{record}: status is now {invoice.status!r}; nothing posted"
-        if before is not None and before.status is not Status.IN_FLIGHT:
+        if before is not None and before.status in TERMINAL:
             # a duplicate delivery that lost the race with the attempt that set this status:
-            # leave that attempt's outcome (e.g. failed with its reason) as it was
+            # leave that attempt's outcome (e.g. failed with its reason) as it was; an open row
+            # (crashed or waiting for a retry) is settled below instead
             run.mark(before.status, error_kind=before.error_kind, reason=before.last_error)
             return Outcome(Result.UNCHANGED, run.key, before.spectrum_key, why)
         raise RecordSkipped(why)

@@ -281,6 +281,39 @@ def test_split_half_refused_is_resumed_never_reposted(
     assert st_invoice(st_state, inv_id)["status"] == "processed"
 
 
+@pytest.mark.parametrize("left", [Status.PENDING, Status.RETRY_LATER])
+def test_processed_invoice_whose_row_a_crash_left_open_is_closed_not_requeued_for_ever(
+    ctx: Any, world: Any, st_state: Any, spectrum_app: Any, left: Status
+) -> None:
+    """Found by the convergence soak: a worker dies after ServiceTrade heard "processed" and
+    before the ledger row was marked done. Every later sync read "processed", answered skipped
+    without claiming the row, and the re-enqueuer queued it again for ever."""
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    rec = ctx.ledger.get(key(inv_id))
+    ctx.ledger.mark(
+        key(inv_id), left, error_kind="transient", reason="worker lost", state=rec.state
+    )
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "unchanged" and out.spectrum_key == f"ST{inv_id}"
+    assert ctx.ledger.get(key(inv_id)).status is Status.DONE
+    assert posts(spectrum_app) == 1
+
+
+def test_processed_by_hand_while_a_retry_waited_ends_skipped_with_the_reason(
+    ctx: Any, world: Any, st_state: Any, spectrum_app: Any
+) -> None:
+    inv_id = world.landmarks["invoice_nc"]
+    ctx.ledger.ensure(key(inv_id))
+    ctx.ledger.mark(key(inv_id), Status.PENDING, error_kind="transient", reason="Spectrum 503")
+    st_state.update("invoice", inv_id, {"status": "processed"})
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "skipped" and "'processed'" in out.message
+    rec = ctx.ledger.get(key(inv_id))
+    assert rec.status is Status.SKIPPED and "nothing posted" in (rec.last_error or "")
+    assert posts(spectrum_app) == 0
+
+
 def test_statuses_other_than_approved_or_void_do_nothing(
     ctx: Any, world: Any, st_state: Any, spectrum_app: Any
 ) -> None:
