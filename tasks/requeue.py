@@ -17,6 +17,13 @@ Where the due times come from:
   round's delay from ``reliability.retry_later_delays_s`` (5 min, 15 min, 1 h, 3 h, 6 h ...);
 - the inbox (ingest, before it answers 2xx): received + the pending grace.
 
+Configuration fixes (F21, ``tasks/heal.py``): a failed or skipped customer, site or job stores the
+fingerprint of the configuration sections its attempt used. When a worker runs with another
+configuration (a map entry added, a code range moved), ``requeue_config_changed`` queues each such
+row once; its sync looks at it again under the new configuration and what waited on it follows.
+A watermark per connection and record type keeps the fingerprint last scanned for, so the rows are
+read once per configuration change, not every minute.
+
 ``invariant_breaches`` (``stsync status``) lists rows that break the invariant: waiting without a
 due time, or overdue by more than the re-enqueue interval plus the visibility timeout (the
 re-enqueuer is not running).
@@ -25,16 +32,19 @@ re-enqueuer is not running).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tasks import invoice as invoice_task
 from tasks import purchase_order as po_task
+from tasks.heal import CONFIG_SECTIONS, config_fingerprint
 from tasks.registry import replay_for
+from tasks.state import State
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
-from worker.ledger import Breach, Record
+from worker.ledger import Breach, Record, Status
 
 log = logging.getLogger("stsync.requeue")
 
@@ -64,6 +74,8 @@ class RequeueSummary:
     sent: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     unroutable: list[str] = field(default_factory=list)
+    #: failed/skipped rows queued because the configuration they failed under changed
+    config_changed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +116,7 @@ def run_requeue(ctx: SyncContext, *, now: datetime | None = None) -> RequeueSumm
             send((entry.task, (int(head) if head.isdigit() else head, entry.connection)))
     ctx.ledger.inbox_defer(entries, until)
     summary.inbox_due = len(entries)
+    summary.config_changed = requeue_config_changed(ctx, send)
     summary.sent = len(sent)
     if summary.sent or summary.unroutable:
         log.warning(
@@ -114,6 +127,38 @@ def run_requeue(ctx: SyncContext, *, now: datetime | None = None) -> RequeueSumm
             extra={"outcome": "requeue", **summary.by_status},
         )
     return summary
+
+
+def requeue_config_changed(ctx: SyncContext, send: Callable[[Message], None]) -> int:
+    """Queue, once per configuration change, every failed or skipped customer, site and job whose
+    attempt used other configuration than this worker's (see the module docstring)."""
+    queued = 0
+    for name, conn in ctx.settings.connections.items():
+        for record_type in CONFIG_SECTIONS:
+            current = config_fingerprint(conn, record_type)
+            mark = f"heal-config:{record_type}"
+            if ctx.ledger.get_watermark(name, mark) == current:
+                continue
+            rows = ctx.ledger.list_records(
+                statuses=(Status.FAILED, Status.SKIPPED),
+                connection=name,
+                record_type=record_type,
+                limit=1_000_000,
+            )
+            for rec in rows:
+                used = (State.load(rec.state).heal or {}).get("config")
+                message = task_for(rec)
+                if used and used != current and message is not None:
+                    send(message)
+                    queued += 1
+            ctx.ledger.set_watermark(name, mark, current)
+    if queued:
+        log.warning(
+            "configuration changed: %d failed or skipped record(s) queued to be looked at again",
+            queued,
+            extra={"outcome": "requeue"},
+        )
+    return queued
 
 
 def invariant_tolerance_s(ctx: SyncContext) -> float:

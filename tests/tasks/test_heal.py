@@ -108,3 +108,27 @@ def test_heal_on_change_a_wake_that_fails_is_alerted(
     assert sync_job(ctx, job_id, "main").result == "synced"
     alerts = ctx.ledger.alerts(RecordKey("main", "invoice", str(inv_id)))
     assert any(a["kind"] == "wake" and "stsync retry invoice" in a["message"] for a in alerts)
+
+
+def test_heal_on_change_a_configuration_fix_reaches_the_failed_job_without_an_event(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    """The office changes nothing in ServiceTrade: the missing map entry is added to the
+    configuration and the workers restart with it. The re-enqueuer (Beat) queues the job once,
+    and its sync lands it under the new configuration."""
+    from tasks.requeue import run_requeue
+
+    with_rules(ctx, cost_centers={"default": ""})
+    job_id = world.landmarks["invoice_nc_job"]
+    st_state.update("job", job_id, {"serviceLine": "KS"})
+    assert sync_job(ctx, job_id, "main").result == "failed"
+    run_requeue(ctx)
+    assert ("sync.job", (job_id, "main")) not in enqueued  # same configuration: nothing to do
+
+    with_rules(ctx, cost_centers={"default": "", "by_service_line": {"KS": "100"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.job", (job_id, "main"))) == 1
+    run_requeue(ctx)  # read once per change, not every minute
+    assert enqueued.count(("sync.job", (job_id, "main"))) == 1
+    assert sync_job(ctx, job_id, "main").result == "synced"
+    assert ledger_status(ctx, RECORD_TYPE, job_id) is Status.DONE
