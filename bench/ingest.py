@@ -69,7 +69,22 @@ def serve(port: int, workers: int = 1) -> None:
 
     settings = load_settings()
     configure(settings)
-    serve_ingest(settings, "127.0.0.1", port, workers=workers)
+    profile = os.environ.get("STSYNC_BENCH_PROFILE")
+    if not profile:
+        serve_ingest(settings, "127.0.0.1", port, workers=workers)
+        return
+    import cProfile
+    import signal
+
+    # uvicorn re-raises the SIGTERM it caught once it has shut down: exit through Python then,
+    # so that the profile is written (the event loop's thread only; the group commits run in
+    # worker threads)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(serve_ingest, settings, "127.0.0.1", port, workers=workers)
+    finally:
+        prof.dump_stats(profile)
 
 
 def _client_proc(

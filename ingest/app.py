@@ -30,18 +30,20 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 import redis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope
+from starlette.types import Send as AsgiSend
 
 from clients.servicetrade.models import WebhookDelivery, WebhookEvent
+from ingest.group import GroupCommit
 from ingest.publish import BatchPublisher
 from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS, WORK_ORDER
 from worker.readcache import mark_changed
@@ -128,33 +130,67 @@ def accept_delivery(
     cache_ttl_s: float,
     send_many: SendMany,
 ) -> Accepted:
-    """The per-delivery accept step: de-duplicate, invalidate cached facts, enqueue. Blocking.
+    """``accept_deliveries`` of one delivery."""
+    return accept_deliveries(
+        r,
+        [(message_id, events)],
+        connections=connections,
+        seen_prefix=seen_prefix,
+        dedupe_ttl_s=dedupe_ttl_s,
+        key_prefix=key_prefix,
+        cache_ttl_s=cache_ttl_s,
+        send_many=send_many,
+    )[0]
 
-    1. one Redis pipeline: the read-cache stamps of every record the delivery names (before any
-       task exists, so no worker reads a stale fact of them), and one ``SET NX`` per routed event;
+
+def accept_deliveries(
+    r: redis.Redis,
+    deliveries: Sequence[tuple[str, Sequence[WebhookEvent]]],
+    *,
+    connections: Sequence[str],
+    seen_prefix: str,
+    dedupe_ttl_s: int,
+    key_prefix: str,
+    cache_ttl_s: float,
+    send_many: SendMany,
+) -> list[Accepted]:
+    """The accept step of ``(message id, events)`` deliveries: de-duplicate, invalidate cached
+    facts, enqueue. Blocking; one ``Accepted`` per delivery, in order.
+
+    1. one Redis pipeline for all of them: the read-cache stamps of every record they name
+       (before any task exists, so no worker reads a stale fact of them), and one ``SET NX`` per
+       routed event;
     2. the tasks of the events seen for the first time, sent together (``send_many``).
     Any failure releases the dedupe keys this call set and raises: the caller answers 503 and
     ServiceTrade's retry enqueues them.
     """
-    out = Accepted()
-    routed: list[tuple[str, str, int]] = []  # (dedupe key, task name, entity id)
-    for event in events:
-        route = ENTITY_TASKS.get(event.entity.type)
-        if route is None or event.action not in SYNC_ACTIONS:
-            out.ignored += 1
-            continue
-        dedupe = f"{seen_prefix}{message_id}:{event.entity.type}:{event.entity.id}:{event.action}"
-        routed.append((dedupe, route[0], event.entity.id))
+    outs = [Accepted() for _ in deliveries]
+    # (delivery index, dedupe key, task name, entity id)
+    routed: list[tuple[int, str, str, int]] = []
+    for n, (message_id, events) in enumerate(deliveries):
+        for event in events:
+            route = ENTITY_TASKS.get(event.entity.type)
+            if route is None or event.action not in SYNC_ACTIONS:
+                outs[n].ignored += 1
+                continue
+            e = event.entity
+            dedupe = f"{seen_prefix}{message_id}:{e.type}:{e.id}:{event.action}"
+            routed.append((n, dedupe, route[0], e.id))
     pipe = r.pipeline(transaction=False)
     stamps = mark_changed(
-        pipe, key_prefix, ((e.entity.type, e.entity.id) for e in events), cache_ttl_s
+        pipe,
+        key_prefix,
+        ((e.entity.type, e.entity.id) for _, events in deliveries for e in events),
+        cache_ttl_s,
     )
-    for dedupe, _task, _id in routed:
+    for _n, dedupe, _task, _id in routed:
         pipe.set(dedupe, 1, nx=True, ex=dedupe_ttl_s)
     results = pipe.execute()[stamps:]
     fresh: list[str] = []
     seen_now: set[str] = set()
-    for (dedupe, task_name, entity_id), was_set in zip(routed, results, strict=True):
+    tasks: list[tuple[str, tuple[Any, ...]]] = []
+    for (n, dedupe, task_name, entity_id), was_set in zip(routed, results, strict=True):
+        out = outs[n]
         if not was_set or dedupe in seen_now:
             out.duplicates += 1
             continue
@@ -162,13 +198,120 @@ def accept_delivery(
         fresh.append(dedupe)
         out.tasks.extend((task_name, (entity_id, conn)) for conn in connections)
         out.enqueued += 1
-    if out.tasks:
+    for out in outs:
+        tasks.extend(out.tasks)
+    if tasks:
         try:
-            send_many(out.tasks)
+            send_many(tasks)
         except Exception:
             r.delete(*fresh)  # let ServiceTrade's retry enqueue them
             raise
-    return out
+    return outs
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A parsed delivery waiting for its group commit."""
+
+    message_id: str
+    events: Sequence[WebhookEvent]
+    #: its inbox rows ``(connection, task, source id)``
+    durable: list[tuple[str, str, str]]
+
+
+class _LedgerDown(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class _BrokerDown(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer of the webhook route: JSON for a dict, plain text for a string."""
+
+    status: int
+    content: dict[str, Any] | str
+
+    def encoded(self) -> tuple[bytes, bytes]:
+        """(content type, body), as FastAPI's ``JSONResponse``/``PlainTextResponse`` make them."""
+        if isinstance(self.content, str):
+            return b"text/plain; charset=utf-8", self.content.encode()
+        body = json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
+        return b"application/json", body.encode()
+
+
+class _Disconnected(Exception):
+    pass
+
+
+WEBHOOK_PATH = "/webhooks/servicetrade/"
+Handle = Callable[[str, str | None, AsyncIterator[bytes]], Awaitable[_Answer]]
+
+
+class WebhookRoute:
+    """``POST /webhooks/servicetrade/{secret}`` as plain ASGI middleware; any other request goes
+    on to the FastAPI app. The secret is one non-empty path segment, as a path parameter is."""
+
+    def __init__(self, app: ASGIApp, handle: Handle) -> None:
+        self.app = app
+        self.handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: AsgiSend) -> None:
+        secret = _webhook_secret(scope) if scope["type"] == "http" else None
+        if secret is None:
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value.decode("latin-1")
+                break
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            answer = await self.handle(secret, declared, chunks())
+        except _Disconnected:
+            return  # nobody to answer; nothing was stored or enqueued
+        content_type, body = answer.encoded()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", content_type),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _webhook_secret(scope: Scope) -> str | None:
+    """The secret segment of a ``POST /webhooks/servicetrade/{secret}``, else None."""
+    if scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.startswith(WEBHOOK_PATH):
+        return None
+    secret = path[len(WEBHOOK_PATH) :]
+    return secret if secret and "/" not in secret else None
 
 
 def ledger_wakeups(settings: Settings) -> RecordWakeups:
@@ -246,51 +389,19 @@ def create_ingest_app(
             publisher = BatchPublisher(celery_app, _redis(), settings.redis_key_prefix)
         publisher.send_many(tasks)
 
-    @app.post("/webhooks/servicetrade/{secret}")
-    async def receive(secret: str, request: Request) -> Response:
-        started = time.perf_counter()
-        if not _secret_ok(secret, settings):
-            return PlainTextResponse("not found", status_code=404)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body:
-            return PlainTextResponse(f"body over {max_body} bytes", status_code=413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > max_body:
-                return PlainTextResponse(f"body over {max_body} bytes", status_code=413)
+    def _flush(pending: list[_Pending]) -> list[Accepted | BaseException]:
+        """One group commit (ingest/group.py), in a worker thread: the inbox rows of every
+        delivery in ONE ledger transaction, then their dedupe and tasks in one Redis pipeline
+        each. Nothing of a delivery is acknowledged before both returned."""
         try:
-            delivery = WebhookDelivery.model_validate_json(bytes(body))
-            duplicate = _duplicate_key(bytes(body))
-        except ValidationError as exc:
-            msg = _validation_message(exc)
-            log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg[:300]})
-            return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
-        if duplicate is not None:
-            msg = f"key {duplicate[:64]!r} appears twice in one object"
-            log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg})
-            return JSONResponse({"error": f"malformed delivery: {msg}"}, status_code=400)
-        durable = [
-            (conn, route[0], str(event.entity.id))
-            for event in delivery.data
-            if (route := ENTITY_TASKS.get(event.entity.type)) is not None
-            and event.action in SYNC_ACTIONS
-            for conn in connections
-        ]
-        try:
-            await anyio.to_thread.run_sync(lambda: wakeups(durable))
+            wakeups([entry for p in pending for entry in p.durable])
         except Exception as exc:  # noqa: BLE001 - not stored means not acknowledged
-            log.error(
-                "webhook not stored: ledger unavailable",
-                extra={"outcome": "ledger_down", "detail": type(exc).__name__},
-            )
-            return JSONResponse({"error": "ledger unavailable; retry later"}, status_code=503)
+            return [_LedgerDown(type(exc).__name__) for _ in pending]
         try:
-            accepted = await anyio.to_thread.run_sync(
-                lambda: accept_delivery(
+            return list(
+                accept_deliveries(
                     _redis(),
-                    delivery.message_id,
-                    delivery.data,
+                    [(p.message_id, p.events) for p in pending],
                     connections=connections,
                     seen_prefix=seen_prefix,
                     dedupe_ttl_s=ttl,
@@ -300,11 +411,58 @@ def create_ingest_app(
                 )
             )
         except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
+            return [_BrokerDown(type(exc).__name__) for _ in pending]
+
+    group: GroupCommit[_Pending, Accepted] = GroupCommit(
+        _flush, max_group=settings.ingest.group_commit_max
+    )
+    app.state.group_commit = group
+
+    async def webhook(secret: str, declared: str | None, chunks: AsyncIterator[bytes]) -> _Answer:
+        """POST /webhooks/servicetrade/{secret}: the answer to one delivery."""
+        started = time.perf_counter()
+        if not _secret_ok(secret, settings):
+            return _Answer(404, "not found")
+        if declared and declared.isdigit() and int(declared) > max_body:
+            return _Answer(413, f"body over {max_body} bytes")
+        body = bytearray()
+        async for chunk in chunks:
+            body.extend(chunk)
+            if len(body) > max_body:
+                return _Answer(413, f"body over {max_body} bytes")
+        try:
+            delivery = WebhookDelivery.model_validate_json(bytes(body))
+            duplicate = _duplicate_key(bytes(body))
+        except ValidationError as exc:
+            msg = _validation_message(exc)
+            log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg[:300]})
+            return _Answer(400, {"error": f"malformed delivery: {msg}"})
+        if duplicate is not None:
+            msg = f"key {duplicate[:64]!r} appears twice in one object"
+            log.warning("webhook rejected", extra={"outcome": "rejected", "detail": msg})
+            return _Answer(400, {"error": f"malformed delivery: {msg}"})
+        durable = [
+            (conn, route[0], str(event.entity.id))
+            for event in delivery.data
+            if (route := ENTITY_TASKS.get(event.entity.type)) is not None
+            and event.action in SYNC_ACTIONS
+            for conn in connections
+        ]
+        try:
+            accepted = await group.submit(_Pending(delivery.message_id, delivery.data, durable))
+        except _LedgerDown as exc:
+            log.error(
+                "webhook not stored: ledger unavailable",
+                extra={"outcome": "ledger_down", "detail": exc.detail},
+            )
+            return _Answer(503, {"error": "ledger unavailable; retry later"})
+        except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
+            detail = exc.detail if isinstance(exc, _BrokerDown) else type(exc).__name__
             log.error(
                 "webhook not enqueued: broker unavailable",
-                extra={"outcome": "broker_down", "detail": type(exc).__name__},
+                extra={"outcome": "broker_down", "detail": detail},
             )
-            return JSONResponse({"error": "broker unavailable; retry later"}, status_code=503)
+            return _Answer(503, {"error": "broker unavailable; retry later"})
         log.info(
             "webhook accepted",
             extra={
@@ -314,7 +472,11 @@ def create_ingest_app(
                 **accepted.counts(),
             },
         )
-        return JSONResponse(accepted.counts(), status_code=202)
+        return _Answer(202, accepted.counts())
+
+    # ahead of FastAPI's routing, exception and dependency layers (P1: they cost more CPU per
+    # single-event delivery than everything the webhook itself does)
+    app.add_middleware(WebhookRoute, handle=webhook)
 
     @app.get("/healthz")
     def healthz() -> Response:

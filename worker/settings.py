@@ -95,6 +95,8 @@ class ConnectionSettings(Section):
 class IngestSettings(Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     dedupe_ttl_s: int = Field(default=86_400, ge=1)
+    #: at most this many concurrent deliveries share one group commit (ingest/group.py)
+    group_commit_max: int = Field(default=64, ge=1)
     #: header carrying the token of the "send job" endpoint
     send_job_token: SecretStr | None = None
     #: public https base URL where ServiceTrade reaches the ingest (``stsync webhook``/``doctor``)
