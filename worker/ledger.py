@@ -311,11 +311,6 @@ def holder_is_dead(owner: str | None) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
-#: rows per multi-row inbox upsert (5 parameters each: under SQLite's 32,766 and PostgreSQL's
-#: 65,535 bound parameters per statement)
-INBOX_ROWS_PER_STATEMENT = 2000
-
-
 def make_engine(url: str) -> Engine:
     """An engine tuned for the ledger: WAL and a busy timeout on SQLite."""
     if url.startswith("sqlite"):
@@ -716,34 +711,28 @@ class Ledger:
     # --- inbox (durable acknowledgement) ----------------------------------------------------
     def inbox_put(self, entries: Sequence[tuple[str, str, str]], *, due_after_s: float) -> None:
         """Record webhook wake-ups ``(connection, task, source_id)`` durably, in ONE transaction
-        (ingest calls it before answering 2xx, once for all the deliveries of a group commit):
-        one multi-row statement per ``INBOX_ROWS_PER_STATEMENT`` rows, so a group of large
-        deliveries stays under the databases' bound-parameter limits. A repeated entry is
-        refreshed (received now, due later), never duplicated."""
+        (ingest calls it before answering 2xx, once for all the deliveries of a group commit).
+        One upsert statement run for every row (an "executemany": the statement is compiled
+        once per process, and the drivers batch the rows). A repeated entry is refreshed
+        (received now, due later), never duplicated."""
         unique = list(dict.fromkeys(entries))
         if not unique:
             return
         now = utcnow()
         due = now + timedelta(seconds=due_after_s)
+        rows = [
+            {"connection": c, "task": t, "source_id": s, "received_at": now, "due_at": due}
+            for c, t, s in unique
+        ]
         with self.tx() as conn:
-            for i in range(0, len(unique), INBOX_ROWS_PER_STATEMENT):
-                ins = self._insert(inbox)
-                stmt = ins.values(
-                    [
-                        {
-                            "connection": c,
-                            "task": t,
-                            "source_id": s,
-                            "received_at": now,
-                            "due_at": due,
-                        }
-                        for c, t, s in unique[i : i + INBOX_ROWS_PER_STATEMENT]
-                    ]
-                ).on_conflict_do_update(
-                    index_elements=["connection", "task", "source_id"],
-                    set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
-                )
-                conn.execute(stmt)
+            conn.execute(self._inbox_upsert(), rows)
+
+    def _inbox_upsert(self) -> Any:
+        ins = self._insert(inbox)
+        return ins.on_conflict_do_update(
+            index_elements=["connection", "task", "source_id"],
+            set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
+        )
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
         q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)

@@ -68,6 +68,14 @@ def test_inbox_upsert_is_one_row_per_record_and_released_by_its_run(led: Ledger)
     assert [e.source_id for e in led.inbox_entries()] == ["2"]  # newer than that run's start
 
 
+def test_inbox_takes_a_group_commit_of_many_large_deliveries_in_one_call(led: Ledger) -> None:
+    """The ingest stores a whole group of deliveries at once (ingest/group.py): 60,000 rows are
+    300,000 bound parameters as one multi-row statement, over SQLite's and PostgreSQL's limits."""
+    entries = [("main", "sync.job", str(n)) for n in range(60_000)]
+    led.inbox_put(entries, due_after_s=60)
+    assert len(led.inbox_entries()) == 60_000
+
+
 def test_invariant_breaches(led: Ledger) -> None:
     led.ensure(KEY)
     now = utcnow()

@@ -176,6 +176,44 @@ def test_broker_down_is_503_and_the_event_is_not_marked_seen(h: Harness) -> None
     assert h.sent == [("sync.customer", (5, "main"))]
 
 
+def test_ledger_down_is_503_enqueueing_nothing_and_the_retry_gets_through(
+    ingest_settings: Settings,
+) -> None:
+    """Durable acknowledgement: no inbox row, no 2xx and no task (the task would be the only
+    trace of the event once Redis loses it); ServiceTrade's retry is stored and enqueued."""
+    down = [True]
+    stored: list[tuple[str, str, str]] = []
+
+    def record(entries: list[tuple[str, str, str]]) -> None:
+        if down[0]:
+            raise OSError("ledger down")
+        stored.extend(entries)
+
+    h = Harness(ingest_settings, fakeredis.FakeRedis())
+    h.app = create_ingest_app(
+        ingest_settings,
+        redis_client=fakeredis.FakeRedis(),
+        send=h._send,
+        ledger_ping=lambda: None,
+        record_wakeups=record,
+    )
+    h.client = TestClient(h.app)
+    body = delivery(("company", 5, "created"))
+    r = h.post(body)
+    assert r.status_code == 503 and r.json() == {"error": "ledger unavailable; retry later"}
+    assert h.sent == [] and stored == []
+    down[0] = False
+    assert h.post(body).status_code == 202
+    assert stored == [("main", "sync.customer", "5")]
+    assert h.sent == [("sync.customer", (5, "main"))]
+
+
+def test_other_methods_on_the_webhook_path_are_not_the_webhook(h: Harness) -> None:
+    assert h.client.get(f"/webhooks/servicetrade/{SECRET}").status_code in (404, 405)
+    assert h.client.post(f"/webhooks/servicetrade/{SECRET}/x", content=b"{}").status_code == 404
+    assert h.sent == [] and h.stored == []
+
+
 def test_redis_down_is_503(ingest_settings: Settings) -> None:
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     hh = Harness(ingest_settings, dead)
