@@ -385,28 +385,30 @@ class Ledger:
     # --- records ----------------------------------------------------------------------------
     def ensure(self, key: RecordKey) -> Record:
         """The row for ``key``, created as ``pending`` if it did not exist (race-free)."""
-        now = utcnow()
         with self.tx() as conn:
-            stmt = (
-                self._insert(sync_record)
-                .values(
-                    connection=key.connection,
-                    record_type=key.record_type,
-                    source_id=key.source_id,
-                    status=Status.PENDING.value,
-                    state={},
-                    attempts=0,
-                    crashes=0,
-                    retry_rounds=0,
-                    next_attempt_at=self._pending_due(now),
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
-            )
-            conn.execute(stmt)
+            conn.execute(self._ensure_stmt(key, utcnow()))
             row = conn.execute(self._where(key)).one()
         return Record.from_row(row)
+
+    def _ensure_stmt(self, key: RecordKey, now: datetime) -> Any:
+        """Insert ``key``'s row as ``pending`` unless it exists."""
+        return (
+            self._insert(sync_record)
+            .values(
+                connection=key.connection,
+                record_type=key.record_type,
+                source_id=key.source_id,
+                status=Status.PENDING.value,
+                state={},
+                attempts=0,
+                crashes=0,
+                retry_rounds=0,
+                next_attempt_at=self._pending_due(now),
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
+        )
 
     def _where(self, key: RecordKey) -> Any:
         return select(sync_record).where(
@@ -470,10 +472,12 @@ class Ledger:
         time ran out is taken over and counted in ``crashes``.
         """
         owner = owner or worker_identity()
-        self.ensure(key)
         now = utcnow()
         until = now + timedelta(seconds=lease_s)
+        # one transaction (P2/P4: two ledger commits per record were one of the larger costs of
+        # a sync): the row created if new, read, then taken conditionally on what was read
         with self.tx() as conn:
+            conn.execute(self._ensure_stmt(key, now))
             current = Record.from_row(conn.execute(self._where(key)).one())
             recovered = False
             if current.status is Status.IN_FLIGHT:
@@ -499,11 +503,12 @@ class Ledger:
                     crashes=sync_record.c.crashes + (1 if recovered else 0),
                     updated_at=now,
                 )
+                .returning(*sync_record.c)
             )
-            if res.rowcount != 1:
+            row = res.first()
+            if row is None:
                 latest = Record.from_row(conn.execute(self._where(key)).one())
                 return Claim(latest, held=False)
-            row = conn.execute(self._where(key)).one()
         return Claim(Record.from_row(row), held=True, recovered=recovered)
 
     def _finish(self, key: RecordKey, owner: str | None, **values: Any) -> Record:
@@ -517,8 +522,14 @@ class Ledger:
             ]
             if owner is not None:
                 conditions.append(sync_record.c.lease_owner == owner)
-            conn.execute(update(sync_record).where(and_(*conditions)).values(**values))
-            row = conn.execute(self._where(key)).one()
+            row = conn.execute(
+                update(sync_record)
+                .where(and_(*conditions))
+                .values(**values)
+                .returning(*sync_record.c)
+            ).first()
+            if row is None:  # not the lease holder: the row as it is
+                row = conn.execute(self._where(key)).one()
         return Record.from_row(row)
 
     def update_progress(
