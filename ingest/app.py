@@ -449,7 +449,9 @@ def create_ingest_app(
             for conn in connections
         ]
         try:
-            accepted = await group.submit(_Pending(delivery.message_id, delivery.data, durable))
+            accepted = await group.submit(
+                _Pending(delivery.message_id, delivery.data, durable), weight=len(delivery.data)
+            )
         except _LedgerDown as exc:
             log.error(
                 "webhook not stored: ledger unavailable",

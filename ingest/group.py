@@ -29,18 +29,23 @@ Flush = Callable[[list[T]], Sequence[R | BaseException]]
 
 @dataclass
 class _LoopState(Generic[T, R]):
-    pending: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
+    #: (item, its weight, its waiter)
+    pending: list[tuple[T, int, asyncio.Future[R]]] = field(default_factory=list)
     draining: asyncio.Task[None] | None = None
 
 
 class GroupCommit(Generic[T, R]):
-    """Flush items submitted concurrently together, at most ``max_group`` per flush."""
+    """Flush items submitted concurrently together: at most ``max_group`` items per flush, and
+    no more items once their weights (events) reach ``max_weight``. Large deliveries gain
+    nothing from sharing a flush (their costs are per event) but would make each other wait,
+    so a delivery of ``max_weight`` events or more is flushed alone."""
 
-    def __init__(self, flush: Flush[T, R], *, max_group: int = 64) -> None:
-        if max_group < 1:
-            raise ValueError("max_group must be at least 1")
+    def __init__(self, flush: Flush[T, R], *, max_group: int = 64, max_weight: int = 200) -> None:
+        if max_group < 1 or max_weight < 1:
+            raise ValueError("max_group and max_weight must be at least 1")
         self._flush = flush
         self.max_group = max_group
+        self.max_weight = max_weight
         # one queue per event loop (a test client runs each request on a loop of its own)
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState[T, R]] = (
             weakref.WeakKeyDictionary()
@@ -49,25 +54,38 @@ class GroupCommit(Generic[T, R]):
         self.groups = 0
         self.items = 0
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: T, weight: int = 1) -> R:
         """``item``'s result once the flush that took it has returned."""
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState()
         future: asyncio.Future[R] = loop.create_future()
-        state.pending.append((item, future))
+        state.pending.append((item, weight, future))
         if state.draining is None:
             state.draining = loop.create_task(self._drain(loop, state))
         return await future
 
+    def _take(
+        self, pending: list[tuple[T, int, asyncio.Future[R]]]
+    ) -> list[tuple[T, int, asyncio.Future[R]]]:
+        """The next group, in arrival order, removed from ``pending``."""
+        n, weight = 0, 0
+        while n < len(pending) and n < self.max_group and weight < self.max_weight:
+            weight += pending[n][1]
+            n += 1
+        if n > 1 and weight > self.max_weight:
+            n -= 1  # the last one would take the group over the bound: it starts the next
+        group = pending[:n]
+        del pending[:n]
+        return group
+
     async def _drain(self, loop: asyncio.AbstractEventLoop, state: _LoopState[T, R]) -> None:
-        group: list[tuple[T, asyncio.Future[R]]] = []
+        group: list[tuple[T, int, asyncio.Future[R]]] = []
         try:
             while state.pending:
-                group = state.pending[: self.max_group]
-                del state.pending[: self.max_group]
-                items = [item for item, _ in group]
+                group = self._take(state.pending)
+                items = [item for item, _, _ in group]
                 try:
                     results: Sequence[R | BaseException] = await loop.run_in_executor(
                         None, self._flush, items
@@ -80,7 +98,7 @@ class GroupCommit(Generic[T, R]):
                     results = [exc] * len(items)
                 self.groups += 1
                 self.items += len(items)
-                for (_, future), result in zip(group, results, strict=True):
+                for (_, _, future), result in zip(group, results, strict=True):
                     if future.done():
                         continue
                     if isinstance(result, BaseException):
@@ -91,7 +109,7 @@ class GroupCommit(Generic[T, R]):
         finally:
             state.draining = None
             # cancelled (shutdown) with waiters left: they must not hang, nor be acknowledged
-            for _, future in [*group, *state.pending]:
+            for _, _, future in [*group, *state.pending]:
                 if not future.done():
                     future.set_exception(RuntimeError("ingest shutting down"))
             state.pending.clear()

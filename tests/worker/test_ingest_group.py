@@ -78,3 +78,22 @@ def test_a_flush_that_raises_fails_every_delivery_of_its_group_only() -> None:
 def test_max_group_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_group"):
         GroupCommit(lambda items: items, max_group=0)
+
+
+def test_large_deliveries_are_flushed_without_company() -> None:
+    """Weights are events: a group stops before it would pass max_weight, and a delivery as
+    large as max_weight is flushed alone (sharing would only make the others wait)."""
+    calls: list[list[int]] = []
+
+    def flush(items: list[int]) -> list[int]:
+        calls.append(items)
+        return items
+
+    group: GroupCommit[int, int] = GroupCommit(flush, max_weight=100)
+    sizes = {1: 1, 2: 1, 3: 150, 4: 60, 5: 60, 6: 1}
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(group.submit(i, weight=w) for i, w in sizes.items()))
+
+    assert asyncio.run(main()) == [1, 2, 3, 4, 5, 6]
+    assert calls == [[1, 2], [3], [4], [5, 6]]
