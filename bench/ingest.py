@@ -43,6 +43,8 @@ class Run:
     errors: int = 0
     elapsed_s: float = 0.0
     queued: int = 0
+    #: CPU seconds the ingest process(es) used during the run (user + system)
+    server_cpu_s: float = 0.0
 
     def line(self) -> str:
         lat = sorted(self.latencies_ms)
@@ -56,7 +58,8 @@ class Run:
             f"batch {self.batch:>4} events/delivery: {n:>6} deliveries {events:>7} events in "
             f"{self.elapsed_s:5.1f}s = {events / self.elapsed_s:>7.0f} events/s "
             f"({n / self.elapsed_s:>6.0f} deliveries/s), latency p50 {p50:6.1f} ms "
-            f"p99 {p99:6.1f} ms, {self.errors} errors, {self.queued} tasks in Redis"
+            f"p99 {p99:6.1f} ms, {self.errors} errors, {self.queued} tasks in Redis; ingest "
+            f"CPU {self.server_cpu_s:.1f} s = {self.server_cpu_s * 1e6 / events:.0f} us/event"
         )
 
 
@@ -65,10 +68,12 @@ def serve(port: int, workers: int = 1) -> None:
     ``stsync ingest`` runs it (``workers`` > 1: that many uvicorn processes)."""
     from ingest.serve import serve_ingest
     from worker.celery_app import configure
+    from worker.logs import configure_logging
     from worker.settings import load_settings
 
     settings = load_settings()
     configure(settings)
+    configure_logging(settings)  # as `stsync ingest` does: a JSON line per delivery
     profile = os.environ.get("STSYNC_BENCH_PROFILE")
     if not profile:
         serve_ingest(settings, "127.0.0.1", port, workers=workers)
@@ -183,6 +188,21 @@ def _post_all(
     return run
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process ``pid`` and its children (uvicorn workers)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = 0.0
+    for p in [parent, *parent.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def run_ingest_bench(
     batches: list[int],
     clients: int,
@@ -212,6 +232,7 @@ def run_ingest_bench(
 
         # ingest stores each delivery's wake-ups in the ledger before answering (durable ack)
         Ledger(env["DATABASE_URL"]).migrate()
+        log = open(tmp / "ingest.log", "wb")  # noqa: SIM115 - closed with the run
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -224,6 +245,9 @@ def run_ingest_bench(
             ],
             cwd=REPO,
             env=env,
+            # the ingest's log (a line per delivery) goes to a file, not the terminal
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         try:
             base = f"http://127.0.0.1:{port}"
@@ -240,15 +264,18 @@ def run_ingest_bench(
             runs = []
             for batch in batches:
                 before = redis.backlog()["ready"]
+                cpu_before = _cpu_s(proc.pid)
                 count = max(1, deliveries // batch * 10 if batch > 10 else deliveries)
                 run = _post_all(url, batch, clients, procs, count, seconds, first_id)
                 first_id += count * batch + procs * (batch + 1) + 1
                 run.queued = redis.backlog()["ready"] - before
+                run.server_cpu_s = _cpu_s(proc.pid) - cpu_before
                 runs.append(run)
             return runs
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            log.close()
             redis.stop()
 
 
@@ -278,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {[round(x, 2) for x in os.getloadavg()]}")
     print(
         f"ingest: {args.ingest_workers} uvicorn process(es), {args.client_procs} client "
-        f"processes x {args.clients} keep-alive connections, SQLite ledger (unused by ingest)"
+        f"processes x {args.clients} keep-alive connections, SQLite ledger (the inbox), "
+        "JSON log at INFO to a file"
     )
     for run in run_ingest_bench(
         args.batch,

@@ -358,6 +358,7 @@ class Ledger:
         self.engine = engine or make_engine(url)
         #: a pending row is due again this long after it was last touched (see WAITING)
         self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
+        self._inbox_upsert_stmt: Any = None
 
     def _pending_due(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.pending_grace_s)
@@ -739,11 +740,15 @@ class Ledger:
             conn.execute(self._inbox_upsert(), rows)
 
     def _inbox_upsert(self) -> Any:
-        ins = self._insert(inbox)
-        return ins.on_conflict_do_update(
-            index_elements=["connection", "task", "source_id"],
-            set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
-        )
+        """The inbox upsert, built once per ledger (building it, ``excluded`` included, cost
+        more CPU than running it for a few rows)."""
+        if self._inbox_upsert_stmt is None:
+            ins = self._insert(inbox)
+            self._inbox_upsert_stmt = ins.on_conflict_do_update(
+                index_elements=["connection", "task", "source_id"],
+                set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
+            )
+        return self._inbox_upsert_stmt
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
         q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)
