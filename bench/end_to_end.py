@@ -45,6 +45,34 @@ def spec_with_invoices(n: int, seed: int = 11) -> SeedSpec:
         companies += max(1, companies // 10)
 
 
+def _cpu_s(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the Celery workers (with their pool
+    processes), by this process (both simulators and the harness) and by the private Redis."""
+    import psutil
+
+    def tree(pid: int) -> float:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    own = psutil.Process().cpu_times()
+    return {
+        "workers": sum(tree(w.pid) for w in stack.workers.values()),
+        "simulators_and_harness": own.user + own.system,
+        "redis": tree(stack.redis.proc.pid) if stack.redis.proc else 0.0,
+    }
+
+
 def _final(stack: Stack, record_type: str, ids: list[int]) -> int:
     from worker.ledger import TERMINAL
 
@@ -113,11 +141,13 @@ def run_end_to_end(
             sp0 = Counter(stack.sandbox.spectrum_injector.calls)
             st0 = Counter(stack.sandbox.st_injector.calls)
             load0 = os.getloadavg()
+            cpu0 = _cpu_s(stack)
             t1 = time.monotonic()
             for i in chosen:
                 app.send_task("sync.invoice", args=(i, "main"))
             _wait_final(stack, "invoice", chosen, timeout)
             wall = time.monotonic() - t1
+            cpu = {k: v - cpu0[k] for k, v in _cpu_s(stack).items()}
             sp = Counter(stack.sandbox.spectrum_injector.calls) - sp0
             st = Counter(stack.sandbox.st_injector.calls) - st0
             outcomes = Counter(
@@ -149,6 +179,9 @@ def run_end_to_end(
                 "workers": workers,
                 "concurrency": concurrency,
                 "max_in_flight": max_in_flight,
+                # where the time goes: CPU seconds of the timed part, per invoice
+                "cpu_ms_per_invoice": {k: round(v * 1000 / len(chosen), 1) for k, v in cpu.items()},
+                "cpu_s": {k: round(v, 1) for k, v in cpu.items()},
                 "load_before": [round(x, 2) for x in load0],
                 "load_after": [round(x, 2) for x in os.getloadavg()],
             }
