@@ -27,6 +27,7 @@ from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
 from cli import webhook
+from cli.errors import settings_or_exit
 from clients.errors import AuthorizationError, PermanentError, SyncError, TransientError
 from clients.spectrum import assumptions as sp_assume
 from clients.spectrum.client import SpectrumClient
@@ -229,7 +230,7 @@ def doctor(
     config: ConfigOpt = None,
 ) -> None:
     """Check credentials, Spectrum web services, Info-Link tables and the webhook, one line each."""
-    settings = webhook.load_settings_or_exit(config)
+    settings = settings_or_exit(config)
     checks: list[Check] = []
     for c in run_checks(settings, url):
         checks.append(c)
