@@ -9,18 +9,20 @@ delivered and retries only on 5xx/timeouts (reference §7), so:
 - broker unreachable -> 503, so ServiceTrade tries again (the dedupe key is released).
 
 Durable acknowledgement (issue 17): before it answers 2xx, ingest writes one inbox row per
-announced record and connection into the ledger (``record_wakeups``: one batched statement in one
-transaction per delivery). Redis only carries the wake-up; when Redis loses it, the Beat
-re-enqueuer (tasks/requeue.py) queues the inbox row once it is due. A ledger that cannot take the
-write -> 503 (ServiceTrade tries again), never a 2xx for an event that is not stored.
+announced record and connection into the ledger (``record_wakeups``). Redis only carries the
+wake-up; when Redis loses it, the Beat re-enqueuer (tasks/requeue.py) queues the inbox row once
+it is due. A ledger that cannot take the write -> 503 (ServiceTrade tries again), never a 2xx for
+an event that is not stored.
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
 
-Throughput (docs/performance.md, P1): the handler parses on the event loop and hands the whole
-delivery to ``accept_delivery`` in a worker thread, which costs two Redis round trips per
-delivery however many events it carries: one pipeline with every dedupe ``SET NX`` (and the
-read-cache stamps of the records that changed, worker/readcache.py), then one pipeline with
-every Celery message (built in memory, ingest/publish.py). Blocking Redis calls never hold the
+Throughput (docs/performance.md, P1): the webhook route is plain ASGI middleware (``WebhookRoute``)
+ahead of FastAPI's routing, exception and dependency layers; it parses and validates on the
+event loop and hands the delivery to a group commit (ingest/group.py): the deliveries that
+arrive while one flush runs are stored together by the next, in a worker thread, with ONE ledger
+transaction for all their inbox rows, then one Redis pipeline for their dedupe keys and
+read-cache stamps and one with every Celery message (built in memory, ingest/publish.py). Each
+delivery is answered only after the flush that took it returned. Blocking calls never hold the
 event loop.
 """
 
@@ -315,10 +317,8 @@ def _webhook_secret(scope: Scope) -> str | None:
 
 
 def ledger_wakeups(settings: Settings) -> RecordWakeups:
-    """The production ``RecordWakeups``: the ledger's inbox, ONE multi-row upsert per delivery.
-
-    Kept as this one function so the ingest's durable write stays a single batched statement
-    (the throughput work on ingest changes the code around it, not this)."""
+    """The production ``RecordWakeups``: the ledger's inbox, ONE transaction per call (one
+    call per group commit, covering every delivery of the group; ``Ledger.inbox_put``)."""
     from worker.ledger import Ledger
 
     ledger: Ledger | None = None
