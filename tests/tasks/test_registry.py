@@ -34,6 +34,8 @@ def test_webhook_routes_and_cli_names() -> None:
         "job": ("sync.job", "job"),
         "invoice": ("sync.invoice", "invoice"),
         "timecard": ("sync.timecard", "timecard"),
+        # watched, not synced: a fixed user wakes what failed on it (F21)
+        "user": ("sync.user", "user"),
     }
     assert registry.ENTITY_BY_NAME == {
         "customer": "company",
