@@ -116,7 +116,9 @@ def test_heal_on_change_a_configuration_fix_reaches_the_failed_job_without_an_ev
     """The office changes nothing in ServiceTrade: the missing map entry is added to the
     configuration and the workers restart with it. The re-enqueuer (Beat) queues the job once,
     and its sync lands it under the new configuration."""
-    from tasks.requeue import run_requeue
+    from datetime import timedelta
+
+    from tasks.requeue import config_grace_s, run_requeue
 
     with_rules(ctx, cost_centers={"default": ""})
     job_id = world.landmarks["invoice_nc_job"]
@@ -128,7 +130,10 @@ def test_heal_on_change_a_configuration_fix_reaches_the_failed_job_without_an_ev
     with_rules(ctx, cost_centers={"default": "", "by_service_line": {"KS": "100"}})
     assert run_requeue(ctx).config_changed == 1
     assert enqueued.count(("sync.job", (job_id, "main"))) == 1
-    run_requeue(ctx)  # read once per change, not every minute
+    # read once per change, not every minute: past the grace for workers that have not reloaded
+    # their file yet (see the next test), the rows are not read again
+    later = datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
+    run_requeue(ctx, now=later)
     assert enqueued.count(("sync.job", (job_id, "main"))) == 1
     assert sync_job(ctx, job_id, "main").result == "synced"
     assert ledger_status(ctx, RECORD_TYPE, job_id) is Status.DONE
@@ -254,3 +259,35 @@ def test_heal_on_change_sweep_wakes_a_user_whose_webhook_was_lost(
     assert enqueued.count(("sync.user", (user_id, "main"))) == 1
     run_sweep(ctx, now=later + 2)  # this version was queued once: not again every sweep
     assert enqueued.count(("sync.user", (user_id, "main"))) == 1
+
+
+def test_heal_on_change_a_worker_not_yet_reloaded_cannot_strand_the_job(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    """Workers reload their file at most every ``config_reload_every_s``: one that has not yet
+    may take the job the re-enqueuer queued for the new configuration and find nothing to do
+    under the old one. For a grace period after the change the job is queued at every run."""
+    from datetime import timedelta
+
+    from tasks.requeue import config_grace_s, run_requeue
+
+    mapped = dict(ctx.settings.connections["main"].rules.cost_centers.by_service_line)
+    old = {"default": "", "by_service_line": mapped}
+    new = {"default": "", "by_service_line": {**mapped, "KS": "100"}}
+    with_rules(ctx, cost_centers=old)
+    job_id = world.landmarks["invoice_nc_job"]
+    st_state.update("job", job_id, {"serviceLine": "KS"})
+    assert sync_job(ctx, job_id, "main").result == "failed"
+    with_rules(ctx, cost_centers=new)
+    assert run_requeue(ctx).config_changed == 1
+    # a worker still on the old file takes it: nothing changed for it, a no-op
+    settings = ctx.settings
+    with_rules(ctx, cost_centers=old)
+    assert sync_job(ctx, job_id, "main").result == "failed"
+    ctx.settings = settings
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.job", (job_id, "main"))) == 2
+    # a reloaded worker lands it; past the grace nothing is read again
+    assert sync_job(ctx, job_id, "main").result == "synced"
+    later = datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
+    assert run_requeue(ctx, now=later).config_changed == 0
