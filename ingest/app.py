@@ -28,6 +28,7 @@ event loop.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -316,21 +317,32 @@ def _webhook_secret(scope: Scope) -> str | None:
     return secret if secret and "/" not in secret else None
 
 
-def ledger_wakeups(settings: Settings) -> RecordWakeups:
+class LedgerWakeups:
     """The production ``RecordWakeups``: the ledger's inbox, ONE transaction per call (one
-    call per group commit, covering every delivery of the group; ``Ledger.inbox_put``)."""
-    from worker.ledger import Ledger
+    call per group commit, covering every delivery of the group; ``Ledger.inbox_put``). The
+    ledger is opened on first use and closed with the app (``close``)."""
 
-    ledger: Ledger | None = None
-    due_after = float(settings.reliability.pending_due_after_s)
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.database_url
+        self.due_after_s = float(settings.reliability.pending_due_after_s)
+        self._ledger: Any = None
 
-    def record(entries: list[tuple[str, str, str]]) -> None:
-        nonlocal ledger
-        if ledger is None:
-            ledger = Ledger(settings.database_url)
-        ledger.inbox_put(entries, due_after_s=due_after)
+    def __call__(self, entries: list[tuple[str, str, str]]) -> None:
+        if self._ledger is None:
+            from worker.ledger import Ledger
 
-    return record
+            self._ledger = Ledger(self.url)
+        self._ledger.inbox_put(entries, due_after_s=self.due_after_s)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.dispose()
+            self._ledger = None
+
+
+def ledger_wakeups(settings: Settings) -> RecordWakeups:
+    """The ledger's inbox as the ingest's ``RecordWakeups`` (``LedgerWakeups``)."""
+    return LedgerWakeups(settings)
 
 
 def create_ingest_app(
@@ -344,13 +356,25 @@ def create_ingest_app(
     """The ingest ASGI app. ``send`` enqueues a task by name (Celery by default);
     ``record_wakeups`` stores wake-ups durably before the answer (the ledger's inbox by default).
     """
-    app = FastAPI(title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None)
+    wakeups = record_wakeups or ledger_wakeups(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # the ingest's own ledger connections, closed with the server
+            close = getattr(wakeups, "close", None)
+            if close is not None:
+                close()
+
+    app = FastAPI(
+        title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     max_body = settings.ingest.max_body_bytes
     ttl = settings.ingest.dedupe_ttl_s
     connections = settings.auto_sync_connections()
     seen_prefix = f"{settings.redis_key_prefix}{DEDUPE_PREFIX}"
     cache_ttl = settings.servicetrade.read_cache_ttl_s
-    wakeups = record_wakeups or ledger_wakeups(settings)
 
     def _redis() -> redis.Redis:
         nonlocal redis_client
