@@ -13,6 +13,12 @@ again (claimed and run through its normal sync) when
 - it failed because a prerequisite was missing: the prerequisite decides by the same rule, so a
   dependent always reports the *fresh* reason.
 
+Customers, sites and jobs decide in their ``reclaim`` rule (``reclaim_rule``). A timecard is
+claimed again on every delivery anyway (its failed and skipped entries with it). An invoice that
+stsync failed is ``failed`` in ServiceTrade, which nothing posts: ``sync_invoice`` posts it when
+``config_changed`` says its attempt used other configuration, approving it again in ServiceTrade
+only once its documents mapped (tasks/invoice.py), so a fix that did not cure it writes nothing.
+
 Nothing else re-runs it (a webhook repeating an unchanged record stays a no-op), so a record that
 keeps failing for the same reason is not retried in a loop and comments/alerts are not repeated.
 
