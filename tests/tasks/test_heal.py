@@ -448,3 +448,35 @@ def test_heal_on_change_an_invoice_the_office_moved_on_is_not_approved_again(
     assert writes == []
     assert int(spectrum_app.state.injector.calls.get("ARMultiLineInvoice", 0)) == calls
     assert ledger_status(ctx, "invoice", inv_id) is Status.FAILED
+
+
+def test_heal_on_change_a_processing_window_opened_posts_the_failed_entries_once(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    """Entries failed outside the payroll window: the window is opened in the configuration.
+    The card and its failed entries carry the old fingerprint: one message for the card."""
+    from datetime import date
+
+    from mappers.rules import DateWindow
+    from tasks.requeue import run_requeue
+    from tasks.timecard import sync_timecard
+
+    tech_id = world.landmarks["tech_without_spectrum_id"]
+    card = next(
+        c
+        for c in st_state.all("timecard")
+        if c["status"] == "approved" and c["user"]["id"] != tech_id
+    )
+    with_rules(ctx, timecards={"processing_window": DateWindow(end=date(2000, 1, 1))})
+    failed = sync_timecard(ctx, card["id"], "main")
+    assert failed.result == "failed"
+    entries = [
+        RecordKey("main", "timecard_entry", f"{card['id']}:{e['id']}") for e in card["entries"]
+    ]
+    assert any("processing window" in (ctx.ledger.get(k).last_error or "") for k in entries)
+    with_rules(ctx, timecards={"processing_window": DateWindow()})
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.timecard", (card["id"], "main"))) == 1
+    assert sync_timecard(ctx, card["id"], "main").result == "synced"
+    assert all(ctx.ledger.get(k).status in (Status.DONE, Status.SKIPPED) for k in entries)
+    assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
