@@ -480,3 +480,30 @@ def test_heal_on_change_a_processing_window_opened_posts_the_failed_entries_once
     assert sync_timecard(ctx, card["id"], "main").result == "synced"
     assert all(ctx.ledger.get(k).status in (Status.DONE, Status.SKIPPED) for k in entries)
     assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
+
+
+def test_heal_on_change_switching_to_rebill_rebills_the_invoice_the_alert_policy_failed(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    from decimal import Decimal
+
+    from tasks.invoice import sync_invoice
+    from tasks.requeue import run_requeue
+
+    from .test_invoice_revisions import documents, edit, owed_in_spectrum, st_total
+
+    with_rules(ctx, invoices={"on_change_after_posting": "alert"})
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    edit(st_state, inv_id)
+    st_state.update("invoice", inv_id, {"status": "pending_accounting"})
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+
+    with_rules(ctx, invoices={"on_change_after_posting": "rebill"})
+    assert run_requeue(ctx).config_changed == 1
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "synced", out.message
+    assert documents(ctx, inv_id) == sorted([f"ST{inv_id}", f"SV{inv_id}", f"ST{inv_id}-1"])
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id) != Decimal(0)
+    assert st_state.get("invoice", inv_id)["status"] == "processed"
