@@ -147,6 +147,9 @@ def sync_invoice(
         _settle_reopened_approval(ctx, key, invoice)
         return outcome
     rec = ctx.ledger.get(key)
+    if invoice.status == FAILED and rec is not None and _fix_interrupted(rec):
+        # a transient error or a crash stopped it before it was approved again: go on
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice, config_fix=True)
     if invoice.status == FAILED and rec is not None and heal.config_changed(rec, conn):
         # stsync failed it under other configuration: the fix may be there (F21)
         ctx.ledger.audit(
@@ -172,6 +175,14 @@ def sync_invoice(
         return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     result = Result.UNCHANGED if rec is not None and rec.status is Status.DONE else Result.SKIPPED
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
+
+
+def _fix_interrupted(rec: Record) -> bool:
+    """An attempt after a configuration change (``config_fix``) that a transient error or a crash
+    stopped before it approved the ``failed`` invoice again: its row waits and nothing else would
+    post it."""
+    waiting = rec.status in (Status.PENDING, Status.RETRY_LATER, Status.IN_FLIGHT)
+    return waiting and InvoiceState.load(rec.state).config_fix
 
 
 def _settle_reopened_approval(ctx: SyncContext, key: RecordKey, invoice: Invoice) -> Outcome | None:
@@ -265,6 +276,10 @@ def _post(
     st_status = st_status or _StStatus(None)
     st_status.now = invoice.status
     reapprove = st_status.config_fix and invoice.status == FAILED
+    if reapprove != run.state.config_fix:
+        run.state.config_fix = reapprove
+        if reapprove:
+            run.save()  # a transient error or a crash from here on is resumed (_fix_interrupted)
     # what this attempt is judged on: a configuration change re-examines it (F21, tasks/heal.py)
     heal.stamp(run.state, invoice, conn, RECORD_TYPE)
     record = record_name(invoice)
@@ -355,6 +370,7 @@ def _approve_again(
     ``processed`` is not a transition ServiceTrade allows)."""
     ctx.st_writes.set_invoice_status(invoice_id, PENDING_ACCOUNTING)
     st_status.now = PENDING_ACCOUNTING
+    run.state.config_fix = False  # approved: an ordinary approval from here on
     ctx.ledger.audit(
         system="stsync",
         service="heal",

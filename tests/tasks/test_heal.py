@@ -507,3 +507,35 @@ def test_heal_on_change_switching_to_rebill_rebills_the_invoice_the_alert_policy
     assert documents(ctx, inv_id) == sorted([f"ST{inv_id}", f"SV{inv_id}", f"ST{inv_id}-1"])
     assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id) != Decimal(0)
     assert st_state.get("invoice", inv_id)["status"] == "processed"
+
+
+def test_heal_on_change_a_transient_error_before_the_approval_is_resumed_not_stranded(
+    ctx: Any, world: Any, st_state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt after the configuration change stops on a transient error while ServiceTrade
+    still says ``failed``: its retry goes on with the fix instead of finding nothing to post."""
+    import tasks.invoice as invoice_task
+    from clients.errors import TransientError
+    from tasks.invoice import sync_invoice
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    with_rules(ctx, invoices={"salesperson_map": {str(user_id): "S03"}})
+    real = invoice_task._desired
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("Spectrum Info-Link unavailable")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(invoice_task, "_desired", flaky)
+    with pytest.raises(TransientError):
+        sync_invoice(ctx, inv_id, "main")
+    assert ledger_status(ctx, "invoice", inv_id) is Status.PENDING
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    out = sync_invoice(ctx, inv_id, "main")  # Celery's retry (or the re-enqueuer's)
+    assert out.result == "synced", out.message
+    assert st_state.get("invoice", inv_id)["status"] == "processed"
