@@ -281,3 +281,63 @@ def test_redis_restart_loses_queued_tasks_the_worker_resumes_and_the_sweep_recov
         rec = customer(stack, i)
         assert rec is not None and rec.status is Status.DONE, (name, rec, stack.worker_logs())
         assert spectrum_customers(stack, name) == 1, name
+
+
+@pytest.fixture
+def ingest_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The ingest as a process (``bench/ingest_proc.py``) that can be SIGKILLed, and the
+    simulator's webhook registered: ServiceTrade delivers and retries by itself."""
+    s = start_stack(tmp_path, reliability=FAST, spec=SeedSpec(companies=3), ingest="process")
+    try:
+        s.register_webhook()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_ingest_sigkilled_between_receiving_and_answering_a_delivery_lands_it_exactly_once(
+    ingest_stack: Stack, moment: str
+) -> None:
+    """Issue 15: the ingest process dies holding a delivery it has not answered, ``before`` the
+    app saw it or ``after`` the app stored its inbox row and queued its task (the 202 never
+    went out). ServiceTrade's retry reaches the replacement process listening on the same port;
+    the customer lands once in Spectrum: ``after``, the retry is a duplicate the dedupe keys
+    absorb (the inbox row and the task of the first try stand)."""
+    stack = ingest_stack
+    stack.start_worker("w1", concurrency=1)
+    stack.start_ingest_process()  # the replacement, up before the kill (a supervisor restart)
+    stack.hold_file.write_text(moment)
+    name = f"Ingest Kill {moment.title()} Cafe"
+    company = new_company(stack, name)  # ServiceTrade announces it: one delivery
+    pid, mode, message_id = wait_for(stack.held_delivery, 30, 0.05, "a delivery held by ingest")
+    if moment == "after":
+        assert mode == "after 202", mode  # processed and answered 202 ... which is never sent
+    else:
+        assert mode == "before"
+    stack.kill_ingest(pid)
+    # the first try died with the process, a retry (0.1 s later) reached the replacement;
+    # ``after``, the task the first try queued may finish before that retry is answered
+    attempts = wait_for(
+        lambda: (
+            (tries := [h for h in stack.webhooks().history if h["messageId"] == message_id])
+            and tries[-1]["status"] is not None
+            and tries
+        ),
+        30,
+        0.05,
+        "the retry of the held delivery answered",
+    )
+    rec = wait_done(stack, company, 60)
+    assert attempts[0]["status"] is None and attempts[0]["error"], attempts
+    assert attempts[-1]["status"] == 202 and len(attempts) >= 2, attempts
+    assert stack.webhooks().counters()["dropped_after_retries"] == 0
+    assert spectrum_customers(stack, name) == 1
+    assert stack.sandbox.spectrum_injector.calls.get("AddCustomer", 0) == 1
+    assert rec.attempts == 1  # one task ran: the retry of a stored delivery queued nothing more
+    wait_for(
+        lambda: stack.redis.backlog() == {"ready": 0, "unacked": 0}, 30, 0.1, "no message left"
+    )
+    # either process may have held it (the kernel spreads connections): the other one lives on
+    assert stack.ingest_kills == 1
+    assert [p.poll() is None for p in stack.ingest_procs].count(True) == 1
