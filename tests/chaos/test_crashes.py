@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -159,7 +160,8 @@ def test_whole_worker_sigkilled_mid_write_is_redelivered_within_seconds(stack: S
     # would never come back, one restored by the default 10 x 10 s sweep only after ~100 s
     assert redelivered_after < 45
     # the second start took over the dead holder's claim (the crash count is cleared once done)
-    assert rec.attempts == 2 and rec.state.get("recovered") == 1
+    # the first posting, the start the SIGKILL ended, and the redelivery that took it over
+    assert rec.attempts == 3 and rec.state.get("recovered") == 1
     assert spectrum_customers(stack, "Whole Worker Killed Grill") == 1
     # the held call is the only AddCustomer Spectrum saw: the redelivery looked the code up and
     # adopted the customer instead of sending again
@@ -341,3 +343,108 @@ def test_ingest_sigkilled_between_receiving_and_answering_a_delivery_lands_it_ex
     # either process may have held it (the kernel spreads connections): the other one lives on
     assert stack.ingest_kills == 1
     assert [p.poll() is None for p in stack.ingest_procs].count(True) == 1
+
+
+def announce_invoice(stack: Stack, invoice_id: int) -> None:
+    body = {
+        "messageId": str(uuid.uuid4()),
+        "timestamp": "1",
+        "data": [
+            {"action": "updated", "timestamp": 1, "entity": {"type": "invoice", "id": invoice_id}}
+        ],
+    }
+    assert httpx.post(stack.ingest_url, json=body, timeout=10).status_code == 202
+
+
+def ar_rows(stack: Stack, base: str) -> list[dict[str, Any]]:
+    """Spectrum AR documents of one invoice: every number made of its base number (a prefix,
+    the base, a revision suffix)."""
+    return [
+        r
+        for r in stack.sandbox.spectrum_db.rows(t.ar_invoices.name)
+        if re.fullmatch(rf"[A-Z]*{base}(-\d+)?", str(r["Invoice_Or_Transaction"]).strip())
+    ]
+
+
+def test_worker_sigkilled_in_the_middle_of_a_rebill_rebills_the_invoice_exactly_once(
+    stack: Stack,
+) -> None:
+    """Issue 15: an invoice posted, then edited and approved again (``on_change_after_posting =
+    "rebill"``). The rebill's reversal of revision 0 and its revision 1 go to Spectrum in one
+    import, which Spectrum commits as a unit; Spectrum commits it and holds the answer, and the
+    worker is SIGKILLed right then: the reversal is in Spectrum, stsync has recorded neither it
+    nor the new revision. The redelivered task adopts both (no second reversal, no revision 2);
+    the invoice's documents sum to the new total to the cent."""
+    from bench.changes import owed
+    from sandbox.seed import build_world
+    from tasks.invoice import sync_invoice
+
+    st = stack.sandbox.st_state
+    world = build_world(SeedSpec(companies=3))
+    candidates = sorted(
+        int(i["id"])
+        for i in world.servicetrade["invoice"]
+        if i["status"] == "pending_accounting"
+        and i["items"]
+        and all(float(x.get("quantity") or 0) * float(x.get("price") or 0) > 0 for x in i["items"])
+    )
+    ctx = stack.context()
+    try:
+        for inv_id in candidates:  # the first one that posts (some fail by design)
+            sync_invoice(ctx, inv_id, "main")
+            rec = stack.ledger.get(RecordKey("main", "invoice", str(inv_id)))
+            if rec is not None and rec.status is Status.DONE:
+                break
+        else:
+            raise AssertionError(f"none of {candidates} posted")
+    finally:
+        ctx.close()
+    base = str(st.get("invoice", inv_id)["invoiceNumber"]).removeprefix("ST")  # number_prefix
+    assert len(ar_rows(stack, base)) == 1
+    # the office edits a line and approves the invoice again
+    items = [dict(i) for i in st.get("invoice", inv_id)["items"]]
+    items[0]["quantity"] = float(items[0].get("quantity") or 1) + 1
+    st.update("invoice", inv_id, {"items": items})
+    st.update("invoice", inv_id, {"status": "pending_accounting"})
+    inj = stack.sandbox.spectrum_injector
+    inj.configure(inj.config.model_copy(update={"timeout_hold_s": 15.0}))
+    inj.script("ARMultiLineInvoice", ["timeout"])  # commit the import, then hold the answer
+    imports_before = inj.calls.get("ARMultiLineInvoice", 0)
+    stack.start_worker("w1", concurrency=1)
+    announce_invoice(stack, inv_id)
+    rows = wait_for(
+        lambda: (r := ar_rows(stack, base)) and len(r) > 1 and r,
+        60,
+        0.05,
+        "the rebill's reversal in Spectrum",
+    )
+    rec = stack.ledger.get(RecordKey("main", "invoice", str(inv_id)))
+    assert rec.status is Status.IN_FLIGHT  # the worker waits for Spectrum's answer
+    stack.kill_worker("w1")
+    numbers = sorted(str(r["Invoice_Or_Transaction"]).strip() for r in rows)
+    assert len(rows) == 3, numbers  # revision 0, its reversal, revision 1: committed together
+    stack.start_worker("w2", concurrency=1)
+    rec = wait_for(
+        lambda: (
+            (r := stack.ledger.get(RecordKey("main", "invoice", str(inv_id))))
+            and r.status is Status.DONE
+            and r
+        ),
+        90,
+        0.2,
+        "the rebill done after the redelivery",
+    )
+    after = sorted(str(r["Invoice_Or_Transaction"]).strip() for r in ar_rows(stack, base))
+    assert after == numbers, after  # nothing reversed twice, no revision 2
+    # the held import is counted once it answers (15 s after its commit); the redelivery
+    # looked its documents up and adopted them instead of importing again
+    wait_for(
+        lambda: inj.calls.get("ARMultiLineInvoice", 0) > imports_before, 60, 0.2, "held import"
+    )
+    assert inj.calls.get("ARMultiLineInvoice", 0) - imports_before == 1
+    inv = st.get("invoice", inv_id)
+    assert inv["status"] == "processed" and str(inv["invoiceNumber"]).endswith("-1"), inv
+    status, want, got = owed(stack.ledger, stack.sandbox.spectrum_db, st)[inv_id]
+    assert want == got and want != "0.00", (status, want, got)
+    # the first posting, the start the SIGKILL ended, and the redelivery that took it over
+    assert rec.attempts == 3 and rec.state.get("recovered") == 1
