@@ -15,7 +15,11 @@ Change kinds wired in (their behaviour is on main):
 - ``job_recode``: 10 % of the jobs without an invoice get another service line (cost center and
   price method follow while no invoice is posted; a job that failed on an unmapped line heals);
 - ``job_complete`` / ``job_cancel``: 10 % of the open jobs are completed (``Complete_Date``
-  follows) or canceled, half each.
+  follows) or canceled, half each;
+- ``po_line_deleted``: 10 % (at least one) of the open Spectrum PO lines on jobs the sync
+  creates (lines the PO poll turned into ServiceTrade job items) are deleted in the Spectrum
+  simulator's database; the next poll handles each as cancelled, per
+  ``purchase_orders.closed_lines`` (the soak sets ``PO_CLOSED_LINES``).
 
 Kinds the issue asks for whose behaviour is not on main yet (``NOT_YET``) are listed, not faked.
 
@@ -34,16 +38,21 @@ from typing import Any
 from sandbox.seed import SeedWorld
 
 #: change kinds exercised by the soak
-KINDS = ("rebill", "split_void", "job_recode", "job_complete", "job_cancel")
+KINDS = ("rebill", "split_void", "job_recode", "job_complete", "job_cancel", "po_line_deleted")
+#: kinds made in Spectrum's database, not in ServiceTrade (``apply_spectrum_change``)
+SPECTRUM_KINDS = ("po_line_deleted",)
 #: asked for by issue 15, waiting for their behaviour to land on main (records / recovery)
 NOT_YET = (
     "failed record fixed at its source (salesperson id, service-line map entry, employee code)",
-    "PO line deleted in Spectrum",
 )
 REBILL_SHARE = 0.10
 SPLIT_VOID_SHARE = 0.05
 RECODE_SHARE = 0.10
 CLOSE_SHARE = 0.10
+PO_DELETE_SHARE = 0.10
+#: ``purchase_orders.closed_lines`` in both soak runs: ``remove`` makes a deleted line's job
+#: item go away in ServiceTrade (a write the verdict can see; ``leave`` writes nothing)
+PO_CLOSED_LINES = "remove"
 #: mapped service lines of the demo configuration (``cost_centers.by_service_line``)
 SERVICE_LINES = ("SP", "FA", "EX")
 #: the completion time given to completed jobs (a fixed instant: both runs send the same date)
@@ -55,9 +64,9 @@ class Change:
     """One office action on a ServiceTrade record."""
 
     kind: str
-    #: the invoice id, or the job id of a ``job_*`` change
+    #: the invoice id, the job id of a ``job_*`` change, the PO number of ``po_line_deleted``
     invoice_id: int
-    #: ``rebill``: the line edited and the quantity it gets
+    #: ``rebill``: the line edited and the quantity it gets; ``po_line_deleted``: the PO line
     line: int = 0
     quantity: float = 0.0
     #: ``job_recode``: the new service line
@@ -65,9 +74,13 @@ class Change:
 
     @property
     def resource(self) -> str:
+        if self.kind in SPECTRUM_KINDS:
+            return "po_line"
         return "job" if self.kind.startswith("job_") else "invoice"
 
     def text(self) -> str:
+        if self.kind == "po_line_deleted":
+            return f"PO {self.invoice_id} line {self.line:03d}: deleted in Spectrum"
         if self.kind.startswith("job_"):
             return f"job {self.invoice_id}: {self.kind[4:]} {self.service_line}".strip()
         if self.kind == "rebill":
@@ -141,7 +154,50 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
     )
     for n, job in enumerate(close):
         plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel", int(job["id"])))
+    plan.changes += plan_po_deletions(world, rng)
     return plan
+
+
+def plan_po_deletions(world: SeedWorld, rng: random.Random) -> list[Change]:
+    """Open PO lines on jobs the sync creates (``T`` + job number), a seeded share deleted."""
+    from clients.spectrum import infolink_schema as il
+
+    numbers = {f"T{j['number']}" for j in world.servicetrade["job"] if j["status"] != "canceled"}
+    on_jobs = {
+        str(h["PO_Number"]).strip()
+        for h in world.spectrum.get(il.po_headers.name, [])
+        if str(h["Job_Number"]).strip() in numbers and h["Status"] == "O"
+    }
+    lines = sorted(
+        (int(str(d["PO_Number"]).strip()), int(d["Line_Number"]))
+        for d in world.spectrum.get(il.po_details.name, [])
+        if str(d["PO_Number"]).strip() in on_jobs and d["Line_Status"] == "O"
+    )
+    if not lines:
+        return []
+    n = max(1, round(len(lines) * PO_DELETE_SHARE))
+    return [Change("po_line_deleted", po, line) for po, line in sorted(rng.sample(lines, n))]
+
+
+def apply_spectrum_change(spectrum_db: Any, change: Change) -> None:
+    """Make a ``SPECTRUM_KINDS`` change in the Spectrum simulator's database (as a Spectrum user
+    would: no webhook; the PO poll finds it)."""
+    from sqlalchemy import func
+
+    from clients.spectrum import infolink_schema as il
+
+    if change.kind != "po_line_deleted":  # pragma: no cover - a kind without its action
+        raise ValueError(f"not a Spectrum change: {change.kind!r}")
+    d = il.po_details
+    with spectrum_db.transaction() as c:
+        gone = c.execute(
+            d.delete().where(
+                func.rtrim(d.c.PO_Number) == str(change.invoice_id),
+                d.c.Line_Number == f"{change.line:03d}",
+            )
+        ).rowcount
+    if gone != 1:
+        raise RuntimeError(f"{change.text()}: {gone} row(s) deleted, expected 1")
 
 
 def apply_change(st_state: Any, change: Change) -> None:

@@ -33,8 +33,10 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -43,7 +45,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.changes import NOT_YET, ChangePlan, apply_change, owed, owed_problems, plan_changes
+from bench.changes import (
+    NOT_YET,
+    PO_CLOSED_LINES,
+    SPECTRUM_KINDS,
+    ChangePlan,
+    apply_change,
+    apply_spectrum_change,
+    owed,
+    owed_problems,
+    plan_changes,
+)
 from bench.stack import SOAK_RELIABILITY, Stack, settings_toml, start_stack
 from sandbox.faults import FaultConfig
 from sandbox.seed import SeedSpec, SeedWorld, build_world
@@ -67,6 +79,11 @@ CONNECTION = {"timeout_s": 5}
 #: record whose retries ran out during the outage is tried again within seconds by the
 #: re-enqueuer, which the settle rounds run as Beat would
 RELIABILITY: dict[str, Any] = {**SOAK_RELIABILITY, "retry_later_delays_s": [5, 10, 20]}
+#: configuration both runs share beyond the demo's: a PO line deleted in Spectrum (a change
+#: kind) removes its job item (``bench.changes.PO_CLOSED_LINES``)
+TABLES: dict[str, dict[str, Any]] = {
+    "connections.main.purchase_orders": {"closed_lines": PO_CLOSED_LINES}
+}
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,13 @@ class ChaosConfig:
     #: ledger on a private PostgreSQL server restarted (crash: immediate stop) when this share
     #: of the records is settled (None: never; ignored with ``database_url``)
     restart_db_at: float | None = None
+    #: the ingest runs as processes (``bench/ingest_proc.py``); when this share is settled, one
+    #: is SIGKILLed holding a delivery it stored and queued but did not answer, a replacement
+    #: listening beside it (None: never; the ingest then runs in a thread)
+    kill_ingest_at: float | None = None
+    #: in the changes phase, SIGKILL the worker holding a rebill while Spectrum holds the answer
+    #: to its import (reversal + new revision committed, neither recorded), and start it again
+    kill_rebill: bool = False
 
 
 @dataclass
@@ -116,6 +140,8 @@ class ChaosReport:
     #: revision number in ServiceTrade and Spectrum summing to the new total; split void: 0.00)
     changes_landed: dict[str, int] = field(default_factory=dict)
     invoices_balanced: int = 0
+    #: the invoice whose rebill's worker was SIGKILLed (``kill_rebill``)
+    rebill_killed: int | None = None
     outage: dict[str, float] = field(default_factory=dict)
     expected_failures: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -213,6 +239,8 @@ class Snapshot:
     external_ids: dict[tuple[str, int], str]
     #: invoice id -> (ServiceTrade status, owed per ServiceTrade, sum of its Spectrum documents)
     owed: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    #: ServiceTrade job items made from Spectrum PO lines: (PO line ref, job, name, qty, cost)
+    po_items: Counter[tuple[Any, ...]] = field(default_factory=Counter)
 
 
 #: Spectrum tables stsync writes (attribute of ``infolink_schema``), and the natural identity of a
@@ -300,7 +328,30 @@ def snapshot(ledger: Any, spectrum_db: Any, st_state: Any, baseline: dict[str, i
         comments,
         external_ids,
         owed(ledger, spectrum_db, st_state),
+        po_items(st_state),
     )
+
+
+def po_items(st_state: Any) -> Counter[tuple[Any, ...]]:
+    """Job items per PO line: every ServiceTrade job item whose source is a Spectrum PO line."""
+    from mappers.purchase_order import SOURCE_TYPE
+
+    out: Counter[tuple[Any, ...]] = Counter()
+    for item in st_state.all("jobitem"):
+        source = item.get("source") or {}
+        if source.get("type") != SOURCE_TYPE:
+            continue
+        job = item.get("job") or {}
+        out[
+            (
+                str(source.get("value")),
+                int(job.get("id") or item.get("jobId") or 0),
+                str(item.get("name")),
+                float(item.get("quantity") or 0),
+                float(item.get("cost") or 0),
+            )
+        ] += 1
+    return out
 
 
 def _sync_all(
@@ -310,10 +361,12 @@ def _sync_all(
     st_state: Any,
     plan: ChangePlan,
     queued: list[tuple[str, tuple[Any, ...]]],
+    spectrum_db: Any = None,
 ) -> None:
     from tasks.customer import sync_customer
     from tasks.invoice import sync_invoice
     from tasks.job import sync_job
+    from tasks.purchase_order import run_po_poll
     from tasks.site import sync_site
     from tasks.timecard import sync_timecard
 
@@ -332,6 +385,7 @@ def _sync_all(
     for i in voids:
         st_state.update("invoice", i, {"status": "void"})
         sync_invoice(ctx, i, "main")
+    run_po_poll(ctx)  # Beat's PO poll: lines on the synced jobs become job items
     sync: dict[str, Callable[..., Any]] = {
         "sync.customer": sync_customer,
         "sync.site": sync_site,
@@ -340,6 +394,9 @@ def _sync_all(
         "sync.timecard": sync_timecard,
     }
     for change in plan.changes:  # the same changes, in the same order
+        if change.kind in SPECTRUM_KINDS:
+            apply_spectrum_change(spectrum_db, change)
+            continue
         apply_change(st_state, change)
         queued.clear()  # what the first pass queued is what the soak's sweep rounds settle
         (sync_job if change.resource == "job" else sync_invoice)(ctx, change.invoice_id, "main")
@@ -349,6 +406,7 @@ def _sync_all(
             name, args = queued.pop(0)
             if name in sync:
                 sync[name](ctx, *args)
+    run_po_poll(ctx)  # deleted PO lines follow ``closed_lines``
 
 
 def reference_run(
@@ -367,7 +425,11 @@ def reference_run(
     sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
     baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
     config = settings_toml(
-        tmp, reliability=RELIABILITY, schedules=SWEEP_SCHEDULES, connection=CONNECTION
+        tmp,
+        reliability=RELIABILITY,
+        schedules=SWEEP_SCHEDULES,
+        connection=CONNECTION,
+        tables=TABLES,
     )
     env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
     env.update(
@@ -393,7 +455,7 @@ def reference_run(
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # expected failures would print one warning each
     try:
-        _sync_all(ctx, world, voids, sb.st_state, plan or ChangePlan(), queued)
+        _sync_all(ctx, world, voids, sb.st_state, plan or ChangePlan(), queued, sb.spectrum_db)
         return snapshot(ledger, sb.spectrum_db, sb.st_state, baseline)
     finally:
         quiet.setLevel(level)
@@ -436,6 +498,14 @@ def compare(
         dupes = [row for row, n in got_rows.items() if n > 1 and want_rows.get(row, 0) < n]
         if dupes:
             problems.append(f"Spectrum {name}: {len(dupes)} natural key(s) present more than once")
+    missing_items = expected.po_items - actual.po_items
+    extra_items = actual.po_items - expected.po_items
+    for item, n in list(missing_items.items())[:10]:
+        problems.append(f"ServiceTrade job items per PO line: missing {n}x {item}")
+    for item, n in list(extra_items.items())[:10]:
+        problems.append(
+            f"ServiceTrade job items per PO line: {n} extra (duplicate or wrong) {item}"
+        )
     for inv_id, want_inv in expected.st_invoices.items():
         got_inv = actual.st_invoices.get(inv_id)
         if got_inv != want_inv:
@@ -468,8 +538,12 @@ def compare(
 # --- the soak -------------------------------------------------------------------------------------
 def landed(plan: ChangePlan, snap: Snapshot) -> dict[str, int]:
     """How many changes ended as they mean in this run (see ``ChaosReport.changes_landed``)."""
-    out = dict.fromkeys(("rebill", "split_void"), 0)  # job changes: by the table comparison
+    out = dict.fromkeys(("rebill", "split_void", "po_line_deleted"), 0)  # jobs: by the tables
+    refs = {item[0] for item in snap.po_items}
     for c in plan.changes:
+        if c.kind == "po_line_deleted":  # its job item went with it (``closed_lines``)
+            out[c.kind] += f"PO {c.invoice_id}-{c.line:03d}" not in refs
+            continue
         balance = snap.owed.get(c.invoice_id)
         if balance is None or balance[1] != balance[2]:
             continue
@@ -556,15 +630,35 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
         requeued = run_requeue(ctx)  # what Beat's schedule.requeue does every minute
         swept = run_sweep(ctx)
         caught = run_catch_up(ctx, since, until, inline=False)
+        po, po_moved = _po_poll(ctx)
         rounds += 1
         log(
             f"  round {rounds}: re-enqueuer {requeued.as_dict()}; sweep queued "
             f"{sum(s.total_enqueued for s in swept)} "
             f"(errors {sum(len(s.errors) for s in swept)}), catch-up queued {caught.enqueued} "
-            f"card(s); open rows before: {open_rows}"
+            f"card(s); PO poll: {po}; open rows before: {open_rows}"
         )
-        previous = now
+        # a PO poll that wrote (or stopped on a fault) is run again: the next round must find
+        # nothing to do
+        previous = None if po_moved else now
     return rounds
+
+
+def _po_poll(ctx: Any) -> tuple[str, bool]:
+    """What Beat's ``schedule.po_poll`` does: one PO poll in-process. Returns a summary and
+    whether it changed anything (or failed, so it must run again)."""
+    from tasks.purchase_order import run_po_poll
+
+    try:
+        summary = run_po_poll(ctx)
+    except Exception as exc:  # noqa: BLE001 - Celery would retry it; the next round does
+        return f"stopped on {type(exc).__name__} (again next round)", True
+    moved = summary.created + summary.updated + summary.removed + summary.gone
+    return (
+        f"{summary.created} created, {summary.updated} updated, {summary.removed} removed, "
+        f"{summary.gone} gone, {summary.waiting_for_job} waiting, {summary.failed} failed",
+        bool(moved or summary.busy),
+    )
 
 
 def _open_statuses() -> tuple[Any, ...]:
@@ -613,6 +707,8 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
             schedules=SWEEP_SCHEDULES,
             connection=CONNECTION,
             reliability=RELIABILITY,
+            ingest="process" if cfg.kill_ingest_at is not None else True,
+            tables=TABLES,
         )
         try:
             world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
@@ -642,7 +738,8 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         report.spectrum_rows = actual.table_rows
         report.invoices_balanced = sum(1 for _, want, got in actual.owed.values() if want == got)
         report.changes_landed = landed(plan, actual)
-        report.problems = compare(expected, actual, checks, report.notes)
+        report.problems += compare(expected, actual, checks, report.notes)
+        report.problems += rebill_kill_problems(report.rebill_killed, actual)
         report.expected_failures = dict(
             Counter(
                 f"{k[0]} {st}" + (f" ({kind})" if kind else "")
@@ -703,6 +800,7 @@ def _soak(
     expected = report.world["records"]
     killed = redis_restarted = False
     db_restarted = pg is None
+    ingest_killed = cfg.kill_ingest_at is None
     last_note = 0.0
     calm = 0
     while time.monotonic() < deadline:
@@ -733,6 +831,11 @@ def _soak(
             event = f"PostgreSQL ledger restarted (immediate stop: a crash) at {share:.0%} settled"
             log(event)
             report.chaos_events.append(event)
+        if not ingest_killed and share >= (cfg.kill_ingest_at or 0.0):
+            ingest_killed = True
+            event = kill_ingest_mid_delivery(stack, report)
+            log(event)
+            report.chaos_events.append(event)
         if time.monotonic() - last_note > 10:
             last_note = time.monotonic()
             log(
@@ -743,6 +846,7 @@ def _soak(
             (killed or cfg.kill_worker_at is None)
             and (redis_restarted or cfg.restart_redis_at is None)
             and db_restarted
+            and ingest_killed
         )
         calm = calm + 1 if everything_happened and stack.broker_quiet() else 0
         # over when nothing moves any more: rows left open then lost their messages, and the
@@ -762,8 +866,15 @@ def _soak(
         report.settle_rounds += settle(stack, ctx, world, deadline, log)
         report.timings_s["voids_settled"] = round(time.monotonic() - t0, 1)
         if plan is not None and plan.changes:
+            killer = RebillKiller(stack, plan, cfg, log) if cfg.kill_rebill else None
             _changes_phase(stack, cfg, plan, report, log)
+            if killer is not None:
+                killer.start()  # the rebills run (again) from here on: after any outage
             report.settle_rounds += settle(stack, ctx, world, deadline, log)
+            if killer is not None:
+                killer.finish(report)
+                if killer.killed_at is not None:  # its redelivery is settled too
+                    report.settle_rounds += settle(stack, ctx, world, deadline, log)
             report.timings_s["changes_settled"] = round(time.monotonic() - t0, 1)
         report.timings_s["settled"] = round(time.monotonic() - t0, 1)
     finally:
@@ -781,6 +892,7 @@ def _soak(
     report.faults["worker kills"] = stack.kills
     report.faults["redis restarts"] = stack.redis.restarts
     report.faults["postgresql restarts"] = pg.restarts if pg is not None else 0
+    report.faults["ingest kills"] = stack.ingest_kills
     report.webhooks = stack.webhooks().counters()
     return baseline
 
@@ -798,6 +910,161 @@ def retry_budget_s(rel: Any) -> float:
 #: production's budget with the defaults (8 retries, 2 s doubling, 600 s cap) is ~8.5 minutes;
 #: the issue's outage is >= 30 minutes, so an outage is at least this many budgets long
 OUTAGE_RATIO = 3.5
+
+
+# --- crashes mid-delivery and mid-rebill (issue 15) -------------------------------------------
+#: the Spectrum service of the AR import (a rebill's reversal and new revision go in one call)
+AR_IMPORT = "ARMultiLineInvoice"
+
+
+def kill_ingest_mid_delivery(stack: Stack, report: ChaosReport, wait_s: float = 60.0) -> str:
+    """SIGKILL an ingest process holding a delivery it stored (inbox row) and queued, whose 202
+    it never sent; a replacement listens on the same port. ServiceTrade's emitter sends one
+    delivery at a time, so exactly one is in flight. Its retry must be answered (a duplicate the
+    dedupe keys absorb); the verdict then shows it landed once."""
+    from worker.serve import wait_for
+
+    stack.start_ingest_process()  # the replacement, up before the kill
+    stack.hold_file.write_text("after")
+    try:
+        pid, mode, message_id = wait_for(stack.held_delivery, wait_s, 0.02, "a held delivery")
+    except AssertionError:
+        stack.hold_file.with_suffix(".claim").write_text("nobody\n")  # hold nothing later
+        report.problems.append(f"ingest kill: no delivery arrived in {wait_s:.0f}s to hold")
+        return "ingest kill: not exercised (no delivery in flight)"
+    stack.kill_ingest(pid)
+
+    def answered() -> list[dict[str, Any]] | None:
+        tries = [h for h in list(stack.webhooks().history) if h["messageId"] == message_id]
+        return tries if tries and tries[-1]["status"] is not None else None
+
+    try:
+        tries = wait_for(answered, 30, 0.05, "the retry of the held delivery")
+    except AssertionError:
+        report.problems.append(f"ingest kill: delivery {message_id} never answered after it")
+        return f"SIGKILL ingest pid {pid} holding delivery {message_id}: no retry answered"
+    return (
+        f"SIGKILL ingest pid {pid} holding 1 delivery in flight ({message_id[:8]}, {mode} not "
+        f"sent: inbox row stored, tasks queued); ServiceTrade's try {tries[-1]['attempt']} "
+        f"answered {tries[-1]['status']} by the replacement"
+    )
+
+
+class RebillKiller:
+    """SIGKILL the worker that holds a rebill right after Spectrum committed its import (the
+    reversal of the old revision and the new revision, one call Spectrum commits as a unit) and
+    before the worker heard the answer or recorded either; start it again.
+
+    Spectrum is scripted to hold the answer of the next AR import (``timeout``: commit, then
+    answer late); when that import was not a rebill's (a split void's reversal, say), the next
+    one is held, up to ``MAX_ARMS`` times."""
+
+    MAX_ARMS = 20
+
+    def __init__(self, stack: Stack, plan: ChangePlan, cfg: ChaosConfig, log: Log) -> None:
+        self.stack, self.cfg, self.log = stack, cfg, log
+        self.ids = sorted({str(c.invoice_id) for c in plan.changes if c.kind == "rebill"})
+        self.killed_at: float | None = None
+        self.invoice: int | None = None
+        self.event = ""
+        self.arms = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rebill-killer", daemon=True)
+
+    def start(self) -> None:
+        self._arm()
+        self._thread.start()
+
+    def _arm(self) -> None:
+        self.stack.sandbox.spectrum_injector.script(AR_IMPORT, ["timeout"])
+        self.arms += 1
+
+    def _mid_rebill(self) -> Any:
+        """The ledger row of a rebill whose documents are all in Spectrum while its worker
+        still holds it (in flight) with a revision >= 1 planned."""
+        from clients.spectrum import infolink_schema as il
+        from worker.ledger import Status
+
+        rows = self.stack.ledger.get_many("main", "invoice", self.ids)
+        busy = [
+            r
+            for r in rows.values()
+            if r.status is Status.IN_FLIGHT
+            and r.lease_owner
+            and any(re.search(r"-\d+$", n) for n in (r.state.get("planned") or {}))
+        ]
+        if not busy:
+            return None
+        there = {
+            str(row["Invoice_Or_Transaction"]).strip()
+            for row in self.stack.sandbox.spectrum_db.rows(il.ar_invoices.name)
+        }
+        for rec in busy:
+            if all(str(n).strip() in there for n in rec.state["planned"]):
+                return rec
+        return None
+
+    def _run(self) -> None:
+        import psutil
+
+        inj = self.stack.sandbox.spectrum_injector
+        held = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
+        while not self._stop.is_set():
+            rec = self._mid_rebill()
+            if rec is not None:
+                pid = int(str(rec.lease_owner).rpartition(":")[2])
+                try:
+                    parent = psutil.Process(pid).ppid()
+                except psutil.NoSuchProcess:
+                    continue
+                name = next((n for n, p in self.stack.workers.items() if p.pid == parent), None)
+                if name is None:
+                    continue
+                self.stack.kill_worker(name)
+                self.killed_at = time.monotonic()
+                self.invoice = int(rec.key.source_id)
+                self.event = (
+                    f"SIGKILL worker {name} holding the rebill of invoice {self.invoice} "
+                    f"(Spectrum committed {sorted(rec.state['planned'])}, stsync recorded "
+                    f"neither); restarted"
+                )
+                self.log(self.event)
+                time.sleep(1.0)
+                self.stack.start_worker(name, self.cfg.concurrency, self.cfg.worker_loglevel)
+                return
+            now = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
+            if now > held and self.arms < self.MAX_ARMS:  # that held import was not a rebill's
+                held = now
+                self._arm()
+            time.sleep(0.05)
+
+    def finish(self, report: ChaosReport) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        report.faults["rebill worker kills"] = int(self.killed_at is not None)
+        report.rebill_killed = self.invoice
+        if self.killed_at is None:
+            report.problems.append(
+                f"rebill kill: no rebill caught between Spectrum's commit and its answer "
+                f"({self.arms} import(s) held)"
+            )
+        else:
+            report.chaos_events.append(self.event)
+
+
+def rebill_kill_problems(invoice: int | None, snap: Snapshot) -> list[str]:
+    """The rebill whose worker was killed: processed in ServiceTrade under revision 1 (rebilled
+    exactly once), its Spectrum documents summing to what is owed, to the cent."""
+    if invoice is None:
+        return []
+    balance = snap.owed.get(invoice)
+    number = snap.st_invoices.get(invoice, ("", None))[1] or ""
+    if balance is None or balance[1] != balance[2] or not number.endswith("-1"):
+        return [
+            f"rebill kill: invoice {invoice} ended as {balance} numbered {number!r}: not "
+            "rebilled exactly once to the cent"
+        ]
+    return []
 
 
 def _changes_phase(
@@ -825,16 +1092,23 @@ def _changes_phase(
         log(event)
         report.chaos_events.append(event)
     for change in plan.changes[:half]:
-        apply_change(stack.sandbox.st_state, change)
+        _apply(stack, change)
     if cfg.outage_s:
         time.sleep(max(0.0, cfg.outage_s / 2 - (time.monotonic() - t0)))
     for change in plan.changes[half:]:
-        apply_change(stack.sandbox.st_state, change)
+        _apply(stack, change)
     if cfg.outage_s:
         time.sleep(max(0.0, cfg.outage_s - (time.monotonic() - t0)))
         inj.configure(normal)
         report.chaos_events.append("Spectrum answers again")
     log(f"changes applied: {plan.counts()}; settling again")
+
+
+def _apply(stack: Stack, change: Any) -> None:
+    if change.kind in SPECTRUM_KINDS:
+        apply_spectrum_change(stack.sandbox.spectrum_db, change)
+    else:
+        apply_change(stack.sandbox.st_state, change)
 
 
 def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:
@@ -876,6 +1150,16 @@ def main(argv: list[str] | None = None) -> int:
         help="restart the private Redis once mid-run (nothing persisted)",
     )
     p.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker")
+    p.add_argument(
+        "--no-kill-ingest",
+        action="store_true",
+        help="run the ingest in a thread and do not SIGKILL it holding a delivery",
+    )
+    p.add_argument(
+        "--no-kill-rebill",
+        action="store_true",
+        help="with --changes: do not SIGKILL the worker holding a rebill mid-import",
+    )
     p.add_argument(
         "--restart-db",
         action="store_true",
@@ -927,6 +1211,8 @@ def main(argv: list[str] | None = None) -> int:
         changes=args.changes or bool(args.outage),
         restart_db_at=0.5 if args.restart_db else None,
         outage_s=args.outage if args.outage >= 0 else default_outage_s(),
+        kill_ingest_at=None if args.no_kill_ingest else 0.25,
+        kill_rebill=(args.changes or bool(args.outage)) and not args.no_kill_rebill,
     )
     random.seed(cfg.seed)
     try:

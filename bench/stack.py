@@ -10,6 +10,7 @@ again. Everything binds to 127.0.0.1 and everything started here is stopped by `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -113,7 +114,15 @@ class PrivateRedis:
         return {"ready": ready, "unacked": int(r.hlen("unacked"))}
 
 
-def override_table(text: str, table: str, values: dict[str, int]) -> str:
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    return str(value)
+
+
+def override_table(text: str, table: str, values: dict[str, Any]) -> str:
     """``text`` (TOML) with these keys of ``[table]`` replaced or added (the table must exist)."""
     out: list[str] = []
     inside = False
@@ -121,13 +130,13 @@ def override_table(text: str, table: str, values: dict[str, int]) -> str:
         stripped = line.strip()
         if stripped.startswith("["):
             if inside:
-                out += [f"{k} = {v}" for k, v in values.items()]
+                out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
             inside = stripped == f"[{table}]"
         elif inside and stripped.split("=", 1)[0].strip() in values:
             continue
         out.append(line)
     if inside:
-        out += [f"{k} = {v}" for k, v in values.items()]
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     if f"[{table}]" not in (line.strip() for line in text.splitlines()):
         raise ValueError(f"no [{table}] table to override")
     return "\n".join(out) + "\n"
@@ -140,10 +149,14 @@ def settings_toml(
     schedules: dict[str, int] | None = None,
     connection: dict[str, int] | None = None,
     extra: str = "",
+    tables: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """The demo config with a ``[reliability]`` table, ``[schedules]`` overrides and any extra
-    TOML, written to ``directory/stsync.toml``."""
+    """The demo config with a ``[reliability]`` table, ``[schedules]`` overrides, overrides of
+    any other existing ``tables`` (``{"connections.main.purchase_orders": {...}}``) and any
+    extra TOML, written to ``directory/stsync.toml``."""
     text = DEMO_CONFIG.read_text()
+    for table, values in (tables or {}).items():
+        text = override_table(text, table, values)
     if schedules:
         text = override_table(text, "schedules", schedules)
     if connection:
@@ -399,6 +412,7 @@ def start_stack(
     database_url: str | None = None,
     spec: Any = None,
     ingest: bool | str = True,
+    tables: dict[str, dict[str, Any]] | None = None,
 ) -> Stack:
     """Private Redis, both simulators (seeded with ``spec``, or empty when None), the ingest:
     in a thread of this process (``True``), none (``False``), or ``"process"``: one
@@ -425,6 +439,7 @@ def start_stack(
             schedules=schedules,
             connection=connection,
             extra=extra_toml,
+            tables=tables,
         )
         database_url = database_url or f"sqlite:///{tmp / 'ledger.sqlite'}"
         env = dict(os.environ)

@@ -31,7 +31,14 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
 ) -> None:
     lines: list[str] = []
     report = run_chaos(
-        ChaosConfig(records=200, timeout_s=1500, changes=True, outage_s=default_outage_s()),
+        ChaosConfig(
+            records=200,
+            timeout_s=1500,
+            changes=True,
+            outage_s=default_outage_s(),
+            kill_ingest_at=0.25,
+            kill_rebill=True,
+        ),
         workdir=tmp_path,
         log=lines.append,
     )
@@ -43,7 +50,11 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     assert report.ledger.get("invoice_void/done", 0) >= 1
     assert report.ledger.get("timecard_entry/done", 0) >= 20
     # and that the faults really fired; without them this test would prove nothing
-    assert report.faults["worker kills"] == 1
+    # the planned SIGKILL, and the one of the worker holding a rebill mid-import
+    assert report.faults["rebill worker kills"] == 1 and report.rebill_killed is not None
+    assert report.faults["worker kills"] == 2
+    # the ingest SIGKILLed holding a stored, queued, unanswered delivery: ServiceTrade retried
+    assert report.faults["ingest kills"] == 1
     assert report.webhooks["duplicates"] > 0
     ghosts = sum(
         n for k, n in report.faults.items() if k.startswith("spectrum") and k.endswith(":ghost")
