@@ -23,10 +23,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import sandbox as sandbox_package
+from cli import progress as bars
 from clients.servicetrade.assumptions import webhook_entity_types
 from sandbox.credentials import WEBHOOK_SECRET
 from worker import embedded_redis
@@ -229,14 +229,7 @@ def _invoice_documents(
 
 def _watch(ledger: Ledger, expected: int, timeout: float, console: Console) -> int:
     deadline = time.monotonic() + timeout
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with bars.counting(console, transient=False) as progress:
         bar = progress.add_task("records finished", total=expected)
         while time.monotonic() < deadline:
             finished, open_ = _progress(ledger)

@@ -9,6 +9,8 @@ One line per check, exit code 1 when any fails:
   check and which therefore writes nothing (``clients/spectrum/assumptions.py: PROBE_*``);
 - Info-Link, per connection: the URL opens (driver installed) and every table stsync reads answers
   a one-row read naming every column stsync uses;
+- invoice numbers, per connection without an ``invoices.numbers`` range: the pending invoices
+  (one page) have ServiceTrade numbers, or ids, that fit Spectrum's numbers;
 - the webhook: registered to the ingest's URL, enabled, exactly the entity types and actions.
 
 A connection paused by a credential failure (``worker/pause.py``) whose checks all pass is resumed
@@ -17,8 +19,9 @@ and its paused records re-enqueued.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,13 +30,22 @@ from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
 from cli import webhook
-from clients.errors import AuthorizationError, PermanentError, SyncError, TransientError
+from cli.errors import settings_or_exit
+from clients.errors import (
+    AuthorizationError,
+    MappingError,
+    PermanentError,
+    SyncError,
+    TransientError,
+)
+from clients.servicetrade.models import Invoice
 from clients.spectrum import assumptions as sp_assume
 from clients.spectrum.client import SpectrumClient
 from clients.spectrum.infolink import InfoLinkReader
 from clients.spectrum.models import ARInvoiceRequest, SpectrumRequest
 from clients.spectrum.services import AR_MULTI_LINE_AUTH_NAME, SERVICES
-from mappers.rules import ConnectionRules
+from mappers.invoice import PENDING_ACCOUNTING, fallback_number_base, servicetrade_number_base
+from mappers.rules import ConnectionRules, InvoiceRules
 from worker.ledger import Ledger
 from worker.settings import ConnectionSettings, Settings
 
@@ -135,6 +147,50 @@ def spectrum_client(conn: ConnectionSettings, net: webhook.Transports) -> Spectr
     )
 
 
+#: how many ``pending_accounting`` invoices ``invoice_number_checks`` looks at (one page)
+NUMBER_SAMPLE = 100
+
+
+def _number_unusable(invoice: Invoice, rules: InvoiceRules) -> bool:
+    """Neither ServiceTrade's number nor its id can carry the Spectrum numbers (without a range)."""
+    if servicetrade_number_base(invoice, rules) is not None:
+        return False
+    try:
+        fallback_number_base(invoice, rules)
+    except MappingError:
+        return True
+    return False
+
+
+def invoice_number_checks(settings: Settings, invoices: Sequence[Invoice]) -> list[Check]:
+    """Per connection without an ``invoices.numbers`` range: would these invoices get numbers?"""
+    out = []
+    for name, conn in settings.connections.items():
+        rules = conn.rules.invoices
+        what = f"invoice numbers {name}"
+        if rules.numbers is not None:
+            r = rules.numbers
+            detail = f"a number ServiceTrade cannot give comes from {r.prefix}{r.start}..{r.end}"
+            out.append(Check(what, True, detail, name))
+            continue
+        bad = [inv.id for inv in invoices if _number_unusable(inv, rules)]
+        if bad:
+            detail = (
+                f"{len(bad)} of {len(invoices)} pending invoice(s) (e.g. {bad[0]}) have no usable "
+                "ServiceTrade number and an id too long for Spectrum's 10 characters; set "
+                f"[connections.{name}.invoices] numbers = {{ prefix, start, end, width }}"
+            )
+            out.append(Check(what, False, detail, name))
+        else:
+            detail = f"{len(invoices)} pending invoice(s) looked at: ServiceTrade's numbers fit"
+            out.append(Check(what, True, detail, name))
+    return out
+
+
+def _pending_invoices(st: Any) -> list[Invoice]:
+    return list(islice(st.iter_invoices(status=PENDING_ACCOUNTING), NUMBER_SAMPLE))
+
+
 def run_checks(settings: Settings, public_url: str | None = None) -> Iterator[Check]:
     """Every check, in order (each yielded as soon as it is known)."""
     t = webhook.transports()
@@ -149,6 +205,11 @@ def run_checks(settings: Settings, public_url: str | None = None) -> Iterator[Ch
         except (TransientError, PermanentError) as exc:
             webhooks_ok = False
             yield Check("servicetrade", False, f"no answer: {exc}")
+        if webhooks_ok:
+            try:
+                yield from invoice_number_checks(settings, _pending_invoices(st))
+            except SyncError as exc:
+                yield Check("invoice numbers", False, f"cannot read pending invoices: {exc}")
         for name, conn in settings.connections.items():
             with spectrum_client(conn, t) as client:
                 yield from spectrum_checks(name, conn, client)
@@ -229,7 +290,7 @@ def doctor(
     config: ConfigOpt = None,
 ) -> None:
     """Check credentials, Spectrum web services, Info-Link tables and the webhook, one line each."""
-    settings = webhook.load_settings_or_exit(config)
+    settings = settings_or_exit(config)
     checks: list[Check] = []
     for c in run_checks(settings, url):
         checks.append(c)

@@ -16,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from clients.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 #: exit codes
 USAGE = 2
@@ -160,6 +164,22 @@ def _to_stderr(line: str) -> None:
 
 #: where the one line goes; cli/main.py points it at its own stderr console
 report: Callable[[str], None] = _to_stderr
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """The settings, or one line naming the configuration error and exit code 2 (every stsync
+    command loads its settings through here). ``config`` becomes the process's config path, so
+    what the command starts (workers, a scratch context) reads the same file."""
+    from worker.settings import CONFIG_ENV, load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        report(f"[red]configuration error[/red]: {escape(str(exc))}")
+        raise Exit(USAGE) from None
+    if config:
+        os.environ[CONFIG_ENV] = str(config)
+    return settings
 
 
 #: what the running command opened (ledger engines, clients), released when it ends

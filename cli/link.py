@@ -237,20 +237,13 @@ def register(
         config: Annotated[Path | None, typer.Option("--config", "-C")] = None,
     ) -> None:
         """Match existing ServiceTrade records to existing Spectrum ones before the first sync."""
-        from rich.progress import Progress as Bar
-        from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+        from cli import progress as bars
 
         console = console_of()
         settings = settings_of(config)
         ctx = context(settings)
         try:
-            with Bar(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
+            with bars.spinner(console) as bar:
                 seen: dict[str, int] = {}
                 task = bar.add_task("reading ServiceTrade and Spectrum", total=None)
 

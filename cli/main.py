@@ -25,7 +25,7 @@ from cli.doctor import doctor as doctor_command
 from cli.errors import OperatorErrors
 from cli.webhook import webhook_app
 from clients.errors import ConfigError, SyncError
-from worker.settings import CONFIG_ENV, Settings, load_settings
+from worker.settings import CONFIG_ENV, Settings
 
 app = typer.Typer(
     cls=OperatorErrors,
@@ -85,14 +85,7 @@ def _main(
 
 
 def _settings(config: Path | None) -> Settings:
-    try:
-        s = load_settings(config)
-    except ConfigError as exc:
-        err.print(f"[red]configuration error[/red]: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
-    if config:
-        os.environ[CONFIG_ENV] = str(config)
-    return s
+    return cli_errors.settings_or_exit(config)
 
 
 def _context(settings: Settings) -> Any:
@@ -933,19 +926,12 @@ def poll_pos(
         celery_app.send_task("schedule.po_poll", args=(conn,))
         console.print(f"enqueued schedule.po_poll({conn!r})")
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+    from cli import progress as bars
     from tasks.purchase_order import run_po_poll
 
     ctx = _context(settings)
     try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with bars.spinner(console) as bar:
             task = bar.add_task(f"{conn}: PO lines handled: 0", total=None)
             handled = 0
 
@@ -990,7 +976,7 @@ def catch_up(
     config: ConfigOpt = None,
 ) -> None:
     """Timecard catch-up now: sync every approved entry of the window not yet in Spectrum."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from cli import progress as bars
 
     try:
         from tasks.timecard import run_catch_up
@@ -1009,14 +995,7 @@ def catch_up(
 
     attach_read_cache(ctx)  # job facts read once per job, as the workers do
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with bars.counting(console) as bar:
             task = bar.add_task(f"{conn}: timecards", total=None)
 
             def progress(done: int, total: int) -> None:
@@ -1049,8 +1028,7 @@ def backfill(
 
     For records that changed before stsync was installed, or while it was stopped longer than the
     sweep looks back. Safe to repeat: each sync is idempotent, done records stay done."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from cli import progress as bars
     from cli.records import list_ids_since
 
     settings = _settings(config)
@@ -1061,14 +1039,7 @@ def backfill(
     celery_app = _configure_celery(settings)
     ctx = _context(settings)
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with bars.counting(console, of_total=False) as bar:
             listing = bar.add_task(f"listing {entity} records in ServiceTrade", total=None)
             ids = list(
                 list_ids_since(

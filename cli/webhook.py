@@ -10,7 +10,6 @@ is never printed. ServiceTrade cannot change a webhook's URL, so a registration 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from clients.errors import ConfigError, SyncError
+from cli.errors import settings_or_exit
+from clients.errors import SyncError
 from clients.servicetrade import assumptions as st_assume
 from clients.servicetrade.client import ServiceTradeClient
 from tasks.registry import SYNC_ACTIONS
-from worker.settings import CONFIG_ENV, Settings, load_settings
+from worker.settings import Settings
 
 #: the ingest's webhook path (``ingest/app.py``)
 HOOK_PATH = "/webhooks/servicetrade/"
@@ -190,18 +190,6 @@ def servicetrade_client(
     )
 
 
-def load_settings_or_exit(config: Path | None) -> Settings:
-    """The settings, or the configuration error and exit code 2 (as every stsync command)."""
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"configuration error\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    if config:
-        os.environ[CONFIG_ENV] = str(config)
-    return settings
-
-
 # --- commands ------------------------------------------------------------------------------------
 def _st(settings: Settings) -> ServiceTradeClient:
     return servicetrade_client(settings)
@@ -218,7 +206,7 @@ def _url_or_exit(settings: Settings, public_url: str | None) -> str:
 @webhook_app.command("register")
 def register_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Register the webhook with exactly the entity types and actions stsync needs."""
-    settings = load_settings_or_exit(config)
+    settings = settings_or_exit(config)
     full = _url_or_exit(settings, url)
     try:
         with _st(settings) as st:
@@ -234,7 +222,7 @@ def register_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
 @webhook_app.command("show")
 def show_command(url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """List the account's webhooks; stsync's is marked, with what is wrong with it."""
-    settings = load_settings_or_exit(config)
+    settings = settings_or_exit(config)
     mine = None
     if url or settings.ingest.public_url:
         mine = _url_or_exit(settings, url)
@@ -272,7 +260,7 @@ def remove_command(
     config: ConfigOpt = None,
 ) -> None:
     """Remove stsync's webhook (every registration posting to its URL), or one by id."""
-    settings = load_settings_or_exit(config)
+    settings = settings_or_exit(config)
     try:
         with _st(settings) as st:
             if webhook_id is not None:

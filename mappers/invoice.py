@@ -263,19 +263,6 @@ def document_numbers(invoice: Invoice, rules: InvoiceRules) -> DocumentNumbers:
     )
 
 
-def void_number(posted_number: str, rules: InvoiceRules, *, record: str = "invoice") -> str:
-    """The number of the credit memo voiding ``posted_number``: ``void_prefix`` + its base."""
-    base = posted_number
-    if rules.number_prefix and base.startswith(rules.number_prefix):
-        base = base[len(rules.number_prefix) :]
-    return _check_number(
-        rules.void_prefix + base,
-        record=record,
-        field="Invoice_Or_Transaction",
-        how=f"void prefix {rules.void_prefix!r} + {base!r}",
-    )
-
-
 def invoice_date(invoice: Invoice, *, tz: str) -> date:
     """The invoice's accounting date: ``transactionDate`` (else ``created``) in ``tz``."""
     record = record_name(invoice)
@@ -792,62 +779,6 @@ class PostedDocuments:
     invoice: str | None = None
     credit_memo: str | None = None
     void_credit: str | None = None
-
-
-def void_skip_reason(invoice: Invoice, posted: PostedDocuments) -> str | None:
-    """Why a voided invoice gets no offsetting credit memo, or None when it must get one."""
-    if invoice.status != VOID:
-        return f"status is {invoice.status!r}, not {VOID!r}"
-    if invoice.type != AR_INVOICE_TYPE:
-        return f"type {invoice.type!r} is not a customer invoice"
-    if posted.void_credit:
-        return f"already credited by credit memo {posted.void_credit}"
-    if posted.invoice is None and posted.credit_memo:
-        return (
-            f"posted as credit memo {posted.credit_memo} only; a credit memo is not reversed "
-            "automatically"
-        )
-    if posted.invoice is None:
-        return "never posted to Spectrum: nothing to credit"
-    return None
-
-
-def void_credit_memo(
-    invoice: Invoice,
-    *,
-    posted: ARInvoiceRequest,
-    void_date: date,
-    rules: ConnectionRules,
-    connection: str = "*",
-) -> list[ARInvoiceRequest]:
-    """The credit memo offsetting the posted AR invoice document ``posted`` of a voided invoice.
-
-    It repeats the posted lines (GL accounts, cost centers, quantities, amounts, message lines),
-    customer, job, salesperson, tax code and tax amount, all positive, as ``Transaction_Type=C``,
-    numbered ``invoices.void_prefix`` + the posted number's base and dated ``void_date`` (which must
-    lie in the processing window). Only the invoice document is offset: the credit-memo part of a
-    split invoice is itself a credit memo and is not reversed (see ``void_skip_reason``).
-    """
-    record = record_name(invoice)
-    if posted.header.get("Transaction_Type") != INVOICE:
-        raise RecordSkipped(
-            f"{record}: {posted.number} is a credit memo; a credit memo is not reversed "
-            "automatically"
-        )
-    inv_rules = rules.invoices
-    d = check_processing_window(void_date, inv_rules, record=record, connection=connection)
-    number = void_number(posted.number, inv_rules, record=record)
-    header = dict(posted.header) | {
-        "Invoice_Or_Transaction": number,
-        "Transaction_Type": CREDIT_MEMO,
-        "GL_Date": format_date(d),
-        "Invoice_Date": format_date(d),
-        "Batch_Code": batch_code(
-            d, inv_rules.batch_code_format, record=record, connection=connection
-        ),
-        "Remarks": _remarks(f"Void of {posted.number} (ServiceTrade invoice id {invoice.id})"),
-    }
-    return [_build(record, header, [dict(line) for line in posted.details])]
 
 
 def ar_request_from_infolink(row: Mapping[str, object]) -> ARInvoiceRequest:

@@ -27,7 +27,6 @@ from clients.servicetrade.models import Invoice, InvoiceItem, Ref, User
 from clients.spectrum.models import ARInvoiceRequest
 from mappers.invoice import (
     DocumentNumbers,
-    PostedDocuments,
     ar_request_from_infolink,
     batch_code,
     check_processing_window,
@@ -44,9 +43,6 @@ from mappers.invoice import (
     signed_total,
     split_items,
     st_invoice_to_ar_invoices,
-    void_credit_memo,
-    void_number,
-    void_skip_reason,
 )
 from mappers.rules import ConnectionRules, CostCenterRules, DateWindow, TaxRules
 
@@ -184,13 +180,9 @@ def test_invoice_number_refused(number: str, prefix: str, why: str) -> None:
     assert exc.value.field == "Invoice_Or_Transaction"
 
 
-def test_document_numbers_and_void_number() -> None:
+def test_document_numbers() -> None:
     inv = make_invoice([item(1, "1", "10")])
     assert document_numbers(inv, RULES.invoices) == DocumentNumbers("ST4401", "SC4401")
-    assert void_number("ST4401", RULES.invoices) == "SV4401"
-    assert void_number("OTHER1", RULES.invoices) == "SVOTHER1"
-    with pytest.raises(MappingError, match="10"):
-        void_number("ST123456789", RULES.invoices)
 
 
 # --- dates and batch -----------------------------------------------------------------------------
@@ -640,82 +632,6 @@ def test_job_number_optional_customer_required() -> None:
 
 
 # --- voids ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("status", "posted", "reason"),
-    [
-        ("void", PostedDocuments(invoice="ST4401"), None),
-        ("void", PostedDocuments(invoice="ST4401", credit_memo="SC4401"), None),
-        ("void", PostedDocuments(), "never posted"),
-        ("void", PostedDocuments(invoice="ST4401", void_credit="SV4401"), "already credited"),
-        ("void", PostedDocuments(credit_memo="SC4401"), "posted as credit memo SC4401 only"),
-        ("processed", PostedDocuments(invoice="ST4401"), "not 'void'"),
-    ],
-)
-def test_void_skip_reason(status: str, posted: PostedDocuments, reason: str | None) -> None:
-    inv = make_invoice([item(1, "1", "10")], status=status)
-    got = void_skip_reason(inv, posted)
-    if reason is None:
-        assert got is None
-    else:
-        assert got is not None
-        assert reason in got
-
-
-def test_void_credit_memo_offsets_the_posted_invoice() -> None:
-    inv = make_invoice(
-        [
-            item(
-                1,
-                "1",
-                "450",
-                serviceLine=SP,
-                taxRate="7",
-                taxAmount="31.50",
-                description="A description longer than thirty characters",
-            ),
-            item(2, "1", "-50", serviceLine=SP, taxRate="7", taxAmount="-3.50"),
-        ]
-    )
-    posted, _credit = map_invoice(inv)
-    voided = inv.model_copy(update={"status": "void", "invoice_number": "ST4401"})
-    (memo,) = void_credit_memo(
-        voided, posted=posted, void_date=date(2026, 3, 2), rules=RULES, connection="main"
-    )
-    assert memo.header["Transaction_Type"] == "C"
-    assert memo.number == "SV4401"
-    assert memo.header["Invoice_Date"] == memo.header["GL_Date"] == "03/02/2026"
-    assert memo.header["Batch_Code"] == "ST260302"
-    assert memo.header["Remarks"] == "Void of ST4401 (ServiceTrade invoice id 4401)"
-    for key in (
-        "Customer_Code",
-        "Job_Number",
-        "Sales_Tax_Code",
-        "Sales_Tax_Amount",
-        "Salesperson_Code",
-        "Customer_PO",
-    ):
-        assert memo.header[key] == posted.header[key]
-    assert memo.details == posted.details
-    assert document_total(memo) == document_total(posted) == Decimal("481.50")
-
-
-def test_void_of_a_credit_memo_is_skipped_and_window_enforced() -> None:
-    inv = make_invoice([item(1, "1", "-10")], status="void")
-    (credit,) = map_invoice(inv.model_copy(update={"status": "pending_accounting"}))
-    with pytest.raises(RecordSkipped, match="credit memo"):
-        void_credit_memo(inv, posted=credit, void_date=date(2026, 3, 2), rules=RULES)
-    (posted,) = map_invoice(make_invoice([item(1, "1", "10")]))
-    closed = RULES.model_copy(
-        update={
-            "invoices": RULES.invoices.model_copy(
-                update={"processing_window": DateWindow(end=date(2026, 2, 28))}
-            )
-        }
-    )
-    with pytest.raises(MappingError, match="processing window"):
-        void_credit_memo(inv, posted=posted, void_date=date(2026, 3, 2), rules=closed)
-
-
 def test_posted_document_rebuilt_from_infolink() -> None:
     inv = make_invoice(
         [

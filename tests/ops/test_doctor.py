@@ -7,6 +7,7 @@ over ASGI transports, Info-Link the sandbox's SQLite database).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,3 +234,47 @@ def test_webhook_register_refused_credentials_is_one_line(
     res = run("webhook", "register", "--url", PUBLIC)
     assert res.exit_code == 1
     assert "webhook register failed" in res.output and "Traceback" not in res.output
+
+
+# --- invoice numbers (no default range) ------------------------------------------------------------
+def _long_id_invoice(st_state: Any) -> int:
+    """A pending invoice as a real account has them: a 16-digit id and no invoice number."""
+    record = next(i for i in st_state.all("invoice") if i["status"] == "pending_accounting")
+    big = 4_000_000_000_000_000 + int(record["id"])
+    st_state.create("invoice", {**record, "id": big, "invoiceNumber": None})
+    return big
+
+
+def test_doctor_invoice_numbers_fail_without_a_range_when_ids_are_too_long(
+    sandbox_net: Any, st_state: Any
+) -> None:
+    run("webhook", "register", "--url", PUBLIC)
+    assert lines(run("doctor", "--url", PUBLIC).output)["invoice numbers main"] == "ok"
+    big = _long_id_invoice(st_state)
+    res = run("doctor", "--url", PUBLIC)
+    assert res.exit_code == 1, res.output
+    assert lines(res.output)["invoice numbers main"] == "FAIL"
+    assert f"(e.g. {big})" in res.output
+    assert "[connections.main.invoices] numbers = { prefix, start, end, width }" in res.output
+
+
+def test_doctor_invoice_numbers_pass_with_a_range(
+    sandbox_net: Any, st_state: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _long_id_invoice(st_state)
+    toml = Path(settings.config_path).read_text()
+    assert "[connections.main.invoices]" in toml, "the test config has an invoices table"
+    ranged = tmp_path / "ranged.toml"
+    ranged.write_text(
+        toml.replace(
+            "[connections.main.invoices]",
+            '[connections.main.invoices]\nnumbers = { prefix = "N", start = 1, end = 9999, '
+            "width = 4 }",
+            1,
+        )
+    )
+    monkeypatch.setenv("STSYNC_CONFIG", str(ranged))
+    run("webhook", "register", "--url", PUBLIC)
+    res = run("doctor", "--url", PUBLIC)
+    assert lines(res.output)["invoice numbers main"] == "ok", res.output
+    assert "N1..9999" in res.output

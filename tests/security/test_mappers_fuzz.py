@@ -239,7 +239,14 @@ def test_invoice_mapper(raw: dict[str, Any], state: str | None, sales: str | Non
             tz=TZ,
         )
         for doc in docs:
-            invoice.void_credit_memo(inv, posted=doc, void_date=date(2026, 11, 25), rules=r)
+            invoice.reversal_document(
+                doc,
+                number="SV1001",
+                on=date(2026, 11, 25),
+                rules=r,
+                why="Void",
+                invoice_id=inv.id,
+            )
 
     only_typed_errors(both)
     only_typed_errors(lambda: invoice.document_numbers(inv, r.invoices))
