@@ -12,15 +12,21 @@ locations, jobs, approved invoices, a void, approved timecards) is *created* in 
 - one worker SIGKILLed (whole process group) part way through and started again;
 - optionally (``--restart-redis``) Redis shut down without saving and started again part way
   through: everything queued, unacked or waiting for a retry is lost.
+- the ingest (then run as processes, ``bench/ingest_proc.py``) SIGKILLed holding a delivery it
+  stored and queued but did not answer; ServiceTrade's retry reaches a replacement
+  (``kill_ingest_at``);
+- with the changes phase, the worker holding a rebill SIGKILLed after Spectrum committed the
+  rebill's import and before the worker heard of it (``kill_rebill``, ``RebillKiller``).
 
 Then some posted invoices are voided (webhooks again), retries finish, and the missed-change sweep
-(``tasks.sweep.run_sweep``) plus the timecard catch-up (``tasks.timecard.run_catch_up``) run in
-rounds until a round changes nothing. The verdict compares with a **reference run**: the same seed
-synced sequentially in-process by the plain ``sync_*`` functions with no faults. It must match
-record for record (status and kind of failure: records that fail or are skipped by design fail the
-same way), Spectrum's tables must hold the same rows (as multisets of natural keys: 0 duplicates,
-0 missing), every write-back must be in ServiceTrade (external ids, invoice statuses, comments),
-no ledger row may be left ``pending``/``in_flight``, and no message may be left in Redis.
+(``tasks.sweep.run_sweep``) plus the timecard catch-up (``tasks.timecard.run_catch_up``) and the PO
+poll (``tasks.purchase_order.run_po_poll``) run in rounds until a round changes nothing. The verdict
+compares with a **reference run**: the same seed synced sequentially in-process by the plain
+``sync_*`` functions with no faults. It must match record for record (status and kind of failure:
+records that fail or are skipped by design fail the same way), Spectrum's tables must hold the same
+rows (as multisets of natural keys: 0 duplicates, 0 missing), every write-back must be in
+ServiceTrade (external ids, invoice statuses, comments), no ledger row may be left
+``pending``/``in_flight``, and no message may be left in Redis.
 
     ./.venv/bin/python -m bench.chaos --records 2000 --restart-redis     # the full soak
     ./.venv/bin/python -m bench.chaos --records 200                      # the CI size

@@ -3,8 +3,10 @@
 
 Real ingest, a private Redis, two real Celery worker processes, every webhook delivered 1-3x and
 shuffled, ServiceTrade 5 % 503, Spectrum 10 % faults and 5 % ghost writes, one worker SIGKILLed
-and restarted, voids after the first pass, then the changes phase (``bench/changes.py``: invoices
-edited and approved again -> rebill, split invoices voided, jobs re-coded, completed, canceled)
+and restarted, the ingest SIGKILLed holding an unanswered delivery, voids after the first pass,
+then the changes phase (``bench/changes.py``: invoices edited and approved again -> rebill (one
+rebill's worker SIGKILLed mid-import), split invoices voided, jobs re-coded, completed, canceled,
+PO lines deleted in Spectrum)
 with Spectrum faulting every call for 3.5x the retry budget meanwhile, then sweep + catch-up +
 re-enqueuer until nothing changes. The verdict compares with a fault-free reference run that applies the same changes in
 order, and checks every invoice's Spectrum documents against what ServiceTrade says is owed. The
