@@ -940,20 +940,38 @@ def kill_ingest_mid_delivery(stack: Stack, report: ChaosReport, wait_s: float = 
         return "ingest kill: not exercised (no delivery in flight)"
     stack.kill_ingest(pid)
 
-    def answered() -> list[dict[str, Any]] | None:
-        tries = [h for h in list(stack.webhooks().history) if h["messageId"] == message_id]
-        return tries if tries and tries[-1]["status"] is not None else None
-
     try:
-        tries = wait_for(answered, 30, 0.05, "the retry of the held delivery")
+        retry = wait_for(
+            lambda: retry_of_killed_try(stack.webhooks().history, message_id),
+            30,
+            0.05,
+            "the retry of the held delivery",
+        )
     except AssertionError:
-        report.problems.append(f"ingest kill: delivery {message_id} never answered after it")
+        report.problems.append(f"ingest kill: delivery {message_id} was not retried after it")
         return f"SIGKILL ingest pid {pid} holding delivery {message_id}: no retry answered"
+    if retry["status"] is None or not 200 <= int(retry["status"]) < 300:
+        report.problems.append(f"ingest kill: the retry of {message_id} got {retry}")
     return (
         f"SIGKILL ingest pid {pid} holding 1 delivery in flight ({message_id[:8]}, {mode} not "
-        f"sent: inbox row stored, tasks queued); ServiceTrade's try {tries[-1]['attempt']} "
-        f"answered {tries[-1]['status']} by the replacement"
+        f"sent: inbox row stored, tasks queued); ServiceTrade's try {retry['attempt']} of it "
+        f"answered {retry['status'] or retry['error']} by the replacement"
     )
+
+
+def retry_of_killed_try(history: Iterable[dict[str, Any]], message_id: str) -> Any:
+    """The emitter's next try of the delivery whose try died with the ingest (the first failed
+    try of ``message_id``; the soak sends a delivery 1-3 times, each copy counting its own tries,
+    and one copy at a time), once it was made; else None."""
+    killed: dict[str, Any] | None = None
+    for h in list(history):
+        if h["messageId"] != message_id:
+            continue
+        if killed is None and h["status"] is None:
+            killed = h
+        elif killed is not None and h["attempt"] == killed["attempt"] + 1:
+            return h
+    return None
 
 
 class RebillKiller:

@@ -72,6 +72,9 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     assert report.changes["rebill"] >= 1 and report.changes["split_void"] >= 1
     assert report.changes_landed["rebill"] >= 1, report.text()
     assert report.changes_landed["split_void"] == report.changes["split_void"], report.text()
+    # PO lines deleted in Spectrum took their job items with them (closed_lines = "remove")
+    assert report.changes["po_line_deleted"] >= 1
+    assert report.changes_landed["po_line_deleted"] == report.changes["po_line_deleted"]
     assert report.invoices_balanced >= 15
     # the outage was longer than the whole retry budget (the issue: >= 30 min vs ~8.5 min)
     assert report.outage["ratio"] >= 3.0
