@@ -899,6 +899,7 @@ def _soak(
     report.faults["redis restarts"] = stack.redis.restarts
     report.faults["postgresql restarts"] = pg.restarts if pg is not None else 0
     report.faults["ingest kills"] = stack.ingest_kills
+    report.faults["rebill worker kills"] = int(report.rebill_killed is not None)
     report.webhooks = stack.webhooks().counters()
     return baseline
 
@@ -1065,7 +1066,6 @@ class RebillKiller:
     def finish(self, report: ChaosReport) -> None:
         self._stop.set()
         self._thread.join(timeout=120)
-        report.faults["rebill worker kills"] = int(self.killed_at is not None)
         report.rebill_killed = self.invoice
         if self.killed_at is None:
             report.problems.append(
