@@ -19,7 +19,15 @@ Change kinds wired in (their behaviour is on main):
 - ``po_line_deleted``: 10 % (at least one) of the open Spectrum PO lines on jobs the sync
   creates (lines the PO poll turned into ServiceTrade job items) are deleted in the Spectrum
   simulator's database; the next poll handles each as cancelled, per
-  ``purchase_orders.closed_lines`` (the soak sets ``PO_CLOSED_LINES``).
+  ``purchase_orders.closed_lines`` (the soak sets ``PO_CLOSED_LINES``);
+- records failed by design fixed at their source (F21), each once, last: ``fix_salesperson``
+  (the salesperson without a Spectrum id gets one: Spectrum gets the code, the ServiceTrade
+  user's externalIds are set: its ``user`` webhook wakes the invoices), ``fix_technician`` (the
+  technician gets an employee code: a Spectrum employee row, then the user's externalIds: its
+  timecards land), ``fix_service_line`` (the unmapped service line gets a
+  ``cost_centers.by_service_line`` entry: the soak rewrites the stack's configuration file, the
+  workers reload it, the re-enqueuer queues the jobs that failed on it, and their invoices and
+  timecards follow; the reference run uses the new file from that point).
 
 Kinds the issue asks for whose behaviour is not on main yet (``NOT_YET``) are listed, not faked.
 
@@ -30,21 +38,43 @@ owed (the total of the approved invoice, 0.00 once void).
 
 from __future__ import annotations
 
+import os
 import random
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sandbox.seed import SeedWorld
 
+#: records failed by design, fixed at their source (F21)
+FIX_KINDS = ("fix_salesperson", "fix_technician", "fix_service_line")
 #: change kinds exercised by the soak
-KINDS = ("rebill", "split_void", "job_recode", "job_complete", "job_cancel", "po_line_deleted")
-#: kinds made in Spectrum's database, not in ServiceTrade (``apply_spectrum_change``)
+KINDS = (
+    "rebill",
+    "split_void",
+    "job_recode",
+    "job_complete",
+    "job_cancel",
+    "po_line_deleted",
+    *FIX_KINDS,
+)
+#: kinds made in Spectrum's database, not in ServiceTrade (no webhook: a poll finds them)
 SPECTRUM_KINDS = ("po_line_deleted",)
 #: asked for by issue 15, waiting for their behaviour to land on main (records / recovery)
-NOT_YET = (
-    "failed record fixed at its source (salesperson id, service-line map entry, employee code)",
-)
+NOT_YET: tuple[str, ...] = ()
+#: the codes the fixes give (not used by the seed)
+FIXED_SALESPERSON_CODE = "S09"
+FIXED_EMPLOYEE_CODE = "E900"
+#: the seed's unmapped service line and the cost center its map entry gets
+UNMAPPED_SERVICE_LINE = ("KS", "100")
+#: what a record failed by each fix's cause says (the verdict counts them at the end)
+FIX_CAUSES = {
+    "fix_salesperson": "has no Spectrum salesperson code",
+    "fix_technician": "has no Spectrum employee code",
+    "fix_service_line": f"service line {UNMAPPED_SERVICE_LINE[0]!r} is not mapped",
+}
 REBILL_SHARE = 0.10
 SPLIT_VOID_SHARE = 0.05
 RECODE_SHARE = 0.10
@@ -69,18 +99,28 @@ class Change:
     #: ``rebill``: the line edited and the quantity it gets; ``po_line_deleted``: the PO line
     line: int = 0
     quantity: float = 0.0
-    #: ``job_recode``: the new service line
+    #: ``job_recode``: the new service line (``fix_service_line``: the one mapped)
     service_line: str = ""
+    #: ``fix_*``: the Spectrum code given (salesperson, employee, cost center)
+    code: str = ""
 
     @property
     def resource(self) -> str:
         if self.kind in SPECTRUM_KINDS:
             return "po_line"
+        if self.kind in ("fix_salesperson", "fix_technician"):
+            return "user"  # invoice_id holds the ServiceTrade user id
+        if self.kind == "fix_service_line":
+            return "config"
         return "job" if self.kind.startswith("job_") else "invoice"
 
     def text(self) -> str:
         if self.kind == "po_line_deleted":
             return f"PO {self.invoice_id} line {self.line:03d}: deleted in Spectrum"
+        if self.resource == "user":
+            return f"user {self.invoice_id}: {self.kind[4:]} gets Spectrum code {self.code}"
+        if self.resource == "config":
+            return f"cost_centers.by_service_line: {self.service_line} -> {self.code}"
         if self.kind.startswith("job_"):
             return f"job {self.invoice_id}: {self.kind[4:]} {self.service_line}".strip()
         if self.kind == "rebill":
@@ -155,6 +195,7 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
     for n, job in enumerate(close):
         plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel", int(job["id"])))
     plan.changes += plan_po_deletions(world, rng)
+    plan.changes += fixes_at_source(world)
     return plan
 
 
@@ -179,15 +220,15 @@ def plan_po_deletions(world: SeedWorld, rng: random.Random) -> list[Change]:
     return [Change("po_line_deleted", po, line) for po, line in sorted(rng.sample(lines, n))]
 
 
-def apply_spectrum_change(spectrum_db: Any, change: Change) -> None:
-    """Make a ``SPECTRUM_KINDS`` change in the Spectrum simulator's database (as a Spectrum user
-    would: no webhook; the PO poll finds it)."""
+def delete_po_line(spectrum_db: Any, change: Change) -> None:
+    """``po_line_deleted``: the line deleted in the Spectrum simulator's database (as a Spectrum
+    user would: no webhook; the PO poll finds it)."""
     from sqlalchemy import func
 
     from clients.spectrum import infolink_schema as il
 
-    if change.kind != "po_line_deleted":  # pragma: no cover - a kind without its action
-        raise ValueError(f"not a Spectrum change: {change.kind!r}")
+    if spectrum_db is None:
+        raise ValueError(f"{change.kind} needs the Spectrum database")
     d = il.po_details
     with spectrum_db.transaction() as c:
         gone = c.execute(
@@ -200,9 +241,32 @@ def apply_spectrum_change(spectrum_db: Any, change: Change) -> None:
         raise RuntimeError(f"{change.text()}: {gone} row(s) deleted, expected 1")
 
 
-def apply_change(st_state: Any, change: Change) -> None:
-    """Make the change in the simulator as the office would (each write announces itself)."""
-    if change.kind == "rebill":
+def fixes_at_source(world: SeedWorld) -> list[Change]:
+    """The records the seed fails by design, fixed where a person would fix them (each once)."""
+    out: list[Change] = []
+    sales = world.landmarks.get("salesperson_without_spectrum_id")
+    if sales is not None:
+        out.append(Change("fix_salesperson", int(sales), code=FIXED_SALESPERSON_CODE))
+    tech = world.landmarks.get("tech_without_spectrum_id")
+    if tech is not None:
+        out.append(Change("fix_technician", int(tech), code=FIXED_EMPLOYEE_CODE))
+    line, cost_center = UNMAPPED_SERVICE_LINE
+    if any(j.get("serviceLine") == line for j in world.servicetrade["job"]):
+        out.append(Change("fix_service_line", 0, service_line=line, code=cost_center))
+    return out
+
+
+def apply_change(
+    st_state: Any, change: Change, *, spectrum_db: Any = None, config: Path | None = None
+) -> None:
+    """Make the change in the simulator as the office would (each write announces itself).
+    A fix at the source also writes Spectrum's seed tables (``spectrum_db``) or the stack's
+    configuration file (``config``); a PO line is deleted in ``spectrum_db``."""
+    if change.kind in FIX_KINDS:
+        fix_at_source(st_state, change, spectrum_db=spectrum_db, config=config)
+    elif change.kind == "po_line_deleted":
+        delete_po_line(spectrum_db, change)
+    elif change.kind == "rebill":
         inv = st_state.get("invoice", change.invoice_id)
         items = [dict(i) for i in inv["items"]]
         items[change.line]["quantity"] = change.quantity
@@ -220,6 +284,58 @@ def apply_change(st_state: Any, change: Change) -> None:
         st_state.update("job", change.invoice_id, {"status": "canceled"})
     else:  # pragma: no cover - a kind added to KINDS without its action
         raise ValueError(f"unknown change kind {change.kind!r}")
+
+
+def fix_at_source(
+    st_state: Any, change: Change, *, spectrum_db: Any = None, config: Path | None = None
+) -> None:
+    """``fix_*``: Spectrum first (the code exists), then ServiceTrade (its webhook wakes the
+    records), or the configuration file (rewritten whole: a worker never reads half of it)."""
+    from clients.spectrum import infolink_schema as il
+    from sandbox.seed import SPECTRUM_COMPANY
+
+    if change.kind == "fix_service_line":
+        if config is None:
+            raise ValueError("fix_service_line needs the configuration file")
+        text = config.read_text()
+        entry = f'{change.service_line} = "{change.code}", '
+        pattern = r"(?m)^(by_service_line = \{ ?)"
+        fixed = re.sub(pattern, lambda m: m.group(1) + entry, text, count=1)
+        if fixed == text:
+            raise ValueError(f"{config}: no by_service_line table to add {entry!r} to")
+        tmp = config.with_name(config.name + ".new")
+        tmp.write_text(fixed)
+        os.replace(tmp, config)
+        return
+    if spectrum_db is None:
+        raise ValueError(f"{change.kind} needs the Spectrum database")
+    user = st_state.get("user", change.invoice_id)
+    first, last = user.get("firstName") or "", user.get("lastName") or ""
+    if change.kind == "fix_salesperson":
+        row = {"Salesperson_Code": change.code, "Name": f"{first} {last}".strip()}
+        spectrum_db.load({il.salespersons.name: [{"Company_Code": SPECTRUM_COMPANY, **row}]})
+    else:
+        like = spectrum_db.rows(il.employees.name, Company_Code=SPECTRUM_COMPANY)[0]
+        row = {
+            "Employee_Code": change.code,
+            "Employee_Name": f"{last}, {first}"[:30],
+            "First_Name": first,
+            "Last_Name": last,
+            "Employment_Status": "A",
+            "Department_Code": like.get("Department_Code"),
+            "Cost_Center": like.get("Cost_Center"),
+        }
+        spectrum_db.load({il.employees.name: [{"Company_Code": SPECTRUM_COMPANY, **row}]})
+    ids = {**(user.get("externalIds") or {}), "spectrum": change.code}
+    st_state.update("user", change.invoice_id, {"externalIds": ids})
+
+
+def fixes_left(reasons: dict[tuple[str, str], str]) -> dict[str, int]:
+    """Per fix kind, the records whose last error is still that fix's cause (0 once healed)."""
+    return {
+        kind: sum(1 for reason in reasons.values() if cause in reason)
+        for kind, cause in FIX_CAUSES.items()
+    }
 
 
 # --- the verdict: AR documents per invoice -------------------------------------------------

@@ -52,12 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.changes import (
+    FIX_KINDS,
     NOT_YET,
     PO_CLOSED_LINES,
-    SPECTRUM_KINDS,
     ChangePlan,
     apply_change,
-    apply_spectrum_change,
+    fixes_left,
     owed,
     owed_problems,
     plan_changes,
@@ -84,7 +84,13 @@ CONNECTION = {"timeout_s": 5}
 #: the soak's limits plus short retry_later rounds (production: 5 min, 15 min, 1 h, ...): a
 #: record whose retries ran out during the outage is tried again within seconds by the
 #: re-enqueuer, which the settle rounds run as Beat would
-RELIABILITY: dict[str, Any] = {**SOAK_RELIABILITY, "retry_later_delays_s": [5, 10, 20]}
+RELIABILITY: dict[str, Any] = {
+    **SOAK_RELIABILITY,
+    "retry_later_delays_s": [5, 10, 20],
+    # workers look at their configuration file this often (production: 30 s); the soak's
+    # fix_service_line rewrites it
+    "config_reload_every_s": 1,
+}
 #: configuration both runs share beyond the demo's: a PO line deleted in Spectrum (a change
 #: kind) removes its job item (``bench.changes.PO_CLOSED_LINES``)
 TABLES: dict[str, dict[str, Any]] = {
@@ -367,12 +373,19 @@ def _sync_all(
     st_state: Any,
     plan: ChangePlan,
     queued: list[tuple[str, tuple[Any, ...]]],
+    *,
     spectrum_db: Any = None,
-) -> None:
+    config: Path | None = None,
+    reconfigure: Callable[[], Any] | None = None,
+) -> Any:
+    """Sync everything, then apply the plan's changes in order; returns the context in use at
+    the end (a configuration fix rebuilds it from the rewritten file, ``reconfigure``)."""
     from tasks.customer import sync_customer
+    from tasks.heal import user_changed
     from tasks.invoice import sync_invoice
     from tasks.job import sync_job
     from tasks.purchase_order import run_po_poll
+    from tasks.requeue import requeue_config_changed
     from tasks.site import sync_site
     from tasks.timecard import sync_timecard
 
@@ -400,12 +413,20 @@ def _sync_all(
         "sync.timecard": sync_timecard,
     }
     for change in plan.changes:  # the same changes, in the same order
-        if change.kind in SPECTRUM_KINDS:
-            apply_spectrum_change(spectrum_db, change)
-            continue
-        apply_change(st_state, change)
+        apply_change(st_state, change, spectrum_db=spectrum_db, config=config)
         queued.clear()  # what the first pass queued is what the soak's sweep rounds settle
-        (sync_job if change.resource == "job" else sync_invoice)(ctx, change.invoice_id, "main")
+        if change.resource == "user":  # its `user` webhook: sync.user
+            user_changed(ctx, change.invoice_id, "main")
+        elif change.resource == "config":  # the workers reload; the re-enqueuer queues
+            if reconfigure is None:
+                raise ValueError("a configuration change needs reconfigure")
+            ctx = reconfigure()
+            requeue_config_changed(ctx, queued.append)
+        elif change.resource == "po_line":  # made in Spectrum: the PO poll below finds it
+            pass
+        else:
+            sync_one = sync_job if change.resource == "job" else sync_invoice
+            sync_one(ctx, change.invoice_id, "main")
         # what the change queues (a healed job re-queues the invoices and timecards that waited
         # for it) runs here, in order, as the workers run it in the soak
         while queued:
@@ -413,6 +434,7 @@ def _sync_all(
             if name in sync:
                 sync[name](ctx, *args)
     run_po_poll(ctx)  # deleted PO lines follow ``closed_lines``
+    return ctx
 
 
 def reference_run(
@@ -441,31 +463,49 @@ def reference_run(
     env.update(
         {"DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}", "STSYNC_DATA_DIR": str(tmp / "data")}
     )
-    settings = load_settings(config, env)
-    ledger = Ledger(settings.database_url)
+    ledger = Ledger(load_settings(config, env).database_url)
     ledger.migrate()
 
     def transport(app: Any) -> Any:
         return TestClient(app, raise_server_exceptions=False)._transport  # noqa: SLF001
 
     queued: list[tuple[str, tuple[Any, ...]]] = []
-    ctx = build_context(
-        settings,
-        enqueue=lambda name, args: queued.append((name, tuple(args))),
-        st_transport=transport(sb.st_app),
-        spectrum_transport=transport(sb.spectrum_app),
-        retry_wait_s=0,
-        ledger=ledger,
-    )
+    contexts: list[Any] = []
+
+    def context() -> Any:
+        """A context on the configuration file as it is now (re-read after a fix of it)."""
+        contexts.append(
+            build_context(
+                load_settings(config, env),
+                enqueue=lambda name, args: queued.append((name, tuple(args))),
+                st_transport=transport(sb.st_app),
+                spectrum_transport=transport(sb.spectrum_app),
+                retry_wait_s=0,
+                ledger=ledger,
+            )
+        )
+        return contexts[-1]
+
     quiet = logging.getLogger("stsync")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # expected failures would print one warning each
     try:
-        _sync_all(ctx, world, voids, sb.st_state, plan or ChangePlan(), queued, sb.spectrum_db)
+        _sync_all(
+            context(),
+            world,
+            voids,
+            sb.st_state,
+            plan or ChangePlan(),
+            queued,
+            spectrum_db=sb.spectrum_db,
+            config=config,
+            reconfigure=context,
+        )
         return snapshot(ledger, sb.spectrum_db, sb.st_state, baseline)
     finally:
         quiet.setLevel(level)
-        ctx.close()
+        for ctx in contexts:
+            ctx.close()
         sb.spectrum_db.dispose()
 
 
@@ -546,6 +586,9 @@ def landed(plan: ChangePlan, snap: Snapshot) -> dict[str, int]:
     """How many changes ended as they mean in this run (see ``ChaosReport.changes_landed``)."""
     out = dict.fromkeys(("rebill", "split_void", "po_line_deleted"), 0)  # jobs: by the tables
     refs = {item[0] for item in snap.po_items}
+    left = fixes_left(snap.reasons)
+    for kind in sorted({c.kind for c in plan.changes if c.kind in FIX_KINDS}):
+        out[kind] = int(left[kind] == 0)  # no record still fails for the fixed cause
     for c in plan.changes:
         if c.kind == "po_line_deleted":  # its job item went with it (``closed_lines``)
             out[c.kind] += f"PO {c.invoice_id}-{c.line:03d}" not in refs
@@ -777,6 +820,7 @@ def _soak(
 ) -> dict[str, int]:
     """Drive the soak; returns the Spectrum row counts of the seed (before any sync)."""
     from sandbox.replay import replay
+    from worker.settings import load_settings
 
     sb = stack.sandbox
     sb.spectrum_db.load(world.spectrum, baseline=True)
@@ -874,6 +918,11 @@ def _soak(
         if plan is not None and plan.changes:
             killer = RebillKiller(stack, plan, cfg, log) if cfg.kill_rebill else None
             _changes_phase(stack, cfg, plan, report, log)
+            if any(c.resource == "config" for c in plan.changes):
+                # Beat's re-enqueuer runs in a worker, which has reloaded the rewritten file
+                ctx.close()
+                stack.settings = load_settings(stack.settings.config_path, stack.env)
+                ctx = stack.context()
             if killer is not None:
                 killer.start()  # the rebills run (again) from here on: after any outage
             report.settle_rounds += settle(stack, ctx, world, deadline, log)
@@ -1115,24 +1164,18 @@ def _changes_phase(
         )
         log(event)
         report.chaos_events.append(event)
+    sb, config = stack.sandbox, Path(stack.settings.config_path)
     for change in plan.changes[:half]:
-        _apply(stack, change)
+        apply_change(sb.st_state, change, spectrum_db=sb.spectrum_db, config=config)
     if cfg.outage_s:
         time.sleep(max(0.0, cfg.outage_s / 2 - (time.monotonic() - t0)))
     for change in plan.changes[half:]:
-        _apply(stack, change)
+        apply_change(sb.st_state, change, spectrum_db=sb.spectrum_db, config=config)
     if cfg.outage_s:
         time.sleep(max(0.0, cfg.outage_s - (time.monotonic() - t0)))
         inj.configure(normal)
         report.chaos_events.append("Spectrum answers again")
     log(f"changes applied: {plan.counts()}; settling again")
-
-
-def _apply(stack: Stack, change: Any) -> None:
-    if change.kind in SPECTRUM_KINDS:
-        apply_spectrum_change(stack.sandbox.spectrum_db, change)
-    else:
-        apply_change(stack.sandbox.st_state, change)
 
 
 def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:

@@ -108,7 +108,23 @@ class NotFound(PermanentError):
 
 
 class PrerequisiteMissing(PermanentError):
-    """The record cannot be synced until another record or mapping exists (alert a person)."""
+    """The record cannot be synced until another record or mapping exists (alert a person).
+
+    ``waits_on`` names what it waits for when the field/value pair does not say it
+    (``"user:42"``: the technician or salesperson whose ServiceTrade user a person must fix); a
+    change of that record wakes the failed record (F21, tasks/heal.py).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        value: object = None,
+        waits_on: str | None = None,
+    ) -> None:
+        super().__init__(message, field=field, value=value)
+        self.waits_on = waits_on
 
 
 class MappingError(PermanentError):

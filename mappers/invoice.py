@@ -494,6 +494,7 @@ def _salesperson(
         f"{_key(connection, 'invoices.salesperson_map')}",
         field="Salesperson_Code",
         value=user.id,
+        waits_on=f"user:{user.id}",
     )
 
 

@@ -277,6 +277,7 @@ def employee_code(timecard: Timecard, *, external_id_key: str, rules: TimecardRu
         "[connections.<name>.timecards.employee_map]",
         field="Employee_Code",
         value=user.id,
+        waits_on=f"user:{user.id}",
     )
 
 

@@ -154,6 +154,34 @@ class SyncTask(Task):  # type: ignore[type-arg]
         retry_later(self, exc, args)
 
 
+class WatchTask(SyncTask):
+    """A watched entity's task (``tasks.registry.WATCHED``): it keeps no ledger row, so its
+    webhook inbox entry is its only durable wake-up. Released when the task succeeded; when it
+    failed (Celery's retries ran out on a transient cause, or a bug) the entry stays and the
+    re-enqueuer sends it again once it is due (tasks/requeue.py). Nothing is marked
+    ``retry_later``: there is no row to mark."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        if status != states.SUCCESS:
+            with _started_lock:
+                _started.pop(task_id, None)
+            return
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        return
+
+
 def retry_countdown(countdown: float | None, exc: BaseException | None) -> float | None:
     """max(backoff countdown, the error's Retry-After)."""
     wait = getattr(exc, "retry_after", None) if isinstance(exc, TransientError) else None
@@ -211,7 +239,12 @@ def retry_later(task: SyncTask, exc: TransientError, args: Any) -> None:
 
 
 def sync_task(
-    name: str, record_type: str, *, queue: Queue = Queue.SYNC, also: tuple[str, ...] = ()
+    name: str,
+    record_type: str,
+    *,
+    queue: Queue = Queue.SYNC,
+    also: tuple[str, ...] = (),
+    base: type[SyncTask] = SyncTask,
 ) -> Callable[[F], F]:
     """Decorator for a thin sync task: late ack, autoretry on TransientError, jittered backoff."""
 
@@ -226,7 +259,7 @@ def sync_task(
 
         return app.task(  # type: ignore[return-value]
             name=name,
-            base=SyncTask,
+            base=base,
             bind=False,
             queue=queue.value,
             acks_late=True,

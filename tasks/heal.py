@@ -18,6 +18,14 @@ The attempt's facts live in one state key, ``heal`` (``{"updated", "digest", "co
 by the sync body right after it fetched the record. A record failed for a missing prerequisite
 also carries ``waits_on`` (``"job:123"``): when that prerequisite lands, ``wake_waiters`` queues the
 records that waited on it (invoices, timecards, jobs, sites), so nothing needs a person.
+
+A record that waits for a person to fix a ServiceTrade *user* (an invoice whose job's salesperson
+has no Spectrum salesperson code, a timecard whose technician has no Spectrum employee) carries
+``waits_on = "user:<id>"``. ServiceTrade announces the fix as a ``user`` ``updated`` webhook,
+routed (tasks/registry.py) to ``sync.user`` (tasks/user.py), which calls ``user_changed``: the
+records the user's new state may cure are woken as above. The missed-change sweep reads each
+waited-on user and calls it too when the user's ``updated`` is newer than the failure
+(``waited_users``), so a lost webhook is not a lost fix.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from clients.errors import PrerequisiteMissing
+from clients.servicetrade.models import User
+from mappers.invoice import salesperson_code_for
 from tasks.state import State
 from worker.context import SyncContext
 from worker.ledger import Record, RecordKey, Status
@@ -157,6 +168,8 @@ def reclaim_rule(
 
 def waits_on(exc: PrerequisiteMissing) -> str | None:
     """``"<record type>:<source id>"`` of the prerequisite ``exc`` names, when it names one."""
+    if exc.waits_on:
+        return exc.waits_on
     kind = _PREREQUISITE_TYPES.get(str(exc.field or ""))
     if kind is None or exc.value in (None, ""):
         return None
@@ -201,11 +214,18 @@ def waiting_on(ctx: SyncContext, key: RecordKey) -> list[Record]:
     ]
 
 
-def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
-    """Queue every record that waited on ``key`` (now in Spectrum); returns how many."""
+def wake_waiters(
+    ctx: SyncContext,
+    key: RecordKey,
+    *,
+    waiters: Iterable[Record] | None = None,
+    why: str = "is now in Spectrum",
+) -> int:
+    """Queue every record that waited on ``key`` (now in Spectrum), or only ``waiters``;
+    returns how many."""
     woken = 0
     seen: set[tuple[str, str]] = set()
-    for rec in waiting_on(ctx, key):
+    for rec in waiting_on(ctx, key) if waiters is None else waiters:
         wake = WAKERS.get(rec.key.record_type)
         ident = (rec.key.record_type, rec.key.source_id.split(":", 1)[0])
         if wake is None or ident in seen:
@@ -216,7 +236,7 @@ def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
         except Exception as exc:  # noqa: BLE001 - one waiter must not stop the others
             # the prerequisite is done, so no later run of it wakes this record: tell a person
             message = (
-                f"{rec.key} waited on {key}, which is now in Spectrum, but queueing it "
+                f"{rec.key} waited on {key}, which {why}, but queueing it "
                 f"again failed ({type(exc).__name__}: {exc}); run `stsync retry "
                 f"{rec.key.record_type.removesuffix('_entry')} "
                 f"{rec.key.source_id.split(':', 1)[0]}`"
@@ -234,10 +254,81 @@ def wake_waiters(ctx: SyncContext, key: RecordKey) -> int:
             service="heal",
             outcome="wake",
             key=rec.key,
-            detail=f"{key} is now in Spectrum; queued again",
+            detail=f"{key} {why}; queued again",
         )
         woken += 1
     return woken
+
+
+# --- a ServiceTrade user fixed (the salesperson's or the technician's Spectrum code) -----------
+#: the ``waits_on`` prefix of a record that waits for a person to fix a ServiceTrade user
+USER = "user"
+
+
+def _salesperson_code_set(user: User, conn: ConnectionSettings) -> bool:
+    return (
+        salesperson_code_for(user, rules=conn.rules.invoices, external_id_key=conn.external_id_key)
+        is not None
+    )
+
+
+def _always(user: User, conn: ConnectionSettings) -> bool:
+    return True
+
+
+#: per waiting record type, whether the user as ServiceTrade has it now may cure the failure. An
+#: invoice is woken only once its salesperson has a code: waking it approves it again in
+#: ServiceTrade, which an unrelated edit of the user must not do. A timecard is always looked at
+#: again (its employee is checked in Spectrum by its own sync, and its alert is not repeated for
+#: an unchanged reason).
+USER_CURES: dict[str, Callable[[User, ConnectionSettings], bool]] = {
+    "invoice": _salesperson_code_set,
+    "timecard": _always,
+    "timecard_entry": _always,
+}
+
+
+def user_changed(ctx: SyncContext, user_id: int, connection: str | None = None) -> int:
+    """A ServiceTrade user changed (its ``user`` webhook, or the sweep saw a newer ``updated``):
+    queue the failed records that waited on it and that its new state may cure. Returns how many.
+
+    Reads the user only when something waits on it; nothing waits -> no call at all."""
+    conn = ctx.connection(connection)
+    key = RecordKey(conn.name, USER, str(user_id))
+    waiters = waiting_on(ctx, key)
+    if not waiters:
+        return 0
+    user = ctx.st.get_user(user_id)
+    cured: list[Record] = []
+    for rec in waiters:
+        if USER_CURES.get(rec.key.record_type, _always)(user, conn):
+            cured.append(rec)
+            continue
+        ctx.ledger.audit(
+            system="stsync",
+            service="heal",
+            outcome="noop",
+            key=rec.key,
+            detail=f"{key} changed, but not what {rec.key.record_type} waits for; left failed",
+        )
+    return wake_waiters(ctx, key, waiters=cured, why="changed in ServiceTrade")
+
+
+def waited_users(ctx: SyncContext, connection: str) -> dict[int, datetime]:
+    """ServiceTrade users failed records of ``connection`` wait on -> the latest time such a
+    record was failed (the sweep compares it with the user's ``updated``)."""
+    out: dict[int, datetime] = {}
+    recs = ctx.ledger.list_records(
+        statuses=(Status.FAILED,), connection=connection, limit=1_000_000
+    )
+    for rec in recs:
+        target = State.load(rec.state).waits_on or ""
+        kind, _, ident = target.partition(":")
+        if rec.error_kind != "prerequisite" or kind != USER or not ident.isdigit():
+            continue
+        uid = int(ident)
+        out[uid] = max(out.get(uid, rec.updated_at), rec.updated_at)
+    return out
 
 
 def stamp(state: State, record: BaseModel, conn: ConnectionSettings, record_type: str) -> None:

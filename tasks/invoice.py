@@ -609,7 +609,7 @@ def _desired(
             user, rules=rules.invoices, external_id_key=conn.external_id_key
         )
         if salesperson is None:
-            # no webhook invalidates users: a missing code is read afresh, so a person's fix
+            # a missing code is read afresh (a lost user webhook leaves a stale entry), so a fix
             # is seen by the next approval at once
             user = ctx.st.get_user(salesperson_ref.id)
             salesperson = salesperson_code_for(

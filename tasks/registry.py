@@ -5,7 +5,8 @@ task module and Celery task that sync it, the ServiceTrade webhook entity routed
 ``sync_*`` function the CLI runs in-process, its recovery-state model, its parts and siblings in
 the ledger, how it is replayed, and the names people type. Webhook routing (``ingest``), the
 sweeps, the CLI (``sync``, ``history``, ``retry``, ``preview``), the demo, the replay table of the
-alert mails and the Celery task list (``tasks/__init__.py``) are all derived from ``RECORD_TYPES``.
+alert mails and the Celery task list (``tasks/__init__.py``) are all derived from ``RECORD_TYPES``
+(and ``WATCHED``: entities whose webhooks wake failed records without being synced themselves).
 
 Adding a record type: one entry here, one task module, one mapper module, one client method
 (docs/pipeline.md). This module imports nothing but the state models: everything is named by
@@ -195,19 +196,42 @@ RECORD_TYPES: tuple[RecordType, ...] = (
 )
 BY_NAME: dict[str, RecordType] = {rt.name: rt for rt in RECORD_TYPES}
 
+
+@dataclass(frozen=True)
+class WatchedEntity:
+    """A ServiceTrade entity stsync does not sync but watches: its change may cure records that
+    failed on it (F21). Its task takes ``(id, connection)`` like a sync task, and keeps no ledger
+    row of its own (its webhook inbox entry is its durable wake-up)."""
+
+    #: the webhook ``entity.type``
+    entity: str
+    #: the module holding its task
+    module: str
+    #: the Celery task its events go to
+    task: str
+
+
+#: a salesperson or technician fixed in ServiceTrade (externalIds): wakes the invoices and
+#: timecards that failed on the user (tasks/user.py, tasks/heal.py)
+USER = WatchedEntity(entity="user", module="tasks.user", task="sync.user")
+WATCHED: tuple[WatchedEntity, ...] = (USER,)
+
 #: task modules that are not a record type's (scheduled work: sweeps, alert mails)
 SCHEDULED_MODULES = ("tasks.sweep", "tasks.ops", "tasks.requeue")
 #: every module with Celery tasks, in a stable order (``tasks/__init__.py`` imports them)
 TASK_MODULES: tuple[str, ...] = tuple(
-    dict.fromkeys([*(rt.module for rt in RECORD_TYPES), *SCHEDULED_MODULES])
+    dict.fromkeys(
+        [*(rt.module for rt in RECORD_TYPES), *(w.module for w in WATCHED), *SCHEDULED_MODULES]
+    )
 )
 
 # --- webhook routing ------------------------------------------------------------------------------
 #: the record types ServiceTrade events are routed to, in declaration order
 ROUTED: tuple[RecordType, ...] = tuple(rt for rt in RECORD_TYPES if rt.entity is not None)
-#: webhook ``entity.type`` -> (task name, ledger record type)
+#: webhook ``entity.type`` -> (task name, ledger record type; for a watched entity its name)
 ENTITY_TASKS: dict[str, tuple[str, str]] = {
-    rt.entity: (rt.task, rt.name) for rt in ROUTED if rt.entity is not None
+    **{rt.entity: (rt.task, rt.name) for rt in ROUTED if rt.entity is not None},
+    **{w.entity: (w.task, w.entity) for w in WATCHED},
 }
 #: CLI record-type names (``stsync sync``) -> entity type
 ENTITY_BY_NAME: dict[str, str] = {

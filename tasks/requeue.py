@@ -21,8 +21,11 @@ Configuration fixes (F21, ``tasks/heal.py``): a failed or skipped customer, site
 fingerprint of the configuration sections its attempt used. When a worker runs with another
 configuration (a map entry added, a code range moved), ``requeue_config_changed`` queues each such
 row once; its sync looks at it again under the new configuration and what waited on it follows.
-A watermark per connection and record type keeps the fingerprint last scanned for, so the rows are
-read once per configuration change, not every minute.
+A watermark per connection and record type keeps the fingerprint last scanned for (and when), so
+the rows are read once per configuration change, not every minute; for a grace period after it
+(``config_grace_s``) the rows still stamped with the old configuration are queued at every run: a
+worker process that had not reloaded its file yet (worker/context.py: it looks at most every
+``config_reload_every_s``) may have taken one and found nothing to do under the old one.
 
 ``invariant_breaches`` (``stsync status``) lists rows that break the invariant: waiting without a
 due time, or overdue by more than the re-enqueue interval plus the visibility timeout (the
@@ -116,7 +119,7 @@ def run_requeue(ctx: SyncContext, *, now: datetime | None = None) -> RequeueSumm
             send((entry.task, (int(head) if head.isdigit() else head, entry.connection)))
     ctx.ledger.inbox_defer(entries, until)
     summary.inbox_due = len(entries)
-    summary.config_changed = requeue_config_changed(ctx, send)
+    summary.config_changed = requeue_config_changed(ctx, send, now=at)
     summary.sent = len(sent)
     if summary.sent or summary.unroutable:
         log.warning(
@@ -129,16 +132,36 @@ def run_requeue(ctx: SyncContext, *, now: datetime | None = None) -> RequeueSumm
     return summary
 
 
-def requeue_config_changed(ctx: SyncContext, send: Callable[[Message], None]) -> int:
+def config_grace_s(ctx: SyncContext) -> float:
+    """How long after a configuration change a worker process may still run a task on the
+    configuration before it: it looks at its file at most every ``config_reload_every_s``
+    (worker/context.py), and a task started just before runs up to its time limit."""
+    rel = ctx.settings.reliability
+    return float(rel.config_reload_every_s + rel.task_time_limit_s + rel.requeue_every_s)
+
+
+def requeue_config_changed(
+    ctx: SyncContext, send: Callable[[Message], None], *, now: datetime | None = None
+) -> int:
     """Queue, once per configuration change, every failed or skipped customer, site and job whose
-    attempt used other configuration than this worker's (see the module docstring)."""
+    attempt used other configuration than this worker's (see the module docstring).
+
+    For a grace period after the change (``config_grace_s``) the rows still stamped with another
+    configuration are queued at every run: a worker process that had not reloaded its file yet
+    may have taken one and found nothing new (a no-op under the old configuration). Once the
+    grace is over every task starts on the new file, and the rows are not read again."""
+    at = now or datetime.now(UTC)
+    grace = timedelta(seconds=config_grace_s(ctx))
     queued = 0
     for name, conn in ctx.settings.connections.items():
         for record_type in CONFIG_SECTIONS:
             current = config_fingerprint(conn, record_type)
             mark = f"heal-config:{record_type}"
-            if ctx.ledger.get_watermark(name, mark) == current:
-                continue
+            seen, _, stamp = (ctx.ledger.get_watermark(name, mark) or "").partition("@")
+            if seen == current:
+                seen_at = _parse_time(stamp)
+                if seen_at is None or at - seen_at > grace:
+                    continue
             rows = ctx.ledger.list_records(
                 statuses=(Status.FAILED, Status.SKIPPED),
                 connection=name,
@@ -151,7 +174,8 @@ def requeue_config_changed(ctx: SyncContext, send: Callable[[Message], None]) ->
                 if used and used != current and message is not None:
                     send(message)
                     queued += 1
-            ctx.ledger.set_watermark(name, mark, current)
+            if seen != current:
+                ctx.ledger.set_watermark(name, mark, f"{current}@{at.isoformat()}")
     if queued:
         log.warning(
             "configuration changed: %d failed or skipped record(s) queued to be looked at again",
@@ -159,6 +183,13 @@ def requeue_config_changed(ctx: SyncContext, send: Callable[[Message], None]) ->
             extra={"outcome": "requeue"},
         )
     return queued
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def invariant_tolerance_s(ctx: SyncContext) -> float:

@@ -13,10 +13,12 @@ that version:
 - for timecards: any entry without a ledger row.
 
 Failed records are not queued again on their own: a person was told, and a replay is theirs to
-start (a later edit in ServiceTrade does queue them, as a webhook would). ``retry_later`` rows
-(retries ran out on a transient cause) are left to the re-enqueuer's back-off (tasks/requeue.py)
-unless ServiceTrade changed them. Duplicates are harmless:
-every task is idempotent. The high-water marks live in the ledger's ``watermark`` table, one per
+start (a later edit in ServiceTrade does queue them, as a webhook would). A record that failed on
+a ServiceTrade user (a salesperson or technician without a Spectrum code) is woken when that
+user's ``updated`` is newer than the failure: the sweep reads each such user (tasks/heal.py).
+``retry_later`` rows (retries ran out on a transient cause) are left to the re-enqueuer's back-off
+(tasks/requeue.py) unless ServiceTrade changed them. Duplicates are harmless: every task is
+idempotent. The high-water marks live in the ledger's ``watermark`` table, one per
 connection and resource; a resource whose listing failed keeps its mark, so the next run covers it.
 Last, ledger rows stranded ``pending`` or ``in_flight`` (lease long expired) are queued again.
 """
@@ -34,6 +36,7 @@ from typing import Any
 from clients.errors import SyncError
 from clients.servicetrade import assumptions as st_assumptions
 from mappers.timecard import entry_source_id, sweep_window
+from tasks import heal, registry
 from tasks import timecard as timecard_task
 from tasks.registry import ENTITY_TASKS
 from worker.celery_app import Queue, app
@@ -50,6 +53,8 @@ UPDATED_RESOURCES = ("company", "location", "job", "invoice")
 #: listed (``GET /location`` already defaults to customer locations, §5.2)
 LIST_PARAMS: dict[str, dict[str, Any]] = {"job": {"status": "all"}, "company": {"isCustomer": True}}
 TIMECARDS = "timecard"
+#: the users failed records wait on (F21): read one by one, not listed
+WAITED_USERS = "user"
 
 
 def watermark_name(resource: str) -> str:
@@ -114,8 +119,39 @@ def sweep_connection(ctx: SyncContext, connection: str, now: int) -> SweepSummar
                 exc,
                 extra={"connection": connection, "outcome": "sweep_error"},
             )
+    try:
+        summary.enqueued[WAITED_USERS] = _sweep_waited_users(ctx, connection, summary)
+    except SyncError as exc:
+        summary.errors.append(f"{WAITED_USERS}: {exc}"[:500])
+        log.warning(
+            "sweep of waited-on users failed: %s",
+            exc,
+            extra={"connection": connection, "outcome": "sweep_error"},
+        )
     summary.stranded = _requeue_stranded(ctx, connection)
     return summary
+
+
+def _sweep_waited_users(ctx: SyncContext, connection: str, summary: SweepSummary) -> int:
+    """The users failed records wait on (``tasks/heal.py``), read one by one (few: one per
+    salesperson or technician a person must fix): a user whose ``updated`` is newer than the
+    latest such failure and than the last time the sweep queued it is queued as its webhook
+    would be. Users cannot be listed by ``updatedAfter`` cheaply for this, and need not be."""
+    waited = heal.waited_users(ctx, connection)
+    summary.listed[WAITED_USERS] = len(waited)
+    queued = 0
+    for user_id, failed_at in sorted(waited.items()):
+        updated = ctx.st.get_user(user_id).updated
+        mark = f"{watermark_name(WAITED_USERS)}:{user_id}"
+        seen = _int(ctx.ledger.get_watermark(connection, mark))
+        if updated is None or datetime.fromtimestamp(updated, UTC) <= failed_at:
+            continue
+        if seen is not None and updated <= seen:
+            continue
+        ctx.enqueue(registry.USER.task, (user_id, connection))
+        ctx.ledger.set_watermark(connection, mark, str(updated))
+        queued += 1
+    return queued
 
 
 def _stale_span(ctx: SyncContext) -> timedelta:

@@ -351,6 +351,9 @@ def _sync_card(
             "replay the timecard",
             field="Employee_Code",
             value=employee,
+            # the office fixes the technician (user externalIds) once the employee exists: that
+            # user's `updated` webhook wakes this card (tasks/heal.py)
+            waits_on=f"user:{tc.user.id}",
         )
     run.state.employee = employee
 

@@ -3,10 +3,22 @@
 Tasks get it with ``get_context()``; tests build their own ``SyncContext`` around in-process
 sandbox transports. Every external call the clients make is written to the ledger's audit table
 for the record being synced (``current_record``), so ``stsync history`` can show it (F19).
+
+**Configuration reload** (F21): a worker process watches the file it read its settings from. At
+the start of a task, at most every ``reliability.config_reload_every_s`` seconds, it compares the
+file's size and modification time, then its content digest. A changed, valid file rebuilds this
+process's context (the old one is closed once the new one is in place; each prefork child does
+this for itself, after fork). A changed file that does not load keeps the settings in use: one
+clear error in the log naming the file and the field, and one alert per bad version. Settings
+read by Celery itself when the worker starts (broker, queues, concurrency, time limits) still
+need a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,7 +29,7 @@ from typing import Any
 
 import httpx
 import redis
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import task_prerun, worker_process_init, worker_process_shutdown
 
 from clients.errors import ConfigError, RateLimited
 from clients.http import CallRecord
@@ -31,9 +43,11 @@ from worker.broker import resolve_broker_url
 from worker.ledger import Ledger, RecordKey
 from worker.pacing import AccountPause, pause_key
 from worker.readcache import ReadCache, redis_read_cache
-from worker.settings import ConnectionSettings, Settings, get_settings
+from worker.settings import ConnectionSettings, Settings, get_settings, load_settings
 from worker.throttle import WriteSlots
 from worker.writers import ServiceTradeWriter, SpectrumWriter
+
+log = logging.getLogger("stsync.context")
 
 #: the record a sync is working on, for audit rows written by client hooks
 current_record: ContextVar[RecordKey | None] = ContextVar("current_record", default=None)
@@ -270,29 +284,156 @@ _process_context: SyncContext | None = None
 _process_lock = threading.Lock()
 
 
+def _process_context_for(settings: Settings) -> SyncContext:
+    client = redis.Redis.from_url(
+        resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
+    )
+    return build_context(
+        settings,
+        write_slots=write_slots_for(settings, client),
+        read_cache=process_read_cache(settings, client),
+        st_pause=account_pause_for(settings, client),
+    )
+
+
 def open_process_context() -> SyncContext:
-    global _process_context
+    global _process_context, _watch
     with _process_lock:
         if _process_context is None:
             settings = get_settings()
-            client = redis.Redis.from_url(
-                resolve_broker_url(settings), socket_connect_timeout=5, socket_timeout=10
-            )
-            _process_context = build_context(
-                settings,
-                write_slots=write_slots_for(settings, client),
-                read_cache=process_read_cache(settings, client),
-                st_pause=account_pause_for(settings, client),
-            )
+            _process_context = _process_context_for(settings)
+            _watch = ConfigWatch.of(settings)
         return _process_context
 
 
 def close_process_context() -> None:
-    global _process_context
+    global _process_context, _watch
     with _process_lock:
         if _process_context is not None:
             _process_context.close()
             _process_context = None
+        _watch = None
+
+
+# --- configuration reload --------------------------------------------------------------------
+def _file_version(path: str) -> tuple[tuple[int, int], str] | None:
+    """(size and mtime, content digest) of the configuration file; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns), digest
+
+
+@dataclass
+class ConfigWatch:
+    """The configuration file this process's context came from, and what was seen of it."""
+
+    path: str
+    every_s: float
+    stat: tuple[int, int] | None
+    digest: str | None
+    next_check: float = 0.0
+    #: digests of versions that did not load (alerted once each)
+    refused: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConfigWatch | None:
+        every = float(settings.reliability.config_reload_every_s)
+        if not settings.config_path or every <= 0:
+            return None
+        seen = _file_version(settings.config_path)
+        return cls(
+            path=settings.config_path,
+            every_s=every,
+            stat=seen[0] if seen else None,
+            digest=seen[1] if seen else None,
+            next_check=time.monotonic() + every,
+        )
+
+    def changed(self, now: float) -> str | None:
+        """The digest of a new version of the file worth loading, or None (cheap when unchanged:
+        one ``stat`` at most every ``every_s``)."""
+        if now < self.next_check:
+            return None
+        self.next_check = now + self.every_s
+        seen = _file_version(self.path)
+        if seen is None or seen[0] == self.stat:
+            return None
+        self.stat = seen[0]
+        if seen[1] == self.digest or seen[1] in self.refused:
+            return None
+        return seen[1]
+
+
+_watch: ConfigWatch | None = None
+
+
+def reload_if_changed(now: float | None = None) -> bool:
+    """Rebuild this process's context when its configuration file changed and loads; see the
+    module docstring. True when it was rebuilt. Called at the start of every task."""
+    global _process_context, _watch
+    with _process_lock:
+        watch, old = _watch, _process_context
+        if watch is None or old is None:
+            return False
+        digest = watch.changed(time.monotonic() if now is None else now)
+        if digest is None:
+            return False
+        try:
+            settings = load_settings(watch.path)
+        except ConfigError as exc:
+            watch.refused.add(digest)
+            _refuse(old, watch.path, digest, exc)
+            return False
+        fresh = _process_context_for(settings)
+        follow = ConfigWatch.of(settings)  # None: the new file turned the reload off
+        if follow is not None:
+            follow.digest, follow.stat, follow.refused = digest, watch.stat, watch.refused
+        _process_context, _watch = fresh, follow
+    get_settings.cache_clear()  # readers of get_settings() see the same file
+    try:
+        old.close()
+    except Exception:  # noqa: BLE001 - the old clients are dropped anyway
+        log.exception("closing the context of the previous configuration failed")
+    log.warning(
+        "configuration file %s changed: reloaded (version %s)",
+        watch.path,
+        digest[:12],
+        extra={"outcome": "config_reload", "detail": watch.path},
+    )
+    return True
+
+
+def _refuse(ctx: SyncContext, path: str, digest: str, exc: ConfigError) -> None:
+    """One clear error and one alert per bad version; the settings in use are kept."""
+    message = (
+        f"configuration file {path} changed but does not load, so the workers keep the "
+        f"settings they had: {exc}" + (f" (field {exc.field})" if exc.field else "")
+    )
+    log.error(message, extra={"outcome": "config_refused", "detail": str(exc)[:500]})
+    try:
+        from worker.pause import alert_key
+
+        ctx.ledger.record_alert(
+            alert_key(ctx.settings.default_connection, "configuration"),
+            kind="configuration",
+            problem_key=f"config:{digest[:24]}",
+            message=message,
+        )
+    except Exception:  # noqa: BLE001 - the log line above already says it
+        log.exception("could not record the configuration alert")
+
+
+@task_prerun.connect
+def _reload_before_task(**_: Any) -> None:
+    """Each task starts on the current configuration (a cheap clock check most of the time)."""
+    try:
+        reload_if_changed()
+    except Exception:  # noqa: BLE001 - a reload problem must not stop the task
+        log.exception("configuration reload failed; the settings in use are kept")
 
 
 @worker_process_init.connect

@@ -17,8 +17,9 @@ a margin), so an expired stamp reads as "absent", which never equals a stamp an 
 Only *facts of other records* are served from the cache (``cached=True`` reads in the client):
 a record's own sync always reads it fresh, and that fresh read refreshes the entry. A webhook
 that ServiceTrade never delivered cannot invalidate anything, so the TTL bounds how long such an
-edit can go unseen by the *other* records that read it (users have no webhook subscription and
-rely on the TTL alone). When Redis cannot be read the lookup is a miss and nothing is stored.
+edit can go unseen by the *other* records that read it (users' ``updated`` webhooks are
+subscribed too: a fixed salesperson or technician wakes what failed on it, tasks/heal.py). When
+Redis cannot be read the lookup is a miss and nothing is stored.
 """
 
 from __future__ import annotations

@@ -160,6 +160,9 @@ class ReliabilitySettings(Section):
     pending_grace_s: int | None = Field(default=None, ge=1)
     #: at most this many due rows are queued per re-enqueuer run (the next run continues)
     requeue_batch: int = Field(default=2000, ge=1)
+    #: a worker process looks at its configuration file at most this often (at a task's start)
+    #: and reloads it when it changed and is valid; 0 turns the reload off (worker/context.py)
+    config_reload_every_s: int = Field(default=30, ge=0)
 
     @property
     def pending_due_after_s(self) -> int:

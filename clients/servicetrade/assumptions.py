@@ -109,8 +109,9 @@ def timecard_query(approved_after: int, approved_before: int, status: str) -> di
 #: the approved timecard (§11), clock events and job items [A]. Webhook subscriptions use them.
 ASSUMED_ENTITY_TYPES: Final[dict[str, int]] = {"timecard": 50, "clockevent": 51, "jobitem": 52}
 
-#: The entity types stsync subscribes to (webhook ``entity.type`` -> entity type number).
-WEBHOOK_ENTITIES: Final = ("company", "location", "job", "invoice", "timecard")
+#: The entity types stsync subscribes to (webhook ``entity.type`` -> entity type number). ``user``:
+#: a salesperson or technician fixed in ServiceTrade wakes the records that failed on them (F21).
+WEBHOOK_ENTITIES: Final = ("company", "location", "job", "invoice", "timecard", "user")
 
 
 def webhook_entity_types() -> dict[str, int]:

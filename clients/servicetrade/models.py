@@ -169,6 +169,7 @@ class User(STModel):
     email: str | None = None
     status: str | None = None
     external_ids: dict[str, str] = Field(default_factory=dict, alias="externalIds")
+    updated: int | None = None
 
 
 class LibItem(STModel):

@@ -237,3 +237,40 @@ def _customers() -> str:
     from clients.spectrum import infolink_schema as il
 
     return str(il.customers.name)
+
+
+def test_config_reload_a_map_entry_heals_the_job_and_its_invoice_without_a_restart(
+    stack: Stack,
+) -> None:
+    """The missing ``cost_centers.by_service_line`` entry is added to the running workers'
+    file: they reload it at a task's start, Beat's re-enqueuer queues the job that failed on it,
+    and the invoice that waited on the job follows. Nobody restarts anything."""
+    configure(stack, ('default = "100"', 'default = ""'))
+    path = Path(stack.env["STSYNC_CONFIG"])
+    path.write_text(path.read_text() + "config_reload_every_s = 1\n")  # [reliability] is last
+    st = stack.sandbox.st_state
+    marks = landmarks()
+    job_id, inv_id = marks["invoice_nc_job"], marks["invoice_nc"]
+    st.update("job", job_id, {"serviceLine": "KS"})  # unmapped, and no default
+    stack.register_webhook()
+    stack.start_worker()
+    from worker.context import celery_enqueue
+
+    celery_enqueue("sync.invoice", (inv_id, "main"))
+    stack.wait_status("invoice", inv_id, ("failed",))
+    assert status_of(stack, job_id, "main") == "failed"
+
+    configure(
+        stack, ('by_service_line = { SP = "100"', 'by_service_line = { KS = "100", SP = "100"')
+    )
+
+    def healed() -> bool:
+        celery_enqueue("schedule.requeue", ())  # what Beat sends every requeue_every_s
+        return status_of(stack, job_id, "main") == "done"
+
+    wait_for(healed, 120, 1.0, "the job healed under the reloaded configuration")
+    stack.wait_status("invoice", inv_id, timeout=90)
+    wait_for(
+        lambda: st.get("invoice", inv_id)["status"] == "processed", 30, 0.2, "invoice processed"
+    )
+    assert "configuration file" in stack.worker_logs() and "reloaded" in stack.worker_logs()

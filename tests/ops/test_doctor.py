@@ -193,7 +193,14 @@ def test_webhook_register_exact_entities_and_actions_once(sandbox_net: Any, st_s
     assert hook["enabled"] is True
     got = {int(e["entityType"]): sorted(e["actions"]) for e in hook["entityEvents"]}
     assert got == {n: ["created", "updated"] for n in webhook_entity_types().values()}
-    assert set(webhook_entity_types()) == {"company", "location", "job", "invoice", "timecard"}
+    assert set(webhook_entity_types()) == {
+        "company",
+        "location",
+        "job",
+        "invoice",
+        "timecard",
+        "user",
+    }
     # exactly the entities webhooks are routed from (tasks/registry.py), no more, no less
     assert set(webhook_entity_types()) == set(ENTITY_TASKS)
     again = run("webhook", "register", "--url", PUBLIC)

@@ -197,6 +197,16 @@ def test_state_mutations_from_test_code_emit_events(sim: Sim) -> None:
     assert changes == [{"field": "name", "oldValue": "Direct", "newValue": "Direct 2"}]
 
 
+def test_a_user_change_emits_a_user_event(sim: Sim) -> None:
+    """A salesperson or technician fixed in ServiceTrade (its externalIds) is announced as a
+    ``user`` ``updated`` event (entity type 4): stsync wakes what failed on it (F21)."""
+    register_webhook(sim, [4])
+    sim.state.update("user", API_USER, {"externalIds": {"spectrum": "S09"}})
+    sim.flush()
+    summary = [(e["entity"]["type"], e["entity"]["id"], e["action"]) for e in sim.receiver.events]
+    assert summary == [("user", API_USER, "updated")]
+
+
 def test_timecard_approval_event(sim: Sim) -> None:
     register_webhook(sim, [50])  # assumptions: timecard entity type 50
     data(sim.put(f"/api/timecard/{TIMECARD}", {"status": "approved"}))

@@ -116,7 +116,9 @@ def test_heal_on_change_a_configuration_fix_reaches_the_failed_job_without_an_ev
     """The office changes nothing in ServiceTrade: the missing map entry is added to the
     configuration and the workers restart with it. The re-enqueuer (Beat) queues the job once,
     and its sync lands it under the new configuration."""
-    from tasks.requeue import run_requeue
+    from datetime import timedelta
+
+    from tasks.requeue import config_grace_s, run_requeue
 
     with_rules(ctx, cost_centers={"default": ""})
     job_id = world.landmarks["invoice_nc_job"]
@@ -128,7 +130,164 @@ def test_heal_on_change_a_configuration_fix_reaches_the_failed_job_without_an_ev
     with_rules(ctx, cost_centers={"default": "", "by_service_line": {"KS": "100"}})
     assert run_requeue(ctx).config_changed == 1
     assert enqueued.count(("sync.job", (job_id, "main"))) == 1
-    run_requeue(ctx)  # read once per change, not every minute
+    # read once per change, not every minute: past the grace for workers that have not reloaded
+    # their file yet (see the next test), the rows are not read again
+    later = datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
+    run_requeue(ctx, now=later)
     assert enqueued.count(("sync.job", (job_id, "main"))) == 1
     assert sync_job(ctx, job_id, "main").result == "synced"
     assert ledger_status(ctx, RECORD_TYPE, job_id) is Status.DONE
+
+
+# --- a ServiceTrade user fixed (salesperson / technician): issue 15, F21 ------------------------
+def _user_key(ctx: Any, record_type: str, source_id: int) -> Any:
+    return ctx.ledger.get(RecordKey("main", record_type, str(source_id)))
+
+
+def _add_spectrum_rows(spectrum_db: Any, table: Any, *rows: dict[str, Any]) -> None:
+    spectrum_db.load({table.name: [{"Company_Code": "ABC", **r} for r in rows]})
+
+
+def test_heal_on_change_waits_on_a_user_when_the_error_names_one() -> None:
+    exc = PrerequisiteMissing("x", field="Employee_Code", value="E9", waits_on="user:5")
+    assert waits_on(exc) == "user:5"
+
+
+def test_heal_on_change_salesperson_fixed_in_servicetrade_heals_its_invoice(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, enqueued: list[Any]
+) -> None:
+    from clients.spectrum import infolink_schema as il
+    from tasks.heal import user_changed
+    from tasks.invoice import sync_invoice
+    from tasks.state import State
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    failed = sync_invoice(ctx, inv_id, "main")
+    assert failed.result == "failed" and "no Spectrum salesperson code" in failed.message
+    rec = _user_key(ctx, "invoice", inv_id)
+    assert State.load(rec.state).waits_on == f"user:{user_id}"
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    alerts_before = len(ctx.ledger.alerts(rec.key))
+
+    # an unrelated edit of the user: nothing is woken, the invoice is not approved again
+    st_state.update("user", user_id, {"email": "chris.d@acme-fire.example"})
+    assert user_changed(ctx, user_id, "main") == 0
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    assert ("sync.invoice", (inv_id, "main")) not in enqueued
+
+    # the office gives the salesperson a Spectrum code: the user's webhook heals the invoice
+    _add_spectrum_rows(
+        spectrum_db, il.salespersons, {"Salesperson_Code": "S04", "Name": "Chris Doyle"}
+    )
+    st_state.update("user", user_id, {"externalIds": {"spectrum": "S04"}})
+    assert user_changed(ctx, user_id, "main") == 1
+    assert ("sync.invoice", (inv_id, "main")) in enqueued
+    assert st_state.get("invoice", inv_id)["status"] == "pending_accounting"
+    healed = sync_invoice(ctx, inv_id, "main")
+    assert healed.result == "synced", healed.message
+    assert st_state.get("invoice", inv_id)["status"] == "processed"
+    assert len(ctx.ledger.alerts(rec.key)) == alerts_before
+    # a repeated webhook of the user finds nothing waiting: no read, nothing queued
+    enqueued.clear()
+    assert user_changed(ctx, user_id, "main") == 0
+    assert enqueued == []
+
+
+def test_heal_on_change_technician_fixed_heals_the_timecard_once(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any, enqueued: list[Any]
+) -> None:
+    from clients.spectrum import infolink_schema as il
+    from tasks.heal import user_changed
+    from tasks.state import State
+    from tasks.timecard import sync_timecard
+
+    user_id = world.landmarks["tech_without_spectrum_id"]
+    card = next(c for c in st_state.all("timecard") if c["user"]["id"] == user_id)
+    failed = sync_timecard(ctx, card["id"], "main")
+    assert failed.result == "failed" and "no Spectrum employee code" in failed.message
+    rec = _user_key(ctx, "timecard", card["id"])
+    assert State.load(rec.state).waits_on == f"user:{user_id}"
+
+    # the code is set in ServiceTrade before the employee exists in Spectrum: woken, and it
+    # fails again with the fresh reason (one alert per reason, no loop: nothing wakes it again)
+    st_state.update("user", user_id, {"externalIds": {"spectrum": "E900"}})
+    assert user_changed(ctx, user_id, "main") == 1
+    again = sync_timecard(ctx, card["id"], "main")
+    assert again.result == "failed" and "'E900'" in again.message
+    rec = _user_key(ctx, "timecard", card["id"])
+    assert State.load(rec.state).waits_on == f"user:{user_id}"
+    alerts = len(ctx.ledger.alerts(rec.key))
+    assert sync_timecard(ctx, card["id"], "main").result == "failed"
+    assert len(ctx.ledger.alerts(rec.key)) == alerts
+
+    # the employee is added in Spectrum and the user touched again: the card lands
+    _add_spectrum_rows(
+        spectrum_db,
+        il.employees,
+        {
+            "Employee_Code": "E900",
+            "Employee_Name": "Tech, New",
+            "First_Name": "New",
+            "Last_Name": "Tech",
+            "Employment_Status": "A",
+            "Cost_Center": "100",
+        },
+    )
+    st_state.update("user", user_id, {"externalIds": {"spectrum": "E900"}, "email": "n@x.example"})
+    enqueued.clear()
+    assert user_changed(ctx, user_id, "main") == 1
+    assert enqueued == [("sync.timecard", (card["id"], "main"))]
+    assert sync_timecard(ctx, card["id"], "main").result == "synced"
+
+
+def test_heal_on_change_sweep_wakes_a_user_whose_webhook_was_lost(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    from tasks.invoice import sync_invoice
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    now = int(time.time())
+    run_sweep(ctx, now=now + 1)
+    assert ("sync.user", (user_id, "main")) not in enqueued  # not changed since the failure
+    later = now + 30
+    st_state.now = lambda: later
+    st_state.update("user", user_id, {"externalIds": {"spectrum": "S01"}})
+    run_sweep(ctx, now=later + 1)
+    assert enqueued.count(("sync.user", (user_id, "main"))) == 1
+    run_sweep(ctx, now=later + 2)  # this version was queued once: not again every sweep
+    assert enqueued.count(("sync.user", (user_id, "main"))) == 1
+
+
+def test_heal_on_change_a_worker_not_yet_reloaded_cannot_strand_the_job(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    """Workers reload their file at most every ``config_reload_every_s``: one that has not yet
+    may take the job the re-enqueuer queued for the new configuration and find nothing to do
+    under the old one. For a grace period after the change the job is queued at every run."""
+    from datetime import timedelta
+
+    from tasks.requeue import config_grace_s, run_requeue
+
+    mapped = dict(ctx.settings.connections["main"].rules.cost_centers.by_service_line)
+    old = {"default": "", "by_service_line": mapped}
+    new = {"default": "", "by_service_line": {**mapped, "KS": "100"}}
+    with_rules(ctx, cost_centers=old)
+    job_id = world.landmarks["invoice_nc_job"]
+    st_state.update("job", job_id, {"serviceLine": "KS"})
+    assert sync_job(ctx, job_id, "main").result == "failed"
+    with_rules(ctx, cost_centers=new)
+    assert run_requeue(ctx).config_changed == 1
+    # a worker still on the old file takes it: nothing changed for it, a no-op
+    settings = ctx.settings
+    with_rules(ctx, cost_centers=old)
+    assert sync_job(ctx, job_id, "main").result == "failed"
+    ctx.settings = settings
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.job", (job_id, "main"))) == 2
+    # a reloaded worker lands it; past the grace nothing is read again
+    assert sync_job(ctx, job_id, "main").result == "synced"
+    later = datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
+    assert run_requeue(ctx, now=later).config_changed == 0

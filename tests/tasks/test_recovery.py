@@ -364,6 +364,29 @@ def test_task_run_releases_its_inbox_entry_but_not_a_newer_one(
     assert len(ctx.ledger.inbox_entries()) == 1
 
 
+def test_a_user_event_keeps_its_inbox_entry_until_its_task_ran_through(
+    worker: Any, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync.user`` keeps no ledger row: when ServiceTrade stays down past Celery's retries, the
+    webhook's inbox entry is its durable wake-up (nothing ``retry_later``, no stray row)."""
+    ctx = worker
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"  # waits on the user
+    ctx.ledger.inbox_put([("main", "sync.user", str(user_id))], due_after_s=60)
+
+    def down(_id: int, **_kw: Any) -> Any:
+        raise TransientError("ServiceTrade 503")
+
+    monkeypatch.setattr(ctx.st, "get_user", down)
+    assert app.tasks["sync.user"].apply(args=(user_id, "main")).failed()
+    assert len(ctx.ledger.inbox_entries()) == 1
+    assert ctx.ledger.get(key("user", user_id)) is None
+    monkeypatch.undo()
+    assert app.tasks["sync.user"].apply(args=(user_id, "main")).get() == "woke 0"
+    assert ctx.ledger.inbox_entries() == []
+
+
 # --- the pending-invoice backstop ---------------------------------------------------------------
 def test_pending_invoice_backstop_respects_retry_later_and_queues_what_is_due(
     ctx: Any, world: Any, st_state: Any, enqueued: Queue

@@ -34,6 +34,8 @@ def test_webhook_routes_and_cli_names() -> None:
         "job": ("sync.job", "job"),
         "invoice": ("sync.invoice", "invoice"),
         "timecard": ("sync.timecard", "timecard"),
+        # watched, not synced: a fixed user wakes what failed on it (F21)
+        "user": ("sync.user", "user"),
     }
     assert registry.ENTITY_BY_NAME == {
         "customer": "company",
@@ -88,3 +90,12 @@ def test_the_task_module_list_covers_every_module_with_tasks() -> None:
     app.loader.import_default_modules()
     modules = {t.__module__ for name, t in app.tasks.items() if not name.startswith("celery.")}
     assert modules == set(registry.TASK_MODULES)
+
+
+def test_a_watched_entity_is_routed_but_is_no_record_type() -> None:
+    from cli.demo import expected_records
+
+    assert registry.USER.entity not in registry.BY_NAME
+    assert registry.USER.module in registry.TASK_MODULES
+    # the demo waits for ledger rows: a user has none
+    assert expected_records({"user": 5, "job": 2, "invoice": 1}) == 3

@@ -113,7 +113,7 @@ def test_second_sweep_starts_at_the_mark_minus_the_overlap(
     overlap = ctx.settings.schedules.sweep_overlap_s
     assert summary.windows["job"] == [first - overlap, first + 600]
     # nothing in the sandbox changed since: nothing new to queue
-    assert summary.enqueued == dict.fromkeys((*UPDATED_RESOURCES, "timecard"), 0)
+    assert summary.enqueued == dict.fromkeys((*UPDATED_RESOURCES, "timecard", "user"), 0)
     assert enqueued == []
 
 
