@@ -1,15 +1,23 @@
 """Heal on change (F21): a failed or skipped record is looked at again when its cause may be gone.
 
-A customer, site or job that failed or was skipped is not final. It is examined again (claimed
-and run through its normal sync) when
+A customer, site, job, invoice or timecard that failed or was skipped is not final. It is examined
+again (claimed and run through its normal sync) when
 
 - its ServiceTrade record changed after the attempt that failed it (a later ``updated``, or a
   different content: ServiceTrade's ``updated`` has one-second resolution, so a fix made within
   the same second is caught by the content digest), or
-- the configuration section the attempt used changed (a fingerprint of that section is stored
-  with the attempt), or
+- the configuration sections the attempt used changed (a fingerprint of those sections,
+  ``CONFIG_SECTIONS``, is stored with the attempt; ``tasks/requeue.py`` queues each such row once
+  per change: a ``salesperson_map`` or ``employee_map`` entry added, a processing window opened),
+  or
 - it failed because a prerequisite was missing: the prerequisite decides by the same rule, so a
   dependent always reports the *fresh* reason.
+
+Customers, sites and jobs decide in their ``reclaim`` rule (``reclaim_rule``). A timecard is
+claimed again on every delivery anyway (its failed and skipped entries with it). An invoice that
+stsync failed is ``failed`` in ServiceTrade, which nothing posts: ``sync_invoice`` posts it when
+``config_changed`` says its attempt used other configuration, approving it again in ServiceTrade
+only once its documents mapped (tasks/invoice.py), so a fix that did not cure it writes nothing.
 
 Nothing else re-runs it (a webhook repeating an unchanged record stays a no-op), so a record that
 keeps failing for the same reason is not retried in a loop and comments/alerts are not repeated.
@@ -59,6 +67,14 @@ CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
     "customer": ("company_code", "customers", "tax"),
     "site": ("company_code", "sites", "tax"),
     "job": ("company_code", "mode", "jobs", "cost_centers", "tax", "work_orders"),
+    # salesperson_map, require_salesperson, processing_window, job_type_gl, numbers ...; the
+    # customer code (mode), GL and cost centers of the lines, sales tax codes. What the invoice's
+    # customer, site and job use is theirs: they heal on it and wake the invoice (``waits_on``)
+    "invoice": ("company_code", "mode", "invoices", "cost_centers", "tax"),
+    # employee_map, pay types, phases, departments, processing window, unsynced_job_labor ...;
+    # the cost center picks the Spectrum job of a multi-cost-center job
+    "timecard": ("company_code", "timecards", "cost_centers"),
+    "timecard_entry": ("company_code", "timecards", "cost_centers"),
 }
 
 #: ``PrerequisiteMissing.field`` values that name the prerequisite's record type
@@ -95,6 +111,16 @@ def facts(record: BaseModel, conn: ConnectionSettings, record_type: str) -> dict
         "digest": content_digest(record),
         "config": config_fingerprint(conn, record_type),
     }
+
+
+def config_changed(rec: Record, conn: ConnectionSettings) -> bool:
+    """Whether the failed/skipped ``rec`` was last attempted under other configuration sections
+    (``CONFIG_SECTIONS`` of its type) than ``conn`` has now. Rows from before the fingerprint was
+    stored are not (nothing says what they used)."""
+    if rec.status not in (Status.FAILED, Status.SKIPPED):
+        return False
+    used = (State.load(rec.state).heal or {}).get("config")
+    return bool(used) and used != config_fingerprint(conn, rec.key.record_type)
 
 
 def reexamine_reason(rec: Record, *, now_facts: dict[str, Any] | None, config: str) -> str | None:

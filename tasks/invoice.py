@@ -18,8 +18,14 @@ One task, ``sync.invoice(invoice_id, connection)``, decides from the invoice's f
 - ``void``: reverse every document in force (``void_invoice``, ledger record type
   ``invoice_void``): a credit memo per invoice, a debit invoice per credit memo, so the voided
   invoice's documents sum to 0.00. Never posted or already reversed -> skipped with the reason.
+- ``failed`` (stsync set it) while the attempt that failed it used other configuration than this
+  worker's (a ``salesperson_map`` entry added, a processing window opened: ``tasks/heal.py``,
+  queued once per change by ``tasks/requeue.py``): posted as if approved. It is set back to
+  ``pending_accounting`` in ServiceTrade (as the office would) only once its documents mapped,
+  right before they are sent; failing again for the same reason writes nothing to ServiceTrade.
 - any other status: nothing to do (an audit row says why); a failed row reopened while ServiceTrade
-  still says ``failed`` goes back to ``failed`` with the retry instruction.
+  still says ``failed`` goes back to ``failed`` with the retry instruction. An invoice the office
+  moved on from ``failed`` (``ok``, ``processed`` ...) is never approved again by stsync.
 
 Exactly once: a write whose outcome is unknown (timeout, 5xx) leaves a sent marker
 (``AddARInvoice:<number>``, ``tasks.state``); the
@@ -76,8 +82,8 @@ from mappers.invoice import (
     st_invoice_to_ar_invoices,
 )
 from tasks import customer as customer_task
+from tasks import heal, registry
 from tasks import job as job_task
-from tasks import registry
 from tasks import site as site_task
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, problem_key, record_alert, run_record, same_text
@@ -141,6 +147,19 @@ def sync_invoice(
         _settle_reopened_approval(ctx, key, invoice)
         return outcome
     rec = ctx.ledger.get(key)
+    if invoice.status == FAILED and rec is not None and _fix_interrupted(rec):
+        # a transient error or a crash stopped it before it was approved again: go on
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice, config_fix=True)
+    if invoice.status == FAILED and rec is not None and heal.config_changed(rec, conn):
+        # stsync failed it under other configuration: the fix may be there (F21)
+        ctx.ledger.audit(
+            system="stsync",
+            service="heal",
+            outcome="reexamine",
+            key=key,
+            detail=f"was {rec.status.value}; looked at again: the configuration it used changed",
+        )
+        return post_invoice(ctx, invoice_id, conn.name, invoice=invoice, config_fix=True)
     why = (
         f"status is {invoice.status!r}: only {PENDING_ACCOUNTING!r} and {VOID!r} invoices are "
         "synced"
@@ -156,6 +175,14 @@ def sync_invoice(
         return post_invoice(ctx, invoice_id, conn.name, invoice=invoice)
     result = Result.UNCHANGED if rec is not None and rec.status is Status.DONE else Result.SKIPPED
     return Outcome(result, key, rec.spectrum_key if rec else None, why)
+
+
+def _fix_interrupted(rec: Record) -> bool:
+    """An attempt after a configuration change (``config_fix``) that a transient error or a crash
+    stopped before it approved the ``failed`` invoice again: its row waits and nothing else would
+    post it."""
+    waiting = rec.status in (Status.PENDING, Status.RETRY_LATER, Status.IN_FLIGHT)
+    return waiting and InvoiceState.load(rec.state).config_fix
 
 
 def _settle_reopened_approval(ctx: SyncContext, key: RecordKey, invoice: Invoice) -> Outcome | None:
@@ -195,6 +222,7 @@ def post_invoice(
     connection: str | None = None,
     *,
     invoice: Invoice | None = None,
+    config_fix: bool = False,
 ) -> Outcome:
     """Make Spectrum hold what the approved invoice says, then mark it ``processed``.
 
@@ -204,22 +232,35 @@ def post_invoice(
     documents reversed, new ones posted under a revision number) or flagged, by
     ``invoices.on_change_after_posting``. No document is ever sent twice. ``invoice``: the state
     the caller has just read (else it is read here); a retry of the task reads it afresh.
+    ``config_fix``: ``sync_invoice`` found the ``failed`` invoice failed under other configuration
+    than this worker's: a ``failed`` invoice is posted too, approved again in ServiceTrade only
+    once its documents mapped.
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
     before = ctx.ledger.get(key)
+    st_status = _StStatus(invoice.status if invoice is not None else None, config_fix)
 
     def body(run: Run[InvoiceState]) -> Outcome:
-        return _post(ctx, conn, run, invoice_id, before, invoice)
+        return _post(ctx, conn, run, invoice_id, before, invoice, st_status)
 
     def on_permanent(run: Run[InvoiceState], exc: PermanentError) -> None:
         if isinstance(exc, InvoiceChanged):
             record_alert(ctx, run.key, "drift", str(exc))
-        _fail_in_servicetrade(ctx, run, invoice_id, exc)
+        _fail_in_servicetrade(ctx, run, invoice_id, exc, already_failed=st_status.now == FAILED)
 
     return run_record(
         ctx, key, body, state=InvoiceState, reclaim_done=True, on_permanent=on_permanent
     )
+
+
+@dataclass
+class _StStatus:
+    """The invoice's ServiceTrade status as this attempt knows it (None: not read yet)."""
+
+    now: str | None
+    #: a ``failed`` invoice is posted (a configuration change may have cured it)
+    config_fix: bool = False
 
 
 def _post(
@@ -229,11 +270,21 @@ def _post(
     invoice_id: int,
     before: Record | None,
     fresh: Invoice | None = None,
+    st_status: _StStatus | None = None,
 ) -> Outcome:
     invoice = fresh if fresh is not None else ctx.st.get_invoice(invoice_id)
+    st_status = st_status or _StStatus(None)
+    st_status.now = invoice.status
+    reapprove = st_status.config_fix and invoice.status == FAILED
+    if reapprove != run.state.config_fix:
+        run.state.config_fix = reapprove
+        if reapprove:
+            run.save()  # a transient error or a crash from here on is resumed (_fix_interrupted)
+    # what this attempt is judged on: a configuration change re-examines it (F21, tasks/heal.py)
+    heal.stamp(run.state, invoice, conn, RECORD_TYPE)
     record = record_name(invoice)
     planned = dict(run.state.planned)
-    if invoice.status != PENDING_ACCOUNTING:
+    if invoice.status != PENDING_ACCOUNTING and not reapprove:
         rows = _document_rows(ctx, conn.name, invoice_id, _known_kinds(run.state))
         if planned and all(s.kind in rows for s in planned.values()):
             return run.done(Result.UNCHANGED, run.record.spectrum_key, message="already posted")
@@ -279,6 +330,8 @@ def _post(
         for k in stale
     ]
     docs = reversals + [(slot.kind, doc) for slot, doc in desired]
+    if reapprove:
+        _approve_again(ctx, run, invoice_id, st_status)
     run.state.planned = {doc.number: _summary(doc, kind) for kind, doc in docs}
     _remember_kinds(run, [slot.kind for slot, _ in desired])
     run.save(spectrum_key=desired[0][1].number)
@@ -307,6 +360,24 @@ def _post(
     )
     digest = request_digest([_summary(doc, slot.kind).digest for slot, doc in desired])
     return run.done(result, first, digest=digest, message=", ".join(numbers))
+
+
+def _approve_again(
+    ctx: SyncContext, run: Run[InvoiceState], invoice_id: int, st_status: _StStatus
+) -> None:
+    """A ``failed`` invoice whose documents now map (a configuration fix): ``pending_accounting``
+    in ServiceTrade, as the office would set it, before anything is sent (``failed`` ->
+    ``processed`` is not a transition ServiceTrade allows)."""
+    ctx.st_writes.set_invoice_status(invoice_id, PENDING_ACCOUNTING)
+    st_status.now = PENDING_ACCOUNTING
+    run.state.config_fix = False  # approved: an ordinary approval from here on
+    ctx.ledger.audit(
+        system="stsync",
+        service="heal",
+        outcome="reapprove",
+        key=run.key,
+        detail="maps under the new configuration: set back to pending_accounting",
+    )
 
 
 # --- the invoice's documents: numbers, revisions, what is in force --------------------------------
@@ -1034,13 +1105,21 @@ def _comment_once(
 
 
 def _fail_in_servicetrade(
-    ctx: SyncContext, run: Run[P], invoice_id: int, exc: PermanentError
+    ctx: SyncContext,
+    run: Run[P],
+    invoice_id: int,
+    exc: PermanentError,
+    *,
+    already_failed: bool = False,
 ) -> None:
-    """Failed approval: ServiceTrade status ``failed`` and a comment saying what to fix."""
+    """Failed approval: ServiceTrade status ``failed`` and a comment saying what to fix (once
+    per problem). ``already_failed``: ServiceTrade says ``failed`` still (a configuration fix
+    that did not cure it): the status is not written again."""
     if isinstance(exc, NotFound):
         return
     _comment_once(ctx, run, invoice_id, exc, voided=False)
-    ctx.st_writes.set_invoice_status(invoice_id, FAILED)
+    if not already_failed:
+        ctx.st_writes.set_invoice_status(invoice_id, FAILED)
 
 
 # --- voided invoices (F6) ------------------------------------------------------------------------

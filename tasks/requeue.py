@@ -17,10 +17,13 @@ Where the due times come from:
   round's delay from ``reliability.retry_later_delays_s`` (5 min, 15 min, 1 h, 3 h, 6 h ...);
 - the inbox (ingest, before it answers 2xx): received + the pending grace.
 
-Configuration fixes (F21, ``tasks/heal.py``): a failed or skipped customer, site or job stores the
-fingerprint of the configuration sections its attempt used. When a worker runs with another
-configuration (a map entry added, a code range moved), ``requeue_config_changed`` queues each such
-row once; its sync looks at it again under the new configuration and what waited on it follows.
+Configuration fixes (F21, ``tasks/heal.py``): a failed or skipped customer, site, job, invoice,
+timecard or timecard entry stores the fingerprint of the configuration sections its attempt used
+(``heal.CONFIG_SECTIONS``). When a worker runs with another configuration (a map entry added, a
+code range moved, a processing window opened), ``requeue_config_changed`` queues each such row
+once (a timecard entry: its card); its sync looks at it again under the new configuration and
+what waited on it follows. Only the sections of the row's own type count: a new
+``timecards.employee_map`` entry queues no invoice.
 A watermark per connection and record type keeps the fingerprint last scanned for (and when), so
 the rows are read once per configuration change, not every minute; for a grace period after it
 (``config_grace_s``) the rows still stamped with the old configuration are queued at every run: a
@@ -42,9 +45,8 @@ from typing import Any
 
 from tasks import invoice as invoice_task
 from tasks import purchase_order as po_task
-from tasks.heal import CONFIG_SECTIONS, config_fingerprint
+from tasks.heal import CONFIG_SECTIONS, config_changed, config_fingerprint
 from tasks.registry import replay_for
-from tasks.state import State
 from worker.celery_app import Queue, app
 from worker.context import SyncContext, get_context
 from worker.ledger import Breach, Record, Status
@@ -143,8 +145,9 @@ def config_grace_s(ctx: SyncContext) -> float:
 def requeue_config_changed(
     ctx: SyncContext, send: Callable[[Message], None], *, now: datetime | None = None
 ) -> int:
-    """Queue, once per configuration change, every failed or skipped customer, site and job whose
-    attempt used other configuration than this worker's (see the module docstring).
+    """Queue, once per configuration change, every failed or skipped record (customer, site, job,
+    invoice, timecard, timecard entry) whose attempt used other configuration sections of its
+    type than this worker's (see the module docstring). Returns how many messages it queued.
 
     For a grace period after the change (``config_grace_s``) the rows still stamped with another
     configuration are queued at every run: a worker process that had not reloaded its file yet
@@ -152,7 +155,7 @@ def requeue_config_changed(
     grace is over every task starts on the new file, and the rows are not read again."""
     at = now or datetime.now(UTC)
     grace = timedelta(seconds=config_grace_s(ctx))
-    queued = 0
+    queued: set[Message] = set()
     for name, conn in ctx.settings.connections.items():
         for record_type in CONFIG_SECTIONS:
             current = config_fingerprint(conn, record_type)
@@ -169,20 +172,20 @@ def requeue_config_changed(
                 limit=1_000_000,
             )
             for rec in rows:
-                used = (State.load(rec.state).heal or {}).get("config")
-                message = task_for(rec)
-                if used and used != current and message is not None:
+                message = task_for(rec) if config_changed(rec, conn) else None
+                if message is not None:
+                    # a card's failed entries and the card itself: one message
                     send(message)
-                    queued += 1
+                    queued.add(message)
             if seen != current:
                 ctx.ledger.set_watermark(name, mark, f"{current}@{at.isoformat()}")
     if queued:
         log.warning(
             "configuration changed: %d failed or skipped record(s) queued to be looked at again",
-            queued,
+            len(queued),
             extra={"outcome": "requeue"},
         )
-    return queued
+    return len(queued)
 
 
 def _parse_time(text: str) -> datetime | None:

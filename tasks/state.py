@@ -262,6 +262,9 @@ class InvoiceState(Commented):
     ar: InvoiceRevisions = Field(default_factory=InvoiceRevisions)
     #: document number -> "created" | "adopted"
     how: dict[str, str] = Field(default_factory=dict)
+    #: an attempt on the ``failed`` invoice after a configuration change has not approved it
+    #: again yet (``tasks/invoice.py``): a transient error or a crash then is resumed, not dropped
+    config_fix: bool = False
 
     def unconfirmed(self) -> dict[str, DocumentSummary]:
         """The planned documents whose write was sent with an outcome nobody knows yet."""

@@ -17,6 +17,12 @@ request changes later (an edit after posting) is reported as drift, never re-pos
 
 No Spectrum employee for the technician stops that card (prerequisite failure with an alert); the
 other cards are unaffected. A labor entry whose job is not yet in Spectrum syncs the job first.
+
+Heal on change (F21, ``tasks/heal.py``): the card and each entry store the fingerprint of the
+configuration sections their attempt used; when the configuration changes (an ``employee_map``
+entry added, a pay type mapped, the processing window opened) the re-enqueuer queues each failed
+or skipped card once (``tasks/requeue.py``). The card's re-run retries its failed and skipped
+entries; an unchanged reason raises no second alert.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from mappers.timecard import (
     timecard_entry_to_pretime,
 )
 from mappers.timecard import RECORD_TYPE as _ENTRY_RECORD_TYPE
-from tasks import registry
+from tasks import heal, registry
 from tasks._celery import sync_task
 from tasks._pipeline import Outcome, Run, record_alert, run_record
 from tasks.job import spectrum_jobs_of, sync_job
@@ -303,6 +309,7 @@ def sync_timecard_tally(
 
     def body(run: Run[TimecardState]) -> Outcome:
         tc = timecard if timecard is not None else ctx.st.get_timecard(timecard_id)
+        heal.stamp(run.state, tc, conn, RECORD_TYPE)
         return _sync_card(ctx, conn, run, tc, tally, recheck_unknown=recheck_unknown)
 
     # always re-examined (reclaim): a re-approved card may carry entries not yet posted
@@ -500,6 +507,7 @@ def _post_entry(
     jobs: _Jobs,
 ) -> Outcome:
     record = f"timecard {tc.id} entry {entry.id}"
+    heal.stamp(run.state, entry, conn, ENTRY_RECORD_TYPE)
     request = map_entry(ctx, conn, tc, entry, employee, jobs)
     digest = request.digest()
     marker = request.values["Message"]

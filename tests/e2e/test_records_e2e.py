@@ -4,7 +4,9 @@
   invoice and timecard land after it with no person running a command (heal on change);
 - a job re-coded before its first invoice: the Spectrum job's cost center and price method
   follow; a completed job gets its configured Spectrum status;
-- two connections with routes: each job in exactly one Spectrum company.
+- two connections with routes: each job in exactly one Spectrum company;
+- configuration fixes reloaded by the running workers: a service-line map entry heals the job
+  and its invoice; salesperson and employee map entries heal a failed invoice and timecard.
 """
 
 from __future__ import annotations
@@ -274,3 +276,57 @@ def test_config_reload_a_map_entry_heals_the_job_and_its_invoice_without_a_resta
         lambda: st.get("invoice", inv_id)["status"] == "processed", 30, 0.2, "invoice processed"
     )
     assert "configuration file" in stack.worker_logs() and "reloaded" in stack.worker_logs()
+
+
+def test_config_reload_salesperson_and_employee_map_entries_heal_the_invoice_and_timecard(
+    stack: Stack,
+) -> None:
+    """Nothing changes in ServiceTrade: the salesperson and the technician are mapped in the
+    running workers' file. They reload it, Beat's re-enqueuer queues the failed invoice and
+    timecard once, the invoice is approved again and posted, the card's time lands; the invoice
+    keeps its one failure comment."""
+    path = Path(stack.env["STSYNC_CONFIG"])
+    path.write_text(path.read_text() + "config_reload_every_s = 1\n")  # [reliability] is last
+    st = stack.sandbox.st_state
+    marks = landmarks()
+    inv_id, sales_id = (
+        marks["invoice_salesperson_without_id"],
+        marks["salesperson_without_spectrum_id"],
+    )
+    tech_id = marks["tech_without_spectrum_id"]
+    card = next(c for c in st.all("timecard") if c["user"]["id"] == tech_id)
+    stack.register_webhook()
+    stack.start_worker()
+    from worker.context import celery_enqueue
+
+    celery_enqueue("sync.invoice", (inv_id, "main"))
+    celery_enqueue("sync.timecard", (card["id"], "main"))
+    stack.wait_status("invoice", inv_id, ("failed",))
+    stack.wait_status("timecard", card["id"], ("failed",))
+    assert st.get("invoice", inv_id)["status"] == "failed"
+
+    configure(
+        stack,
+        (
+            "require_salesperson = true",
+            f'require_salesperson = true\nsalesperson_map = {{ "{sales_id}" = "S03" }}',
+        ),
+        (
+            'clock_rounding = "nearest"',
+            f'clock_rounding = "nearest"\nemployee_map = {{ "{tech_id}" = "E001" }}',
+        ),
+    )
+
+    def healed() -> bool:
+        celery_enqueue("schedule.requeue", ())  # what Beat sends every requeue_every_s
+        inv, tc = stack.record("invoice", inv_id), stack.record("timecard", card["id"])
+        return inv.status.value == "done" and tc.status.value == "done"
+
+    wait_for(healed, 120, 1.0, "the invoice and the timecard healed under the reloaded file")
+    wait_for(
+        lambda: st.get("invoice", inv_id)["status"] == "processed", 30, 0.2, "invoice processed"
+    )
+    comments = [
+        c for c in st.all("comment") if c.get("entityType") == 6 and c.get("entityId") == inv_id
+    ]
+    assert len(comments) == 1, comments

@@ -291,3 +291,251 @@ def test_heal_on_change_a_worker_not_yet_reloaded_cannot_strand_the_job(
     assert sync_job(ctx, job_id, "main").result == "synced"
     later = datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
     assert run_requeue(ctx, now=later).config_changed == 0
+
+
+# --- a configuration fix heals invoices and timecards (F21) -------------------------------------
+def _past_grace(ctx: Any) -> datetime:
+    from datetime import timedelta
+
+    from tasks.requeue import config_grace_s
+
+    return datetime.now(UTC) + timedelta(seconds=config_grace_s(ctx) + 60)
+
+
+def _invoice_comments(st_state: Any, invoice_id: int) -> list[str]:
+    return [
+        c["content"]
+        for c in st_state.all("comment")
+        if c.get("entityType") == 6 and c.get("entityId") == invoice_id
+    ]
+
+
+def _status_writes(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Every ServiceTrade invoice status stsync writes from here on."""
+    writes: list[tuple[int, str]] = []
+    real = ctx.st.set_invoice_status
+
+    def spy(invoice_id: int, status: str, **kw: Any) -> Any:
+        writes.append((invoice_id, status))
+        return real(invoice_id, status, **kw)
+
+    monkeypatch.setattr(ctx.st, "set_invoice_status", spy)
+    return writes
+
+
+def test_heal_on_change_a_salesperson_map_entry_posts_the_failed_invoice(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing changes in ServiceTrade: the salesperson is mapped in the configuration. The
+    re-enqueuer queues the failed invoice once; its sync approves it again and posts it, with
+    no second comment or alert."""
+    from tasks.invoice import sync_invoice
+    from tasks.requeue import run_requeue
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    key = RecordKey("main", "invoice", str(inv_id))
+    alerts = len(ctx.ledger.alerts(key))
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    assert len(_invoice_comments(st_state, inv_id)) == 1
+    run_requeue(ctx)
+    assert ("sync.invoice", (inv_id, "main")) not in enqueued  # same configuration
+    # a worker still on that configuration takes a stray message: nothing is approved again
+    writes = _status_writes(ctx, monkeypatch)
+    assert sync_invoice(ctx, inv_id, "main").result == "skipped"
+    assert writes == []
+
+    with_rules(ctx, invoices={"salesperson_map": {str(user_id): "S03"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.invoice", (inv_id, "main"))) == 1
+    healed = sync_invoice(ctx, inv_id, "main")
+    assert healed.result == "synced", healed.message
+    assert writes == [(inv_id, "pending_accounting"), (inv_id, "processed")]
+    assert ledger_status(ctx, "invoice", inv_id) is Status.DONE
+    assert len(_invoice_comments(st_state, inv_id)) == 1
+    assert len(ctx.ledger.alerts(key)) == alerts
+    assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
+    assert enqueued.count(("sync.invoice", (inv_id, "main"))) == 1
+
+
+def test_heal_on_change_an_employee_map_entry_posts_the_failed_timecard(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    from tasks.requeue import run_requeue
+    from tasks.timecard import sync_timecard
+
+    user_id = world.landmarks["tech_without_spectrum_id"]
+    card = next(c for c in st_state.all("timecard") if c["user"]["id"] == user_id)
+    failed = sync_timecard(ctx, card["id"], "main")
+    assert failed.result == "failed" and "no Spectrum employee code" in failed.message
+    key = RecordKey("main", "timecard", str(card["id"]))
+    alerts = len(ctx.ledger.alerts(key))
+    run_requeue(ctx)
+    assert ("sync.timecard", (card["id"], "main")) not in enqueued
+
+    with_rules(ctx, timecards={"employee_map": {str(user_id): "E001"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.timecard", (card["id"], "main"))) == 1
+    healed = sync_timecard(ctx, card["id"], "main")
+    assert healed.result == "synced", healed.message
+    assert ledger_status(ctx, "timecard", card["id"]) is Status.DONE
+    assert len(ctx.ledger.alerts(key)) == alerts
+    assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
+
+
+def test_heal_on_change_an_unrelated_configuration_change_reruns_nothing_twice(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change outside a record's sections queues nothing; a change inside them that does not
+    cure it re-runs it once: no second comment, status write or alert, and no loop."""
+    from tasks.invoice import sync_invoice
+    from tasks.requeue import run_requeue
+    from tasks.timecard import sync_timecard
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    tech_id = world.landmarks["tech_without_spectrum_id"]
+    card = next(c for c in st_state.all("timecard") if c["user"]["id"] == tech_id)
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    assert sync_timecard(ctx, card["id"], "main").result == "failed"
+    inv_key = RecordKey("main", "invoice", str(inv_id))
+    card_key = RecordKey("main", "timecard", str(card["id"]))
+    alerts = (len(ctx.ledger.alerts(inv_key)), len(ctx.ledger.alerts(card_key)))
+    writes = _status_writes(ctx, monkeypatch)
+
+    # outside both records' sections: nothing queued
+    with_rules(ctx, purchase_orders={"page_size": 250})
+    assert run_requeue(ctx).config_changed == 0
+    # the invoice's sections, for another salesperson: the invoice once, not the timecard
+    with_rules(ctx, invoices={"salesperson_map": {"999999": "S03"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert ("sync.timecard", (card["id"], "main")) not in enqueued
+    again = sync_invoice(ctx, inv_id, "main")
+    assert again.result == "failed" and "no Spectrum salesperson code" in again.message
+    # the timecard's sections, for another technician: the timecard once
+    with_rules(ctx, timecards={"employee_map": {"999999": "E001"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert sync_timecard(ctx, card["id"], "main").result == "failed"
+
+    # each re-ran once, under the configuration it now carries: not queued again
+    assert run_requeue(ctx).config_changed == 0
+    assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
+    assert enqueued.count(("sync.invoice", (inv_id, "main"))) == 1
+    assert enqueued.count(("sync.timecard", (card["id"], "main"))) == 1
+    assert writes == []
+    assert len(_invoice_comments(st_state, inv_id)) == 1
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    assert (len(ctx.ledger.alerts(inv_key)), len(ctx.ledger.alerts(card_key))) == alerts
+
+
+def test_heal_on_change_an_invoice_the_office_moved_on_is_not_approved_again(
+    ctx: Any, world: Any, st_state: Any, spectrum_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.invoice import sync_invoice
+    from tasks.requeue import run_requeue
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    st_state.update("invoice", inv_id, {"status": "ok"})  # the office takes it back
+    writes = _status_writes(ctx, monkeypatch)
+    calls = int(spectrum_app.state.injector.calls.get("ARMultiLineInvoice", 0))
+
+    with_rules(ctx, invoices={"salesperson_map": {str(user_id): "S03"}})
+    assert run_requeue(ctx).config_changed == 1
+    assert sync_invoice(ctx, inv_id, "main").result == "skipped"
+    assert st_state.get("invoice", inv_id)["status"] == "ok"
+    assert writes == []
+    assert int(spectrum_app.state.injector.calls.get("ARMultiLineInvoice", 0)) == calls
+    assert ledger_status(ctx, "invoice", inv_id) is Status.FAILED
+
+
+def test_heal_on_change_a_processing_window_opened_posts_the_failed_entries_once(
+    ctx: Any, world: Any, st_state: Any, enqueued: list[Any]
+) -> None:
+    """Entries failed outside the payroll window: the window is opened in the configuration.
+    The card and its failed entries carry the old fingerprint: one message for the card."""
+    from datetime import date
+
+    from mappers.rules import DateWindow
+    from tasks.requeue import run_requeue
+    from tasks.timecard import sync_timecard
+
+    tech_id = world.landmarks["tech_without_spectrum_id"]
+    card = next(
+        c
+        for c in st_state.all("timecard")
+        if c["status"] == "approved" and c["user"]["id"] != tech_id
+    )
+    with_rules(ctx, timecards={"processing_window": DateWindow(end=date(2000, 1, 1))})
+    failed = sync_timecard(ctx, card["id"], "main")
+    assert failed.result == "failed"
+    entries = [
+        RecordKey("main", "timecard_entry", f"{card['id']}:{e['id']}") for e in card["entries"]
+    ]
+    assert any("processing window" in (ctx.ledger.get(k).last_error or "") for k in entries)
+    with_rules(ctx, timecards={"processing_window": DateWindow()})
+    assert run_requeue(ctx).config_changed == 1
+    assert enqueued.count(("sync.timecard", (card["id"], "main"))) == 1
+    assert sync_timecard(ctx, card["id"], "main").result == "synced"
+    assert all(ctx.ledger.get(k).status in (Status.DONE, Status.SKIPPED) for k in entries)
+    assert run_requeue(ctx, now=_past_grace(ctx)).config_changed == 0
+
+
+def test_heal_on_change_switching_to_rebill_rebills_the_invoice_the_alert_policy_failed(
+    ctx: Any, world: Any, st_state: Any, spectrum_db: Any
+) -> None:
+    from decimal import Decimal
+
+    from tasks.invoice import sync_invoice
+    from tasks.requeue import run_requeue
+
+    from .test_invoice_revisions import documents, edit, owed_in_spectrum, st_total
+
+    with_rules(ctx, invoices={"on_change_after_posting": "alert"})
+    inv_id = world.landmarks["invoice_nc"]
+    assert sync_invoice(ctx, inv_id, "main").ok
+    edit(st_state, inv_id)
+    st_state.update("invoice", inv_id, {"status": "pending_accounting"})
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+
+    with_rules(ctx, invoices={"on_change_after_posting": "rebill"})
+    assert run_requeue(ctx).config_changed == 1
+    out = sync_invoice(ctx, inv_id, "main")
+    assert out.result == "synced", out.message
+    assert documents(ctx, inv_id) == sorted([f"ST{inv_id}", f"SV{inv_id}", f"ST{inv_id}-1"])
+    assert owed_in_spectrum(ctx, spectrum_db, inv_id) == st_total(st_state, inv_id) != Decimal(0)
+    assert st_state.get("invoice", inv_id)["status"] == "processed"
+
+
+def test_heal_on_change_a_transient_error_before_the_approval_is_resumed_not_stranded(
+    ctx: Any, world: Any, st_state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt after the configuration change stops on a transient error while ServiceTrade
+    still says ``failed``: its retry goes on with the fix instead of finding nothing to post."""
+    import tasks.invoice as invoice_task
+    from clients.errors import TransientError
+    from tasks.invoice import sync_invoice
+
+    inv_id = world.landmarks["invoice_salesperson_without_id"]
+    user_id = world.landmarks["salesperson_without_spectrum_id"]
+    assert sync_invoice(ctx, inv_id, "main").result == "failed"
+    with_rules(ctx, invoices={"salesperson_map": {str(user_id): "S03"}})
+    real = invoice_task._desired
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("Spectrum Info-Link unavailable")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(invoice_task, "_desired", flaky)
+    with pytest.raises(TransientError):
+        sync_invoice(ctx, inv_id, "main")
+    assert ledger_status(ctx, "invoice", inv_id) is Status.PENDING
+    assert st_state.get("invoice", inv_id)["status"] == "failed"
+    out = sync_invoice(ctx, inv_id, "main")  # Celery's retry (or the re-enqueuer's)
+    assert out.result == "synced", out.message
+    assert st_state.get("invoice", inv_id)["status"] == "processed"
