@@ -16,6 +16,10 @@ Change kinds wired in (their behaviour is on main):
   price method follow while no invoice is posted; a job that failed on an unmapped line heals);
 - ``job_complete`` / ``job_cancel``: 10 % of the open jobs are completed (``Complete_Date``
   follows) or canceled, half each;
+- ``po_line_deleted``: 10 % (at least one) of the open Spectrum PO lines on jobs the sync
+  creates (lines the PO poll turned into ServiceTrade job items) are deleted in the Spectrum
+  simulator's database; the next poll handles each as cancelled, per
+  ``purchase_orders.closed_lines`` (the soak sets ``PO_CLOSED_LINES``);
 - records failed by design fixed at their source (F21), each once, last: ``fix_salesperson``
   (the salesperson without a Spectrum id gets one: Spectrum gets the code, the ServiceTrade
   user's externalIds are set: its ``user`` webhook wakes the invoices), ``fix_technician`` (the
@@ -47,9 +51,19 @@ from sandbox.seed import SeedWorld
 #: records failed by design, fixed at their source (F21)
 FIX_KINDS = ("fix_salesperson", "fix_technician", "fix_service_line")
 #: change kinds exercised by the soak
-KINDS = ("rebill", "split_void", "job_recode", "job_complete", "job_cancel", *FIX_KINDS)
+KINDS = (
+    "rebill",
+    "split_void",
+    "job_recode",
+    "job_complete",
+    "job_cancel",
+    "po_line_deleted",
+    *FIX_KINDS,
+)
+#: kinds made in Spectrum's database, not in ServiceTrade (no webhook: a poll finds them)
+SPECTRUM_KINDS = ("po_line_deleted",)
 #: asked for by issue 15, waiting for their behaviour to land on main (records / recovery)
-NOT_YET = ("PO line deleted in Spectrum",)
+NOT_YET: tuple[str, ...] = ()
 #: the codes the fixes give (not used by the seed)
 FIXED_SALESPERSON_CODE = "S09"
 FIXED_EMPLOYEE_CODE = "E900"
@@ -65,6 +79,10 @@ REBILL_SHARE = 0.10
 SPLIT_VOID_SHARE = 0.05
 RECODE_SHARE = 0.10
 CLOSE_SHARE = 0.10
+PO_DELETE_SHARE = 0.10
+#: ``purchase_orders.closed_lines`` in both soak runs: ``remove`` makes a deleted line's job
+#: item go away in ServiceTrade (a write the verdict can see; ``leave`` writes nothing)
+PO_CLOSED_LINES = "remove"
 #: mapped service lines of the demo configuration (``cost_centers.by_service_line``)
 SERVICE_LINES = ("SP", "FA", "EX")
 #: the completion time given to completed jobs (a fixed instant: both runs send the same date)
@@ -76,9 +94,9 @@ class Change:
     """One office action on a ServiceTrade record."""
 
     kind: str
-    #: the invoice id, or the job id of a ``job_*`` change
+    #: the invoice id, the job id of a ``job_*`` change, the PO number of ``po_line_deleted``
     invoice_id: int
-    #: ``rebill``: the line edited and the quantity it gets
+    #: ``rebill``: the line edited and the quantity it gets; ``po_line_deleted``: the PO line
     line: int = 0
     quantity: float = 0.0
     #: ``job_recode``: the new service line (``fix_service_line``: the one mapped)
@@ -88,6 +106,8 @@ class Change:
 
     @property
     def resource(self) -> str:
+        if self.kind in SPECTRUM_KINDS:
+            return "po_line"
         if self.kind in ("fix_salesperson", "fix_technician"):
             return "user"  # invoice_id holds the ServiceTrade user id
         if self.kind == "fix_service_line":
@@ -95,6 +115,8 @@ class Change:
         return "job" if self.kind.startswith("job_") else "invoice"
 
     def text(self) -> str:
+        if self.kind == "po_line_deleted":
+            return f"PO {self.invoice_id} line {self.line:03d}: deleted in Spectrum"
         if self.resource == "user":
             return f"user {self.invoice_id}: {self.kind[4:]} gets Spectrum code {self.code}"
         if self.resource == "config":
@@ -172,8 +194,51 @@ def plan_changes(world: SeedWorld, seed: int, *, exclude: set[int]) -> ChangePla
     )
     for n, job in enumerate(close):
         plan.changes.append(Change("job_complete" if n % 2 == 0 else "job_cancel", int(job["id"])))
+    plan.changes += plan_po_deletions(world, rng)
     plan.changes += fixes_at_source(world)
     return plan
+
+
+def plan_po_deletions(world: SeedWorld, rng: random.Random) -> list[Change]:
+    """Open PO lines on jobs the sync creates (``T`` + job number), a seeded share deleted."""
+    from clients.spectrum import infolink_schema as il
+
+    numbers = {f"T{j['number']}" for j in world.servicetrade["job"] if j["status"] != "canceled"}
+    on_jobs = {
+        str(h["PO_Number"]).strip()
+        for h in world.spectrum.get(il.po_headers.name, [])
+        if str(h["Job_Number"]).strip() in numbers and h["Status"] == "O"
+    }
+    lines = sorted(
+        (int(str(d["PO_Number"]).strip()), int(d["Line_Number"]))
+        for d in world.spectrum.get(il.po_details.name, [])
+        if str(d["PO_Number"]).strip() in on_jobs and d["Line_Status"] == "O"
+    )
+    if not lines:
+        return []
+    n = max(1, round(len(lines) * PO_DELETE_SHARE))
+    return [Change("po_line_deleted", po, line) for po, line in sorted(rng.sample(lines, n))]
+
+
+def delete_po_line(spectrum_db: Any, change: Change) -> None:
+    """``po_line_deleted``: the line deleted in the Spectrum simulator's database (as a Spectrum
+    user would: no webhook; the PO poll finds it)."""
+    from sqlalchemy import func
+
+    from clients.spectrum import infolink_schema as il
+
+    if spectrum_db is None:
+        raise ValueError(f"{change.kind} needs the Spectrum database")
+    d = il.po_details
+    with spectrum_db.transaction() as c:
+        gone = c.execute(
+            d.delete().where(
+                func.rtrim(d.c.PO_Number) == str(change.invoice_id),
+                d.c.Line_Number == f"{change.line:03d}",
+            )
+        ).rowcount
+    if gone != 1:
+        raise RuntimeError(f"{change.text()}: {gone} row(s) deleted, expected 1")
 
 
 def fixes_at_source(world: SeedWorld) -> list[Change]:
@@ -196,9 +261,11 @@ def apply_change(
 ) -> None:
     """Make the change in the simulator as the office would (each write announces itself).
     A fix at the source also writes Spectrum's seed tables (``spectrum_db``) or the stack's
-    configuration file (``config``)."""
+    configuration file (``config``); a PO line is deleted in ``spectrum_db``."""
     if change.kind in FIX_KINDS:
         fix_at_source(st_state, change, spectrum_db=spectrum_db, config=config)
+    elif change.kind == "po_line_deleted":
+        delete_po_line(spectrum_db, change)
     elif change.kind == "rebill":
         inv = st_state.get("invoice", change.invoice_id)
         items = [dict(i) for i in inv["items"]]

@@ -12,15 +12,21 @@ locations, jobs, approved invoices, a void, approved timecards) is *created* in 
 - one worker SIGKILLed (whole process group) part way through and started again;
 - optionally (``--restart-redis``) Redis shut down without saving and started again part way
   through: everything queued, unacked or waiting for a retry is lost.
+- the ingest (then run as processes, ``bench/ingest_proc.py``) SIGKILLed holding a delivery it
+  stored and queued but did not answer; ServiceTrade's retry reaches a replacement
+  (``kill_ingest_at``);
+- with the changes phase, the worker holding a rebill SIGKILLed after Spectrum committed the
+  rebill's import and before the worker heard of it (``kill_rebill``, ``RebillKiller``).
 
 Then some posted invoices are voided (webhooks again), retries finish, and the missed-change sweep
-(``tasks.sweep.run_sweep``) plus the timecard catch-up (``tasks.timecard.run_catch_up``) run in
-rounds until a round changes nothing. The verdict compares with a **reference run**: the same seed
-synced sequentially in-process by the plain ``sync_*`` functions with no faults. It must match
-record for record (status and kind of failure: records that fail or are skipped by design fail the
-same way), Spectrum's tables must hold the same rows (as multisets of natural keys: 0 duplicates,
-0 missing), every write-back must be in ServiceTrade (external ids, invoice statuses, comments),
-no ledger row may be left ``pending``/``in_flight``, and no message may be left in Redis.
+(``tasks.sweep.run_sweep``) plus the timecard catch-up (``tasks.timecard.run_catch_up``) and the PO
+poll (``tasks.purchase_order.run_po_poll``) run in rounds until a round changes nothing. The verdict
+compares with a **reference run**: the same seed synced sequentially in-process by the plain
+``sync_*`` functions with no faults. It must match record for record (status and kind of failure:
+records that fail or are skipped by design fail the same way), Spectrum's tables must hold the same
+rows (as multisets of natural keys: 0 duplicates, 0 missing), every write-back must be in
+ServiceTrade (external ids, invoice statuses, comments), no ledger row may be left
+``pending``/``in_flight``, and no message may be left in Redis.
 
     ./.venv/bin/python -m bench.chaos --records 2000 --restart-redis     # the full soak
     ./.venv/bin/python -m bench.chaos --records 200                      # the CI size
@@ -33,8 +39,10 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -46,6 +54,7 @@ from typing import Any
 from bench.changes import (
     FIX_KINDS,
     NOT_YET,
+    PO_CLOSED_LINES,
     ChangePlan,
     apply_change,
     fixes_left,
@@ -82,6 +91,11 @@ RELIABILITY: dict[str, Any] = {
     # fix_service_line rewrites it
     "config_reload_every_s": 1,
 }
+#: configuration both runs share beyond the demo's: a PO line deleted in Spectrum (a change
+#: kind) removes its job item (``bench.changes.PO_CLOSED_LINES``)
+TABLES: dict[str, dict[str, Any]] = {
+    "connections.main.purchase_orders": {"closed_lines": PO_CLOSED_LINES}
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,13 @@ class ChaosConfig:
     #: ledger on a private PostgreSQL server restarted (crash: immediate stop) when this share
     #: of the records is settled (None: never; ignored with ``database_url``)
     restart_db_at: float | None = None
+    #: the ingest runs as processes (``bench/ingest_proc.py``); when this share is settled, one
+    #: is SIGKILLed holding a delivery it stored and queued but did not answer, a replacement
+    #: listening beside it (None: never; the ingest then runs in a thread)
+    kill_ingest_at: float | None = None
+    #: in the changes phase, SIGKILL the worker holding a rebill while Spectrum holds the answer
+    #: to its import (reversal + new revision committed, neither recorded), and start it again
+    kill_rebill: bool = False
 
 
 @dataclass
@@ -131,6 +152,8 @@ class ChaosReport:
     #: revision number in ServiceTrade and Spectrum summing to the new total; split void: 0.00)
     changes_landed: dict[str, int] = field(default_factory=dict)
     invoices_balanced: int = 0
+    #: the invoice whose rebill's worker was SIGKILLed (``kill_rebill``)
+    rebill_killed: int | None = None
     outage: dict[str, float] = field(default_factory=dict)
     expected_failures: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -228,6 +251,8 @@ class Snapshot:
     external_ids: dict[tuple[str, int], str]
     #: invoice id -> (ServiceTrade status, owed per ServiceTrade, sum of its Spectrum documents)
     owed: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    #: ServiceTrade job items made from Spectrum PO lines: (PO line ref, job, name, qty, cost)
+    po_items: Counter[tuple[Any, ...]] = field(default_factory=Counter)
 
 
 #: Spectrum tables stsync writes (attribute of ``infolink_schema``), and the natural identity of a
@@ -315,7 +340,30 @@ def snapshot(ledger: Any, spectrum_db: Any, st_state: Any, baseline: dict[str, i
         comments,
         external_ids,
         owed(ledger, spectrum_db, st_state),
+        po_items(st_state),
     )
+
+
+def po_items(st_state: Any) -> Counter[tuple[Any, ...]]:
+    """Job items per PO line: every ServiceTrade job item whose source is a Spectrum PO line."""
+    from mappers.purchase_order import SOURCE_TYPE
+
+    out: Counter[tuple[Any, ...]] = Counter()
+    for item in st_state.all("jobitem"):
+        source = item.get("source") or {}
+        if source.get("type") != SOURCE_TYPE:
+            continue
+        job = item.get("job") or {}
+        out[
+            (
+                str(source.get("value")),
+                int(job.get("id") or item.get("jobId") or 0),
+                str(item.get("name")),
+                float(item.get("quantity") or 0),
+                float(item.get("cost") or 0),
+            )
+        ] += 1
+    return out
 
 
 def _sync_all(
@@ -336,6 +384,7 @@ def _sync_all(
     from tasks.heal import user_changed
     from tasks.invoice import sync_invoice
     from tasks.job import sync_job
+    from tasks.purchase_order import run_po_poll
     from tasks.requeue import requeue_config_changed
     from tasks.site import sync_site
     from tasks.timecard import sync_timecard
@@ -355,6 +404,7 @@ def _sync_all(
     for i in voids:
         st_state.update("invoice", i, {"status": "void"})
         sync_invoice(ctx, i, "main")
+    run_po_poll(ctx)  # Beat's PO poll: lines on the synced jobs become job items
     sync: dict[str, Callable[..., Any]] = {
         "sync.customer": sync_customer,
         "sync.site": sync_site,
@@ -372,6 +422,8 @@ def _sync_all(
                 raise ValueError("a configuration change needs reconfigure")
             ctx = reconfigure()
             requeue_config_changed(ctx, queued.append)
+        elif change.resource == "po_line":  # made in Spectrum: the PO poll below finds it
+            pass
         else:
             sync_one = sync_job if change.resource == "job" else sync_invoice
             sync_one(ctx, change.invoice_id, "main")
@@ -381,6 +433,7 @@ def _sync_all(
             name, args = queued.pop(0)
             if name in sync:
                 sync[name](ctx, *args)
+    run_po_poll(ctx)  # deleted PO lines follow ``closed_lines``
     return ctx
 
 
@@ -400,7 +453,11 @@ def reference_run(
     sb = in_process_sandbox(spec, db_url=f"sqlite:///{tmp / 'spectrum.sqlite'}")
     baseline = {name: len(sb.spectrum_db.rows(name)) for name in _table_names()}
     config = settings_toml(
-        tmp, reliability=RELIABILITY, schedules=SWEEP_SCHEDULES, connection=CONNECTION
+        tmp,
+        reliability=RELIABILITY,
+        schedules=SWEEP_SCHEDULES,
+        connection=CONNECTION,
+        tables=TABLES,
     )
     env = demo_environment("http://st.sandbox", "http://spectrum.sandbox", sb.spectrum_db.url)
     env.update(
@@ -487,6 +544,14 @@ def compare(
         dupes = [row for row, n in got_rows.items() if n > 1 and want_rows.get(row, 0) < n]
         if dupes:
             problems.append(f"Spectrum {name}: {len(dupes)} natural key(s) present more than once")
+    missing_items = expected.po_items - actual.po_items
+    extra_items = actual.po_items - expected.po_items
+    for item, n in list(missing_items.items())[:10]:
+        problems.append(f"ServiceTrade job items per PO line: missing {n}x {item}")
+    for item, n in list(extra_items.items())[:10]:
+        problems.append(
+            f"ServiceTrade job items per PO line: {n} extra (duplicate or wrong) {item}"
+        )
     for inv_id, want_inv in expected.st_invoices.items():
         got_inv = actual.st_invoices.get(inv_id)
         if got_inv != want_inv:
@@ -519,11 +584,15 @@ def compare(
 # --- the soak -------------------------------------------------------------------------------------
 def landed(plan: ChangePlan, snap: Snapshot) -> dict[str, int]:
     """How many changes ended as they mean in this run (see ``ChaosReport.changes_landed``)."""
-    out = dict.fromkeys(("rebill", "split_void"), 0)  # job changes: by the table comparison
+    out = dict.fromkeys(("rebill", "split_void", "po_line_deleted"), 0)  # jobs: by the tables
+    refs = {item[0] for item in snap.po_items}
     left = fixes_left(snap.reasons)
     for kind in sorted({c.kind for c in plan.changes if c.kind in FIX_KINDS}):
         out[kind] = int(left[kind] == 0)  # no record still fails for the fixed cause
     for c in plan.changes:
+        if c.kind == "po_line_deleted":  # its job item went with it (``closed_lines``)
+            out[c.kind] += f"PO {c.invoice_id}-{c.line:03d}" not in refs
+            continue
         balance = snap.owed.get(c.invoice_id)
         if balance is None or balance[1] != balance[2]:
             continue
@@ -610,15 +679,35 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
         requeued = run_requeue(ctx)  # what Beat's schedule.requeue does every minute
         swept = run_sweep(ctx)
         caught = run_catch_up(ctx, since, until, inline=False)
+        po, po_moved = _po_poll(ctx)
         rounds += 1
         log(
             f"  round {rounds}: re-enqueuer {requeued.as_dict()}; sweep queued "
             f"{sum(s.total_enqueued for s in swept)} "
             f"(errors {sum(len(s.errors) for s in swept)}), catch-up queued {caught.enqueued} "
-            f"card(s); open rows before: {open_rows}"
+            f"card(s); PO poll: {po}; open rows before: {open_rows}"
         )
-        previous = now
+        # a PO poll that wrote (or stopped on a fault) is run again: the next round must find
+        # nothing to do
+        previous = None if po_moved else now
     return rounds
+
+
+def _po_poll(ctx: Any) -> tuple[str, bool]:
+    """What Beat's ``schedule.po_poll`` does: one PO poll in-process. Returns a summary and
+    whether it changed anything (or failed, so it must run again)."""
+    from tasks.purchase_order import run_po_poll
+
+    try:
+        summary = run_po_poll(ctx)
+    except Exception as exc:  # noqa: BLE001 - Celery would retry it; the next round does
+        return f"stopped on {type(exc).__name__} (again next round)", True
+    moved = summary.created + summary.updated + summary.removed + summary.gone
+    return (
+        f"{summary.created} created, {summary.updated} updated, {summary.removed} removed, "
+        f"{summary.gone} gone, {summary.waiting_for_job} waiting, {summary.failed} failed",
+        bool(moved or summary.busy),
+    )
 
 
 def _open_statuses() -> tuple[Any, ...]:
@@ -667,6 +756,8 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
             schedules=SWEEP_SCHEDULES,
             connection=CONNECTION,
             reliability=RELIABILITY,
+            ingest="process" if cfg.kill_ingest_at is not None else True,
+            tables=TABLES,
         )
         try:
             world = build_world(SeedSpec(**{**asdict(spec), "st_base_url": stack.sandbox.st_url}))
@@ -696,7 +787,8 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
         report.spectrum_rows = actual.table_rows
         report.invoices_balanced = sum(1 for _, want, got in actual.owed.values() if want == got)
         report.changes_landed = landed(plan, actual)
-        report.problems = compare(expected, actual, checks, report.notes)
+        report.problems += compare(expected, actual, checks, report.notes)
+        report.problems += rebill_kill_problems(report.rebill_killed, actual)
         report.expected_failures = dict(
             Counter(
                 f"{k[0]} {st}" + (f" ({kind})" if kind else "")
@@ -758,6 +850,7 @@ def _soak(
     expected = report.world["records"]
     killed = redis_restarted = False
     db_restarted = pg is None
+    ingest_killed = cfg.kill_ingest_at is None
     last_note = 0.0
     calm = 0
     while time.monotonic() < deadline:
@@ -788,6 +881,11 @@ def _soak(
             event = f"PostgreSQL ledger restarted (immediate stop: a crash) at {share:.0%} settled"
             log(event)
             report.chaos_events.append(event)
+        if not ingest_killed and share >= (cfg.kill_ingest_at or 0.0):
+            ingest_killed = True
+            event = kill_ingest_mid_delivery(stack, report)
+            log(event)
+            report.chaos_events.append(event)
         if time.monotonic() - last_note > 10:
             last_note = time.monotonic()
             log(
@@ -798,6 +896,7 @@ def _soak(
             (killed or cfg.kill_worker_at is None)
             and (redis_restarted or cfg.restart_redis_at is None)
             and db_restarted
+            and ingest_killed
         )
         calm = calm + 1 if everything_happened and stack.broker_quiet() else 0
         # over when nothing moves any more: rows left open then lost their messages, and the
@@ -817,13 +916,20 @@ def _soak(
         report.settle_rounds += settle(stack, ctx, world, deadline, log)
         report.timings_s["voids_settled"] = round(time.monotonic() - t0, 1)
         if plan is not None and plan.changes:
+            killer = RebillKiller(stack, plan, cfg, log) if cfg.kill_rebill else None
             _changes_phase(stack, cfg, plan, report, log)
             if any(c.resource == "config" for c in plan.changes):
                 # Beat's re-enqueuer runs in a worker, which has reloaded the rewritten file
                 ctx.close()
                 stack.settings = load_settings(stack.settings.config_path, stack.env)
                 ctx = stack.context()
+            if killer is not None:
+                killer.start()  # the rebills run (again) from here on: after any outage
             report.settle_rounds += settle(stack, ctx, world, deadline, log)
+            if killer is not None:
+                killer.finish(report)
+                if killer.killed_at is not None:  # its redelivery is settled too
+                    report.settle_rounds += settle(stack, ctx, world, deadline, log)
             report.timings_s["changes_settled"] = round(time.monotonic() - t0, 1)
         report.timings_s["settled"] = round(time.monotonic() - t0, 1)
     finally:
@@ -841,6 +947,8 @@ def _soak(
     report.faults["worker kills"] = stack.kills
     report.faults["redis restarts"] = stack.redis.restarts
     report.faults["postgresql restarts"] = pg.restarts if pg is not None else 0
+    report.faults["ingest kills"] = stack.ingest_kills
+    report.faults["rebill worker kills"] = int(report.rebill_killed is not None)
     report.webhooks = stack.webhooks().counters()
     return baseline
 
@@ -858,6 +966,178 @@ def retry_budget_s(rel: Any) -> float:
 #: production's budget with the defaults (8 retries, 2 s doubling, 600 s cap) is ~8.5 minutes;
 #: the issue's outage is >= 30 minutes, so an outage is at least this many budgets long
 OUTAGE_RATIO = 3.5
+
+
+# --- crashes mid-delivery and mid-rebill (issue 15) -------------------------------------------
+#: the Spectrum service of the AR import (a rebill's reversal and new revision go in one call)
+AR_IMPORT = "ARMultiLineInvoice"
+
+
+def kill_ingest_mid_delivery(stack: Stack, report: ChaosReport, wait_s: float = 60.0) -> str:
+    """SIGKILL an ingest process holding a delivery it stored (inbox row) and queued, whose 202
+    it never sent; a replacement listens on the same port. ServiceTrade's emitter sends one
+    delivery at a time, so exactly one is in flight. Its retry must be answered (a duplicate the
+    dedupe keys absorb); the verdict then shows it landed once."""
+    from worker.serve import wait_for
+
+    stack.start_ingest_process()  # the replacement, up before the kill
+    stack.hold_file.write_text("after")
+    try:
+        pid, mode, message_id = wait_for(stack.held_delivery, wait_s, 0.02, "a held delivery")
+    except AssertionError:
+        stack.hold_file.with_suffix(".claim").write_text("nobody\n")  # hold nothing later
+        report.problems.append(f"ingest kill: no delivery arrived in {wait_s:.0f}s to hold")
+        return "ingest kill: not exercised (no delivery in flight)"
+    stack.kill_ingest(pid)
+
+    try:
+        retry = wait_for(
+            lambda: retry_of_killed_try(stack.webhooks().history, message_id),
+            30,
+            0.05,
+            "the retry of the held delivery",
+        )
+    except AssertionError:
+        report.problems.append(f"ingest kill: delivery {message_id} was not retried after it")
+        return f"SIGKILL ingest pid {pid} holding delivery {message_id}: no retry answered"
+    if retry["status"] is None or not 200 <= int(retry["status"]) < 300:
+        report.problems.append(f"ingest kill: the retry of {message_id} got {retry}")
+    return (
+        f"SIGKILL ingest pid {pid} holding 1 delivery in flight ({message_id[:8]}, {mode} not "
+        f"sent: inbox row stored, tasks queued); ServiceTrade's try {retry['attempt']} of it "
+        f"answered {retry['status'] or retry['error']} by the replacement"
+    )
+
+
+def retry_of_killed_try(history: Iterable[dict[str, Any]], message_id: str) -> Any:
+    """The emitter's next try of the delivery whose try died with the ingest (the first failed
+    try of ``message_id``; the soak sends a delivery 1-3 times, each copy counting its own tries,
+    and one copy at a time), once it was made; else None."""
+    killed: dict[str, Any] | None = None
+    for h in list(history):
+        if h["messageId"] != message_id:
+            continue
+        if killed is None and h["status"] is None:
+            killed = h
+        elif killed is not None and h["attempt"] == killed["attempt"] + 1:
+            return h
+    return None
+
+
+class RebillKiller:
+    """SIGKILL the worker that holds a rebill right after Spectrum committed its import (the
+    reversal of the old revision and the new revision, one call Spectrum commits as a unit) and
+    before the worker heard the answer or recorded either; start it again.
+
+    Spectrum is scripted to hold the answer of the next AR import (``timeout``: commit, then
+    answer late); when that import was not a rebill's (a split void's reversal, say), the next
+    one is held, up to ``MAX_ARMS`` times."""
+
+    MAX_ARMS = 20
+
+    def __init__(self, stack: Stack, plan: ChangePlan, cfg: ChaosConfig, log: Log) -> None:
+        self.stack, self.cfg, self.log = stack, cfg, log
+        self.ids = sorted({str(c.invoice_id) for c in plan.changes if c.kind == "rebill"})
+        self.killed_at: float | None = None
+        self.invoice: int | None = None
+        self.event = ""
+        self.arms = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rebill-killer", daemon=True)
+
+    def start(self) -> None:
+        self._arm()
+        self._thread.start()
+
+    def _arm(self) -> None:
+        self.stack.sandbox.spectrum_injector.script(AR_IMPORT, ["timeout"])
+        self.arms += 1
+
+    def _mid_rebill(self) -> Any:
+        """The ledger row of a rebill whose documents are all in Spectrum while its worker
+        still holds it (in flight) with a revision >= 1 planned."""
+        from clients.spectrum import infolink_schema as il
+        from worker.ledger import Status
+
+        rows = self.stack.ledger.get_many("main", "invoice", self.ids)
+        busy = [
+            r
+            for r in rows.values()
+            if r.status is Status.IN_FLIGHT
+            and r.lease_owner
+            and any(re.search(r"-\d+$", n) for n in (r.state.get("planned") or {}))
+        ]
+        if not busy:
+            return None
+        there = {
+            str(row["Invoice_Or_Transaction"]).strip()
+            for row in self.stack.sandbox.spectrum_db.rows(il.ar_invoices.name)
+        }
+        for rec in busy:
+            if all(str(n).strip() in there for n in rec.state["planned"]):
+                return rec
+        return None
+
+    def _run(self) -> None:
+        import psutil
+
+        inj = self.stack.sandbox.spectrum_injector
+        held = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
+        while not self._stop.is_set():
+            rec = self._mid_rebill()
+            if rec is not None:
+                pid = int(str(rec.lease_owner).rpartition(":")[2])
+                try:
+                    parent = psutil.Process(pid).ppid()
+                except psutil.NoSuchProcess:
+                    continue
+                name = next((n for n, p in self.stack.workers.items() if p.pid == parent), None)
+                if name is None:
+                    continue
+                self.stack.kill_worker(name)
+                self.killed_at = time.monotonic()
+                self.invoice = int(rec.key.source_id)
+                self.event = (
+                    f"SIGKILL worker {name} holding the rebill of invoice {self.invoice} "
+                    f"(Spectrum committed {sorted(rec.state['planned'])}, stsync recorded "
+                    f"neither); restarted"
+                )
+                self.log(self.event)
+                time.sleep(1.0)
+                self.stack.start_worker(name, self.cfg.concurrency, self.cfg.worker_loglevel)
+                return
+            now = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
+            if now > held and self.arms < self.MAX_ARMS:  # that held import was not a rebill's
+                held = now
+                self._arm()
+            time.sleep(0.05)
+
+    def finish(self, report: ChaosReport) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        report.rebill_killed = self.invoice
+        if self.killed_at is None:
+            report.problems.append(
+                f"rebill kill: no rebill caught between Spectrum's commit and its answer "
+                f"({self.arms} import(s) held)"
+            )
+        else:
+            report.chaos_events.append(self.event)
+
+
+def rebill_kill_problems(invoice: int | None, snap: Snapshot) -> list[str]:
+    """The rebill whose worker was killed: processed in ServiceTrade under revision 1 (rebilled
+    exactly once), its Spectrum documents summing to what is owed, to the cent."""
+    if invoice is None:
+        return []
+    balance = snap.owed.get(invoice)
+    number = snap.st_invoices.get(invoice, ("", None))[1] or ""
+    if balance is None or balance[1] != balance[2] or not number.endswith("-1"):
+        return [
+            f"rebill kill: invoice {invoice} ended as {balance} numbered {number!r}: not "
+            "rebilled exactly once to the cent"
+        ]
+    return []
 
 
 def _changes_phase(
@@ -938,6 +1218,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker")
     p.add_argument(
+        "--no-kill-ingest",
+        action="store_true",
+        help="run the ingest in a thread and do not SIGKILL it holding a delivery",
+    )
+    p.add_argument(
+        "--no-kill-rebill",
+        action="store_true",
+        help="with --changes: do not SIGKILL the worker holding a rebill mid-import",
+    )
+    p.add_argument(
         "--restart-db",
         action="store_true",
         help="ledger on a private PostgreSQL server (bench/pg.py), crashed and "
@@ -988,6 +1278,8 @@ def main(argv: list[str] | None = None) -> int:
         changes=args.changes or bool(args.outage),
         restart_db_at=0.5 if args.restart_db else None,
         outage_s=args.outage if args.outage >= 0 else default_outage_s(),
+        kill_ingest_at=None if args.no_kill_ingest else 0.25,
+        kill_rebill=(args.changes or bool(args.outage)) and not args.no_kill_rebill,
     )
     random.seed(cfg.seed)
     try:

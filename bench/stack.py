@@ -10,6 +10,7 @@ again. Everything binds to 127.0.0.1 and everything started here is stopped by `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -113,7 +114,15 @@ class PrivateRedis:
         return {"ready": ready, "unacked": int(r.hlen("unacked"))}
 
 
-def override_table(text: str, table: str, values: dict[str, int]) -> str:
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    return str(value)
+
+
+def override_table(text: str, table: str, values: dict[str, Any]) -> str:
     """``text`` (TOML) with these keys of ``[table]`` replaced or added (the table must exist)."""
     out: list[str] = []
     inside = False
@@ -121,13 +130,13 @@ def override_table(text: str, table: str, values: dict[str, int]) -> str:
         stripped = line.strip()
         if stripped.startswith("["):
             if inside:
-                out += [f"{k} = {v}" for k, v in values.items()]
+                out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
             inside = stripped == f"[{table}]"
         elif inside and stripped.split("=", 1)[0].strip() in values:
             continue
         out.append(line)
     if inside:
-        out += [f"{k} = {v}" for k, v in values.items()]
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     if f"[{table}]" not in (line.strip() for line in text.splitlines()):
         raise ValueError(f"no [{table}] table to override")
     return "\n".join(out) + "\n"
@@ -140,10 +149,14 @@ def settings_toml(
     schedules: dict[str, int] | None = None,
     connection: dict[str, int] | None = None,
     extra: str = "",
+    tables: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """The demo config with a ``[reliability]`` table, ``[schedules]`` overrides and any extra
-    TOML, written to ``directory/stsync.toml``."""
+    """The demo config with a ``[reliability]`` table, ``[schedules]`` overrides, overrides of
+    any other existing ``tables`` (``{"connections.main.purchase_orders": {...}}``) and any
+    extra TOML, written to ``directory/stsync.toml``."""
     text = DEMO_CONFIG.read_text()
+    for table, values in (tables or {}).items():
+        text = override_table(text, table, values)
     if schedules:
         text = override_table(text, "schedules", schedules)
     if connection:
@@ -184,6 +197,10 @@ class Stack:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     kills: int = 0
+    #: the ingest as processes (``start_stack(ingest="process")``), newest last
+    ingest_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ingest_port: int = 0
+    ingest_kills: int = 0
 
     # --- workers -------------------------------------------------------------------------------
     def start_worker(self, name: str, concurrency: int = 2, loglevel: str = "INFO") -> None:
@@ -263,6 +280,66 @@ class Stack:
             if path.exists()
         )
 
+    # --- the ingest as a process (bench/ingest_proc.py) ----------------------------------------
+    @property
+    def hold_file(self) -> Path:
+        """Create it (content ``before`` or ``after``) to make an armed ingest process hold
+        the next delivery unanswered (``held_delivery`` then names it)."""
+        return self.tmp / "ingest-hold"
+
+    def start_ingest_process(self) -> subprocess.Popen[bytes]:
+        """Start one more ingest process on ``ingest_port`` (``SO_REUSEPORT``: it listens
+        beside a running one) and wait until it accepts connections. Every one is armed: one
+        of them holds a delivery once ``hold_file`` exists."""
+        n = len(self.ingest_procs) + 1
+        ready = self.tmp / f"ingest-{n}.ready"
+        ready.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.ingest_proc",
+            "--port",
+            str(self.ingest_port),
+            "--ready",
+            str(ready),
+            "--hold",
+            str(self.hold_file),
+        ]
+        log = self.tmp / f"ingest-{n}.log"
+        self.logs[f"ingest-{n}"] = log
+        fh = open(log, "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        fh.close()
+        self.ingest_procs.append(proc)
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 90, 0.05, f"ingest {n} up")
+        if proc.poll() is not None:
+            raise RuntimeError(f"ingest {n} died at start:\n{log.read_text()[-3000:]}")
+        return proc
+
+    def held_delivery(self) -> tuple[int, str, str] | None:
+        """``(pid, mode, messageId)`` of the delivery an armed ingest process holds, once one
+        does (mode ``before``, or ``after <status>`` with the answer it did not send)."""
+        marker = Path(f"{self.hold_file}.held")
+        if not marker.exists():
+            return None
+        pid, rest = marker.read_text().strip().split(" ", 1)
+        mode, _, message_id = rest.rpartition(" ")
+        return int(pid), mode, message_id
+
+    def kill_ingest(self, pid: int) -> None:
+        """SIGKILL the ingest process ``pid`` (what it held is never answered)."""
+        proc = next(p for p in self.ingest_procs if p.pid == pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        self.ingest_kills += 1
+
     # --- driving and observing -----------------------------------------------------------------
     def context(self, **kwargs: Any) -> Any:
         """A SyncContext on the real sandbox servers (enqueue: Celery) for in-process calls."""
@@ -311,6 +388,15 @@ class Stack:
         self.stop_workers()
         if self.ingest is not None:
             self.ingest.stop()
+        for proc in self.ingest_procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         self.sandbox.stop()
         self.ledger.dispose()
         self.redis.stop()
@@ -325,9 +411,12 @@ def start_stack(
     extra_toml: str = "",
     database_url: str | None = None,
     spec: Any = None,
-    ingest: bool = True,
+    ingest: bool | str = True,
+    tables: dict[str, dict[str, Any]] | None = None,
 ) -> Stack:
-    """Private Redis, both simulators (seeded with ``spec``, or empty when None), the ingest.
+    """Private Redis, both simulators (seeded with ``spec``, or empty when None), the ingest:
+    in a thread of this process (``True``), none (``False``), or ``"process"``: one
+    ``bench.ingest_proc`` process that can be SIGKILLed (``Stack.kill_ingest``).
 
     Workers are started by the caller (``Stack.start_worker``).
     """
@@ -350,6 +439,7 @@ def start_stack(
             schedules=schedules,
             connection=connection,
             extra=extra_toml,
+            tables=tables,
         )
         database_url = database_url or f"sqlite:///{tmp / 'ledger.sqlite'}"
         env = dict(os.environ)
@@ -371,13 +461,13 @@ def start_stack(
         configure(settings)
         apply_reliability(settings.reliability)
         port = free_port()
-        server = ThreadServer(create_ingest_app(settings), port) if ingest else None
+        server = ThreadServer(create_ingest_app(settings), port) if ingest is True else None
     except BaseException:
         if sandbox is not None:
             sandbox.stop()
         private.stop()
         raise
-    return Stack(
+    stack = Stack(
         tmp=tmp,
         redis=private,
         sandbox=sandbox,
@@ -386,4 +476,12 @@ def start_stack(
         ledger=ledger,
         ingest_url=f"http://127.0.0.1:{port}/webhooks/servicetrade/{WEBHOOK_SECRET}",
         ingest=server,
+        ingest_port=port,
     )
+    if ingest == "process":
+        try:
+            stack.start_ingest_process()
+        except BaseException:
+            stack.close()
+            raise
+    return stack

@@ -3,9 +3,11 @@
 
 Real ingest, a private Redis, two real Celery worker processes, every webhook delivered 1-3x and
 shuffled, ServiceTrade 5 % 503, Spectrum 10 % faults and 5 % ghost writes, one worker SIGKILLed
-and restarted, voids after the first pass, then the changes phase (``bench/changes.py``: invoices
-edited and approved again -> rebill, split invoices voided, jobs re-coded, completed, canceled,
-the salesperson, technician and service line that fail by design fixed at their source)
+and restarted, the ingest SIGKILLed holding an unanswered delivery, voids after the first pass,
+then the changes phase (``bench/changes.py``: invoices edited and approved again -> rebill (one
+rebill's worker SIGKILLed mid-import), split invoices voided, jobs re-coded, completed, canceled,
+PO lines deleted in Spectrum, the salesperson, technician and service line that fail by design
+fixed at their source)
 with Spectrum faulting every call for 3.5x the retry budget meanwhile, then sweep + catch-up +
 re-enqueuer until nothing changes. The verdict compares with a fault-free reference run that applies the same changes in
 order, and checks every invoice's Spectrum documents against what ServiceTrade says is owed. The
@@ -32,7 +34,14 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
 ) -> None:
     lines: list[str] = []
     report = run_chaos(
-        ChaosConfig(records=200, timeout_s=1500, changes=True, outage_s=default_outage_s()),
+        ChaosConfig(
+            records=200,
+            timeout_s=1500,
+            changes=True,
+            outage_s=default_outage_s(),
+            kill_ingest_at=0.25,
+            kill_rebill=True,
+        ),
         workdir=tmp_path,
         log=lines.append,
     )
@@ -44,7 +53,11 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     assert report.ledger.get("invoice_void/done", 0) >= 1
     assert report.ledger.get("timecard_entry/done", 0) >= 20
     # and that the faults really fired; without them this test would prove nothing
-    assert report.faults["worker kills"] == 1
+    # the planned SIGKILL, and the one of the worker holding a rebill mid-import
+    assert report.faults["rebill worker kills"] == 1 and report.rebill_killed is not None
+    assert report.faults["worker kills"] == 2
+    # the ingest SIGKILLed holding a stored, queued, unanswered delivery: ServiceTrade retried
+    assert report.faults["ingest kills"] == 1
     assert report.webhooks["duplicates"] > 0
     ghosts = sum(
         n for k, n in report.faults.items() if k.startswith("spectrum") and k.endswith(":ghost")
@@ -60,6 +73,9 @@ def test_convergence_soak_changes_and_an_outage_converge_to_the_reference_run(
     assert report.changes["rebill"] >= 1 and report.changes["split_void"] >= 1
     assert report.changes_landed["rebill"] >= 1, report.text()
     assert report.changes_landed["split_void"] == report.changes["split_void"], report.text()
+    # PO lines deleted in Spectrum took their job items with them (closed_lines = "remove")
+    assert report.changes["po_line_deleted"] >= 1
+    assert report.changes_landed["po_line_deleted"] == report.changes["po_line_deleted"]
     # the records failed by design were fixed at their source (a user's webhook, a configuration
     # file the workers reloaded) and healed, identically in both runs
     for kind in ("fix_salesperson", "fix_technician", "fix_service_line"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.chaos import retry_of_killed_try
 from bench.stack import Stack, start_stack
 from clients.spectrum import infolink_schema as t
 from sandbox.seed import SeedSpec
@@ -281,3 +283,165 @@ def test_redis_restart_loses_queued_tasks_the_worker_resumes_and_the_sweep_recov
         rec = customer(stack, i)
         assert rec is not None and rec.status is Status.DONE, (name, rec, stack.worker_logs())
         assert spectrum_customers(stack, name) == 1, name
+
+
+@pytest.fixture
+def ingest_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The ingest as a process (``bench/ingest_proc.py``) that can be SIGKILLed, and the
+    simulator's webhook registered: ServiceTrade delivers and retries by itself."""
+    s = start_stack(tmp_path, reliability=FAST, spec=SeedSpec(companies=3), ingest="process")
+    try:
+        s.register_webhook()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_ingest_sigkilled_between_receiving_and_answering_a_delivery_lands_it_exactly_once(
+    ingest_stack: Stack, moment: str
+) -> None:
+    """Issue 15: the ingest process dies holding a delivery it has not answered, ``before`` the
+    app saw it or ``after`` the app stored its inbox row and queued its task (the 202 never
+    went out). ServiceTrade's retry reaches the replacement process listening on the same port;
+    the customer lands once in Spectrum: ``after``, the retry is a duplicate the dedupe keys
+    absorb (the inbox row and the task of the first try stand)."""
+    stack = ingest_stack
+    stack.start_worker("w1", concurrency=1)
+    stack.start_ingest_process()  # the replacement, up before the kill (a supervisor restart)
+    stack.hold_file.write_text(moment)
+    name = f"Ingest Kill {moment.title()} Cafe"
+    company = new_company(stack, name)  # ServiceTrade announces it: one delivery
+    pid, mode, message_id = wait_for(stack.held_delivery, 30, 0.05, "a delivery held by ingest")
+    if moment == "after":
+        assert mode == "after 202", mode  # processed and answered 202 ... which is never sent
+    else:
+        assert mode == "before"
+    stack.kill_ingest(pid)
+    # the first try died with the process, a retry (0.1 s later) reached the replacement;
+    # ``after``, the task the first try queued may finish before that retry is answered
+    retry = wait_for(
+        lambda: retry_of_killed_try(stack.webhooks().history, message_id),
+        30,
+        0.05,
+        "the retry of the held delivery",
+    )
+    rec = wait_done(stack, company, 60)
+    tries = [h for h in stack.webhooks().history if h["messageId"] == message_id]
+    assert [(h["attempt"], h["status"]) for h in tries] == [(1, None), (2, 202)], tries
+    assert retry["status"] == 202
+    assert stack.webhooks().counters()["dropped_after_retries"] == 0
+    assert spectrum_customers(stack, name) == 1
+    assert stack.sandbox.spectrum_injector.calls.get("AddCustomer", 0) == 1
+    assert rec.attempts == 1  # one task ran: the retry of a stored delivery queued nothing more
+    wait_for(
+        lambda: stack.redis.backlog() == {"ready": 0, "unacked": 0}, 30, 0.1, "no message left"
+    )
+    # either process may have held it (the kernel spreads connections): the other one lives on
+    assert stack.ingest_kills == 1
+    assert [p.poll() is None for p in stack.ingest_procs].count(True) == 1
+
+
+def announce_invoice(stack: Stack, invoice_id: int) -> None:
+    body = {
+        "messageId": str(uuid.uuid4()),
+        "timestamp": "1",
+        "data": [
+            {"action": "updated", "timestamp": 1, "entity": {"type": "invoice", "id": invoice_id}}
+        ],
+    }
+    assert httpx.post(stack.ingest_url, json=body, timeout=10).status_code == 202
+
+
+def ar_rows(stack: Stack, base: str) -> list[dict[str, Any]]:
+    """Spectrum AR documents of one invoice: every number made of its base number (a prefix,
+    the base, a revision suffix)."""
+    return [
+        r
+        for r in stack.sandbox.spectrum_db.rows(t.ar_invoices.name)
+        if re.fullmatch(rf"[A-Z]*{base}(-\d+)?", str(r["Invoice_Or_Transaction"]).strip())
+    ]
+
+
+def test_worker_sigkilled_in_the_middle_of_a_rebill_rebills_the_invoice_exactly_once(
+    stack: Stack,
+) -> None:
+    """Issue 15: an invoice posted, then edited and approved again (``on_change_after_posting =
+    "rebill"``). The rebill's reversal of revision 0 and its revision 1 go to Spectrum in one
+    import, which Spectrum commits as a unit; Spectrum commits it and holds the answer, and the
+    worker is SIGKILLed right then: the reversal is in Spectrum, stsync has recorded neither it
+    nor the new revision. The redelivered task adopts both (no second reversal, no revision 2);
+    the invoice's documents sum to the new total to the cent."""
+    from bench.changes import owed
+    from sandbox.seed import build_world
+    from tasks.invoice import sync_invoice
+
+    st = stack.sandbox.st_state
+    world = build_world(SeedSpec(companies=3))
+    candidates = sorted(
+        int(i["id"])
+        for i in world.servicetrade["invoice"]
+        if i["status"] == "pending_accounting"
+        and i["items"]
+        and all(float(x.get("quantity") or 0) * float(x.get("price") or 0) > 0 for x in i["items"])
+    )
+    ctx = stack.context()
+    try:
+        for inv_id in candidates:  # the first one that posts (some fail by design)
+            sync_invoice(ctx, inv_id, "main")
+            rec = stack.ledger.get(RecordKey("main", "invoice", str(inv_id)))
+            if rec is not None and rec.status is Status.DONE:
+                break
+        else:
+            raise AssertionError(f"none of {candidates} posted")
+    finally:
+        ctx.close()
+    base = str(st.get("invoice", inv_id)["invoiceNumber"]).removeprefix("ST")  # number_prefix
+    assert len(ar_rows(stack, base)) == 1
+    # the office edits a line and approves the invoice again
+    items = [dict(i) for i in st.get("invoice", inv_id)["items"]]
+    items[0]["quantity"] = float(items[0].get("quantity") or 1) + 1
+    st.update("invoice", inv_id, {"items": items})
+    st.update("invoice", inv_id, {"status": "pending_accounting"})
+    inj = stack.sandbox.spectrum_injector
+    inj.configure(inj.config.model_copy(update={"timeout_hold_s": 15.0}))
+    inj.script("ARMultiLineInvoice", ["timeout"])  # commit the import, then hold the answer
+    imports_before = inj.calls.get("ARMultiLineInvoice", 0)
+    stack.start_worker("w1", concurrency=1)
+    announce_invoice(stack, inv_id)
+    rows = wait_for(
+        lambda: (r := ar_rows(stack, base)) and len(r) > 1 and r,
+        60,
+        0.05,
+        "the rebill's reversal in Spectrum",
+    )
+    rec = stack.ledger.get(RecordKey("main", "invoice", str(inv_id)))
+    assert rec.status is Status.IN_FLIGHT  # the worker waits for Spectrum's answer
+    stack.kill_worker("w1")
+    numbers = sorted(str(r["Invoice_Or_Transaction"]).strip() for r in rows)
+    assert len(rows) == 3, numbers  # revision 0, its reversal, revision 1: committed together
+    stack.start_worker("w2", concurrency=1)
+    rec = wait_for(
+        lambda: (
+            (r := stack.ledger.get(RecordKey("main", "invoice", str(inv_id))))
+            and r.status is Status.DONE
+            and r
+        ),
+        90,
+        0.2,
+        "the rebill done after the redelivery",
+    )
+    after = sorted(str(r["Invoice_Or_Transaction"]).strip() for r in ar_rows(stack, base))
+    assert after == numbers, after  # nothing reversed twice, no revision 2
+    # the held import is counted once it answers (15 s after its commit); the redelivery
+    # looked its documents up and adopted them instead of importing again
+    wait_for(
+        lambda: inj.calls.get("ARMultiLineInvoice", 0) > imports_before, 60, 0.2, "held import"
+    )
+    assert inj.calls.get("ARMultiLineInvoice", 0) - imports_before == 1
+    inv = st.get("invoice", inv_id)
+    assert inv["status"] == "processed" and str(inv["invoiceNumber"]).endswith("-1"), inv
+    status, want, got = owed(stack.ledger, stack.sandbox.spectrum_db, st)[inv_id]
+    assert want == got and want != "0.00", (status, want, got)
+    # the first posting, the start the SIGKILL ended, and the redelivery that took it over
+    assert rec.attempts == 3 and rec.state.get("recovered") == 1
