@@ -693,21 +693,36 @@ def settle(stack: Stack, ctx: Any, world: SeedWorld, deadline: float, log: Log) 
     return rounds
 
 
+#: how often the in-process PO poll is tried again when it stops on a fault, and the pause
+#: between tries: Celery retries ``schedule.po_poll`` within seconds (the soak's backoff is 1-4 s)
+PO_POLL_TRIES = 6
+PO_POLL_BACKOFF_S = 1.0
+
+
 def _po_poll(ctx: Any) -> tuple[str, bool]:
-    """What Beat's ``schedule.po_poll`` does: one PO poll in-process. Returns a summary and
-    whether it changed anything (or failed, so it must run again)."""
+    """What Beat's ``schedule.po_poll`` does: one PO poll in-process, tried again after a fault
+    as Celery would. Returns a summary and whether it changed anything (or still failed, so it
+    must run again next round)."""
     from tasks.purchase_order import run_po_poll
 
-    try:
-        summary = run_po_poll(ctx)
-    except Exception as exc:  # noqa: BLE001 - Celery would retry it; the next round does
-        return f"stopped on {type(exc).__name__} (again next round)", True
-    moved = summary.created + summary.updated + summary.removed + summary.gone
-    return (
-        f"{summary.created} created, {summary.updated} updated, {summary.removed} removed, "
-        f"{summary.gone} gone, {summary.waiting_for_job} waiting, {summary.failed} failed",
-        bool(moved or summary.busy),
-    )
+    stops: list[str] = []
+    for attempt in range(PO_POLL_TRIES):
+        if attempt:
+            time.sleep(PO_POLL_BACKOFF_S)  # the retry's countdown, not a wait for a condition
+        try:
+            summary = run_po_poll(ctx)
+        except Exception as exc:  # noqa: BLE001 - Celery would retry it, and so does this loop
+            stops.append(type(exc).__name__)
+            continue
+        moved = summary.created + summary.updated + summary.removed + summary.gone
+        retried = f" after stopping on {', '.join(stops)}" if stops else ""
+        return (
+            f"{summary.created} created, {summary.updated} updated, {summary.removed} removed, "
+            f"{summary.gone} gone, {summary.waiting_for_job} waiting, {summary.failed} failed"
+            f"{retried}",
+            bool(moved or summary.busy or stops),
+        )
+    return f"stopped on {', '.join(stops)} (again next round)", True
 
 
 def _open_statuses() -> tuple[Any, ...]:
