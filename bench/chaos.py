@@ -132,6 +132,15 @@ class ChaosConfig:
     #: in the changes phase, SIGKILL the worker holding a rebill while Spectrum holds the answer
     #: to its import (reversal + new revision committed, neither recorded), and start it again
     kill_rebill: bool = False
+    #: Celery retries per transient failure (None: the soak's 12); fewer retries make a shorter
+    #: retry budget, so an outage of the same ratio to it (``default_outage_s``) is shorter too
+    max_retries: int | None = None
+
+    def reliability(self) -> dict[str, Any]:
+        """The soak's reliability settings with this run's ``max_retries``."""
+        if self.max_retries is None:
+            return RELIABILITY
+        return {**RELIABILITY, "max_retries": self.max_retries}
 
 
 @dataclass
@@ -770,7 +779,7 @@ def run_chaos(cfg: ChaosConfig, *, workdir: Path | None = None, log: Log = print
             database_url=database_url,
             schedules=SWEEP_SCHEDULES,
             connection=CONNECTION,
-            reliability=RELIABILITY,
+            reliability=cfg.reliability(),
             ingest="process" if cfg.kill_ingest_at is not None else True,
             tables=TABLES,
         )
@@ -1212,11 +1221,13 @@ def _private_schema(pg_url: str) -> tuple[str, Callable[[], None]]:
     return f"{pg_url}?options=-csearch_path%3D{schema}", drop
 
 
-def default_outage_s() -> float:
-    """``OUTAGE_RATIO`` x the soak's retry budget (``SOAK_RELIABILITY``)."""
+def default_outage_s(max_retries: int | None = None) -> float:
+    """``OUTAGE_RATIO`` x the soak's retry budget (``SOAK_RELIABILITY``, with ``max_retries``
+    retries when given)."""
     from worker.settings import ReliabilitySettings
 
-    soak = ReliabilitySettings.model_validate(SOAK_RELIABILITY)
+    retries = {} if max_retries is None else {"max_retries": max_retries}
+    soak = ReliabilitySettings.model_validate({**SOAK_RELIABILITY, **retries})
     return round(OUTAGE_RATIO * retry_budget_s(soak))
 
 

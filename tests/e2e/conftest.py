@@ -93,15 +93,13 @@ class Stack:
         proc.wait(timeout=10)
 
     def stop_workers(self) -> None:
+        """End the test's workers at once (teardown only: the test has made its checks, and
+        its Redis keys are deleted next). A warm shutdown took ~2.5 s per test."""
         for proc in self.workers:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for proc in self.workers:
+            proc.wait(timeout=20)
 
     def worker_logs(self) -> str:
         return "\n".join(
