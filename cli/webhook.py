@@ -176,15 +176,8 @@ def servicetrade_client(
     settings: Settings, transport: httpx.BaseTransport | None = None
 ) -> ServiceTradeClient:
     net = transports()
-    cfg = settings.servicetrade
     return ServiceTradeClient(
-        cfg.base_url,
-        client_id=cfg.client_id,
-        client_secret=cfg.client_secret.get_secret_value() if cfg.client_secret else None,
-        username=cfg.username,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        timeout_s=cfg.timeout_s,
-        connect_timeout_s=cfg.connect_timeout_s,
+        **settings.servicetrade.client_options(),
         transport=transport or net.servicetrade,
         retry_wait_s=net.retry_wait_s,
     )

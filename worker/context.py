@@ -226,15 +226,8 @@ def build_context(
     ledger = ledger or Ledger(settings.database_url)
     ledger.pending_grace_s = float(settings.reliability.pending_due_after_s)
     hook = audit_hook(ledger)
-    st_cfg = settings.servicetrade
     st = PacedServiceTradeClient(
-        st_cfg.base_url,
-        client_id=st_cfg.client_id,
-        client_secret=st_cfg.client_secret.get_secret_value() if st_cfg.client_secret else None,
-        username=st_cfg.username,
-        password=st_cfg.password.get_secret_value() if st_cfg.password else None,
-        timeout_s=st_cfg.timeout_s,
-        connect_timeout_s=st_cfg.connect_timeout_s,
+        **settings.servicetrade.client_options(),
         transport=st_transport,
         retry_wait_s=retry_wait_s,
         on_call=hook,

@@ -61,6 +61,18 @@ class ServiceTradeSettings(Section):
             )
         return self
 
+    def client_options(self) -> dict[str, Any]:
+        """The ServiceTrade client's URL, credentials and timeouts (secrets revealed)."""
+        return {
+            "base_url": self.base_url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.get_secret_value() if self.client_secret else None,
+            "username": self.username,
+            "password": self.password.get_secret_value() if self.password else None,
+            "timeout_s": self.timeout_s,
+            "connect_timeout_s": self.connect_timeout_s,
+        }
+
     @property
     def auth_mode(self) -> Literal["oauth", "session"]:
         return "oauth" if self.client_id and self.client_secret else "session"
