@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +41,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -51,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ClauseElement
 
 from clients.errors import PermanentError
 
@@ -359,6 +361,9 @@ class Ledger:
         #: a pending row is due again this long after it was last touched (see WAITING)
         self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
         self._inbox_upsert_stmt: Any = None
+        #: statements of the hot paths, built once per ledger with bound parameters: building a
+        #: statement (and its cache key) for every call cost more CPU than running it (P2)
+        self._stmts: dict[Hashable, Any] = {}
 
     def _pending_due(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.pending_grace_s)
@@ -383,32 +388,53 @@ class Ledger:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
+    def _stmt(self, name: Hashable, build: Callable[[], Any]) -> Any:
+        """The statement ``name``, built on first use (a dict look-up after that)."""
+        stmt = self._stmts.get(name)
+        if stmt is None:
+            stmt = self._stmts[name] = build()
+        return stmt
+
     # --- records ----------------------------------------------------------------------------
     def ensure(self, key: RecordKey) -> Record:
         """The row for ``key``, created as ``pending`` if it did not exist (race-free)."""
         with self.tx() as conn:
-            conn.execute(self._ensure_stmt(key, utcnow()))
-            row = conn.execute(self._where(key)).one()
+            self._ensure_row(conn, key, utcnow())
+            row = self._select_row(conn, key).one()
         return Record.from_row(row)
 
-    def _ensure_stmt(self, key: RecordKey, now: datetime) -> Any:
+    def _ensure_row(self, conn: Connection, key: RecordKey, now: datetime) -> None:
         """Insert ``key``'s row as ``pending`` unless it exists."""
-        return (
-            self._insert(sync_record)
-            .values(
-                connection=key.connection,
-                record_type=key.record_type,
-                source_id=key.source_id,
-                status=Status.PENDING.value,
-                state={},
-                attempts=0,
-                crashes=0,
-                retry_rounds=0,
-                next_attempt_at=self._pending_due(now),
-                created_at=now,
-                updated_at=now,
+
+        def build() -> Any:
+            c = sync_record.c
+            return (
+                self._insert(sync_record)
+                .values(
+                    connection=bindparam("k_connection", type_=c.connection.type),
+                    record_type=bindparam("k_record_type", type_=c.record_type.type),
+                    source_id=bindparam("k_source_id", type_=c.source_id.type),
+                    status=Status.PENDING.value,
+                    state=bindparam("p_state", type_=c.state.type),
+                    attempts=0,
+                    crashes=0,
+                    retry_rounds=0,
+                    next_attempt_at=bindparam("p_due", type_=c.next_attempt_at.type),
+                    created_at=bindparam("p_now", type_=c.created_at.type),
+                    updated_at=bindparam("p_now", type_=c.updated_at.type),
+                )
+                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
             )
-            .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
+
+        conn.execute(
+            self._stmt("ensure", build),
+            {**_key_params(key), "p_state": {}, "p_due": self._pending_due(now), "p_now": now},
+        )
+
+    def _select_row(self, conn: Connection, key: RecordKey) -> Any:
+        """The result of selecting ``key``'s row."""
+        return conn.execute(
+            self._stmt("select", lambda: select(sync_record).where(_KEY_MATCH)), _key_params(key)
         )
 
     def _where(self, key: RecordKey) -> Any:
@@ -420,7 +446,7 @@ class Ledger:
 
     def get(self, key: RecordKey) -> Record | None:
         with self.engine.connect() as conn:
-            row = conn.execute(self._where(key)).first()
+            row = self._select_row(conn, key).first()
         return Record.from_row(row) if row else None
 
     def get_many(
@@ -431,14 +457,23 @@ class Ledger:
         if not ids:
             return {}
         out: dict[str, Record] = {}
+        stmt = self._stmt(
+            "select_many",
+            lambda: select(sync_record).where(
+                sync_record.c.connection == bindparam("k_connection"),
+                sync_record.c.record_type == bindparam("k_record_type"),
+                sync_record.c.source_id.in_(bindparam("k_source_ids", expanding=True)),
+            ),
+        )
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
                 rows = conn.execute(
-                    select(sync_record).where(
-                        sync_record.c.connection == connection,
-                        sync_record.c.record_type == record_type,
-                        sync_record.c.source_id.in_(ids[i : i + 500]),
-                    )
+                    stmt,
+                    {
+                        "k_connection": connection,
+                        "k_record_type": record_type,
+                        "k_source_ids": ids[i : i + 500],
+                    },
                 )
                 for row in rows:
                     rec = Record.from_row(row)
@@ -478,8 +513,8 @@ class Ledger:
         # one transaction (P2/P4: two ledger commits per record were one of the larger costs of
         # a sync): the row created if new, read, then taken conditionally on what was read
         with self.tx() as conn:
-            conn.execute(self._ensure_stmt(key, now))
-            current = Record.from_row(conn.execute(self._where(key)).one())
+            self._ensure_row(conn, key, now)
+            current = Record.from_row(self._select_row(conn, key).one())
             recovered = False
             if current.status is Status.IN_FLIGHT:
                 expired = current.lease_until is None or current.lease_until <= now
@@ -490,25 +525,20 @@ class Ledger:
                 return Claim(current, held=False)
             # conditional on what we read: a concurrent claimer changes updated_at or status
             res = conn.execute(
-                update(sync_record)
-                .where(
-                    sync_record.c.id == current.id,
-                    sync_record.c.status == current.status.value,
-                    sync_record.c.updated_at == current.updated_at,
-                )
-                .values(
-                    status=Status.IN_FLIGHT.value,
-                    lease_owner=owner,
-                    lease_until=until,
-                    attempts=sync_record.c.attempts + 1,
-                    crashes=sync_record.c.crashes + (1 if recovered else 0),
-                    updated_at=now,
-                )
-                .returning(*sync_record.c)
+                self._stmt("claim", _claim_stmt),
+                {
+                    "w_id": current.id,
+                    "w_status": current.status.value,
+                    "w_updated_at": current.updated_at,
+                    "p_owner": owner,
+                    "p_until": until,
+                    "p_crashed": 1 if recovered else 0,
+                    "p_now": now,
+                },
             )
             row = res.first()
             if row is None:
-                latest = Record.from_row(conn.execute(self._where(key)).one())
+                latest = Record.from_row(self._select_row(conn, key).one())
                 return Claim(latest, held=False)
         return Claim(Record.from_row(row), held=True, recovered=recovered)
 
@@ -516,22 +546,44 @@ class Ledger:
         now = utcnow()
         values.setdefault("updated_at", now)
         with self.tx() as conn:
-            conditions = [
-                sync_record.c.connection == key.connection,
-                sync_record.c.record_type == key.record_type,
-                sync_record.c.source_id == key.source_id,
-            ]
-            if owner is not None:
-                conditions.append(sync_record.c.lease_owner == owner)
-            row = conn.execute(
+            row = self._update_row(conn, key, owner, values).first()
+            if row is None:  # not the lease holder: the row as it is
+                row = self._select_row(conn, key).one()
+        return Record.from_row(row)
+
+    def _update_row(
+        self, conn: Connection, key: RecordKey, owner: str | None, values: dict[str, Any]
+    ) -> Any:
+        """``UPDATE … RETURNING`` of ``key``'s row (only while ``owner`` holds it, when given).
+        Plain values run a statement built once per set of columns; SQL expressions among them
+        (a counter + 1, a coalesce) one built for this call."""
+        conditions = [_KEY_MATCH]
+        if owner is not None:
+            conditions.append(sync_record.c.lease_owner == bindparam("w_owner"))
+        params = {**_key_params(key), "w_owner": owner}
+        plain = {k: v for k, v in values.items() if not isinstance(v, ClauseElement)}
+        exprs = {k: v for k, v in values.items() if k not in plain}
+
+        def build() -> Any:
+            return (
                 update(sync_record)
                 .where(and_(*conditions))
-                .values(**values)
+                .values(
+                    {
+                        **{k: bindparam(f"p_{k}", type_=sync_record.c[k].type) for k in plain},
+                        **exprs,
+                    }
+                )
                 .returning(*sync_record.c)
-            ).first()
-            if row is None:  # not the lease holder: the row as it is
-                row = conn.execute(self._where(key)).one()
-        return Record.from_row(row)
+            )
+
+        stmt = (
+            build()
+            if exprs
+            else self._stmt(("update", tuple(sorted(plain)), owner is not None), build)
+        )
+        params.update({f"p_{k}": v for k, v in plain.items()})
+        return conn.execute(stmt, params)
 
     def update_progress(
         self,
@@ -772,15 +824,23 @@ class Ledger:
     ) -> None:
         """The task for this entry has run: forget it, unless a newer wake-up arrived after
         the task started (that one still needs its run)."""
+        stmt = self._stmt(
+            "inbox_done",
+            lambda: inbox.delete().where(
+                inbox.c.connection == bindparam("k_connection"),
+                inbox.c.task == bindparam("k_task"),
+                inbox.c.source_id == bindparam("k_source_id"),
+                inbox.c.received_at <= bindparam("w_before", type_=inbox.c.received_at.type),
+            ),
+        )
+        params = {
+            "k_connection": connection,
+            "k_task": task,
+            "k_source_id": source_id,
+            "w_before": received_before,
+        }
         with self.tx() as conn:
-            conn.execute(
-                inbox.delete().where(
-                    inbox.c.connection == connection,
-                    inbox.c.task == task,
-                    inbox.c.source_id == source_id,
-                    inbox.c.received_at <= received_before,
-                )
-            )
+            conn.execute(stmt, params)
 
     def invariant_breaches(self, now: datetime, *, tolerance_s: float) -> list[Breach]:
         """Rows with nothing queued or scheduled for them: waiting without a due time, or
@@ -881,17 +941,37 @@ class Ledger:
     # --- codes ------------------------------------------------------------------------------
     def next_code_value(self, connection: str, kind: str, *, start: int, end: int) -> int:
         """Hand out the next counter value for ``(connection, kind)``; never the same twice."""
+        params = {"k_connection": connection, "k_kind": kind, "p_start": start}
         with self.tx() as conn:
             conn.execute(
-                self._insert(code_counter)
-                .values(connection=connection, kind=kind, next_value=start)
-                .on_conflict_do_nothing(index_elements=["connection", "kind"])
+                self._stmt(
+                    "counter_insert",
+                    lambda: (
+                        self._insert(code_counter)
+                        .values(
+                            connection=bindparam("k_connection"),
+                            kind=bindparam("k_kind"),
+                            next_value=bindparam("p_start"),
+                        )
+                        .on_conflict_do_nothing(index_elements=["connection", "kind"])
+                    ),
+                ),
+                params,
             )
             value = conn.execute(
-                update(code_counter)
-                .where(code_counter.c.connection == connection, code_counter.c.kind == kind)
-                .values(next_value=code_counter.c.next_value + 1)
-                .returning(code_counter.c.next_value)
+                self._stmt(
+                    "counter_next",
+                    lambda: (
+                        update(code_counter)
+                        .where(
+                            code_counter.c.connection == bindparam("k_connection"),
+                            code_counter.c.kind == bindparam("k_kind"),
+                        )
+                        .values(next_value=code_counter.c.next_value + 1)
+                        .returning(code_counter.c.next_value)
+                    ),
+                ),
+                params,
             ).scalar_one()
         n = int(value) - 1
         if n > end:
@@ -918,24 +998,23 @@ class Ledger:
         spectrum_key: str | None = None,
         detail: str | None = None,
     ) -> None:
+        row = {
+            "at": utcnow(),
+            "connection": key.connection if key else None,
+            "record_type": key.record_type if key else None,
+            "source_id": key.source_id if key else None,
+            "system": system,
+            "service": service,
+            "method": method,
+            "request_digest": request_digest,
+            "outcome": outcome,
+            "status_code": status_code,
+            "duration_ms": duration_ms,
+            "spectrum_key": spectrum_key,
+            "detail": (detail or "")[:2000] or None,
+        }
         with self.tx() as conn:
-            conn.execute(
-                audit_event.insert().values(
-                    at=utcnow(),
-                    connection=key.connection if key else None,
-                    record_type=key.record_type if key else None,
-                    source_id=key.source_id if key else None,
-                    system=system,
-                    service=service,
-                    method=method,
-                    request_digest=request_digest,
-                    outcome=outcome,
-                    status_code=status_code,
-                    duration_ms=duration_ms,
-                    spectrum_key=spectrum_key,
-                    detail=(detail or "")[:2000] or None,
-                )
-            )
+            conn.execute(self._stmt("audit", audit_event.insert), row)
 
     def history(self, key: RecordKey) -> list[AuditEvent]:
         q = (
@@ -973,11 +1052,16 @@ class Ledger:
 
     # --- watermarks -------------------------------------------------------------------------
     def get_watermark(self, connection: str, name: str) -> str | None:
+        stmt = self._stmt(
+            "watermark",
+            lambda: select(watermark.c.value).where(
+                watermark.c.connection == bindparam("k_connection"),
+                watermark.c.name == bindparam("k_name"),
+            ),
+        )
         with self.engine.connect() as conn:
             return conn.execute(
-                select(watermark.c.value).where(
-                    watermark.c.connection == connection, watermark.c.name == name
-                )
+                stmt, {"k_connection": connection, "k_name": name}
             ).scalar_one_or_none()
 
     def set_watermark(self, connection: str, name: str, value: str) -> None:
@@ -1037,6 +1121,44 @@ class Ledger:
             )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+#: a row's key as bound parameters (``_key_params``)
+_KEY_MATCH = and_(
+    sync_record.c.connection == bindparam("k_connection", type_=sync_record.c.connection.type),
+    sync_record.c.record_type == bindparam("k_record_type", type_=sync_record.c.record_type.type),
+    sync_record.c.source_id == bindparam("k_source_id", type_=sync_record.c.source_id.type),
+)
+
+
+def _key_params(key: RecordKey) -> dict[str, Any]:
+    return {
+        "k_connection": key.connection,
+        "k_record_type": key.record_type,
+        "k_source_id": key.source_id,
+    }
+
+
+def _claim_stmt() -> Any:
+    """The claim's conditional take-over, on what the claimer read (``w_*``)."""
+    c = sync_record.c
+    return (
+        update(sync_record)
+        .where(
+            c.id == bindparam("w_id"),
+            c.status == bindparam("w_status", type_=c.status.type),
+            c.updated_at == bindparam("w_updated_at", type_=c.updated_at.type),
+        )
+        .values(
+            status=Status.IN_FLIGHT.value,
+            lease_owner=bindparam("p_owner", type_=c.lease_owner.type),
+            lease_until=bindparam("p_until", type_=c.lease_until.type),
+            attempts=c.attempts + 1,
+            crashes=c.crashes + bindparam("p_crashed", type_=c.crashes.type),
+            updated_at=bindparam("p_now", type_=c.updated_at.type),
+        )
+        .returning(*c)
+    )
 
 
 #: what every non-waiting status clears: no due time, no retry streak
