@@ -127,9 +127,14 @@ class Run(Generic[S]):
         return step in self.state.steps
 
     def finish_step(self, step: str) -> None:
+        self.pass_step(step)
+        self.save(step=step)
+
+    def pass_step(self, step: str) -> None:
+        """``step`` is passed, saved with the row's next write: for a step whose very next
+        ledger write ends the sync (``done``), which saves the state anyway."""
         if step not in self.state.steps:
             self.state.steps = [*self.state.steps, step]
-        self.save(step=step)
 
 
 Body = Callable[[Run[S]], Outcome]

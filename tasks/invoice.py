@@ -334,8 +334,11 @@ def _post(
         _approve_again(ctx, run, invoice_id, st_status)
     run.state.planned = {doc.number: _summary(doc, kind) for kind, doc in docs}
     _remember_kinds(run, [slot.kind for slot, _ in desired])
-    run.save(spectrum_key=desired[0][1].number)
-    how.update(_post_documents(ctx, conn, run, invoice_id, docs, record=record))
+    how.update(
+        _post_documents(
+            ctx, conn, run, invoice_id, docs, record=record, spectrum_key=desired[0][1].number
+        )
+    )
     rows = _document_rows(ctx, conn.name, invoice_id, _known_kinds(run.state))
     numbers = [doc.number for slot, doc in desired if slot.kind in rows]
     if len(numbers) != len(desired):  # pragma: no cover - _post_documents raised already
@@ -349,7 +352,9 @@ def _post(
     # ServiceTrade hears "processed" only once every document is in Spectrum; an invoice
     # approved again unchanged gets this (and only this) again
     ctx.st_writes.set_invoice_status(invoice_id, PROCESSED, invoice_number=first)
-    run.finish_step("writeback")
+    # saved by done() below, in the same write: nothing reads this step back (a retry after a
+    # crash in between finds the invoice processed and its documents landed, and closes it)
+    run.pass_step("writeback")
     kinds_how = set(how.values())
     result = (
         Result.SYNCED
@@ -966,17 +971,17 @@ def _record_posted(
     summary: DocumentSummary,
     how: str,
 ) -> None:
-    key = _document_key(run.connection, invoice_id, summary.kind)
-    ctx.ledger.ensure(key)
-    ctx.ledger.mark_done(
-        key,
+    run.state.how = {**run.state.how, number: how}
+    run.state.clear_sent(ADD_AR_INVOICE, number)
+    # the document's row and the invoice's state (its sent marker cleared) in one transaction
+    run.record = ctx.ledger.record_landed(
+        _document_key(run.connection, invoice_id, summary.kind),
         spectrum_key=number,
         payload_digest=summary.digest,
         state=DocumentState(invoice_id=invoice_id, how=how, **summary.model_dump()).dump(),
+        holder=run.key,
+        holder_state=run.state.dump(),
     )
-    run.state.how = {**run.state.how, number: how}
-    run.state.clear_sent(ADD_AR_INVOICE, number)
-    run.save()
 
 
 def _adopt_or_collide(
@@ -1012,9 +1017,15 @@ def _post_documents(
     docs: Sequence[tuple[str, ARInvoiceRequest]],
     *,
     record: str,
+    spectrum_key: str,
 ) -> dict[str, str]:
     """Send the documents (``(kind, document)``) not yet in Spectrum in one call; record each one
     that lands.
+
+    The caller's plan (``run.state.planned``) and ``spectrum_key`` are saved here, with the sent
+    markers of the documents about to go: one recovery point where the plan used to be saved on
+    its own just before (nothing external happened between the two); a retry that must first
+    look up earlier writes saves the plan before those look-ups, as before.
 
     A document that may have landed earlier (its sent marker is set) is looked up first and
     adopted when it matches. A refused document raises after the others are recorded, so the
@@ -1028,22 +1039,27 @@ def _post_documents(
         if rec.status is Status.DONE
     }
     how: dict[str, str] = {}
+    todo = [(doc, _summary(doc, kind)) for kind, doc in docs if kind not in landed]
+    saved = any(run.state.was_sent(ADD_AR_INVOICE, doc.number) for doc, _ in todo)
+    if saved:
+        # an earlier attempt's write may have landed: Spectrum is asked below, and the plan is
+        # kept before those look-ups whatever they find
+        run.save(spectrum_key=spectrum_key)
     pending: list[tuple[ARInvoiceRequest, DocumentSummary]] = []
-    for kind, doc in docs:
-        summary = _summary(doc, kind)
-        if kind in landed:
-            continue
+    for doc, summary in todo:
         if run.state.was_sent(ADD_AR_INVOICE, doc.number) and _adopt_or_collide(
             ctx, run, invoice_id, doc.number, summary, record
         ):
             how[doc.number] = "adopted"
             continue
         pending.append((doc, summary))
-    if not pending:
-        return how
     for doc, _ in pending:
         run.state.mark_sent(ADD_AR_INVOICE, doc.number)
-    run.save()  # recovery point: from here on the outcome may be unknown
+    if pending or not saved:
+        # recovery point (with the plan): from here on the outcome may be unknown
+        run.save(spectrum_key=spectrum_key)
+    if not pending:
+        return how
     results = ctx.spectrum_writes(conn.name).add_ar_invoices([d for d, _ in pending])
     refused: list[PermanentError] = []
     for (doc, summary), result in zip(pending, results, strict=True):
@@ -1222,8 +1238,9 @@ def _void(
         for k in in_force
     ]
     run.state.planned = {doc.number: _summary(doc, kind) for kind, doc in docs}
-    run.save(spectrum_key=docs[0][1].number)
-    how = _post_documents(ctx, conn, run, invoice_id, docs, record=record)
+    how = _post_documents(
+        ctx, conn, run, invoice_id, docs, record=record, spectrum_key=docs[0][1].number
+    )
     originals = [str(rows[k].spectrum_key) for k in in_force]
     note = _void_note([doc.number for _, doc in docs], originals)
     _void_comment(ctx, run, invoice_id, note)

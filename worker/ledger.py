@@ -615,24 +615,38 @@ class Ledger:
         state: dict[str, Any] | None = None,
         step: str = "done",
     ) -> Record:
-        now = utcnow()
-        values: dict[str, Any] = {
-            "status": Status.DONE.value,
-            "spectrum_key": spectrum_key,
-            "step": step,
-            "error_kind": None,
-            "last_error": None,
-            "lease_owner": None,
-            "lease_until": None,
-            "done_at": now,
-            "crashes": 0,
-            **_SETTLED,
-        }
-        if payload_digest is not None:
-            values["payload_digest"] = payload_digest
-        if state is not None:
-            values["state"] = state
+        values = _done_values(utcnow(), spectrum_key, payload_digest, state, step)
         return self._finish(key, None, **values)
+
+    def record_landed(
+        self,
+        key: RecordKey,
+        *,
+        spectrum_key: str,
+        payload_digest: str | None,
+        state: dict[str, Any],
+        holder: RecordKey,
+        holder_state: dict[str, Any],
+    ) -> Record:
+        """A remote write landed: ``key``'s row (a part of ``holder``'s record, such as one AR
+        document of an invoice) created if missing and marked done, and ``holder``'s recovery
+        state saved, in ONE transaction. Returns ``holder``'s row.
+
+        Atomic, so a crash leaves either both (the part is known to have landed) or neither (the
+        holder's state still says the write was sent, and the next attempt looks it up and adopts
+        it), never a part done under a holder state that contradicts it."""
+        now = utcnow()
+        with self.tx() as conn:
+            self._ensure_row(conn, key, now)
+            self._update_row(
+                conn, key, None, _done_values(now, spectrum_key, payload_digest, state, "done")
+            )
+            row = self._update_row(
+                conn, holder, None, {"state": holder_state, "updated_at": now}
+            ).first()
+            if row is None:  # pragma: no cover - the holder's row exists while it is claimed
+                row = self._select_row(conn, holder).one()
+        return Record.from_row(row)
 
     def mark(
         self,
@@ -1121,6 +1135,34 @@ class Ledger:
             )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _done_values(
+    now: datetime,
+    spectrum_key: str | None,
+    payload_digest: str | None,
+    state: dict[str, Any] | None,
+    step: str,
+) -> dict[str, Any]:
+    """The columns a ``done`` row gets (the claim released, the retry streak ended)."""
+    values: dict[str, Any] = {
+        "status": Status.DONE.value,
+        "spectrum_key": spectrum_key,
+        "step": step,
+        "error_kind": None,
+        "last_error": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "done_at": now,
+        "crashes": 0,
+        "updated_at": now,
+        **_SETTLED,
+    }
+    if payload_digest is not None:
+        values["payload_digest"] = payload_digest
+    if state is not None:
+        values["state"] = state
+    return values
 
 
 #: a row's key as bound parameters (``_key_params``)
