@@ -55,19 +55,29 @@ class WriteSlots:
         # expire stale leases, count and add in one step: no two workers can both take the last slot
         self._acquire = client.register_script(_ACQUIRE)
 
-    def _free_dead_holders(self) -> None:
+    def _free_dead_holders(self) -> bool:
+        """Release the slots of holders that died on this host; True when there were any."""
+        freed = False
         for raw in self.client.zrange(self._holders, 0, -1):
             token = raw.decode() if isinstance(raw, bytes) else str(raw)
             owner = token.rsplit(":", 1)[0]
             if holder_is_dead(owner):
                 self._release(token)
+                freed = True
+        return freed
 
-    def _try(self, token: str) -> bool:
-        self._free_dead_holders()
+    def _take(self, token: str) -> bool:
         got = self._acquire(
             keys=[self._holders], args=[token, time.time(), self.lease_s, self.limit]
         )
         return bool(got)
+
+    def _try(self, token: str) -> bool:
+        # dead holders are looked for only when every slot is taken, the one case where they
+        # block anybody: one Redis round trip per write instead of two (P2)
+        if self._take(token):
+            return True
+        return self._free_dead_holders() and self._take(token)
 
     def _release(self, token: str) -> None:
         self.client.zrem(self._holders, token)
