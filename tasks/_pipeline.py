@@ -93,6 +93,8 @@ class Run(Generic[S]):
     record: Record
     state: S
     recovered: bool = False
+    #: the row as the claim found it, before this attempt took it
+    previous: Record | None = None
 
     @property
     def connection(self) -> str:
@@ -210,7 +212,9 @@ def run_record(
         record_alert(ctx, key, "poison", reason)
         return Outcome(Result.FAILED, key, rec.spectrum_key, reason)
 
-    run = Run(ctx, key, rec, state.load(rec.state), recovered=claim.recovered)
+    run = Run(
+        ctx, key, rec, state.load(rec.state), recovered=claim.recovered, previous=claim.previous
+    )
     if claim.recovered:
         run.state.recovered += 1
     with working_on(key):

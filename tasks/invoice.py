@@ -238,11 +238,11 @@ def post_invoice(
     """
     conn = ctx.connection(connection)
     key = RecordKey(conn.name, RECORD_TYPE, str(invoice_id))
-    before = ctx.ledger.get(key)
     st_status = _StStatus(invoice.status if invoice is not None else None, config_fix)
 
     def body(run: Run[InvoiceState]) -> Outcome:
-        return _post(ctx, conn, run, invoice_id, before, invoice, st_status)
+        # the row as the claim found it (read in the claim's transaction, not in one of its own)
+        return _post(ctx, conn, run, invoice_id, run.previous, invoice, st_status)
 
     def on_permanent(run: Run[InvoiceState], exc: PermanentError) -> None:
         if isinstance(exc, InvoiceChanged):
@@ -433,10 +433,18 @@ def _number_base(
     legacy = run.state.numbers
     if legacy:  # a row from before revisions: its invoice number is number_prefix + base
         base = legacy.invoice[len(rules.number_prefix) :]
-    else:
-        base = servicetrade_number_base(invoice, rules) or _allocated_base(ctx, conn, invoice)
+        run.state.ar.base = base
+        run.save()
+        return base
+    from_invoice = servicetrade_number_base(invoice, rules)
+    if from_invoice:
+        # taken from the invoice, nothing allocated: saved with the plan, before any document
+        # is sent under it (_post_documents), like every other part of the plan
+        run.state.ar.base = from_invoice
+        return from_invoice
+    base = _allocated_base(ctx, conn, invoice)
     run.state.ar.base = base
-    run.save()
+    run.save()  # a number taken from the counter (or the fallback) is kept at once
     return base
 
 

@@ -290,6 +290,8 @@ class Claim:
     held: bool
     #: the previous holder died mid-task (its lease was taken over)
     recovered: bool = False
+    #: the row as the claim found it, before taking it (a row the claim created: ``pending``)
+    previous: Record | None = None
 
 
 def _aware(d: datetime | None) -> datetime | None:
@@ -540,7 +542,7 @@ class Ledger:
             if row is None:
                 latest = Record.from_row(self._select_row(conn, key).one())
                 return Claim(latest, held=False)
-        return Claim(Record.from_row(row), held=True, recovered=recovered)
+        return Claim(Record.from_row(row), held=True, recovered=recovered, previous=current)
 
     def _finish(self, key: RecordKey, owner: str | None, **values: Any) -> Record:
         now = utcnow()
