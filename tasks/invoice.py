@@ -437,14 +437,16 @@ def _number_base(
         run.save()
         return base
     from_invoice = servicetrade_number_base(invoice, rules)
+    if not from_invoice and rules.numbers is None:
+        from_invoice = fallback_number_base(invoice, rules)
     if from_invoice:
-        # taken from the invoice, nothing allocated: saved with the plan, before any document
-        # is sent under it (_post_documents), like every other part of the plan
+        # taken from the invoice (its number, or its id), nothing allocated: saved with the
+        # plan, before any document is sent under it (_post_documents)
         run.state.ar.base = from_invoice
         return from_invoice
     base = _allocated_base(ctx, conn, invoice)
     run.state.ar.base = base
-    run.save()  # a number taken from the counter (or the fallback) is kept at once
+    run.save()  # a number taken from the counter is kept at once: it is never handed out again
     return base
 
 
