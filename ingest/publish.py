@@ -35,7 +35,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,44 @@ def plain_argsrepr(args: Any, maxsize: int) -> str | None:
     text = repr(args)
     # saferepr truncates a value once what it rendered so far reaches ``maxsize``
     return text if len(text) < maxsize // 2 else None
+
+
+#: One round trip for a group of deliveries (``BatchPublisher.enqueue_once``). KEYS: the
+#: read-cache stamps, then per event its dedupe key followed by the queue key of each of its
+#: messages. ARGV: the number of stamps, the stamps' and the dedupe keys' expiry, the stamps,
+#: then per event the number of its messages followed by them. The stamps are written first
+#: (before any task exists); an event's messages are pushed only when its dedupe key was not
+#: set yet, and the key stays set only when every one of its messages was pushed: an error
+#: releases the key and ends the script, events before it done, events after it untouched.
+#: Returns 1 (enqueued) or 0 (duplicate) per event.
+_ENQUEUE_ONCE = """
+local stamps = tonumber(ARGV[1])
+for i = 1, stamps do
+  redis.call('SET', KEYS[i], ARGV[3 + i], 'EX', ARGV[2])
+end
+local out = {}
+local k = stamps + 1
+local a = stamps + 4
+while k <= #KEYS do
+  local dedupe = KEYS[k]
+  local count = tonumber(ARGV[a])
+  if redis.call('SET', dedupe, 1, 'NX', 'EX', ARGV[3]) then
+    for m = 1, count do
+      local pushed = redis.pcall('LPUSH', KEYS[k + m], ARGV[a + m])
+      if type(pushed) == 'table' and pushed.err then
+        redis.call('DEL', dedupe)
+        return redis.error_reply(pushed.err)
+      end
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+  k = k + 1 + count
+  a = a + 1 + count
+end
+return out
+"""
 
 
 @dataclass(frozen=True)
@@ -214,6 +252,7 @@ class BatchPublisher:
         self._plans: dict[str, _Plan] = {}
         self._templates: dict[tuple[str, str, str], _Template | None] = {}
         self._lock = threading.Lock()
+        self._enqueue_once = client.register_script(_ENQUEUE_ONCE)
 
     def plan(self, name: str) -> _Plan:
         """Routing and options as ``send_task`` works them out (the task's own execution
@@ -331,3 +370,36 @@ class BatchPublisher:
         pipe.execute()
         for name, args in slow:
             self.app.send_task(name, args=args)
+
+    def can_enqueue_once(self, names: Iterable[str]) -> bool:
+        """Whether ``enqueue_once`` takes tasks of these names: every message stored as built
+        here (no ``send_task``), and no ``before_task_publish`` receiver that would see the
+        messages of events that turn out to be duplicates."""
+        return not before_task_publish.receivers and all(self.plan(n).fast for n in names)
+
+    def enqueue_once(
+        self,
+        stamps: Sequence[tuple[str, str]],
+        stamp_ttl_s: int,
+        events: Sequence[tuple[str, Sequence[Task]]],
+        dedupe_ttl_s: int,
+    ) -> list[bool]:
+        """In ONE round trip (``_ENQUEUE_ONCE``): write the read-cache ``stamps`` (key, value),
+        then for each event (its dedupe key, its tasks) set the key unless it exists and push
+        the tasks; True per event enqueued now, False per duplicate. Raises when the broker
+        fails; an event whose dedupe key the broker kept has all its tasks in their queues.
+        Only for task names ``can_enqueue_once`` accepts. Messages are built for every event,
+        duplicates included (they are rare: ServiceTrade's retries)."""
+        keys = [key for key, _ in stamps]
+        args: list[str | int] = [len(stamps), stamp_ttl_s, dedupe_ttl_s]
+        args.extend(stamp for _, stamp in stamps)
+        for dedupe, tasks in events:
+            keys.append(dedupe)
+            args.append(len(tasks))
+            for name, task_args in tasks:
+                queue, payload = self.message(name, task_args)
+                keys.append(f"{self.key_prefix}{queue}")
+                args.append(payload)
+        if not keys:
+            return []
+        return [bool(x) for x in self._enqueue_once(keys=keys, args=args)]

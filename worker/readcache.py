@@ -70,18 +70,26 @@ def stamp_ttl_s(cache_ttl_s: float) -> int:
     return int(cache_ttl_s) + STAMP_MARGIN_S
 
 
+def fresh_stamps(prefix: str, changed: Iterable[tuple[str, int | str]]) -> list[tuple[str, str]]:
+    """(stamp key, fresh stamp) of each changed (resource, id) whose reads are cached: what the
+    ingest writes (expiring after ``stamp_ttl_s``) before it enqueues the delivery's tasks."""
+    return [
+        (stamp_key(prefix, resource, entity_id), secrets.token_hex(8))
+        for resource, entity_id in changed
+        if resource in CACHED_RESOURCES
+    ]
+
+
 def mark_changed(
     pipe: Any, prefix: str, changed: Iterable[tuple[str, int | str]], cache_ttl_s: float
 ) -> int:
     """Queue a fresh stamp for each changed (resource, id) on ``pipe`` (a Redis pipeline);
     returns how many. Called by the ingest before it enqueues the delivery's tasks."""
-    n = 0
     ttl = stamp_ttl_s(cache_ttl_s)
-    for resource, entity_id in changed:
-        if resource in CACHED_RESOURCES:
-            pipe.set(stamp_key(prefix, resource, entity_id), secrets.token_hex(8), ex=ttl)
-            n += 1
-    return n
+    stamps = fresh_stamps(prefix, changed)
+    for key, stamp in stamps:
+        pipe.set(key, stamp, ex=ttl)
+    return len(stamps)
 
 
 class RedisStamps:
