@@ -16,8 +16,8 @@ an event that is not stored.
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
 
-Throughput (docs/performance.md, P1): the webhook route is plain ASGI middleware (``WebhookRoute``)
-ahead of FastAPI's routing, exception and dependency layers; it parses and validates on the
+Throughput (docs/performance.md, P1): the webhook route is plain ASGI (``WebhookRoute``), served by
+``IngestApp`` ahead of every FastAPI and Starlette layer; it parses and validates on the
 event loop and hands the delivery to a group commit (ingest/group.py): the deliveries that
 arrive while one flush runs are stored together by the next, in a worker thread, with ONE ledger
 transaction for all their inbox rows, then ONE Redis round trip (a script) for their read-cache
@@ -42,7 +42,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from starlette.types import ASGIApp, Receive, Scope
+from starlette.types import Receive, Scope
 from starlette.types import Send as AsgiSend
 
 from clients.servicetrade.models import WebhookDelivery, WebhookEvent
@@ -299,18 +299,13 @@ Handle = Callable[[str, str | None, AsyncIterator[bytes]], Awaitable[_Answer]]
 
 
 class WebhookRoute:
-    """``POST /webhooks/servicetrade/{secret}`` as plain ASGI middleware; any other request goes
-    on to the FastAPI app. The secret is one non-empty path segment, as a path parameter is."""
+    """``POST /webhooks/servicetrade/{secret}`` as plain ASGI: the secret is one non-empty path
+    segment, as a path parameter is; ``IngestApp`` hands such requests to ``serve``."""
 
-    def __init__(self, app: ASGIApp, handle: Handle) -> None:
-        self.app = app
+    def __init__(self, handle: Handle) -> None:
         self.handle = handle
 
-    async def __call__(self, scope: Scope, receive: Receive, send: AsgiSend) -> None:
-        secret = _webhook_secret(scope) if scope["type"] == "http" else None
-        if secret is None:
-            await self.app(scope, receive, send)
-            return
+    async def serve(self, secret: str, scope: Scope, receive: Receive, send: AsgiSend) -> None:
         declared = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -342,6 +337,25 @@ class WebhookRoute:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class IngestApp(FastAPI):
+    """The ingest's FastAPI app with its webhook route ahead of every layer FastAPI and
+    Starlette run per request (telemetry check, error and body-limit middleware, routing,
+    dependencies): for a single-event delivery those cost more CPU than the webhook's own work
+    (P1). An exception the handler does not answer reaches the server, which answers 500 as
+    Starlette's error middleware would. Any other request, and the lifespan, go to FastAPI."""
+
+    webhook_route: WebhookRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: AsgiSend) -> None:
+        route = self.webhook_route
+        if route is not None and scope["type"] == "http":
+            secret = _webhook_secret(scope)
+            if secret is not None:
+                await route.serve(secret, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _webhook_secret(scope: Scope) -> str | None:
@@ -408,7 +422,7 @@ def create_ingest_app(
             if close is not None:
                 close()
 
-    app = FastAPI(
+    app = IngestApp(
         title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
     max_body = settings.ingest.max_body_bytes
@@ -558,9 +572,7 @@ def create_ingest_app(
         )
         return _Answer(202, accepted.counts())
 
-    # ahead of FastAPI's routing, exception and dependency layers (P1: they cost more CPU per
-    # single-event delivery than everything the webhook itself does)
-    app.add_middleware(WebhookRoute, handle=webhook)
+    app.webhook_route = WebhookRoute(webhook)
 
     @app.get("/healthz")
     def healthz() -> Response:
