@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psutil
 from sqlalchemy import (
@@ -358,7 +358,9 @@ class Ledger:
         self.engine = engine or make_engine(url)
         #: a pending row is due again this long after it was last touched (see WAITING)
         self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
-        self._inbox_upsert_stmt: Any = None
+        self._inbox_upsert_stmt: (
+            tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]] | None
+        ) = None
 
     def _pending_due(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.pending_grace_s)
@@ -773,9 +775,7 @@ class Ledger:
                 names = columns
             convert = inbox.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
             self._inbox_upsert_stmt = (compiled.string, names, convert or (lambda v: v))
-        return cast(
-            tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]], self._inbox_upsert_stmt
-        )
+        return self._inbox_upsert_stmt
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
         q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)
