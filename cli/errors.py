@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
@@ -35,6 +36,15 @@ UNEXPECTED = 1
 
 #: set to any non-empty value to let exceptions through with their traceback
 DEBUG_ENV = "STSYNC_DEBUG"
+
+
+def stopped(what: str, exc: Exception) -> Exit:
+    """Report on stderr a long-running command stopped by ``exc`` (the reason escaped, never
+    read as markup); the exit (1) to raise."""
+    Console(stderr=True).print(
+        f"[red]{what} stopped[/red] ({type(exc).__name__}): {escape(str(exc))}", highlight=False
+    )
+    return Exit(UNEXPECTED)
 
 
 class SchemaNotCurrent(ConfigError):

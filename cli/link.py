@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.errors import stopped
 from clients.errors import SyncError
 from mappers.customer import CUSTOMER_MATCH, SITE_MATCH, st_company_to_add_customer
 from mappers.job import job_numbers
@@ -256,8 +257,7 @@ def register(
                     seen.clear()
                     apply_links(ctx, report, tick)
         except SyncError as exc:
-            console.print(f"[red]link stopped[/red] ({type(exc).__name__}): {exc}")
-            raise typer.Exit(1) from None
+            raise stopped("link", exc) from None
         finally:
             ctx.close()
         show = ("matched", "ambiguous", "new") if all_rows else ("matched", "ambiguous")

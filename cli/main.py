@@ -84,14 +84,6 @@ def _main(
     """stsync: keep ServiceTrade and Trimble Spectrum in step."""
 
 
-def _stopped(what: str, exc: Exception) -> typer.Exit:
-    """Report a long-running command stopped by ``exc``; the exit (1) to raise."""
-    err.print(
-        f"[red]{what} stopped[/red] ({type(exc).__name__}): {escape(str(exc))}", highlight=False
-    )
-    return typer.Exit(1)
-
-
 def _settings(config: Path | None) -> Settings:
     return cli_errors.settings_or_exit(config)
 
@@ -951,7 +943,7 @@ def poll_pos(
             try:
                 summary = run_po_poll(ctx, conn, progress=progress)
             except SyncError as exc:
-                raise _stopped("PO poll", exc) from None
+                raise cli_errors.stopped("PO poll", exc) from None
     finally:
         ctx.close()
     console.print(summary.describe(), highlight=False)
@@ -1008,7 +1000,7 @@ def catch_up(
             try:
                 summary = run_catch_up(ctx, start, stop, progress, connection=conn)
             except SyncError as exc:
-                raise _stopped("catch-up", exc) from None
+                raise cli_errors.stopped("catch-up", exc) from None
     finally:
         ctx.close()
     console.print(summary.line(), highlight=False)
@@ -1056,7 +1048,7 @@ def backfill(
                 celery_app.send_task(task, args=(record_id, conn))
                 bar.advance(queued)
     except SyncError as exc:
-        raise _stopped("backfill", exc) from None
+        raise cli_errors.stopped("backfill", exc) from None
     finally:
         ctx.close()
     console.print(

@@ -168,3 +168,21 @@ def test_link_existing_job_is_adopted_as_it_is_then_follows_changes(
     assert sync_job(ctx, job_id, "main").result == "synced"
     (row,) = spectrum_db.rows(il.jobs.name, Job_Number=number)
     assert row["Job_Description"].strip() == "Renamed in ServiceTrade"
+
+
+def test_link_stopped_by_an_error_says_why_on_stderr_with_the_reason_as_text(
+    cli_env: Any, cli_ctx: Any, monkeypatch: Any
+) -> None:
+    from clients.errors import TransientError
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise TransientError("Spectrum answered 503 for [connections.main] GetCustomer")
+
+    monkeypatch.setattr("cli.link.plan_links", refused)
+    result = runner.invoke(app, ["link"])
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())  # folded to the terminal's width, never cut
+    assert "link stopped (TransientError)" in said
+    # the bracketed part is the reason's text, not Rich markup swallowed on the way
+    assert "for [connections.main] GetCustomer" in said
+    assert "link stopped" not in result.stdout
