@@ -16,12 +16,12 @@ an event that is not stored.
 The secret is in the request line: uvicorn's access log is off for this app and errors never
 include the path.
 
-Throughput (docs/performance.md, P1): the webhook route is plain ASGI middleware (``WebhookRoute``)
-ahead of FastAPI's routing, exception and dependency layers; it parses and validates on the
+Throughput (docs/performance.md, P1): the webhook route is plain ASGI (``WebhookRoute``), served by
+``IngestApp`` ahead of every FastAPI and Starlette layer; it parses and validates on the
 event loop and hands the delivery to a group commit (ingest/group.py): the deliveries that
 arrive while one flush runs are stored together by the next, in a worker thread, with ONE ledger
-transaction for all their inbox rows, then one Redis pipeline for their dedupe keys and
-read-cache stamps and one with every Celery message (built in memory, ingest/publish.py). Each
+transaction for all their inbox rows, then ONE Redis round trip (a script) for their read-cache
+stamps, dedupe keys and Celery messages (built in memory, ingest/publish.py). Each
 delivery is answered only after the flush that took it returned. Blocking calls never hold the
 event loop.
 """
@@ -42,14 +42,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from starlette.types import ASGIApp, Receive, Scope
+from starlette.types import Receive, Scope
 from starlette.types import Send as AsgiSend
 
 from clients.servicetrade.models import WebhookDelivery, WebhookEvent
 from ingest.group import GroupCommit
 from ingest.publish import BatchPublisher
 from tasks.registry import ENTITY_TASKS, SYNC_ACTIONS, WORK_ORDER
-from worker.readcache import mark_changed
+from worker.readcache import fresh_stamps, mark_changed, stamp_ttl_s
 from worker.settings import Settings
 
 log = logging.getLogger("stsync.ingest")
@@ -57,6 +57,17 @@ log = logging.getLogger("stsync.ingest")
 Send = Callable[[str, tuple[Any, ...]], None]
 #: enqueue many tasks at once: [(task name, args), ...] (one broker round trip in production)
 SendMany = Callable[[Sequence[tuple[str, tuple[Any, ...]]]], None]
+#: one round trip for a group: (stamps, their expiry, [(dedupe key, tasks)], dedupe expiry) ->
+#: enqueued-now per event; None when it does not take these tasks (nothing was done then)
+EnqueueOnce = Callable[
+    [
+        Sequence[tuple[str, str]],
+        int,
+        Sequence[tuple[str, Sequence[tuple[str, tuple[Any, ...]]]]],
+        int,
+    ],
+    list[bool] | None,
+]
 #: durably record ``(connection, task, source id)`` wake-ups of one delivery (one transaction)
 RecordWakeups = Callable[[list[tuple[str, str, str]]], None]
 
@@ -132,6 +143,7 @@ def accept_delivery(
     key_prefix: str,
     cache_ttl_s: float,
     send_many: SendMany,
+    enqueue_once: EnqueueOnce | None = None,
 ) -> Accepted:
     """``accept_deliveries`` of one delivery."""
     return accept_deliveries(
@@ -143,7 +155,27 @@ def accept_delivery(
         key_prefix=key_prefix,
         cache_ttl_s=cache_ttl_s,
         send_many=send_many,
+        enqueue_once=enqueue_once,
     )[0]
+
+
+def _routed(
+    deliveries: Sequence[tuple[str, Sequence[WebhookEvent]]], seen_prefix: str
+) -> tuple[list[Accepted], list[tuple[int, str, str, int]]]:
+    """One ``Accepted`` per delivery with its ignored events counted, and the routed events
+    as (delivery index, dedupe key, task name, entity id)."""
+    outs = [Accepted() for _ in deliveries]
+    routed: list[tuple[int, str, str, int]] = []
+    for n, (message_id, events) in enumerate(deliveries):
+        for event in events:
+            route = ENTITY_TASKS.get(event.entity.type)
+            if route is None or event.action not in SYNC_ACTIONS:
+                outs[n].ignored += 1
+                continue
+            e = event.entity
+            dedupe = f"{seen_prefix}{message_id}:{e.type}:{e.id}:{event.action}"
+            routed.append((n, dedupe, route[0], e.id))
+    return outs, routed
 
 
 def accept_deliveries(
@@ -156,36 +188,45 @@ def accept_deliveries(
     key_prefix: str,
     cache_ttl_s: float,
     send_many: SendMany,
+    enqueue_once: EnqueueOnce | None = None,
 ) -> list[Accepted]:
     """The accept step of ``(message id, events)`` deliveries: de-duplicate, invalidate cached
     facts, enqueue. Blocking; one ``Accepted`` per delivery, in order.
 
-    1. one Redis pipeline for all of them: the read-cache stamps of every record they name
-       (before any task exists, so no worker reads a stale fact of them), and one ``SET NX`` per
-       routed event;
-    2. the tasks of the events seen for the first time, sent together (``send_many``).
-    Any failure releases the dedupe keys this call set and raises: the caller answers 503 and
-    ServiceTrade's retry enqueues them.
+    With ``enqueue_once`` (the broker's own publisher, when it takes these tasks) that is ONE
+    round trip for all of them (``BatchPublisher.enqueue_once``): the read-cache stamps of every
+    record they name first (before any task exists, so no worker reads a stale fact of them),
+    then per routed event its dedupe ``SET NX`` and, when it was not set, its tasks; a dedupe key
+    is only ever left set with all its tasks pushed. Otherwise (an injected ``send``, tasks
+    that need ``send_task``, ``before_task_publish`` receivers) two:
+    1. one Redis pipeline with the stamps and one ``SET NX`` per routed event;
+    2. the tasks of the events seen for the first time, sent together (``send_many``); a
+       failure releases the dedupe keys this call set.
+    Either way a failure raises: the caller answers 503 and ServiceTrade's retry enqueues the
+    events whose tasks are not in Redis.
     """
-    outs = [Accepted() for _ in deliveries]
-    # (delivery index, dedupe key, task name, entity id)
-    routed: list[tuple[int, str, str, int]] = []
-    for n, (message_id, events) in enumerate(deliveries):
-        for event in events:
-            route = ENTITY_TASKS.get(event.entity.type)
-            if route is None or event.action not in SYNC_ACTIONS:
-                outs[n].ignored += 1
-                continue
-            e = event.entity
-            dedupe = f"{seen_prefix}{message_id}:{e.type}:{e.id}:{event.action}"
-            routed.append((n, dedupe, route[0], e.id))
+    outs, routed = _routed(deliveries, seen_prefix)
+    changed = [(e.entity.type, e.entity.id) for _, events in deliveries for e in events]
+    if enqueue_once is not None:
+        done = enqueue_once(
+            fresh_stamps(key_prefix, changed),
+            stamp_ttl_s(cache_ttl_s),
+            [
+                (dedupe, [(task_name, (entity_id, conn)) for conn in connections])
+                for _n, dedupe, task_name, entity_id in routed
+            ],
+            dedupe_ttl_s,
+        )
+        if done is not None:
+            for (n, _dedupe, task_name, entity_id), enqueued in zip(routed, done, strict=True):
+                if enqueued:
+                    outs[n].tasks.extend((task_name, (entity_id, conn)) for conn in connections)
+                    outs[n].enqueued += 1
+                else:
+                    outs[n].duplicates += 1
+            return outs
     pipe = r.pipeline(transaction=False)
-    stamps = mark_changed(
-        pipe,
-        key_prefix,
-        ((e.entity.type, e.entity.id) for _, events in deliveries for e in events),
-        cache_ttl_s,
-    )
+    stamps = mark_changed(pipe, key_prefix, changed, cache_ttl_s)
     for _n, dedupe, _task, _id in routed:
         pipe.set(dedupe, 1, nx=True, ex=dedupe_ttl_s)
     results = pipe.execute()[stamps:]
@@ -258,18 +299,13 @@ Handle = Callable[[str, str | None, AsyncIterator[bytes]], Awaitable[_Answer]]
 
 
 class WebhookRoute:
-    """``POST /webhooks/servicetrade/{secret}`` as plain ASGI middleware; any other request goes
-    on to the FastAPI app. The secret is one non-empty path segment, as a path parameter is."""
+    """``POST /webhooks/servicetrade/{secret}`` as plain ASGI: the secret is one non-empty path
+    segment, as a path parameter is; ``IngestApp`` hands such requests to ``serve``."""
 
-    def __init__(self, app: ASGIApp, handle: Handle) -> None:
-        self.app = app
+    def __init__(self, handle: Handle) -> None:
         self.handle = handle
 
-    async def __call__(self, scope: Scope, receive: Receive, send: AsgiSend) -> None:
-        secret = _webhook_secret(scope) if scope["type"] == "http" else None
-        if secret is None:
-            await self.app(scope, receive, send)
-            return
+    async def serve(self, secret: str, scope: Scope, receive: Receive, send: AsgiSend) -> None:
         declared = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -301,6 +337,25 @@ class WebhookRoute:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class IngestApp(FastAPI):
+    """The ingest's FastAPI app with its webhook route ahead of every layer FastAPI and
+    Starlette run per request (telemetry check, error and body-limit middleware, routing,
+    dependencies): for a single-event delivery those cost more CPU than the webhook's own work
+    (P1). An exception the handler does not answer reaches the server, which answers 500 as
+    Starlette's error middleware would. Any other request, and the lifespan, go to FastAPI."""
+
+    webhook_route: WebhookRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: AsgiSend) -> None:
+        route = self.webhook_route
+        if route is not None and scope["type"] == "http":
+            secret = _webhook_secret(scope)
+            if secret is not None:
+                await route.serve(secret, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _webhook_secret(scope: Scope) -> str | None:
@@ -367,7 +422,7 @@ def create_ingest_app(
             if close is not None:
                 close()
 
-    app = FastAPI(
+    app = IngestApp(
         title="stsync ingest", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
     max_body = settings.ingest.max_body_bytes
@@ -401,17 +456,33 @@ def create_ingest_app(
 
     publisher: BatchPublisher | None = None
 
-    def _send_many(tasks: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+    def _publisher() -> BatchPublisher:
         nonlocal publisher
-        if send is not None:
-            for name, args in tasks:
-                send(name, args)
-            return
         if publisher is None:
             from worker.celery_app import app as celery_app
 
             publisher = BatchPublisher(celery_app, _redis(), settings.redis_key_prefix)
-        publisher.send_many(tasks)
+        return publisher
+
+    def _send_many(tasks: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        if send is not None:
+            for name, args in tasks:
+                send(name, args)
+            return
+        _publisher().send_many(tasks)
+
+    def _enqueue_once(
+        stamps: Sequence[tuple[str, str]],
+        stamp_ttl: int,
+        events: Sequence[tuple[str, Sequence[tuple[str, tuple[Any, ...]]]]],
+        dedupe_ttl: int,
+    ) -> list[bool] | None:
+        if send is not None:
+            return None  # an injected sender (tests) takes the tasks one by one
+        pub = _publisher()
+        if not pub.can_enqueue_once({name for _, tasks in events for name, _ in tasks}):
+            return None
+        return pub.enqueue_once(stamps, stamp_ttl, events, dedupe_ttl)
 
     def _flush(pending: list[_Pending]) -> list[Accepted | BaseException]:
         """One group commit (ingest/group.py), in a worker thread: the inbox rows of every
@@ -432,6 +503,7 @@ def create_ingest_app(
                     key_prefix=settings.redis_key_prefix,
                     cache_ttl_s=cache_ttl,
                     send_many=_send_many,
+                    enqueue_once=_enqueue_once,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - any broker trouble means "try again later"
@@ -500,9 +572,7 @@ def create_ingest_app(
         )
         return _Answer(202, accepted.counts())
 
-    # ahead of FastAPI's routing, exception and dependency layers (P1: they cost more CPU per
-    # single-event delivery than everything the webhook itself does)
-    app.add_middleware(WebhookRoute, handle=webhook)
+    app.webhook_route = WebhookRoute(webhook)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -50,6 +50,8 @@ class GroupCommit(Generic[T, R]):
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState[T, R]] = (
             weakref.WeakKeyDictionary()
         )
+        #: the last loop's state, found without the weak dictionary's per-call weak reference
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopState[T, R]] | None = None
         #: sizes of the groups flushed so far (observability for the benchmark and tests)
         self.groups = 0
         self.items = 0
@@ -57,9 +59,15 @@ class GroupCommit(Generic[T, R]):
     async def submit(self, item: T, weight: int = 1) -> R:
         """``item``'s result once the flush that took it has returned."""
         loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = self._states[loop] = _LoopState()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            state = last[1]
+        else:
+            found = self._states.get(loop)
+            if found is None:
+                found = self._states[loop] = _LoopState()
+            state = found
+            self._last = (weakref.ref(loop), state)
         future: asyncio.Future[R] = loop.create_future()
         state.pending.append((item, weight, future))
         if state.draining is None:

@@ -362,7 +362,9 @@ class Ledger:
         self.engine = engine or make_engine(url)
         #: a pending row is due again this long after it was last touched (see WAITING)
         self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
-        self._inbox_upsert_stmt: Any = None
+        self._inbox_upsert_stmt: (
+            tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]] | None
+        ) = None
         #: statements of the hot paths, built once per ledger with bound parameters: building a
         #: statement (and its cache key) for every call cost more CPU than running it (P2)
         self._stmts: dict[Hashable, Any] = {}
@@ -792,30 +794,55 @@ class Ledger:
     def inbox_put(self, entries: Sequence[tuple[str, str, str]], *, due_after_s: float) -> None:
         """Record webhook wake-ups ``(connection, task, source_id)`` durably, in ONE transaction
         (ingest calls it before answering 2xx, once for all the deliveries of a group commit).
-        One upsert statement run for every row (an "executemany": the statement is compiled
-        once per process, and the drivers batch the rows). A repeated entry is refreshed
-        (received now, due later), never duplicated."""
+        One upsert statement run for every row (an "executemany") on a pooled driver
+        connection: the statement is compiled once per ledger and its timestamps converted as
+        SQLAlchemy would; SQLAlchemy's per-call execution layers cost the ingest more CPU than
+        the write itself (P1). A repeated entry is refreshed (received now, due later), never
+        duplicated."""
         unique = list(dict.fromkeys(entries))
         if not unique:
             return
+        sql, names, stamp = self._inbox_upsert()
         now = utcnow()
-        due = now + timedelta(seconds=due_after_s)
-        rows = [
-            {"connection": c, "task": t, "source_id": s, "received_at": now, "due_at": due}
-            for c, t, s in unique
-        ]
-        with self.tx() as conn:
-            conn.execute(self._inbox_upsert(), rows)
+        received, due = stamp(now), stamp(now + timedelta(seconds=due_after_s))
+        rows: list[Any] = [(c, t, s, received, due) for c, t, s in unique]
+        if names is not None:  # a driver with named parameters
+            rows = [dict(zip(names, row, strict=True)) for row in rows]
+        dbapi = self.engine.raw_connection()
+        try:
+            cursor = dbapi.cursor()
+            try:
+                cursor.executemany(sql, rows)
+            finally:
+                cursor.close()
+            dbapi.commit()
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            dbapi.close()  # back to the pool
 
-    def _inbox_upsert(self) -> Any:
-        """The inbox upsert, built once per ledger (building it, ``excluded`` included, cost
-        more CPU than running it for a few rows)."""
+    def _inbox_upsert(self) -> tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]]:
+        """The inbox upsert as the driver takes it, built once per ledger: (SQL, parameter
+        names when the driver's are named else None for positional ones in the order
+        connection, task, source_id, received_at, due_at, the timestamps' conversion)."""
         if self._inbox_upsert_stmt is None:
             ins = self._insert(inbox)
-            self._inbox_upsert_stmt = ins.on_conflict_do_update(
+            stmt = ins.on_conflict_do_update(
                 index_elements=["connection", "task", "source_id"],
                 set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
             )
+            columns = ("connection", "task", "source_id", "received_at", "due_at")
+            dialect = self.engine.dialect
+            compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+            if compiled.positiontup is not None:
+                if tuple(compiled.positiontup) != columns:
+                    raise RuntimeError(f"inbox upsert binds {compiled.positiontup}")
+                names = None
+            else:
+                names = columns
+            convert = inbox.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+            self._inbox_upsert_stmt = (compiled.string, names, convert or (lambda v: v))
         return self._inbox_upsert_stmt
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:

@@ -6,13 +6,14 @@ dominate once ServiceTrade answers in tens of milliseconds, so a worker process 
 for ``servicetrade.read_cache_ttl_s`` seconds (0 turns the cache off).
 
 Correctness comes first: an edited record must never be synced from a stale entry. When a webhook
-about a record arrives, the ingest writes a fresh random *stamp* for it in Redis (``mark_changed``)
-in the same pipeline, and before, it enqueues any task. Every entry remembers the stamp that was
-current *before* its record was read; a hit is served only when that stamp is still the current
-one (one Redis ``MGET`` per lookup, far cheaper than an HTTP read), so an entry read before an edit
-is never used after the edit's webhook reached the ingest. Stamps are unique (never a counter
-that could come back to an old value) and outlive the entries (their expiry is the cache TTL plus
-a margin), so an expired stamp reads as "absent", which never equals a stamp an entry holds.
+about a record arrives, the ingest writes a fresh random *stamp* for it in Redis (``fresh_stamps``,
+``mark_changed``) in the same round trip as, and before, any task it enqueues. Every entry remembers
+the stamp that was current *before* its record was read; a hit is served only when that stamp is
+still the current one (one Redis ``MGET`` per lookup, far cheaper than an HTTP read), so an entry
+read before an edit is never used after the edit's webhook reached the ingest. Stamps are unique
+(never a counter that could come back to an old value) and outlive the entries (their expiry is the
+cache TTL plus a margin), so an expired stamp reads as "absent", which never equals a stamp an entry
+holds.
 
 Only *facts of other records* are served from the cache (``cached=True`` reads in the client):
 a record's own sync always reads it fresh, and that fresh read refreshes the entry. A webhook
@@ -70,18 +71,26 @@ def stamp_ttl_s(cache_ttl_s: float) -> int:
     return int(cache_ttl_s) + STAMP_MARGIN_S
 
 
+def fresh_stamps(prefix: str, changed: Iterable[tuple[str, int | str]]) -> list[tuple[str, str]]:
+    """(stamp key, fresh stamp) of each changed (resource, id) whose reads are cached: what the
+    ingest writes (expiring after ``stamp_ttl_s``) before it enqueues the delivery's tasks."""
+    return [
+        (stamp_key(prefix, resource, entity_id), secrets.token_hex(8))
+        for resource, entity_id in changed
+        if resource in CACHED_RESOURCES
+    ]
+
+
 def mark_changed(
     pipe: Any, prefix: str, changed: Iterable[tuple[str, int | str]], cache_ttl_s: float
 ) -> int:
     """Queue a fresh stamp for each changed (resource, id) on ``pipe`` (a Redis pipeline);
     returns how many. Called by the ingest before it enqueues the delivery's tasks."""
-    n = 0
     ttl = stamp_ttl_s(cache_ttl_s)
-    for resource, entity_id in changed:
-        if resource in CACHED_RESOURCES:
-            pipe.set(stamp_key(prefix, resource, entity_id), secrets.token_hex(8), ex=ttl)
-            n += 1
-    return n
+    stamps = fresh_stamps(prefix, changed)
+    for key, stamp in stamps:
+        pipe.set(key, stamp, ex=ttl)
+    return len(stamps)
 
 
 class RedisStamps:
