@@ -53,7 +53,7 @@ from clients.errors import (
     RecordBusy,
     RecordSkipped,
 )
-from clients.servicetrade.models import Invoice, InvoiceItem, Job, Location
+from clients.servicetrade.models import Invoice, InvoiceItem, Job, JobRef, Location, Ref
 from clients.spectrum.models import ARInvoiceRequest, request_digest
 from mappers.invoice import (
     INVOICE,
@@ -675,32 +675,39 @@ def _desired(
     AR invoice and credit memo, numbered for ``revision``. Resolves the chain first."""
     rules = conn.rules
     record = record_name(invoice)
-    # job, location and salesperson are facts of other records: the read cache may serve them
-    st_job = ctx.st.get_job(invoice.job.id, cached=True) if invoice.job is not None else None
-    location = _location(ctx, invoice, st_job)
-    company_id = _company_id(invoice, st_job, location)
-    if rules.invoices.job_resolution == "job":
-        jobs = _jobs_from_st_job(ctx, conn, invoice, st_job)
-        customer = _customer_code(ctx, conn, company_id, record)
-    else:
-        customer = _customer_code(ctx, conn, company_id, record)
-        number, cc = _job_from_location(ctx, conn, invoice, st_job, location, customer)
-        jobs = _JobPlan({None: (number, cc)}, lambda item: None)
+    # job, location and salesperson are facts of other records: the read cache may serve them,
+    # looked up in two round trips (the job with the invoice's location, then the job's location
+    # and salesperson) instead of one each
+    with ctx.st.prefetched([_ref("job", invoice.job), _ref("location", invoice.location)]):
+        st_job = ctx.st.get_job(invoice.job.id, cached=True) if invoice.job is not None else None
+        then = [_ref("user", st_job.salesperson)] if st_job is not None else []
+        if st_job is not None and invoice.location is None:
+            then.append(_ref("location", st_job.location))
+        with ctx.st.prefetched(then):
+            location = _location(ctx, invoice, st_job)
+            company_id = _company_id(invoice, st_job, location)
+            if rules.invoices.job_resolution == "job":
+                jobs = _jobs_from_st_job(ctx, conn, invoice, st_job)
+                customer = _customer_code(ctx, conn, company_id, record)
+            else:
+                customer = _customer_code(ctx, conn, company_id, record)
+                number, cc = _job_from_location(ctx, conn, invoice, st_job, location, customer)
+                jobs = _JobPlan({None: (number, cc)}, lambda item: None)
 
-    salesperson_ref = st_job.salesperson if st_job is not None else None
-    salesperson = None
-    if salesperson_ref is not None:
-        user = ctx.st.get_user(salesperson_ref.id, cached=True)
-        salesperson = salesperson_code_for(
-            user, rules=rules.invoices, external_id_key=conn.external_id_key
-        )
-        if salesperson is None:
-            # a missing code is read afresh (a lost user webhook leaves a stale entry), so a fix
-            # is seen by the next approval at once
-            user = ctx.st.get_user(salesperson_ref.id)
-            salesperson = salesperson_code_for(
-                user, rules=rules.invoices, external_id_key=conn.external_id_key
-            )
+            salesperson_ref = st_job.salesperson if st_job is not None else None
+            salesperson = None
+            if salesperson_ref is not None:
+                user = ctx.st.get_user(salesperson_ref.id, cached=True)
+                salesperson = salesperson_code_for(
+                    user, rules=rules.invoices, external_id_key=conn.external_id_key
+                )
+                if salesperson is None:
+                    # a missing code is read afresh (a lost user webhook leaves a stale
+                    # entry), so a fix is seen by the next approval at once
+                    user = ctx.st.get_user(salesperson_ref.id)
+                    salesperson = salesperson_code_for(
+                        user, rules=rules.invoices, external_id_key=conn.external_id_key
+                    )
     if revision == 0 and run.state.numbers is None:
         first = DocumentSlot("invoice").numbers(base, rules.invoices, record=record)
         # kept for older readers of the row: the revision-0 numbers of one job
@@ -749,6 +756,10 @@ class _JobPlan:
 
     by_group: Mapping[int | None, tuple[str, str | None]]
     group_of: Callable[[InvoiceItem], int | None]
+
+
+def _ref(resource: str, ref: Ref | JobRef | None) -> tuple[str, int | None]:
+    return resource, ref.id if ref is not None else None
 
 
 def _location(ctx: SyncContext, invoice: Invoice, st_job: Job | None) -> Location | None:

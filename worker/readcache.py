@@ -31,7 +31,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -58,6 +59,10 @@ class Stamps(Protocol):
 
     def lookup(self, key: str) -> tuple[str | None, str | None]:
         """(current stamp, shared entry as JSON or None) in one round trip."""
+        ...
+
+    def lookup_many(self, keys: Sequence[str]) -> list[tuple[str | None, str | None]]:
+        """``lookup`` of every key, all in one round trip."""
         ...
 
     def share(self, key: str, entry: str, ttl_s: float) -> None: ...
@@ -113,6 +118,13 @@ class RedisStamps:
             entry.decode() if isinstance(entry, bytes) else entry,
         )
 
+    def lookup_many(self, keys: Sequence[str]) -> list[tuple[str | None, str | None]]:
+        names: list[str] = []
+        for key in keys:
+            names += [f"{self.prefix}{STAMP_PREFIX}{key}", f"{self.prefix}{VALUE_PREFIX}{key}"]
+        values = [v.decode() if isinstance(v, bytes) else v for v in self.client.mget(names)]
+        return list(zip(values[0::2], values[1::2], strict=True))
+
     def share(self, key: str, entry: str, ttl_s: float) -> None:
         self.client.set(f"{self.prefix}{VALUE_PREFIX}{key}", entry, ex=max(1, int(ttl_s)))
 
@@ -130,6 +142,9 @@ class LocalStamps:
 
     def lookup(self, key: str) -> tuple[str | None, str | None]:
         return self._stamps.get(key), self._shared.get(key)
+
+    def lookup_many(self, keys: Sequence[str]) -> list[tuple[str | None, str | None]]:
+        return [self.lookup(k) for k in keys]
 
     def share(self, key: str, entry: str, ttl_s: float) -> None:
         self._shared[key] = entry
@@ -149,6 +164,8 @@ class ReadCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, str | None, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        #: look-ups ``prefetched`` by this thread, each used by one ``get`` inside the block
+        self._prefetched = threading.local()
         self.hits = 0
         self.shared_hits = 0
         self.misses = 0
@@ -156,8 +173,48 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @contextmanager
+    def prefetched(self, keys: Iterable[tuple[str, int]]) -> Iterator[None]:
+        """Look up the stamps and shared entries of ``keys`` (resource, id) in ONE round trip;
+        the first ``get`` of each of them inside the block uses that look-up instead of its own.
+
+        Safe as the single look-ups are: the stamp is still read before the record would be
+        loaded, and a hit is checked against it exactly as ``get`` does; only the instant of the
+        check moves earlier within the block, as it would if the facts were read in another
+        order. What the block did not use is forgotten when it ends (never served later)."""
+        if self.ttl_s <= 0:
+            yield
+            return
+        wanted = list(dict.fromkeys(f"{resource}:{int(eid)}" for resource, eid in keys))
+        memo: dict[str, tuple[bool, str | None, str | None]] | None = getattr(
+            self._prefetched, "memo", None
+        )
+        if memo is None:
+            memo = self._prefetched.memo = {}
+        wanted = [k for k in wanted if k not in memo]
+        if wanted:
+            try:
+                found = self.stamps.lookup_many(wanted)
+            except redis.RedisError as exc:
+                log.warning("read cache: stamps unreadable (%s); reading fresh", type(exc).__name__)
+                found = None
+            for i, key in enumerate(wanted):
+                memo[key] = (False, None, None) if found is None else (True, *found[i])
+        try:
+            yield
+        finally:
+            for key in wanted:
+                memo.pop(key, None)
+
     def _lookup(self, key: str) -> tuple[bool, str | None, str | None]:
         """(readable, current stamp, shared entry); unreadable means "do not trust or store"."""
+        memo: dict[str, tuple[bool, str | None, str | None]] | None = getattr(
+            self._prefetched, "memo", None
+        )
+        if memo:
+            looked_up = memo.pop(key, None)
+            if looked_up is not None:
+                return looked_up
         try:
             stamp, shared = self.stamps.lookup(key)
         except redis.RedisError as exc:

@@ -15,7 +15,8 @@ approved-timecard resource the reference is unsure about live in ``assumptions.p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
@@ -75,6 +76,10 @@ class ReadCache(Protocol):
     def get(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
 
     def refresh(self, resource: str, entity_id: int, load: Callable[[], R]) -> R: ...
+
+    def prefetched(self, keys: Iterable[tuple[str, int]]) -> AbstractContextManager[None]:
+        """A block in which the first ``get`` of each key uses one look-up made for all."""
+        ...
 
 
 def _messages(resp: httpx.Response) -> str:
@@ -401,6 +406,16 @@ class ServiceTradeClient:
         else:
             data = cache.refresh(resource, int(entity_id), fetch)
         return _parse(model, data, f"ServiceTrade {resource} {entity_id}")
+
+    def prefetched(self, refs: Iterable[tuple[str, int | None]]) -> AbstractContextManager[None]:
+        """A block in which the first ``cached=True`` read of each (resource, id) uses one
+        read-cache look-up made for all of them (``ReadCache.prefetched``); ids None are left
+        out. Without a read cache, nothing."""
+        cache = self.read_cache
+        wanted = [(resource, eid) for resource, eid in refs if eid is not None]
+        if cache is None or not wanted:
+            return nullcontext()
+        return cache.prefetched(wanted)
 
     # --- reads by id ------------------------------------------------------------------------------
     def get_company(self, company_id: int) -> Company:

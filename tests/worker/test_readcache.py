@@ -121,6 +121,68 @@ def test_unreadable_stamps_mean_fresh_reads_and_nothing_kept() -> None:
     assert load.calls == 2 and len(cache) == 0
 
 
+class CountingStamps(RedisStamps):
+    """Redis stamps that count the round trips of look-ups."""
+
+    def __init__(self, client: Any, prefix: str = "") -> None:
+        super().__init__(client, prefix)
+        self.round_trips = 0
+
+    def lookup(self, key: str) -> tuple[str | None, str | None]:
+        self.round_trips += 1
+        return super().lookup(key)
+
+    def lookup_many(self, keys: Any) -> list[tuple[str | None, str | None]]:
+        self.round_trips += 1
+        return super().lookup_many(keys)
+
+
+def test_prefetched_lookups_take_one_round_trip_and_serve_what_singles_would() -> None:
+    r = fakeredis.FakeRedis()
+    writer = ReadCache(60, RedisStamps(r, "p:"))
+    for resource, eid, value in (("job", 1, "j1"), ("location", 2, "l2"), ("user", 3, "u3")):
+        writer.get(resource, eid, lambda v=value: v)  # another process read and shared them
+    pipe = r.pipeline()
+    mark_changed(pipe, "p:", [("user", 3)], 60)  # the user was edited since
+    pipe.execute()
+    stamps = CountingStamps(r, "p:")
+    cache = ReadCache(60, stamps)
+    load = Loads()
+    with cache.prefetched([("job", 1), ("location", 2), ("user", 3), ("job", 1)]):
+        assert cache.get("job", 1, load) == "j1"
+        assert cache.get("location", 2, load) == "l2"
+        assert cache.get("user", 3, load) == "v1"  # stale shared copy: read afresh
+    assert stamps.round_trips == 1 and cache.shared_hits == 2 and load.calls == 1
+    # the stamp read by the prefetch guards what it stored, as a single look-up's would
+    assert ReadCache(60, RedisStamps(r, "p:")).get("user", 3, load) == "v1" and load.calls == 1
+
+
+def test_what_a_block_prefetched_and_did_not_use_is_forgotten_at_its_end() -> None:
+    stamps = LocalStamps()
+    cache = ReadCache(60, stamps)
+    load = Loads()
+    cache.get("job", 5, load)
+    with cache.prefetched([("job", 5)]):
+        pass
+    load.value = "v2"
+    stamps.changed("job", 5)  # the edit's webhook after the block
+    assert cache.get("job", 5, load) == "v2"  # its own look-up sees the new stamp
+    with cache.prefetched([("job", 5)]):
+        assert cache.get("job", 5, load) == "v2"
+        stamps.changed("job", 5)
+        assert cache.get("job", 5, load) == "v2" and load.calls == 3  # used once, then its own
+
+
+def test_unreadable_stamps_in_a_prefetch_mean_fresh_reads_and_nothing_kept() -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    cache = ReadCache(60, RedisStamps(dead))
+    load = Loads()
+    with cache.prefetched([("job", 1), ("location", 1)]):
+        assert cache.get("job", 1, load) == "v1"
+        assert cache.get("location", 1, load) == "v1"
+    assert load.calls == 2 and len(cache) == 0
+
+
 def test_stamps_are_unique_and_outlive_the_entries() -> None:
     r = fakeredis.FakeRedis()
     pipe = r.pipeline()
@@ -227,6 +289,32 @@ def test_an_approved_invoice_reads_servicetrade_at_most_three_times_in_steady_st
     )
     assert per_posted <= 3.0, (calls, results)
     assert calls["job"] == 0 and calls["location"] == 0  # served from the cache
+
+
+def test_an_invoice_looks_its_facts_up_in_two_round_trips(
+    ctx: Any, world: Any, st_app: Any, shared_redis: Any
+) -> None:
+    from tasks.job import sync_job
+
+    stamps = CountingStamps(shared_redis, ctx.settings.redis_key_prefix)
+    ctx.st.read_cache = ReadCache(120, stamps)
+    invoice = next(
+        i
+        for i in world.servicetrade["invoice"]
+        if i["status"] == "pending_accounting"
+        and i["id"] != world.landmarks["invoice_salesperson_without_id"]
+        and next(j for j in world.servicetrade["job"] if j["id"] == i["job"]["id"]).get(
+            "salesperson"
+        )
+    )
+    sync_job(ctx, invoice["job"]["id"], "main")
+    before, reads = stamps.round_trips, _reads(st_app)
+    out = sync_invoice(ctx, invoice["id"], "main")
+    assert out.result == "synced", out.message
+    # job (with the invoice's location), then the salesperson (with the job's location when the
+    # invoice names none): two look-ups instead of one per fact
+    assert stamps.round_trips - before == 2
+    assert (_reads(st_app) - reads)["job"] == 0
 
 
 def test_timecard_job_facts_are_read_once_per_job(cached_ctx: Any, world: Any, st_app: Any) -> None:
