@@ -49,6 +49,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
@@ -1056,8 +1057,74 @@ class Ledger:
             "spectrum_key": spectrum_key,
             "detail": (detail or "")[:2000] or None,
         }
-        with self.tx() as conn:
-            conn.execute(self._stmt("audit", audit_event.insert), row)
+        sql, names, convert = self._audit_insert()
+        values = [
+            c(row[n]) if c is not None else row[n]
+            for n, c in zip(_AUDIT_COLUMNS, convert, strict=True)
+        ]
+        self._driver_write(
+            sql, dict(zip(names, values, strict=True)) if names is not None else values
+        )
+
+    def _audit_insert(
+        self,
+    ) -> tuple[str, tuple[str, ...] | None, list[Callable[[Any], Any] | None]]:
+        """The audit insert as the driver takes it, built once per ledger: (SQL, parameter names
+        when the driver's are named else None for positional ones in ``_AUDIT_COLUMNS`` order,
+        each column's conversion by its type as SQLAlchemy would, None when there is none)."""
+        built = self._stmts.get("audit_driver")
+        if built is None:
+            dialect = self.engine.dialect
+            compiled = audit_event.insert().compile(
+                dialect=dialect, column_keys=list(_AUDIT_COLUMNS)
+            )
+            names: tuple[str, ...] | None = None
+            if compiled.positiontup is None:
+                names = _AUDIT_COLUMNS
+            elif tuple(compiled.positiontup) != _AUDIT_COLUMNS:
+                raise RuntimeError(f"audit insert binds {compiled.positiontup}")
+            convert: list[Callable[[Any], Any] | None] = [
+                audit_event.c[n].type.dialect_impl(dialect).bind_processor(dialect)
+                for n in _AUDIT_COLUMNS
+            ]
+            built = self._stmts["audit_driver"] = (compiled.string, names, convert)
+        sql, names, convert = built
+        return sql, names, convert
+
+    def _driver_write(self, sql: str, params: Any) -> None:
+        """One statement that returns nothing, in its own transaction, on a pooled driver
+        connection (SQLAlchemy's execution layers cost more CPU than a small insert, P2). The
+        transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
+        driver errors are raised as SQLAlchemy's (``DBAPIError.instance``, so they are classified
+        as before) and a lost connection is dropped from the pool as SQLAlchemy does."""
+        dialect = self.engine.dialect
+        fairy = self.engine.raw_connection()
+        try:
+            cursor = fairy.cursor()
+            try:
+                cursor.execute(sql, params)
+            finally:
+                cursor.close()
+            fairy.commit()
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, fairy.dbapi_connection, None)
+            if lost:
+                fairy.invalidate(exc)
+            else:
+                fairy.rollback()
+            raise sqlalchemy_exc.DBAPIError.instance(
+                sql,
+                params,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+        except BaseException:
+            fairy.rollback()
+            raise
+        finally:
+            fairy.close()  # back to the pool (unless invalidated)
 
     def history(self, key: RecordKey) -> list[AuditEvent]:
         q = (
@@ -1193,6 +1260,23 @@ def _done_values(
         values["state"] = state
     return values
 
+
+#: the columns of an audit row, in the order the driver-level insert binds them
+_AUDIT_COLUMNS = (
+    "at",
+    "connection",
+    "record_type",
+    "source_id",
+    "system",
+    "service",
+    "method",
+    "request_digest",
+    "outcome",
+    "status_code",
+    "duration_ms",
+    "spectrum_key",
+    "detail",
+)
 
 #: a row's key as bound parameters (``_key_params``)
 _KEY_MATCH = and_(

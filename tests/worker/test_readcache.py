@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import fakeredis
@@ -141,7 +142,7 @@ def test_prefetched_lookups_take_one_round_trip_and_serve_what_singles_would() -
     r = fakeredis.FakeRedis()
     writer = ReadCache(60, RedisStamps(r, "p:"))
     for resource, eid, value in (("job", 1, "j1"), ("location", 2, "l2"), ("user", 3, "u3")):
-        writer.get(resource, eid, lambda v=value: v)  # another process read and shared them
+        writer.get(resource, eid, partial(str, value))  # another process read and shared them
     pipe = r.pipeline()
     mark_changed(pipe, "p:", [("user", 3)], 60)  # the user was edited since
     pipe.execute()
