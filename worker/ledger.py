@@ -809,19 +809,7 @@ class Ledger:
         rows: list[Any] = [(c, t, s, received, due) for c, t, s in unique]
         if names is not None:  # a driver with named parameters
             rows = [dict(zip(names, row, strict=True)) for row in rows]
-        dbapi = self.engine.raw_connection()
-        try:
-            cursor = dbapi.cursor()
-            try:
-                cursor.executemany(sql, rows)
-            finally:
-                cursor.close()
-            dbapi.commit()
-        except BaseException:
-            dbapi.rollback()
-            raise
-        finally:
-            dbapi.close()  # back to the pool
+        self._driver_write(sql, rows, many=True)
 
     def _inbox_upsert(self) -> tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]]:
         """The inbox upsert as the driver takes it, built once per ledger: (SQL, parameter
@@ -1091,9 +1079,10 @@ class Ledger:
         sql, names, convert = built
         return sql, names, convert
 
-    def _driver_write(self, sql: str, params: Any) -> None:
-        """One statement that returns nothing, in its own transaction, on a pooled driver
-        connection (SQLAlchemy's execution layers cost more CPU than a small insert, P2). The
+    def _driver_write(self, sql: str, params: Any, *, many: bool = False) -> None:
+        """One statement that returns nothing (run for each parameter set of ``params`` when
+        ``many``), in its own transaction, on a pooled driver connection (SQLAlchemy's execution
+        layers cost more CPU than a small insert: P1's inbox, P2's audit rows). The
         transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
         driver errors are raised as SQLAlchemy's (``DBAPIError.instance``, so they are classified
         as before) and a lost connection is dropped from the pool as SQLAlchemy does."""
@@ -1102,7 +1091,10 @@ class Ledger:
         try:
             cursor = fairy.cursor()
             try:
-                cursor.execute(sql, params)
+                if many:
+                    cursor.executemany(sql, params)
+                else:
+                    cursor.execute(sql, params)
             finally:
                 cursor.close()
             fairy.commit()
