@@ -1,10 +1,11 @@
 """Serving the ingest: one uvicorn process by default, or several (``stsync ingest --workers N``).
 
-One process answers ~8,000 events/s in 100-event deliveries on the project's 2-core machine,
-and is bound by per-request CPU (HTTP parsing, validation) for single-event deliveries; more
-processes share the port (uvicorn's supervisor) where there are cores for them. Each process
-builds its own app from the environment (``app_from_environment``): the parent passes the
-configuration path and the resolved broker URL down, so an embedded broker is started once.
+One process answers ~2,700 single-event deliveries/s (p99 ~6 ms) and ~18,000 events/s in
+100-event deliveries on the project's 2-core machine (docs/performance.md, P1), bound by its
+per-request CPU in one interpreter; more processes share the port (uvicorn's supervisor) where
+there are cores for them. Each process builds its own app from the environment
+(``app_from_environment``): the parent passes the configuration path and the resolved broker URL
+down, so an embedded broker is started once.
 """
 
 from __future__ import annotations
