@@ -363,9 +363,6 @@ class Ledger:
         self.engine = engine or make_engine(url)
         #: a pending row is due again this long after it was last touched (see WAITING)
         self.pending_grace_s = pending_grace_s or DEFAULT_PENDING_GRACE_S
-        self._inbox_upsert_stmt: (
-            tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]] | None
-        ) = None
         #: statements of the hot paths, built once per ledger with bound parameters: building a
         #: statement (and its cache key) for every call cost more CPU than running it (P2)
         self._stmts: dict[Hashable, Any] = {}
@@ -803,36 +800,25 @@ class Ledger:
         unique = list(dict.fromkeys(entries))
         if not unique:
             return
-        sql, names, stamp = self._inbox_upsert()
+        upsert = self._inbox_upsert()
         now = utcnow()
+        # both timestamps have the received_at column's type: converted once for every row
+        stamp = upsert.convert[_INBOX_COLUMNS.index("received_at")] or (lambda v: v)
         received, due = stamp(now), stamp(now + timedelta(seconds=due_after_s))
-        rows: list[Any] = [(c, t, s, received, due) for c, t, s in unique]
-        if names is not None:  # a driver with named parameters
-            rows = [dict(zip(names, row, strict=True)) for row in rows]
-        self._driver_write(sql, rows, many=True)
+        rows = [upsert.params((c, t, s, received, due)) for c, t, s in unique]
+        self._driver_write(upsert.sql, rows, many=True)
 
-    def _inbox_upsert(self) -> tuple[str, tuple[str, ...] | None, Callable[[datetime], Any]]:
-        """The inbox upsert as the driver takes it, built once per ledger: (SQL, parameter
-        names when the driver's are named else None for positional ones in the order
-        connection, task, source_id, received_at, due_at, the timestamps' conversion)."""
-        if self._inbox_upsert_stmt is None:
+    def _inbox_upsert(self) -> _DriverStatement:
+        """The inbox upsert as the driver takes it (``_driver_statement``), built once."""
+
+        def build() -> Any:
             ins = self._insert(inbox)
-            stmt = ins.on_conflict_do_update(
+            return ins.on_conflict_do_update(
                 index_elements=["connection", "task", "source_id"],
                 set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
             )
-            columns = ("connection", "task", "source_id", "received_at", "due_at")
-            dialect = self.engine.dialect
-            compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
-            if compiled.positiontup is not None:
-                if tuple(compiled.positiontup) != columns:
-                    raise RuntimeError(f"inbox upsert binds {compiled.positiontup}")
-                names = None
-            else:
-                names = columns
-            convert = inbox.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
-            self._inbox_upsert_stmt = (compiled.string, names, convert or (lambda v: v))
-        return self._inbox_upsert_stmt
+
+        return self._driver_statement("inbox_driver", build, inbox, _INBOX_COLUMNS)
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
         q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)
@@ -1045,39 +1031,35 @@ class Ledger:
             "spectrum_key": spectrum_key,
             "detail": (detail or "")[:2000] or None,
         }
-        sql, names, convert = self._audit_insert()
+        insert = self._driver_statement(
+            "audit_driver", audit_event.insert, audit_event, _AUDIT_COLUMNS
+        )
         values = [
             c(row[n]) if c is not None else row[n]
-            for n, c in zip(_AUDIT_COLUMNS, convert, strict=True)
+            for n, c in zip(_AUDIT_COLUMNS, insert.convert, strict=True)
         ]
-        self._driver_write(
-            sql, dict(zip(names, values, strict=True)) if names is not None else values
-        )
+        self._driver_write(insert.sql, insert.params(values))
 
-    def _audit_insert(
-        self,
-    ) -> tuple[str, tuple[str, ...] | None, list[Callable[[Any], Any] | None]]:
-        """The audit insert as the driver takes it, built once per ledger: (SQL, parameter names
-        when the driver's are named else None for positional ones in ``_AUDIT_COLUMNS`` order,
-        each column's conversion by its type as SQLAlchemy would, None when there is none)."""
-        built = self._stmts.get("audit_driver")
+    def _driver_statement(
+        self, name: str, build: Callable[[], Any], table: Table, columns: tuple[str, ...]
+    ) -> _DriverStatement:
+        """Statement ``name`` (made by ``build``, binding ``columns`` of ``table``) compiled once
+        per ledger for the driver, with each column's conversion by its type as SQLAlchemy would
+        apply it (``_driver_write`` runs it; P1's inbox, P2's audit rows)."""
+        built: _DriverStatement | None = self._stmts.get(name)
         if built is None:
             dialect = self.engine.dialect
-            compiled = audit_event.insert().compile(
-                dialect=dialect, column_keys=list(_AUDIT_COLUMNS)
-            )
+            compiled = build().compile(dialect=dialect, column_keys=list(columns))
             names: tuple[str, ...] | None = None
             if compiled.positiontup is None:
-                names = _AUDIT_COLUMNS
-            elif tuple(compiled.positiontup) != _AUDIT_COLUMNS:
-                raise RuntimeError(f"audit insert binds {compiled.positiontup}")
-            convert: list[Callable[[Any], Any] | None] = [
-                audit_event.c[n].type.dialect_impl(dialect).bind_processor(dialect)
-                for n in _AUDIT_COLUMNS
-            ]
-            built = self._stmts["audit_driver"] = (compiled.string, names, convert)
-        sql, names, convert = built
-        return sql, names, convert
+                names = columns
+            elif tuple(compiled.positiontup) != columns:
+                raise RuntimeError(f"{name} binds {compiled.positiontup}")
+            convert = tuple(
+                table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in columns
+            )
+            built = self._stmts[name] = _DriverStatement(compiled.string, names, convert)
+        return built
 
     def _driver_write(self, sql: str, params: Any, *, many: bool = False) -> None:
         """One statement that returns nothing (run for each parameter set of ``params`` when
@@ -1254,6 +1236,26 @@ def _done_values(
 
 
 #: the columns of an audit row, in the order the driver-level insert binds them
+_INBOX_COLUMNS = ("connection", "task", "source_id", "received_at", "due_at")
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled for the driver (``Ledger._driver_statement``)."""
+
+    sql: str
+    #: the driver's parameter names, or None: positional, in the columns' order
+    names: tuple[str, ...] | None
+    #: each column's conversion by its type (None: passed as it is)
+    convert: tuple[Callable[[Any], Any] | None, ...]
+
+    def params(self, values: Sequence[Any]) -> Any:
+        """The driver's parameters for ``values`` in the columns' order."""
+        if self.names is None:
+            return list(values)
+        return dict(zip(self.names, values, strict=True))
+
+
 _AUDIT_COLUMNS = (
     "at",
     "connection",
