@@ -116,15 +116,13 @@ def add_customer(ck: Checks, v: Values) -> list[Row]:
 
 
 def add_wo_site_address(ck: Checks, v: Values) -> list[Row]:
-    customer = None
-    if v["Site_Customer_Code"] and ck.ref(
+    customer = ck.ref_row(
         "Site_Customer_Code",
         v["Site_Customer_Code"],
         il.customers,
         table_column="Customer_Code",
         what="customer",
-    ):
-        customer = ck.find(il.customers, Customer_Code=v["Site_Customer_Code"])
+    )
     ck.ref("Sales_Tax_Code", v["Sales_Tax_Code"], il.sales_tax_codes, what="sales tax code")
     ck.ref("Cost_Center", v["Cost_Center"], il.cost_centers, what="cost center")
     ck.unique("Site_ID", v["Site_ID"], il.sites)
@@ -401,12 +399,7 @@ def pre_time_card(ck: Checks, v: Values) -> list[Row]:
 
 def check_ar_header(ck: Checks, h: Values) -> dict[str, Any] | None:
     """Header rules; returns the customer row when it is on file."""
-    customer = None
-    if (
-        ck.ref("Customer_Code", h["Customer_Code"], il.customers, what="customer")
-        and h["Customer_Code"]
-    ):
-        customer = ck.find(il.customers, Customer_Code=h["Customer_Code"])
+    customer = ck.ref_row("Customer_Code", h["Customer_Code"], il.customers, what="customer")
     ck.ref("Job_Number", h["Job_Number"], il.jobs, what="job")
     ck.ref("Terms_Code", h["Terms_Code"], il.terms, what="terms code")
     ck.ref("Salesperson_Code", h["Salesperson_Code"], il.salespersons, what="salesperson")
@@ -442,6 +435,12 @@ def check_ar_line(ck: Checks, d: Values) -> None:
     ck.not_negative("Line_Extension", d.get("Line_Extension", ""))
 
 
+_DETAIL_NAMES = frozenset(f.name for f in AR_MULTI_LINE_DETAIL)
+#: built once: a statement object made per call would have its cache key recomputed every time
+_INSERT_AR_HEADER = il.ar_invoices.insert()
+_INSERT_AR_LINE = il.ar_invoice_lines.insert()
+
+
 def write_ar_invoice(
     ck: Checks, h: Values, lines: Sequence[Values], customer: Mapping[str, Any] | None
 ) -> None:
@@ -454,19 +453,23 @@ def write_ar_invoice(
         Decimal("0"),
     )
     header.update(Company_Code=ck.company, Invoice_Amount=total)
-    ck.conn.execute(il.ar_invoices.insert(), header)
-    detail_names = {f.name for f in AR_MULTI_LINE_DETAIL}
+    ck.conn.execute(_INSERT_AR_HEADER, header)
     rows = []
     for i, d in enumerate(lines, 1):
-        row = _columns(il.ar_invoice_lines, {k: val for k, val in d.items() if k in detail_names})
+        row = _columns(il.ar_invoice_lines, {k: val for k, val in d.items() if k in _DETAIL_NAMES})
         row.update(
             Company_Code=ck.company,
             Invoice_Or_Transaction=h["Invoice_Or_Transaction"],
             Line_Number=i,
         )
         rows.append(row)
-    for row in rows:  # one by one: lines may carry different columns
-        ck.conn.execute(il.ar_invoice_lines.insert(), row)
+    # lines may carry different columns and executemany needs one key set: one statement per run
+    # of lines that share their keys (usually all of them), in line order
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or rows[end].keys() != rows[start].keys():
+            ck.conn.execute(_INSERT_AR_LINE, rows[start:end])
+            start = end
 
 
 _AR_LINE_FIELDS = ("Line_Extension", "Detail_Description", "GL_Account", "Income_Cost_Center")
