@@ -19,7 +19,7 @@ from clients.spectrum import infolink_schema as il
 from clients.spectrum.formats import parse_date, parse_number
 from clients.spectrum.services import AR_MULTI_LINE_DETAIL, SERVICES
 from sandbox.spectrum import assumptions as assume
-from sandbox.spectrum.db import merge_extras
+from sandbox.spectrum.db import insert_rows, merge_extras
 from sandbox.spectrum.soap import Row
 from sandbox.spectrum.validation import Checks
 
@@ -436,9 +436,6 @@ def check_ar_line(ck: Checks, d: Values) -> None:
 
 
 _DETAIL_NAMES = frozenset(f.name for f in AR_MULTI_LINE_DETAIL)
-#: built once: a statement object made per call would have its cache key recomputed every time
-_INSERT_AR_HEADER = il.ar_invoices.insert()
-_INSERT_AR_LINE = il.ar_invoice_lines.insert()
 
 
 def write_ar_invoice(
@@ -453,7 +450,7 @@ def write_ar_invoice(
         Decimal("0"),
     )
     header.update(Company_Code=ck.company, Invoice_Amount=total)
-    ck.conn.execute(_INSERT_AR_HEADER, header)
+    insert_rows(ck.conn, il.ar_invoices, [header])
     rows = []
     for i, d in enumerate(lines, 1):
         row = _columns(il.ar_invoice_lines, {k: val for k, val in d.items() if k in _DETAIL_NAMES})
@@ -463,13 +460,7 @@ def write_ar_invoice(
             Line_Number=i,
         )
         rows.append(row)
-    # lines may carry different columns and executemany needs one key set: one statement per run
-    # of lines that share their keys (usually all of them), in line order
-    start = 0
-    for end in range(1, len(rows) + 1):
-        if end == len(rows) or rows[end].keys() != rows[start].keys():
-            ck.conn.execute(_INSERT_AR_LINE, rows[start:end])
-            start = end
+    insert_rows(ck.conn, il.ar_invoice_lines, rows)  # lines may carry different columns
 
 
 _AR_LINE_FIELDS = ("Line_Extension", "Detail_Description", "GL_Account", "Income_Cost_Center")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from clients.spectrum import infolink_schema as il
 from sandbox.spectrum.admin_state import AdminState
-from sandbox.spectrum.db import SpectrumDB
+from sandbox.spectrum.db import SpectrumDB, insert_rows
 from sandbox.spectrum.validation import Checks, _lookup, _params
 
 PO = {
@@ -99,3 +99,43 @@ def test_ref_row_returns_the_row_or_reports_it_missing(db: SpectrumDB) -> None:
         # a column already refused is not reported twice
         assert ck.ref_row("Customer_Code", "C8", il.customers, what="customer") is None
         assert len(ck.rows) == 1
+
+
+def test_insert_rows_stores_what_a_sqlalchemy_insert_stores(db: SpectrumDB) -> None:
+    line = {
+        "Invoice_Or_Transaction": "N1",
+        "Line_Number": 1,
+        "Quantity": Decimal("2.5"),
+        "Line_Extension": Decimal("125.50"),
+        "GL_Account": "4000",
+        "Detail_Description": None,
+    }
+    short = {"Invoice_Or_Transaction": "N1", "Line_Number": 2, "Message": "thanks"}
+    header = {"Invoice_Or_Transaction": "N1", "Invoice_Date": date(2026, 3, 4)}
+    with db.transaction() as conn:
+        for company in ("ABC", "XYZ"):
+            rows = [{"Company_Code": company, **r} for r in (line, line | {"Line_Number": 3})]
+            rows.append({"Company_Code": company, **short})
+            head = {"Company_Code": company, **header}
+            if company == "ABC":
+                insert_rows(conn, il.ar_invoice_lines, rows)
+                insert_rows(conn, il.ar_invoices, [head])
+            else:  # the reference: SQLAlchemy's own insert
+                conn.execute(il.ar_invoice_lines.insert(), rows[:2])
+                conn.execute(il.ar_invoice_lines.insert(), rows[2:])
+                conn.execute(il.ar_invoices.insert(), head)
+        # a table with a column default goes through SQLAlchemy, which applies it
+        insert_rows(conn, il.customers, [{"Company_Code": "ABC", "Customer_Code": "C2"}])
+
+    def without_company(table: str, company: str) -> list[dict[str, object]]:
+        return [{**r, "Company_Code": "-"} for r in db.rows(table, Company_Code=company)]
+
+    for table in ("CR_INVOICE_DETAIL_MC", "CR_INVOICE_HEADER_MC"):
+        assert without_company(table, "ABC") == without_company(table, "XYZ")
+    lines = db.rows("CR_INVOICE_DETAIL_MC", Company_Code="ABC")
+    assert [r["Line_Number"] for r in lines] == [1, 3, 2]  # insertion order kept
+    assert lines[0]["Line_Extension"] == Decimal("125.50") and lines[2]["Message"] == "thanks"
+    assert db.rows("CR_INVOICE_HEADER_MC", Company_Code="ABC")[0]["Invoice_Date"] == date(
+        2026, 3, 4
+    )
+    assert db.rows("CR_CUSTOMER_MASTER_MC", Customer_Code="C2")[0]["Status"] == "A"
