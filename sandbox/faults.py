@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,6 +70,15 @@ class FaultConfig(BaseModel):
     row_cap: int | None = Field(default=None, ge=1)
     #: seed for the fault dice (None: nondeterministic)
     seed: int | None = None
+
+
+def request_path(scope: Mapping[str, Any], *, with_query: bool = False) -> str:
+    """``request.url.path`` (plus ``?query`` when asked and present) read straight from the ASGI
+    scope: building ``request.url`` parses the Host header and re-splits the whole URL on every
+    recorded call, for two fields the scope already holds."""
+    path: str = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    query: bytes = scope.get("query_string", b"")
+    return f"{path}?{query.decode()}" if with_query and query else path
 
 
 @dataclass

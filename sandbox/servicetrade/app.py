@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox.faults import FaultInjector, Outcome, RequestRecord, admin_router
+from sandbox.faults import FaultInjector, Outcome, RequestRecord, admin_router, request_path
 from sandbox.servicetrade import assumptions, records
 from sandbox.servicetrade.auth import AuthStore, OAuthError, Principal
 from sandbox.servicetrade.resources import (
@@ -169,7 +169,7 @@ class _Server:
                 at=time.time(),
                 service=service,
                 method=request.method,
-                path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+                path=request_path(request.scope, with_query=True),
                 body="<redacted>"
                 if service in _UNLOGGED_SERVICES and raw
                 else raw.decode("utf-8", errors="replace"),
