@@ -88,17 +88,33 @@ class _HttpDeliver:
     """Default transport: a real POST with a ~5 s timeout (one client per emitter thread use)."""
 
     def __init__(self, timeout_s: float) -> None:
-        # the sandbox delivers to loopback receivers: never through an environment proxy
-        self._client = httpx.Client(timeout=timeout_s, trust_env=False)
+        self._timeout_s = timeout_s
+        self._client: httpx.Client | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _open(self) -> httpx.Client:
+        # Built on the first delivery: an httpx.Client loads the TLS trust store (~0.2 s of CPU),
+        # which every app that never sends a webhook (most tests, the benchmarks) paid at start.
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the webhook transport is closed")
+            if self._client is None:
+                # the sandbox delivers to loopback receivers: never through an environment proxy
+                self._client = httpx.Client(timeout=self._timeout_s, trust_env=False)
+            return self._client
 
     def __call__(self, hook_url: str, body: bytes) -> int:
-        response = self._client.post(
+        response = self._open().post(
             hook_url, content=body, headers={"Content-Type": "application/json"}
         )
         return response.status_code
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            self._closed = True
+            if self._client is not None:
+                self._client.close()
 
 
 class WebhookEmitter:

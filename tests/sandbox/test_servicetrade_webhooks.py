@@ -382,3 +382,14 @@ def test_real_http_delivery_to_a_loopback_receiver() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_default_transport_opens_its_client_on_first_delivery_only() -> None:
+    from sandbox.servicetrade.webhooks import _HttpDeliver
+
+    transport = _HttpDeliver(1.0)
+    assert transport._client is None  # nothing built for an app that never delivers
+    transport.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        transport("http://127.0.0.1:9/hooks", b"{}")
+    assert transport._client is None
