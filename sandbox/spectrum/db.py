@@ -244,6 +244,49 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         start = end
 
 
+_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...], str], tuple[Any, ...] | None] = {}
+
+
+def update_rows(
+    conn: Connection, table: Table, where: Mapping[str, Any], values: Mapping[str, Any]
+) -> None:
+    """``UPDATE table SET values WHERE <column> = <value> ...`` inside ``conn``'s transaction.
+
+    The statement for each (where columns, set columns) pair is built once; on SQLite it runs on
+    the driver connection with SQLAlchemy's bind processors (as ``insert_rows`` does), otherwise
+    (or when a column has an on-update default) through SQLAlchemy."""
+    if not values:
+        return
+    dialect = conn.dialect
+    key = (table.name, tuple(where), tuple(values), dialect.name)
+    if key not in _UPDATES:
+        plain: tuple[Any, ...] | None = None
+        simple = not any(c.onupdate is not None or c.server_onupdate is not None for c in table.c)
+        if simple and dialect.name == "sqlite" and dialect.paramstyle == "qmark":
+            quote = dialect.identifier_preparer.quote
+            assigned = ", ".join(f"{quote(k)} = ?" for k in values)
+            condition = " AND ".join(f"{quote(k)} = ?" for k in where)
+            names = (*values, *where)
+            plain = (
+                f"UPDATE {quote(table.name)} SET {assigned} WHERE {condition}",
+                tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in names),
+            )
+        _UPDATES[key] = plain
+    plain = _UPDATES[key]
+    if plain is None:
+        stmt = table.update().where(*(table.c[k] == v for k, v in where.items())).values(**values)
+        conn.execute(stmt)
+        return
+    sql, binds = plain
+    params = [
+        v if b is None or v is None else b(v)
+        for b, v in zip(binds, (*values.values(), *where.values()), strict=True)
+    ]
+    driver = conn.connection.driver_connection
+    assert driver is not None  # an open Connection always has one
+    driver.execute(sql, params)
+
+
 def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

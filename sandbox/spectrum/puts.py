@@ -19,7 +19,7 @@ from clients.spectrum import infolink_schema as il
 from clients.spectrum.formats import parse_date, parse_number
 from clients.spectrum.services import AR_MULTI_LINE_DETAIL, SERVICES
 from sandbox.spectrum import assumptions as assume
-from sandbox.spectrum.db import insert_rows, merge_extras
+from sandbox.spectrum.db import insert_rows, merge_extras, update_rows
 from sandbox.spectrum.soap import Row
 from sandbox.spectrum.validation import Checks
 
@@ -85,8 +85,9 @@ def _extras(
     }
 
 
-def _keyed(table: Table, company: str, **key: str) -> list[sa.ColumnElement[bool]]:
-    return [table.c.Company_Code == company] + [table.c[k] == v for k, v in key.items()]
+def _key(ck: Checks, **key: str) -> dict[str, str]:
+    """A record's key in the company (the where clause of ``update_rows``)."""
+    return {"Company_Code": ck.company, **key}
 
 
 # --- AR customers and WO sites --------------------------------------------------------------------
@@ -201,11 +202,7 @@ def update_job(ck: Checks, v: Values) -> list[Row]:
     changes = _columns(il.jobs, v)
     changes.pop("Job_Number", None)
     if changes:  # blank elements leave data unchanged (§7.3)
-        ck.conn.execute(
-            il.jobs.update()
-            .where(*_keyed(il.jobs, ck.company, Job_Number=v["Job_Number"]))
-            .values(**changes)
-        )
+        update_rows(ck.conn, il.jobs, _key(ck, Job_Number=v["Job_Number"]), changes)
     return []
 
 
@@ -214,11 +211,7 @@ def update_job_udf(ck: Checks, v: Values) -> list[Row]:
     if ck.rows or job is None:
         return []
     if v["UDF1"]:
-        ck.conn.execute(
-            il.jobs.update()
-            .where(*_keyed(il.jobs, ck.company, Job_Number=v["Job_Number"]))
-            .values(UDF1=v["UDF1"])
-        )
+        update_rows(ck.conn, il.jobs, _key(ck, Job_Number=v["Job_Number"]), {"UDF1": v["UDF1"]})
     others = {k: val for k, val in v.items() if k.startswith("UDF") and k != "UDF1"}
     merge_extras(ck.conn, il.jobs.name, ck.company, v["Job_Number"], others)
     return []
@@ -256,10 +249,8 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
     changes = _columns(il.phases, values, rename=_PHASE_RENAME)
     for key in ("Job_Number", "Phase_Code", "Cost_Type"):
         changes.pop(key, None)
-    combo = _keyed(
-        il.phases, ck.company, Job_Number=job_number, Phase_Code=phase, Cost_Type=cost_type
-    )
-    existing = ck.conn.execute(sa.select(il.phases).where(*combo).limit(1)).first()
+    combo = _key(ck, Job_Number=job_number, Phase_Code=phase, Cost_Type=cost_type)
+    existing = ck.find(il.phases, Job_Number=job_number, Phase_Code=phase, Cost_Type=cost_type)
     description = changes.pop("Description", None)
     if existing is None:
         if same_phase is not None:  # the phase's first description wins on add (§6)
@@ -278,13 +269,14 @@ def add_phase(ck: Checks, v: Values) -> list[Row]:
         )
         return []
     if changes:
-        ck.conn.execute(il.phases.update().where(*combo).values(**changes))
-    if description is not None and description != existing._mapping["Description"]:
+        update_rows(ck.conn, il.phases, combo, changes)
+    if description is not None and description != existing["Description"]:
         # a changed description on an existing combo updates every cost type of the phase (§6)
-        ck.conn.execute(
-            il.phases.update()
-            .where(*_keyed(il.phases, ck.company, Job_Number=job_number, Phase_Code=phase))
-            .values(Description=description)
+        update_rows(
+            ck.conn,
+            il.phases,
+            _key(ck, Job_Number=job_number, Phase_Code=phase),
+            {"Description": description},
         )
     return []
 
@@ -329,11 +321,7 @@ def work_order_header(ck: Checks, v: Values) -> list[Row]:
     changes.pop("WO_Number", None)
     if existing is not None:
         if changes:
-            ck.conn.execute(
-                il.work_orders.update()
-                .where(*_keyed(il.work_orders, ck.company, WO_Number=number))
-                .values(**changes)
-            )
+            update_rows(ck.conn, il.work_orders, _key(ck, WO_Number=number), changes)
         return []
     generated: list[Row] = []
     if not number:

@@ -1,6 +1,7 @@
-"""The validation lookups (``Checks.find``/``exists``/``ref_row``) run as plain SQL on SQLite's
-driver connection: they must answer exactly what the SQLAlchemy statement answers, typed values
-(dates, datetimes, decimals) and NULLs included, on memory and file databases alike."""
+"""The validation lookups (``Checks.find``/``exists``/``ref_row``) and the writes
+(``insert_rows``/``update_rows``) run as plain SQL on SQLite's driver connection: they must read
+and store exactly what the SQLAlchemy statements do, typed values (dates, datetimes, decimals)
+and NULLs included, on memory and file databases alike."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 
 from clients.spectrum import infolink_schema as il
 from sandbox.spectrum.admin_state import AdminState
-from sandbox.spectrum.db import SpectrumDB, insert_rows
+from sandbox.spectrum.db import SpectrumDB, insert_rows, update_rows
 from sandbox.spectrum.validation import Checks, _lookup, _params
 
 PO = {
@@ -139,3 +140,32 @@ def test_insert_rows_stores_what_a_sqlalchemy_insert_stores(db: SpectrumDB) -> N
         2026, 3, 4
     )
     assert db.rows("CR_CUSTOMER_MASTER_MC", Customer_Code="C2")[0]["Status"] == "A"
+
+
+def test_update_rows_changes_only_the_keyed_rows_with_typed_values(db: SpectrumDB) -> None:
+    line = {"Invoice_Or_Transaction": "N1", "Line_Number": 1, "GL_Account": "4000"}
+    with db.transaction() as conn:
+        insert_rows(
+            conn,
+            il.ar_invoice_lines,
+            [{"Company_Code": c, **line} for c in ("ABC", "XYZ")]
+            + [{"Company_Code": "ABC", **line, "Line_Number": 2}],
+        )
+        changes = {"Line_Extension": Decimal("9.95"), "Detail_Description": "changed"}
+        update_rows(
+            conn,
+            il.ar_invoice_lines,
+            {"Company_Code": "ABC", "Invoice_Or_Transaction": "N1", "Line_Number": 1},
+            changes,
+        )
+        update_rows(conn, il.ar_invoice_lines, {"Company_Code": "ABC"}, {})  # nothing to set
+        update_rows(
+            conn, il.customers, {"Company_Code": "XYZ", "Customer_Code": "C1"}, {"Name": "Acme"}
+        )
+    rows = {(r["Company_Code"], r["Line_Number"]): r for r in db.rows("CR_INVOICE_DETAIL_MC")}
+    assert rows["ABC", 1]["Line_Extension"] == Decimal("9.95")
+    assert rows["ABC", 1]["Detail_Description"] == "changed"
+    for untouched in (("ABC", 2), ("XYZ", 1)):
+        assert rows[untouched]["Line_Extension"] is None
+        assert rows[untouched]["Detail_Description"] is None
+    assert db.rows("CR_CUSTOMER_MASTER_MC", Customer_Code="C1")[0]["Name"] == "Acme"
