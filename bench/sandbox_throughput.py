@@ -2,11 +2,14 @@
 
 Starts the sandbox (``start_sandbox``, both servers in this process), then for each scenario runs
 ``--clients`` threads, each with its own keep-alive ``httpx.Client``, for ``--seconds`` or until
-``--max-requests`` calls in total, and prints requests/s with p50/p99 latency:
+``--max-requests`` calls in total, and prints requests/s with p50/p99 latency as the clients see
+it, and ``server`` = the mean time the simulator itself spent per call (its request log's
+``duration_ms``: the handler, without the HTTP stack):
 
-- ``st GET /api/job/{id}``  a ServiceTrade read with a Bearer token
-- ``spectrum GetJob``       a SOAP Get over the Info-Link SQLite file (TEMPLATE + seeded jobs)
-- ``spectrum AddPhase``     a SOAP Put (upsert of one TEMPLATE phase: a real write each time)
+- ``st GET /api/job/{id}``   a ServiceTrade read with a Bearer token
+- ``spectrum GetJob``        a SOAP Get over the Info-Link SQLite file (TEMPLATE + seeded jobs)
+- ``spectrum AddPhase``      a SOAP Put (upsert of one TEMPLATE phase: a real write each time)
+- ``spectrum ARMultiLine``   ``POST /customer/invoice``: a new 3-line invoice per call (P2's write)
 
     ./.venv/bin/python -m bench.sandbox_throughput [--seconds 3] [--clients 8] [--companies 5]
 """
@@ -14,12 +17,15 @@ Starts the sandbox (``start_sandbox``, both servers in this process), then for e
 from __future__ import annotations
 
 import argparse
+import base64
+import itertools
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -27,6 +33,7 @@ import httpx
 
 from clients.spectrum.services import NS_TYPES, SERVICES
 from sandbox import credentials
+from sandbox.faults import FaultInjector
 from sandbox.run import RunningSandbox, start_sandbox
 from sandbox.seed import SeedSpec
 
@@ -52,6 +59,7 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed_s: float = 0.0
+    server_ms: list[float] = field(default_factory=list)
 
     def line(self) -> str:
         lat = sorted(self.latencies_ms)
@@ -61,9 +69,10 @@ class Result:
         p50 = statistics.median(lat)
         p99 = lat[min(n - 1, int(n * 0.99))]
         rate = n / self.elapsed_s if self.elapsed_s else 0.0
+        server = statistics.mean(self.server_ms) if self.server_ms else float("nan")
         return (
             f"{self.name:<28} {n:>7} ok {self.errors:>4} err  {rate:>8.0f} req/s  "
-            f"p50 {p50:>6.2f} ms  p99 {p99:>6.2f} ms"
+            f"p50 {p50:>6.2f} ms  p99 {p99:>6.2f} ms  server {server:>5.2f} ms"
         )
 
 
@@ -104,6 +113,56 @@ def hammer(name: str, call: Call, *, clients: int, seconds: float, max_requests:
         t.join()
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _invoice_call(sb: RunningSandbox) -> Call:
+    """``POST /customer/invoice`` with a new invoice number each call, for a customer and job
+    put into Spectrum here and the seed's first non-direct GL account."""
+    db = sb.spectrum_db
+    db.load(
+        {
+            "CR_CUSTOMER_MASTER_MC": [
+                {"Company_Code": "ABC", "Customer_Code": "BENCH1", "Name": "Bench customer"}
+            ],
+            "JC_JOB_MASTER_MC": [
+                {"Company_Code": "ABC", "Job_Number": "BENCH1", "Customer_Code": "BENCH1"}
+            ],
+        }
+    )
+    account = next(
+        r["GL_Account"]
+        for r in db.rows("GL_ACCOUNT_MASTER_MC", Company_Code="ABC")
+        if (r["Direct_Cost_Flag"] or "N") == "N"
+    )
+    today = date.today().strftime("%m/%d/%Y")
+    auth = f"ABC:{credentials.SPECTRUM_AUTHORIZATION_ID}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(auth).decode()}
+    numbers = itertools.count(1)  # next() on a count is atomic under the GIL
+    line = {"Quantity": "2", "Unit_Of_Measure": "EA", "Line_Extension": "125.50"}
+
+    def call(client: httpx.Client) -> httpx.Response:
+        invoice = {
+            "Company_Code": "ABC",
+            "GL_Date": today,
+            "Batch_Code": "BENCH",
+            "Customer_Code": "BENCH1",
+            "Invoice_Or_Transaction": f"B{next(numbers):09d}",
+            "Transaction_Type": "I",
+            "Invoice_Date": today,
+            "Job_Number": "BENCH1",
+            "Remarks": "sandbox_throughput",
+            "invoiceDetails": [
+                {**line, "Detail_Description": f"Line {i}", "GL_Account": account}
+                for i in range(1, 4)
+            ],
+        }
+        return client.post(
+            f"{sb.spectrum_url}/customer/invoice",
+            json={"arInvoices": [invoice]},
+            headers=headers,
+        )
+
+    return call
 
 
 def scenarios(sb: RunningSandbox) -> list[tuple[str, Call]]:
@@ -149,7 +208,13 @@ def scenarios(sb: RunningSandbox) -> list[tuple[str, Call]]:
         ("st GET /api/job/{id}", st_get),
         ("spectrum GetJob", sp_get),
         ("spectrum AddPhase", sp_put),
+        ("spectrum ARMultiLine", _invoice_call(sb)),
     ]
+
+
+def _server_ms(injector: FaultInjector, since: float) -> list[float]:
+    """What the simulator logged as its own time per successful call since ``since``."""
+    return [r.duration_ms for r in injector.requests(since=since) if r.status == 200]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,9 +239,12 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(20):  # warm up connections and caches
                     with httpx.Client() as warm:
                         call(warm)
+                injector = sb.st_injector if name.startswith("st ") else sb.spectrum_injector
+                since = time.time()
                 result = hammer(
                     name, call, clients=clients, seconds=seconds, max_requests=args.max_requests
                 )
+                result.server_ms = _server_ms(injector, since)
                 print(result.line())
 
 
