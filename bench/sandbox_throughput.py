@@ -3,8 +3,10 @@
 Starts the sandbox (``start_sandbox``, both servers in this process), then for each scenario runs
 ``--clients`` threads, each with its own keep-alive ``httpx.Client``, for ``--seconds`` or until
 ``--max-requests`` calls in total, and prints requests/s with p50/p99 latency as the clients see
-it, and ``server`` = the mean time the simulator itself spent per call (its request log's
-``duration_ms``: the handler, without the HTTP stack):
+it, ``server`` = the mean time the simulator itself spent per call (its request log's
+``duration_ms``: the handler, without the HTTP stack, GIL waits included) and ``cpu`` = the CPU
+time of the simulator's server thread per call (HTTP stack included; the figure that load on
+the machine disturbs least):
 
 - ``st GET /api/job/{id}``   a ServiceTrade read with a Bearer token
 - ``spectrum GetJob``        a SOAP Get over the Info-Link SQLite file (TEMPLATE + seeded jobs)
@@ -60,6 +62,7 @@ class Result:
     errors: int = 0
     elapsed_s: float = 0.0
     server_ms: list[float] = field(default_factory=list)
+    server_cpu_s: float = float("nan")
 
     def line(self) -> str:
         lat = sorted(self.latencies_ms)
@@ -70,9 +73,10 @@ class Result:
         p99 = lat[min(n - 1, int(n * 0.99))]
         rate = n / self.elapsed_s if self.elapsed_s else 0.0
         server = statistics.mean(self.server_ms) if self.server_ms else float("nan")
+        cpu = self.server_cpu_s * 1000 / (n + self.errors)
         return (
             f"{self.name:<28} {n:>7} ok {self.errors:>4} err  {rate:>8.0f} req/s  "
-            f"p50 {p50:>6.2f} ms  p99 {p99:>6.2f} ms  server {server:>5.2f} ms"
+            f"p50 {p50:>6.2f} ms  p99 {p99:>6.2f} ms  server {server:>5.2f} ms  cpu {cpu:>5.2f} ms"
         )
 
 
@@ -212,6 +216,15 @@ def scenarios(sb: RunningSandbox) -> list[tuple[str, Call]]:
     ]
 
 
+def _thread_cpu_s(name: str) -> float:
+    """CPU seconds (user + system) used so far by this process's thread called ``name``."""
+    import psutil
+
+    native = next(t.native_id for t in threading.enumerate() if t.name == name)
+    times = next(t for t in psutil.Process().threads() if t.id == native)
+    return float(times.user_time + times.system_time)
+
+
 def _server_ms(injector: FaultInjector, since: float) -> list[float]:
     """What the simulator logged as its own time per successful call since ``since``."""
     return [r.duration_ms for r in injector.requests(since=since) if r.status == 200]
@@ -239,11 +252,14 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(20):  # warm up connections and caches
                     with httpx.Client() as warm:
                         call(warm)
-                injector = sb.st_injector if name.startswith("st ") else sb.spectrum_injector
-                since = time.time()
+                st = name.startswith("st ")
+                injector = sb.st_injector if st else sb.spectrum_injector
+                thread = "sandbox-servicetrade" if st else "sandbox-spectrum"  # sandbox.run names
+                since, cpu_before = time.time(), _thread_cpu_s(thread)
                 result = hammer(
                     name, call, clients=clients, seconds=seconds, max_requests=args.max_requests
                 )
+                result.server_cpu_s = _thread_cpu_s(thread) - cpu_before
                 result.server_ms = _server_ms(injector, since)
                 print(result.line())
 
