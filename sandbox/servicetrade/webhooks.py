@@ -84,6 +84,10 @@ def _actions_of(item: Mapping[str, Any]) -> list[str]:
     return []
 
 
+#: how long the delivery thread waits for new events before it exits (it restarts on demand)
+_IDLE_LINGER_S = 5.0
+
+
 class _HttpDeliver:
     """Default transport: a real POST with a ~5 s timeout (one client per emitter thread use)."""
 
@@ -244,10 +248,21 @@ class WebhookEmitter:
                             break
                         self._cond.wait(left)
                 if not self._events and not self._pending:
-                    self._running = False
                     self._busy = False
                     self._cond.notify_all()
-                    return
+                    # Linger before exiting: the thread is started from enqueue, inside a
+                    # request and under the store's lock, and Thread.start waits until the new
+                    # thread runs - on a loaded machine that cost the ServiceTrade write ~ms.
+                    idle_until = time.monotonic() + _IDLE_LINGER_S
+                    while not self._events and not self._closed:
+                        left = idle_until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    if self._closed or not self._events:
+                        self._running = False
+                        return
+                    continue
                 self._busy = True
                 batch: list[ChangeEvent] = []
                 while self._events and len(batch) < self.max_events_per_delivery:

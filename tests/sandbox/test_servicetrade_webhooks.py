@@ -393,3 +393,27 @@ def test_default_transport_opens_its_client_on_first_delivery_only() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         transport("http://127.0.0.1:9/hooks", b"{}")
     assert transport._client is None
+
+
+def test_delivery_thread_is_reused_between_bursts_and_ends_on_close() -> None:
+    from sandbox.servicetrade.state import ChangeEvent
+    from sandbox.servicetrade.webhooks import WebhookEmitter
+
+    emitter = WebhookEmitter(STState(), FaultInjector(), deliver=lambda url, body: 200)
+    before = set(threading.enumerate())  # other tests' emitters may still be idling
+
+    def burst(n: int) -> list[threading.Thread]:
+        event = ChangeEvent("updated", "job", n, f"https://x/api/job/{n}", None, 0, ())
+        emitter.enqueue(event)
+        emitter.flush(10)
+        # drained, yet the thread idles for the next event instead of exiting
+        assert emitter._running
+        return [t for t in threading.enumerate() if t.name == "st-webhooks" and t not in before]
+
+    first = burst(1)
+    assert len(first) == 1
+    assert burst(2) == first  # the next event did not start another thread
+    assert emitter.counters()["events_queued"] == 2
+    emitter.close()
+    first[0].join(5)
+    assert not first[0].is_alive()
