@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -53,6 +53,9 @@ from sandbox.servicetrade.webhooks import Deliver, WebhookEmitter
 log = logging.getLogger(__name__)
 
 _SESSION_COOKIE = "PHPSESSID"
+#: x-request-id values: 16 hex digits like secrets.token_hex(8), without its urandom syscall per
+#: response (an id needs to be unique, not unpredictable)
+_REQUEST_IDS = random.Random()
 _UNLOGGED_SERVICES = frozenset({"oauth2", "auth"})
 
 
@@ -163,7 +166,7 @@ class _Server:
         except Exception:  # noqa: BLE001 - a simulator bug must still answer and be logged
             log.exception("ServiceTrade sandbox failed on %s %s", request.method, request.url.path)
             response = _json({"messages": {"error": ["Internal server error"]}, "data": None}, 500)
-        response.headers["x-request-id"] = secrets.token_hex(8)
+        response.headers["x-request-id"] = f"{_REQUEST_IDS.getrandbits(64):016x}"
         self.injector.record(
             RequestRecord(
                 at=time.time(),
