@@ -273,7 +273,7 @@ def update_rows(
             )
         _UPDATES[key] = plain
     plain = _UPDATES[key]
-    if plain is None:
+    if plain is None or any(v is None for v in where.values()):  # `= NULL` matches nothing
         stmt = table.update().where(*(table.c[k] == v for k, v in where.items())).values(**values)
         conn.execute(stmt)
         return

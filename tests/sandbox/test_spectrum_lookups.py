@@ -169,3 +169,14 @@ def test_update_rows_changes_only_the_keyed_rows_with_typed_values(db: SpectrumD
         assert rows[untouched]["Line_Extension"] is None
         assert rows[untouched]["Detail_Description"] is None
     assert db.rows("CR_CUSTOMER_MASTER_MC", Customer_Code="C1")[0]["Name"] == "Acme"
+
+
+def test_update_rows_keyed_on_a_null_matches_the_null_row_as_sqlalchemy_does(
+    db: SpectrumDB,
+) -> None:
+    line = {"Company_Code": "ABC", "Invoice_Or_Transaction": "N1", "Line_Number": 1}
+    with db.transaction() as conn:
+        insert_rows(conn, il.ar_invoice_lines, [line | {"GL_Account": None}])
+        # a plain `GL_Account = ?` bound to NULL would match nothing; SQLAlchemy says IS NULL
+        update_rows(conn, il.ar_invoice_lines, line | {"GL_Account": None}, {"Message": "found"})
+    assert db.rows("CR_INVOICE_DETAIL_MC", Company_Code="ABC")[0]["Message"] == "found"
