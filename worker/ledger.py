@@ -19,7 +19,7 @@ import socket
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -513,9 +513,21 @@ class Ledger:
         now = utcnow()
         until = now + timedelta(seconds=lease_s)
         # one transaction (P2/P4: two ledger commits per record were one of the larger costs of
-        # a sync): the row created if new, read, then taken conditionally on what was read
+        # a sync). A new row is inserted already taken, in one statement (P2: the insert, the
+        # read and the take-over were three); an existing one is read, then taken conditionally
+        # on what was read. Either way the row ends as the pending insert followed by the take-
+        # over left it, and the transaction commits both or neither.
         with self.tx() as conn:
-            self._ensure_row(conn, key, now)
+            created = self._insert_claimed(conn, key, owner, now, until)
+            if created is not None:
+                previous = replace(
+                    created,
+                    status=Status.PENDING,
+                    attempts=0,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                return Claim(created, held=True, previous=previous)
             current = Record.from_row(self._select_row(conn, key).one())
             recovered = False
             if current.status is Status.IN_FLIGHT:
@@ -543,6 +555,49 @@ class Ledger:
                 latest = Record.from_row(self._select_row(conn, key).one())
                 return Claim(latest, held=False)
         return Claim(Record.from_row(row), held=True, recovered=recovered, previous=current)
+
+    def _insert_claimed(
+        self, conn: Connection, key: RecordKey, owner: str, now: datetime, until: datetime
+    ) -> Record | None:
+        """Insert ``key``'s row as a new row's claim leaves it (the pending row ``_ensure_row``
+        inserts, taken by ``_claim_stmt``: in flight, leased to ``owner``, one attempt); None
+        when the row exists (nothing written)."""
+
+        def build() -> Any:
+            c = sync_record.c
+            return (
+                self._insert(sync_record)
+                .values(
+                    connection=bindparam("k_connection", type_=c.connection.type),
+                    record_type=bindparam("k_record_type", type_=c.record_type.type),
+                    source_id=bindparam("k_source_id", type_=c.source_id.type),
+                    status=Status.IN_FLIGHT.value,
+                    state=bindparam("p_state", type_=c.state.type),
+                    attempts=1,
+                    crashes=0,
+                    retry_rounds=0,
+                    lease_owner=bindparam("p_owner", type_=c.lease_owner.type),
+                    lease_until=bindparam("p_until", type_=c.lease_until.type),
+                    next_attempt_at=bindparam("p_due", type_=c.next_attempt_at.type),
+                    created_at=bindparam("p_now", type_=c.created_at.type),
+                    updated_at=bindparam("p_now", type_=c.updated_at.type),
+                )
+                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
+                .returning(*c)
+            )
+
+        row = conn.execute(
+            self._stmt("claim_new", build),
+            {
+                **_key_params(key),
+                "p_state": {},
+                "p_owner": owner,
+                "p_until": until,
+                "p_due": self._pending_due(now),
+                "p_now": now,
+            },
+        ).first()
+        return Record.from_row(row) if row is not None else None
 
     def _finish(self, key: RecordKey, owner: str | None, **values: Any) -> Record:
         now = utcnow()
@@ -639,16 +694,47 @@ class Ledger:
         it), never a part done under a holder state that contradicts it."""
         now = utcnow()
         with self.tx() as conn:
-            self._ensure_row(conn, key, now)
-            self._update_row(
-                conn, key, None, _done_values(now, spectrum_key, payload_digest, state, "done")
-            )
+            self._upsert_done(conn, key, now, spectrum_key, payload_digest, state)
             row = self._update_row(
                 conn, holder, None, {"state": holder_state, "updated_at": now}
             ).first()
             if row is None:  # pragma: no cover - the holder's row exists while it is claimed
                 row = self._select_row(conn, holder).one()
         return Record.from_row(row)
+
+    def _upsert_done(
+        self,
+        conn: Connection,
+        key: RecordKey,
+        now: datetime,
+        spectrum_key: str,
+        payload_digest: str | None,
+        state: dict[str, Any],
+    ) -> None:
+        """``key``'s row made ``done`` in one statement (P2: an insert of the pending row, then
+        an update, were two): a new row is inserted as that insert and update would leave it,
+        an existing one gets the update's columns (``_done_values``)."""
+        done = _done_values(now, spectrum_key, payload_digest, state, "done")
+        c = sync_record.c
+
+        def build() -> Any:
+            ins = self._insert(sync_record).values(
+                connection=bindparam("k_connection", type_=c.connection.type),
+                record_type=bindparam("k_record_type", type_=c.record_type.type),
+                source_id=bindparam("k_source_id", type_=c.source_id.type),
+                attempts=0,
+                created_at=bindparam("p_now", type_=c.created_at.type),
+                **{k: bindparam(f"p_{k}", type_=c[k].type) for k in done},
+            )
+            return ins.on_conflict_do_update(
+                index_elements=["connection", "record_type", "source_id"],
+                set_={k: getattr(ins.excluded, k) for k in done},
+            )
+
+        conn.execute(
+            self._stmt(("upsert_done", tuple(done)), build),
+            {**_key_params(key), "p_now": now, **{f"p_{k}": v for k, v in done.items()}},
+        )
 
     def mark(
         self,
