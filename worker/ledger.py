@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from sqlalchemy import (
@@ -58,6 +58,8 @@ from sqlalchemy.sql.elements import ClauseElement
 from clients.errors import PermanentError
 
 metadata = MetaData()
+
+_T = TypeVar("_T")
 
 
 class Status(StrEnum):
@@ -222,7 +224,12 @@ class Record:
 
     @classmethod
     def from_row(cls, row: Any) -> Record:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Record:
+        """The record of a row's values by column name (a result row's ``_mapping``, or the
+        converted values of a driver-level read: ``Ledger._driver_record``)."""
         return cls(
             id=m["id"],
             key=RecordKey(m["connection"], m["record_type"], m["source_id"]),
@@ -602,11 +609,75 @@ class Ledger:
     def _finish(self, key: RecordKey, owner: str | None, **values: Any) -> Record:
         now = utcnow()
         values.setdefault("updated_at", now)
+        if not any(isinstance(v, ClauseElement) for v in values.values()):
+            return self._finish_on_driver(key, owner, values)
         with self.tx() as conn:
             row = self._update_row(conn, key, owner, values).first()
             if row is None:  # not the lease holder: the row as it is
                 row = self._select_row(conn, key).one()
         return Record.from_row(row)
+
+    def _finish_on_driver(
+        self, key: RecordKey, owner: str | None, values: dict[str, Any]
+    ) -> Record:
+        """``_finish`` of plain values (the progress and done updates of every sync: P2) on a
+        pooled driver connection: the same ``UPDATE … RETURNING`` (and, when it matched nothing,
+        the same select), in one transaction, compiled once per set of columns with SQLAlchemy's
+        conversions of the parameters and of the returned row (``_driver_run``)."""
+        update_sql = self._driver_compiled(
+            ("update_driver", tuple(sorted(values)), owner is not None),
+            lambda: self._update_stmt(owner, tuple(sorted(values)), {}),
+        )
+        select_sql = self._driver_compiled(
+            "select_driver", lambda: select(sync_record).where(_KEY_MATCH)
+        )
+        params = {**_key_params(key), "w_owner": owner}
+        params.update({f"p_{k}": v for k, v in values.items()})
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(update_sql.sql, update_sql.params(params))
+            rows = cursor.fetchall()
+            if not rows:  # not the lease holder: the row as it is
+                cursor.execute(select_sql.sql, select_sql.params(params))
+                rows = cursor.fetchall()
+                if not rows:  # as ``.one()`` would
+                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
+            return rows[0]
+
+        return self._driver_record(self._driver_run(update_sql.sql, params, work))
+
+    def _driver_compiled(self, name: Hashable, build: Callable[[], Any]) -> _DriverCompiled:
+        """Statement ``name`` (made by ``build``, with named bound parameters) compiled once per
+        ledger for the driver, with each parameter's conversion by its type."""
+        built: _DriverCompiled | None = self._stmts.get(name)
+        if built is None:
+            dialect = self.engine.dialect
+            compiled = build().compile(dialect=dialect)
+            binds = tuple(compiled.positiontup or compiled.binds)
+            convert = tuple(
+                compiled.binds[b].type.dialect_impl(dialect).bind_processor(dialect) for b in binds
+            )
+            built = _DriverCompiled(
+                compiled.string, binds, compiled.positiontup is not None, convert
+            )
+            self._stmts[name] = built
+        return built
+
+    def _driver_record(self, values: Sequence[Any]) -> Record:
+        """The record of a ``sync_record`` row read on the driver (its columns in table order),
+        converted by each column's type as SQLAlchemy converts a result row."""
+        convert: tuple[Callable[[Any], Any] | None, ...] | None = self._stmts.get("record_driver")
+        if convert is None:
+            dialect = self.engine.dialect
+            convert = self._stmts["record_driver"] = tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in sync_record.c
+            )
+        return Record.from_mapping(
+            {
+                name: v if f is None else f(v)
+                for name, f, v in zip(_RECORD_COLUMNS, convert, values, strict=True)
+            }
+        )
 
     def _update_row(
         self, conn: Connection, key: RecordKey, owner: str | None, values: dict[str, Any]
@@ -614,33 +685,39 @@ class Ledger:
         """``UPDATE … RETURNING`` of ``key``'s row (only while ``owner`` holds it, when given).
         Plain values run a statement built once per set of columns; SQL expressions among them
         (a counter + 1, a coalesce) one built for this call."""
-        conditions = [_KEY_MATCH]
-        if owner is not None:
-            conditions.append(sync_record.c.lease_owner == bindparam("w_owner"))
         params = {**_key_params(key), "w_owner": owner}
         plain = {k: v for k, v in values.items() if not isinstance(v, ClauseElement)}
         exprs = {k: v for k, v in values.items() if k not in plain}
-
-        def build() -> Any:
-            return (
-                update(sync_record)
-                .where(and_(*conditions))
-                .values(
-                    {
-                        **{k: bindparam(f"p_{k}", type_=sync_record.c[k].type) for k in plain},
-                        **exprs,
-                    }
-                )
-                .returning(*sync_record.c)
-            )
-
+        columns = tuple(sorted(plain))
         stmt = (
-            build()
+            self._update_stmt(owner, columns, exprs)
             if exprs
-            else self._stmt(("update", tuple(sorted(plain)), owner is not None), build)
+            else self._stmt(
+                ("update", columns, owner is not None),
+                lambda: self._update_stmt(owner, columns, {}),
+            )
         )
         params.update({f"p_{k}": v for k, v in plain.items()})
         return conn.execute(stmt, params)
+
+    @staticmethod
+    def _update_stmt(owner: str | None, columns: Sequence[str], exprs: dict[str, Any]) -> Any:
+        """``UPDATE … RETURNING`` of one row by its key (``k_*``; and ``w_owner`` when
+        ``owner`` is given): ``columns`` bound as ``p_<column>``, ``exprs`` as they are."""
+        conditions = [_KEY_MATCH]
+        if owner is not None:
+            conditions.append(sync_record.c.lease_owner == bindparam("w_owner"))
+        return (
+            update(sync_record)
+            .where(and_(*conditions))
+            .values(
+                {
+                    **{k: bindparam(f"p_{k}", type_=sync_record.c[k].type) for k in columns},
+                    **exprs,
+                }
+            )
+            .returning(*sync_record.c)
+        )
 
     def update_progress(
         self,
@@ -1154,18 +1231,31 @@ class Ledger:
         transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
         driver errors are raised as SQLAlchemy's (``DBAPIError.instance``, so they are classified
         as before) and a lost connection is dropped from the pool as SQLAlchemy does."""
+
+        def work(cursor: Any) -> None:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+
+        self._driver_run(sql, params, work)
+
+    def _driver_run(self, sql: str, params: Any, work: Callable[[Any], _T]) -> _T:
+        """``work(cursor)`` in one transaction on a pooled driver connection; what it returns.
+        The transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
+        driver errors are raised as SQLAlchemy's (``DBAPIError.instance`` naming ``sql`` and
+        ``params``, so they are classified as before) and a lost connection is dropped from the
+        pool as SQLAlchemy does."""
         dialect = self.engine.dialect
         fairy = self.engine.raw_connection()
         try:
             cursor = fairy.cursor()
             try:
-                if many:
-                    cursor.executemany(sql, params)
-                else:
-                    cursor.execute(sql, params)
+                result = work(cursor)
             finally:
                 cursor.close()
             fairy.commit()
+            return result
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, fairy.dbapi_connection, None)
             if lost:
@@ -1341,6 +1431,30 @@ class _DriverStatement:
             return list(values)
         return dict(zip(self.names, values, strict=True))
 
+
+@dataclass(frozen=True)
+class _DriverCompiled:
+    """A statement with named bound parameters compiled for the driver
+    (``Ledger._driver_compiled``)."""
+
+    sql: str
+    #: the bound parameters' names, in the driver's order when ``positional``
+    binds: tuple[str, ...]
+    positional: bool
+    #: each bound parameter's conversion by its type (None: passed as it is)
+    convert: tuple[Callable[[Any], Any] | None, ...]
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """The driver's parameters from ``values`` by bound parameter name."""
+        out = [
+            v if f is None else f(v)
+            for f, v in zip(self.convert, (values[b] for b in self.binds), strict=True)
+        ]
+        return out if self.positional else dict(zip(self.binds, out, strict=True))
+
+
+#: the columns of a ``sync_record`` row, in table order (``Ledger._driver_record``)
+_RECORD_COLUMNS = tuple(c.name for c in sync_record.c)
 
 _AUDIT_COLUMNS = (
     "at",
