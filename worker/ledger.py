@@ -454,9 +454,21 @@ class Ledger:
         )
 
     def get(self, key: RecordKey) -> Record | None:
-        with self.engine.connect() as conn:
-            row = self._select_row(conn, key).first()
-        return Record.from_row(row) if row else None
+        """``key``'s row, or None. Read on a pooled driver connection (a sync reads the rows of
+        its prerequisites this way: P2), converted as SQLAlchemy converts a result row."""
+        select_sql = self._select_driver()
+        params = _key_params(key)
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(select_sql.sql, select_sql.params(params))
+            return cursor.fetchone()
+
+        row = self._driver_run(select_sql.sql, params, work)
+        return self._driver_record(row) if row is not None else None
+
+    def _select_driver(self) -> _DriverCompiled:
+        """``_select_row``'s statement compiled for the driver."""
+        return self._driver_compiled("select_driver", lambda: select(sync_record).where(_KEY_MATCH))
 
     def get_many(
         self, connection: str, record_type: str, source_ids: Iterable[str]
@@ -628,9 +640,7 @@ class Ledger:
             ("update_driver", tuple(sorted(values)), owner is not None),
             lambda: self._update_stmt(owner, tuple(sorted(values)), {}),
         )
-        select_sql = self._driver_compiled(
-            "select_driver", lambda: select(sync_record).where(_KEY_MATCH)
-        )
+        select_sql = self._select_driver()
         params = {**_key_params(key), "w_owner": owner}
         params.update({f"p_{k}": v for k, v in values.items()})
 
@@ -1247,7 +1257,19 @@ class Ledger:
         ``params``, so they are classified as before) and a lost connection is dropped from the
         pool as SQLAlchemy does."""
         dialect = self.engine.dialect
-        fairy = self.engine.raw_connection()
+        try:
+            fairy = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            # no connection (the database is away): raised as engine.connect() raises it, so a
+            # sync classifies it as the ledger not answering (worker/infra.py), not a bug
+            raise sqlalchemy_exc.DBAPIError.instance(
+                None,
+                None,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=dialect.is_disconnect(exc, None, None),
+                dialect=dialect,
+            ) from exc
         try:
             cursor = fairy.cursor()
             try:
