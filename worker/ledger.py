@@ -667,8 +667,9 @@ class Ledger:
             convert = tuple(
                 compiled.binds[b].type.dialect_impl(dialect).bind_processor(dialect) for b in binds
             )
+            fixed = {b: p.effective_value for b, p in compiled.binds.items() if not p.required}
             built = _DriverCompiled(
-                compiled.string, binds, compiled.positiontup is not None, convert
+                compiled.string, binds, compiled.positiontup is not None, convert, fixed
             )
             self._stmts[name] = built
         return built
@@ -780,47 +781,50 @@ class Ledger:
         holder's state still says the write was sent, and the next attempt looks it up and adopts
         it), never a part done under a holder state that contradicts it."""
         now = utcnow()
-        with self.tx() as conn:
-            self._upsert_done(conn, key, now, spectrum_key, payload_digest, state)
-            row = self._update_row(
-                conn, holder, None, {"state": holder_state, "updated_at": now}
-            ).first()
-            if row is None:  # pragma: no cover - the holder's row exists while it is claimed
-                row = self._select_row(conn, holder).one()
-        return Record.from_row(row)
-
-    def _upsert_done(
-        self,
-        conn: Connection,
-        key: RecordKey,
-        now: datetime,
-        spectrum_key: str,
-        payload_digest: str | None,
-        state: dict[str, Any],
-    ) -> None:
-        """``key``'s row made ``done`` in one statement (P2: an insert of the pending row, then
-        an update, were two): a new row is inserted as that insert and update would leave it,
-        an existing one gets the update's columns (``_done_values``)."""
         done = _done_values(now, spectrum_key, payload_digest, state, "done")
+        upsert = self._driver_compiled(
+            ("upsert_done_driver", tuple(done)), lambda: self._upsert_done_stmt(tuple(done))
+        )
+        update_holder = self._driver_compiled(
+            ("update_driver", ("state", "updated_at"), False),
+            lambda: self._update_stmt(None, ("state", "updated_at"), {}),
+        )
+        select_sql = self._select_driver()
+        part = {**_key_params(key), "p_now": now, **{f"p_{k}": v for k, v in done.items()}}
+        held = {**_key_params(holder), "p_state": holder_state, "p_updated_at": now}
+
+        # one transaction on a pooled driver connection (P2: these run once per document that
+        # lands; SQLAlchemy's execution layers cost more CPU than the two statements)
+        def work(cursor: Any) -> Any:
+            cursor.execute(upsert.sql, upsert.params(part))
+            cursor.execute(update_holder.sql, update_holder.params(held))
+            rows = cursor.fetchall()
+            if not rows:  # pragma: no cover - the holder's row exists while it is claimed
+                cursor.execute(select_sql.sql, select_sql.params(held))
+                rows = cursor.fetchall()
+                if not rows:  # as ``.one()`` would
+                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
+            return rows[0]
+
+        return self._driver_record(self._driver_run(upsert.sql, part, work))
+
+    def _upsert_done_stmt(self, columns: Sequence[str]) -> Any:
+        """A row made ``done`` in one statement (P2: an insert of the pending row, then an
+        update, were two): a new row is inserted as that insert and update would leave it, an
+        existing one gets the update's ``columns`` (``_done_values``) bound as ``p_<column>``,
+        its creation time as ``p_now``."""
         c = sync_record.c
-
-        def build() -> Any:
-            ins = self._insert(sync_record).values(
-                connection=bindparam("k_connection", type_=c.connection.type),
-                record_type=bindparam("k_record_type", type_=c.record_type.type),
-                source_id=bindparam("k_source_id", type_=c.source_id.type),
-                attempts=0,
-                created_at=bindparam("p_now", type_=c.created_at.type),
-                **{k: bindparam(f"p_{k}", type_=c[k].type) for k in done},
-            )
-            return ins.on_conflict_do_update(
-                index_elements=["connection", "record_type", "source_id"],
-                set_={k: getattr(ins.excluded, k) for k in done},
-            )
-
-        conn.execute(
-            self._stmt(("upsert_done", tuple(done)), build),
-            {**_key_params(key), "p_now": now, **{f"p_{k}": v for k, v in done.items()}},
+        ins = self._insert(sync_record).values(
+            connection=bindparam("k_connection", type_=c.connection.type),
+            record_type=bindparam("k_record_type", type_=c.record_type.type),
+            source_id=bindparam("k_source_id", type_=c.source_id.type),
+            attempts=0,
+            created_at=bindparam("p_now", type_=c.created_at.type),
+            **{k: bindparam(f"p_{k}", type_=c[k].type) for k in columns},
+        )
+        return ins.on_conflict_do_update(
+            index_elements=["connection", "record_type", "source_id"],
+            set_={k: getattr(ins.excluded, k) for k in columns},
         )
 
     def mark(
@@ -1014,9 +1018,10 @@ class Ledger:
         self, connection: str, task: str, source_id: str, *, received_before: datetime
     ) -> None:
         """The task for this entry has run: forget it, unless a newer wake-up arrived after
-        the task started (that one still needs its run)."""
-        stmt = self._stmt(
-            "inbox_done",
+        the task started (that one still needs its run). On a pooled driver connection: it
+        runs after every task (P2)."""
+        stmt = self._driver_compiled(
+            "inbox_done_driver",
             lambda: inbox.delete().where(
                 inbox.c.connection == bindparam("k_connection"),
                 inbox.c.task == bindparam("k_task"),
@@ -1030,8 +1035,7 @@ class Ledger:
             "k_source_id": source_id,
             "w_before": received_before,
         }
-        with self.tx() as conn:
-            conn.execute(stmt, params)
+        self._driver_write(stmt.sql, stmt.params(params))
 
     def invariant_breaches(self, now: datetime, *, tolerance_s: float) -> list[Breach]:
         """Rows with nothing queued or scheduled for them: waiting without a due time, or
@@ -1334,17 +1338,28 @@ class Ledger:
 
     # --- watermarks -------------------------------------------------------------------------
     def get_watermark(self, connection: str, name: str) -> str | None:
-        stmt = self._stmt(
-            "watermark",
+        """The watermark's value, or None. Read on a pooled driver connection: every successful
+        sync reads the connection's pause mark (P2)."""
+        stmt = self._driver_compiled(
+            "watermark_driver",
             lambda: select(watermark.c.value).where(
                 watermark.c.connection == bindparam("k_connection"),
                 watermark.c.name == bindparam("k_name"),
             ),
         )
-        with self.engine.connect() as conn:
-            return conn.execute(
-                stmt, {"k_connection": connection, "k_name": name}
-            ).scalar_one_or_none()
+        params = {"k_connection": connection, "k_name": name}
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(stmt.sql, stmt.params(params))
+            rows = cursor.fetchall()
+            if len(rows) > 1:  # as ``.scalar_one_or_none()`` would (the key is the primary key)
+                raise sqlalchemy_exc.MultipleResultsFound(
+                    "Multiple rows were found when one or none was required"
+                )
+            return rows[0][0] if rows else None
+
+        value: str | None = self._driver_run(stmt.sql, params, work)
+        return value
 
     def set_watermark(self, connection: str, name: str, value: str) -> None:
         now = utcnow()
@@ -1465,9 +1480,14 @@ class _DriverCompiled:
     positional: bool
     #: each bound parameter's conversion by its type (None: passed as it is)
     convert: tuple[Callable[[Any], Any] | None, ...]
+    #: the values the statement itself binds (literals such as ``attempts=0``), by name
+    fixed: dict[str, Any]
 
     def params(self, values: dict[str, Any]) -> Any:
-        """The driver's parameters from ``values`` by bound parameter name."""
+        """The driver's parameters from ``values`` by bound parameter name (and the
+        statement's own literals)."""
+        if self.fixed:
+            values = {**self.fixed, **values}
         out = [
             v if f is None else f(v)
             for f, v in zip(self.convert, (values[b] for b in self.binds), strict=True)
