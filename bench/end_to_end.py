@@ -82,9 +82,21 @@ def _final(stack: Stack, record_type: str, ids: list[int]) -> int:
     return sum(1 for r in rows.values() if r.status in TERMINAL)
 
 
+def _maybe_final(stack: Stack, record_type: str, n: int) -> bool:
+    """False while fewer than ``n`` rows of the type are final: one grouped count (~0.4 ms),
+    where reading the rows costs ~7 ms of this process's CPU, which both simulators share."""
+    from worker.ledger import TERMINAL
+
+    terminal = {s.value for s in TERMINAL}
+    counts: dict[tuple[str, str], int] = stack.ledger.counts("main")
+    final = sum(v for (t, status), v in counts.items() if t == record_type and status in terminal)
+    return final >= n
+
+
 def _wait_final(stack: Stack, record_type: str, ids: list[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while _final(stack, record_type, ids) < len(ids):
+    n = len(ids)
+    while not _maybe_final(stack, record_type, n) or _final(stack, record_type, ids) < n:
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"{record_type}: {_final(stack, record_type, ids)}/{len(ids)} "

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 from celery.signals import after_setup_logger, after_setup_task_logger
+from kombu.utils.encoding import bytes_to_str
 
 from clients.errors import ConfigError
 from worker.broker import resolve_broker_url
@@ -46,17 +49,73 @@ TASK_PACKAGES = ["tasks"]
 RESULT_EXPIRES_S = 3600
 
 
+#: store a task's result unless a SUCCESS is stored already, and publish it: Celery's
+#: ``_store_result`` does the same in two round trips (a GET, then SETEX + PUBLISH), not atomically
+_STORE_UNLESS_SUCCEEDED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class ResultsOnDemand(RedisBackend):
-    """Celery's Redis result backend, minus one subscription per published task.
+    """Celery's Redis result backend, minus one subscription per published task and one round
+    trip per stored result.
 
     Celery's Redis backend subscribes every producer to each task's result channel when it
     publishes (``on_task_call``), so an ingest or a sweep that never reads a result would hold a
     subscription per task. Here only ``AsyncResult.get()`` subscribes, and it reads the stored
     result first (``on_wait_for_pending``), so a result stored before the call is not missed.
+
+    Storing a result keeps Celery's rule (a stored SUCCESS is never overwritten: a redelivered
+    duplicate cannot replace it) in one script instead of a read and then a write (P2: every
+    task stores its outcome). Results are JSON here (``result_serializer``), which the script
+    decodes to read the stored status.
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        # both set from seconds by Celery (``prepare_expires(..., type=int)``); 0/None: no expiry
+        expires = getattr(self, "failure_expires" if state == states.FAILURE else "expires", None)
+        self.ensure(self._store_unless_succeeded, (self.get_key_for_task(task_id), value, expires))
+        return result
+
+    @cached_property
+    def _store_script(self) -> Any:
+        return self.client.register_script(_STORE_UNLESS_SUCCEEDED)
+
+    def _store_unless_succeeded(self, key: bytes, value: Any, expires: int | None) -> None:
+        self._store_script(keys=[key], args=[value, int(expires or 0)])
 
 
 def result_backend_url(broker_url: str) -> str | None:
