@@ -339,10 +339,10 @@ def _post(
             ctx, conn, run, invoice_id, docs, record=record, spectrum_key=desired[0][1].number
         )
     )
-    rows = _document_rows(ctx, conn.name, invoice_id, _known_kinds(run.state))
-    numbers = [doc.number for slot, doc in desired if slot.kind in rows]
-    if len(numbers) != len(desired):  # pragma: no cover - _post_documents raised already
-        raise PermanentError(f"{record}: not every document is in Spectrum ({numbers})")
+    # _post_documents returned: every document of ``docs`` is in Spectrum and has its done row
+    # (it raises otherwise), so they are not read back (P2); the stale documents' numbers are
+    # the ones read above (a landed document's row keeps its number)
+    numbers = [doc.number for _, doc in desired]
     first = numbers[0]
     pairs = [
         (str(rows[k].spectrum_key), doc.number)

@@ -19,11 +19,11 @@ import socket
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from sqlalchemy import (
@@ -58,6 +58,8 @@ from sqlalchemy.sql.elements import ClauseElement
 from clients.errors import PermanentError
 
 metadata = MetaData()
+
+_T = TypeVar("_T")
 
 
 class Status(StrEnum):
@@ -222,7 +224,12 @@ class Record:
 
     @classmethod
     def from_row(cls, row: Any) -> Record:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Record:
+        """The record of a row's values by column name (a result row's ``_mapping``, or the
+        converted values of a driver-level read: ``Ledger._driver_record``)."""
         return cls(
             id=m["id"],
             key=RecordKey(m["connection"], m["record_type"], m["source_id"]),
@@ -447,9 +454,21 @@ class Ledger:
         )
 
     def get(self, key: RecordKey) -> Record | None:
-        with self.engine.connect() as conn:
-            row = self._select_row(conn, key).first()
-        return Record.from_row(row) if row else None
+        """``key``'s row, or None. Read on a pooled driver connection (a sync reads the rows of
+        its prerequisites this way: P2), converted as SQLAlchemy converts a result row."""
+        select_sql = self._select_driver()
+        params = _key_params(key)
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(select_sql.sql, select_sql.params(params))
+            return cursor.fetchone()
+
+        row = self._driver_run(select_sql.sql, params, work)
+        return self._driver_record(row) if row is not None else None
+
+    def _select_driver(self) -> _DriverCompiled:
+        """``_select_row``'s statement compiled for the driver."""
+        return self._driver_compiled("select_driver", lambda: select(sync_record).where(_KEY_MATCH))
 
     def get_many(
         self, connection: str, record_type: str, source_ids: Iterable[str]
@@ -513,9 +532,21 @@ class Ledger:
         now = utcnow()
         until = now + timedelta(seconds=lease_s)
         # one transaction (P2/P4: two ledger commits per record were one of the larger costs of
-        # a sync): the row created if new, read, then taken conditionally on what was read
+        # a sync). A new row is inserted already taken, in one statement (P2: the insert, the
+        # read and the take-over were three); an existing one is read, then taken conditionally
+        # on what was read. Either way the row ends as the pending insert followed by the take-
+        # over left it, and the transaction commits both or neither.
         with self.tx() as conn:
-            self._ensure_row(conn, key, now)
+            created = self._insert_claimed(conn, key, owner, now, until)
+            if created is not None:
+                previous = replace(
+                    created,
+                    status=Status.PENDING,
+                    attempts=0,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                return Claim(created, held=True, previous=previous)
             current = Record.from_row(self._select_row(conn, key).one())
             recovered = False
             if current.status is Status.IN_FLIGHT:
@@ -544,14 +575,120 @@ class Ledger:
                 return Claim(latest, held=False)
         return Claim(Record.from_row(row), held=True, recovered=recovered, previous=current)
 
+    def _insert_claimed(
+        self, conn: Connection, key: RecordKey, owner: str, now: datetime, until: datetime
+    ) -> Record | None:
+        """Insert ``key``'s row as a new row's claim leaves it (the pending row ``_ensure_row``
+        inserts, taken by ``_claim_stmt``: in flight, leased to ``owner``, one attempt); None
+        when the row exists (nothing written)."""
+
+        def build() -> Any:
+            c = sync_record.c
+            return (
+                self._insert(sync_record)
+                .values(
+                    connection=bindparam("k_connection", type_=c.connection.type),
+                    record_type=bindparam("k_record_type", type_=c.record_type.type),
+                    source_id=bindparam("k_source_id", type_=c.source_id.type),
+                    status=Status.IN_FLIGHT.value,
+                    state=bindparam("p_state", type_=c.state.type),
+                    attempts=1,
+                    crashes=0,
+                    retry_rounds=0,
+                    lease_owner=bindparam("p_owner", type_=c.lease_owner.type),
+                    lease_until=bindparam("p_until", type_=c.lease_until.type),
+                    next_attempt_at=bindparam("p_due", type_=c.next_attempt_at.type),
+                    created_at=bindparam("p_now", type_=c.created_at.type),
+                    updated_at=bindparam("p_now", type_=c.updated_at.type),
+                )
+                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
+                .returning(*c)
+            )
+
+        row = conn.execute(
+            self._stmt("claim_new", build),
+            {
+                **_key_params(key),
+                "p_state": {},
+                "p_owner": owner,
+                "p_until": until,
+                "p_due": self._pending_due(now),
+                "p_now": now,
+            },
+        ).first()
+        return Record.from_row(row) if row is not None else None
+
     def _finish(self, key: RecordKey, owner: str | None, **values: Any) -> Record:
         now = utcnow()
         values.setdefault("updated_at", now)
+        if not any(isinstance(v, ClauseElement) for v in values.values()):
+            return self._finish_on_driver(key, owner, values)
         with self.tx() as conn:
             row = self._update_row(conn, key, owner, values).first()
             if row is None:  # not the lease holder: the row as it is
                 row = self._select_row(conn, key).one()
         return Record.from_row(row)
+
+    def _finish_on_driver(
+        self, key: RecordKey, owner: str | None, values: dict[str, Any]
+    ) -> Record:
+        """``_finish`` of plain values (the progress and done updates of every sync: P2) on a
+        pooled driver connection: the same ``UPDATE … RETURNING`` (and, when it matched nothing,
+        the same select), in one transaction, compiled once per set of columns with SQLAlchemy's
+        conversions of the parameters and of the returned row (``_driver_run``)."""
+        update_sql = self._driver_compiled(
+            ("update_driver", tuple(sorted(values)), owner is not None),
+            lambda: self._update_stmt(owner, tuple(sorted(values)), {}),
+        )
+        select_sql = self._select_driver()
+        params = {**_key_params(key), "w_owner": owner}
+        params.update({f"p_{k}": v for k, v in values.items()})
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(update_sql.sql, update_sql.params(params))
+            rows = cursor.fetchall()
+            if not rows:  # not the lease holder: the row as it is
+                cursor.execute(select_sql.sql, select_sql.params(params))
+                rows = cursor.fetchall()
+                if not rows:  # as ``.one()`` would
+                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
+            return rows[0]
+
+        return self._driver_record(self._driver_run(update_sql.sql, params, work))
+
+    def _driver_compiled(self, name: Hashable, build: Callable[[], Any]) -> _DriverCompiled:
+        """Statement ``name`` (made by ``build``, with named bound parameters) compiled once per
+        ledger for the driver, with each parameter's conversion by its type."""
+        built: _DriverCompiled | None = self._stmts.get(name)
+        if built is None:
+            dialect = self.engine.dialect
+            compiled = build().compile(dialect=dialect)
+            binds = tuple(compiled.positiontup or compiled.binds)
+            convert = tuple(
+                compiled.binds[b].type.dialect_impl(dialect).bind_processor(dialect) for b in binds
+            )
+            fixed = {b: p.effective_value for b, p in compiled.binds.items() if not p.required}
+            built = _DriverCompiled(
+                compiled.string, binds, compiled.positiontup is not None, convert, fixed
+            )
+            self._stmts[name] = built
+        return built
+
+    def _driver_record(self, values: Sequence[Any]) -> Record:
+        """The record of a ``sync_record`` row read on the driver (its columns in table order),
+        converted by each column's type as SQLAlchemy converts a result row."""
+        convert: tuple[Callable[[Any], Any] | None, ...] | None = self._stmts.get("record_driver")
+        if convert is None:
+            dialect = self.engine.dialect
+            convert = self._stmts["record_driver"] = tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in sync_record.c
+            )
+        return Record.from_mapping(
+            {
+                name: v if f is None else f(v)
+                for name, f, v in zip(_RECORD_COLUMNS, convert, values, strict=True)
+            }
+        )
 
     def _update_row(
         self, conn: Connection, key: RecordKey, owner: str | None, values: dict[str, Any]
@@ -559,33 +696,39 @@ class Ledger:
         """``UPDATE … RETURNING`` of ``key``'s row (only while ``owner`` holds it, when given).
         Plain values run a statement built once per set of columns; SQL expressions among them
         (a counter + 1, a coalesce) one built for this call."""
-        conditions = [_KEY_MATCH]
-        if owner is not None:
-            conditions.append(sync_record.c.lease_owner == bindparam("w_owner"))
         params = {**_key_params(key), "w_owner": owner}
         plain = {k: v for k, v in values.items() if not isinstance(v, ClauseElement)}
         exprs = {k: v for k, v in values.items() if k not in plain}
-
-        def build() -> Any:
-            return (
-                update(sync_record)
-                .where(and_(*conditions))
-                .values(
-                    {
-                        **{k: bindparam(f"p_{k}", type_=sync_record.c[k].type) for k in plain},
-                        **exprs,
-                    }
-                )
-                .returning(*sync_record.c)
-            )
-
+        columns = tuple(sorted(plain))
         stmt = (
-            build()
+            self._update_stmt(owner, columns, exprs)
             if exprs
-            else self._stmt(("update", tuple(sorted(plain)), owner is not None), build)
+            else self._stmt(
+                ("update", columns, owner is not None),
+                lambda: self._update_stmt(owner, columns, {}),
+            )
         )
         params.update({f"p_{k}": v for k, v in plain.items()})
         return conn.execute(stmt, params)
+
+    @staticmethod
+    def _update_stmt(owner: str | None, columns: Sequence[str], exprs: dict[str, Any]) -> Any:
+        """``UPDATE … RETURNING`` of one row by its key (``k_*``; and ``w_owner`` when
+        ``owner`` is given): ``columns`` bound as ``p_<column>``, ``exprs`` as they are."""
+        conditions = [_KEY_MATCH]
+        if owner is not None:
+            conditions.append(sync_record.c.lease_owner == bindparam("w_owner"))
+        return (
+            update(sync_record)
+            .where(and_(*conditions))
+            .values(
+                {
+                    **{k: bindparam(f"p_{k}", type_=sync_record.c[k].type) for k in columns},
+                    **exprs,
+                }
+            )
+            .returning(*sync_record.c)
+        )
 
     def update_progress(
         self,
@@ -638,17 +781,51 @@ class Ledger:
         holder's state still says the write was sent, and the next attempt looks it up and adopts
         it), never a part done under a holder state that contradicts it."""
         now = utcnow()
-        with self.tx() as conn:
-            self._ensure_row(conn, key, now)
-            self._update_row(
-                conn, key, None, _done_values(now, spectrum_key, payload_digest, state, "done")
-            )
-            row = self._update_row(
-                conn, holder, None, {"state": holder_state, "updated_at": now}
-            ).first()
-            if row is None:  # pragma: no cover - the holder's row exists while it is claimed
-                row = self._select_row(conn, holder).one()
-        return Record.from_row(row)
+        done = _done_values(now, spectrum_key, payload_digest, state, "done")
+        upsert = self._driver_compiled(
+            ("upsert_done_driver", tuple(done)), lambda: self._upsert_done_stmt(tuple(done))
+        )
+        update_holder = self._driver_compiled(
+            ("update_driver", ("state", "updated_at"), False),
+            lambda: self._update_stmt(None, ("state", "updated_at"), {}),
+        )
+        select_sql = self._select_driver()
+        part = {**_key_params(key), "p_now": now, **{f"p_{k}": v for k, v in done.items()}}
+        held = {**_key_params(holder), "p_state": holder_state, "p_updated_at": now}
+
+        # one transaction on a pooled driver connection (P2: these run once per document that
+        # lands; SQLAlchemy's execution layers cost more CPU than the two statements)
+        def work(cursor: Any) -> Any:
+            cursor.execute(upsert.sql, upsert.params(part))
+            cursor.execute(update_holder.sql, update_holder.params(held))
+            rows = cursor.fetchall()
+            if not rows:  # pragma: no cover - the holder's row exists while it is claimed
+                cursor.execute(select_sql.sql, select_sql.params(held))
+                rows = cursor.fetchall()
+                if not rows:  # as ``.one()`` would
+                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
+            return rows[0]
+
+        return self._driver_record(self._driver_run(upsert.sql, part, work))
+
+    def _upsert_done_stmt(self, columns: Sequence[str]) -> Any:
+        """A row made ``done`` in one statement (P2: an insert of the pending row, then an
+        update, were two): a new row is inserted as that insert and update would leave it, an
+        existing one gets the update's ``columns`` (``_done_values``) bound as ``p_<column>``,
+        its creation time as ``p_now``."""
+        c = sync_record.c
+        ins = self._insert(sync_record).values(
+            connection=bindparam("k_connection", type_=c.connection.type),
+            record_type=bindparam("k_record_type", type_=c.record_type.type),
+            source_id=bindparam("k_source_id", type_=c.source_id.type),
+            attempts=0,
+            created_at=bindparam("p_now", type_=c.created_at.type),
+            **{k: bindparam(f"p_{k}", type_=c[k].type) for k in columns},
+        )
+        return ins.on_conflict_do_update(
+            index_elements=["connection", "record_type", "source_id"],
+            set_={k: getattr(ins.excluded, k) for k in columns},
+        )
 
     def mark(
         self,
@@ -841,9 +1018,10 @@ class Ledger:
         self, connection: str, task: str, source_id: str, *, received_before: datetime
     ) -> None:
         """The task for this entry has run: forget it, unless a newer wake-up arrived after
-        the task started (that one still needs its run)."""
-        stmt = self._stmt(
-            "inbox_done",
+        the task started (that one still needs its run). On a pooled driver connection: it
+        runs after every task (P2)."""
+        stmt = self._driver_compiled(
+            "inbox_done_driver",
             lambda: inbox.delete().where(
                 inbox.c.connection == bindparam("k_connection"),
                 inbox.c.task == bindparam("k_task"),
@@ -857,8 +1035,7 @@ class Ledger:
             "k_source_id": source_id,
             "w_before": received_before,
         }
-        with self.tx() as conn:
-            conn.execute(stmt, params)
+        self._driver_write(stmt.sql, stmt.params(params))
 
     def invariant_breaches(self, now: datetime, *, tolerance_s: float) -> list[Breach]:
         """Rows with nothing queued or scheduled for them: waiting without a due time, or
@@ -1068,18 +1245,43 @@ class Ledger:
         transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
         driver errors are raised as SQLAlchemy's (``DBAPIError.instance``, so they are classified
         as before) and a lost connection is dropped from the pool as SQLAlchemy does."""
+
+        def work(cursor: Any) -> None:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+
+        self._driver_run(sql, params, work)
+
+    def _driver_run(self, sql: str, params: Any, work: Callable[[Any], _T]) -> _T:
+        """``work(cursor)`` in one transaction on a pooled driver connection; what it returns.
+        The transaction is the one ``tx()`` would run (the driver begins it, the commit ends it);
+        driver errors are raised as SQLAlchemy's (``DBAPIError.instance`` naming ``sql`` and
+        ``params``, so they are classified as before) and a lost connection is dropped from the
+        pool as SQLAlchemy does."""
         dialect = self.engine.dialect
-        fairy = self.engine.raw_connection()
+        try:
+            fairy = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            # no connection (the database is away): raised as engine.connect() raises it, so a
+            # sync classifies it as the ledger not answering (worker/infra.py), not a bug
+            raise sqlalchemy_exc.DBAPIError.instance(
+                None,
+                None,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=dialect.is_disconnect(exc, None, None),
+                dialect=dialect,
+            ) from exc
         try:
             cursor = fairy.cursor()
             try:
-                if many:
-                    cursor.executemany(sql, params)
-                else:
-                    cursor.execute(sql, params)
+                result = work(cursor)
             finally:
                 cursor.close()
             fairy.commit()
+            return result
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, fairy.dbapi_connection, None)
             if lost:
@@ -1136,17 +1338,28 @@ class Ledger:
 
     # --- watermarks -------------------------------------------------------------------------
     def get_watermark(self, connection: str, name: str) -> str | None:
-        stmt = self._stmt(
-            "watermark",
+        """The watermark's value, or None. Read on a pooled driver connection: every successful
+        sync reads the connection's pause mark (P2)."""
+        stmt = self._driver_compiled(
+            "watermark_driver",
             lambda: select(watermark.c.value).where(
                 watermark.c.connection == bindparam("k_connection"),
                 watermark.c.name == bindparam("k_name"),
             ),
         )
-        with self.engine.connect() as conn:
-            return conn.execute(
-                stmt, {"k_connection": connection, "k_name": name}
-            ).scalar_one_or_none()
+        params = {"k_connection": connection, "k_name": name}
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(stmt.sql, stmt.params(params))
+            rows = cursor.fetchall()
+            if len(rows) > 1:  # as ``.scalar_one_or_none()`` would (the key is the primary key)
+                raise sqlalchemy_exc.MultipleResultsFound(
+                    "Multiple rows were found when one or none was required"
+                )
+            return rows[0][0] if rows else None
+
+        value: str | None = self._driver_run(stmt.sql, params, work)
+        return value
 
     def set_watermark(self, connection: str, name: str, value: str) -> None:
         now = utcnow()
@@ -1255,6 +1468,35 @@ class _DriverStatement:
             return list(values)
         return dict(zip(self.names, values, strict=True))
 
+
+@dataclass(frozen=True)
+class _DriverCompiled:
+    """A statement with named bound parameters compiled for the driver
+    (``Ledger._driver_compiled``)."""
+
+    sql: str
+    #: the bound parameters' names, in the driver's order when ``positional``
+    binds: tuple[str, ...]
+    positional: bool
+    #: each bound parameter's conversion by its type (None: passed as it is)
+    convert: tuple[Callable[[Any], Any] | None, ...]
+    #: the values the statement itself binds (literals such as ``attempts=0``), by name
+    fixed: dict[str, Any]
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """The driver's parameters from ``values`` by bound parameter name (and the
+        statement's own literals)."""
+        if self.fixed:
+            values = {**self.fixed, **values}
+        out = [
+            v if f is None else f(v)
+            for f, v in zip(self.convert, (values[b] for b in self.binds), strict=True)
+        ]
+        return out if self.positional else dict(zip(self.binds, out, strict=True))
+
+
+#: the columns of a ``sync_record`` row, in table order (``Ledger._driver_record``)
+_RECORD_COLUMNS = tuple(c.name for c in sync_record.c)
 
 _AUDIT_COLUMNS = (
     "at",
