@@ -412,31 +412,42 @@ class Ledger:
             row = self._select_row(conn, key).one()
         return Record.from_row(row)
 
+    def _new_row_stmt(self, *, claimed: bool) -> Any:
+        """The insert of ``key``'s row unless it exists: ``pending`` (``_ensure_row``), or as a
+        claim leaves a new row (``_insert_claimed``: in flight, leased, one attempt, returned)."""
+        c = sync_record.c
+        values: dict[str, Any] = {
+            "connection": bindparam("k_connection", type_=c.connection.type),
+            "record_type": bindparam("k_record_type", type_=c.record_type.type),
+            "source_id": bindparam("k_source_id", type_=c.source_id.type),
+            "status": Status.PENDING.value,
+            "state": bindparam("p_state", type_=c.state.type),
+            "attempts": 0,
+            "crashes": 0,
+            "retry_rounds": 0,
+            "next_attempt_at": bindparam("p_due", type_=c.next_attempt_at.type),
+            "created_at": bindparam("p_now", type_=c.created_at.type),
+            "updated_at": bindparam("p_now", type_=c.updated_at.type),
+        }
+        if claimed:
+            values.update(
+                status=Status.IN_FLIGHT.value,
+                attempts=1,
+                lease_owner=bindparam("p_owner", type_=c.lease_owner.type),
+                lease_until=bindparam("p_until", type_=c.lease_until.type),
+            )
+        stmt = (
+            self._insert(sync_record)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
+        )
+        return stmt.returning(*c) if claimed else stmt
+
     def _ensure_row(self, conn: Connection, key: RecordKey, now: datetime) -> None:
         """Insert ``key``'s row as ``pending`` unless it exists."""
 
-        def build() -> Any:
-            c = sync_record.c
-            return (
-                self._insert(sync_record)
-                .values(
-                    connection=bindparam("k_connection", type_=c.connection.type),
-                    record_type=bindparam("k_record_type", type_=c.record_type.type),
-                    source_id=bindparam("k_source_id", type_=c.source_id.type),
-                    status=Status.PENDING.value,
-                    state=bindparam("p_state", type_=c.state.type),
-                    attempts=0,
-                    crashes=0,
-                    retry_rounds=0,
-                    next_attempt_at=bindparam("p_due", type_=c.next_attempt_at.type),
-                    created_at=bindparam("p_now", type_=c.created_at.type),
-                    updated_at=bindparam("p_now", type_=c.updated_at.type),
-                )
-                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
-            )
-
         conn.execute(
-            self._stmt("ensure", build),
+            self._stmt("ensure", lambda: self._new_row_stmt(claimed=False)),
             {**_key_params(key), "p_state": {}, "p_due": self._pending_due(now), "p_now": now},
         )
 
@@ -581,32 +592,8 @@ class Ledger:
         """Insert ``key``'s row as a new row's claim leaves it (the pending row ``_ensure_row``
         inserts, taken by ``_claim_stmt``: in flight, leased to ``owner``, one attempt); None
         when the row exists (nothing written)."""
-
-        def build() -> Any:
-            c = sync_record.c
-            return (
-                self._insert(sync_record)
-                .values(
-                    connection=bindparam("k_connection", type_=c.connection.type),
-                    record_type=bindparam("k_record_type", type_=c.record_type.type),
-                    source_id=bindparam("k_source_id", type_=c.source_id.type),
-                    status=Status.IN_FLIGHT.value,
-                    state=bindparam("p_state", type_=c.state.type),
-                    attempts=1,
-                    crashes=0,
-                    retry_rounds=0,
-                    lease_owner=bindparam("p_owner", type_=c.lease_owner.type),
-                    lease_until=bindparam("p_until", type_=c.lease_until.type),
-                    next_attempt_at=bindparam("p_due", type_=c.next_attempt_at.type),
-                    created_at=bindparam("p_now", type_=c.created_at.type),
-                    updated_at=bindparam("p_now", type_=c.updated_at.type),
-                )
-                .on_conflict_do_nothing(index_elements=["connection", "record_type", "source_id"])
-                .returning(*c)
-            )
-
         row = conn.execute(
-            self._stmt("claim_new", build),
+            self._stmt("claim_new", lambda: self._new_row_stmt(claimed=True)),
             {
                 **_key_params(key),
                 "p_state": {},
