@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -15,14 +14,6 @@ from clients.errors import PermanentError
 from worker.ledger import Ledger, RecordKey, Status, utcnow
 
 KEY = RecordKey("main", "customer", "42")
-
-
-@pytest.fixture
-def led(ledger_url: str) -> Iterator[Ledger]:
-    led = Ledger(ledger_url)
-    led.migrate()
-    yield led
-    led.dispose()
 
 
 def test_claim_is_exclusive_until_released(led: Ledger) -> None:

@@ -4,7 +4,6 @@ on the driver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -15,14 +14,6 @@ from worker.ledger import Ledger, Record, RecordKey, Status, utcnow
 INVOICE = RecordKey("main", "invoice", "7")
 PART = RecordKey("main", "ar_document", "7:invoice")
 STATE = {"steps": ["spectrum"], "planned": {"ST7": {"amount": "1.50", "kind": "invoice"}}}
-
-
-@pytest.fixture
-def led(ledger_url: str) -> Iterator[Ledger]:
-    led = Ledger(ledger_url)
-    led.migrate()
-    yield led
-    led.dispose()
 
 
 def _same_but_times(a: Record, b: Record) -> None:
