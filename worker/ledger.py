@@ -633,13 +633,7 @@ class Ledger:
 
         def work(cursor: Any) -> Any:
             cursor.execute(update_sql.sql, update_sql.params(params))
-            rows = cursor.fetchall()
-            if not rows:  # not the lease holder: the row as it is
-                cursor.execute(select_sql.sql, select_sql.params(params))
-                rows = cursor.fetchall()
-                if not rows:  # as ``.one()`` would
-                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
-            return rows[0]
+            return _returned_or_current(cursor, select_sql, params)
 
         return self._driver_record(self._driver_run(update_sql.sql, params, work))
 
@@ -785,13 +779,8 @@ class Ledger:
         def work(cursor: Any) -> Any:
             cursor.execute(upsert.sql, upsert.params(part))
             cursor.execute(update_holder.sql, update_holder.params(held))
-            rows = cursor.fetchall()
-            if not rows:  # pragma: no cover - the holder's row exists while it is claimed
-                cursor.execute(select_sql.sql, select_sql.params(held))
-                rows = cursor.fetchall()
-                if not rows:  # as ``.one()`` would
-                    raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
-            return rows[0]
+            # the holder's row exists while it is claimed: the update returns it
+            return _returned_or_current(cursor, select_sql, held)
 
         return self._driver_record(self._driver_run(upsert.sql, part, work))
 
@@ -1435,7 +1424,20 @@ def _done_values(
     return values
 
 
-#: the columns of an audit row, in the order the driver-level insert binds them
+def _returned_or_current(cursor: Any, select_sql: _DriverCompiled, params: dict[str, Any]) -> Any:
+    """The row the ``UPDATE … RETURNING`` just run on ``cursor`` returned, else (it matched
+    nothing: not the lease holder) the row as it is, read with ``select_sql``;
+    ``NoResultFound`` when there is none, as ``.one()`` would raise."""
+    rows = cursor.fetchall()
+    if not rows:
+        cursor.execute(select_sql.sql, select_sql.params(params))
+        rows = cursor.fetchall()
+        if not rows:
+            raise sqlalchemy_exc.NoResultFound("No row was found when one was required")
+    return rows[0]
+
+
+#: the columns of an inbox row, in the order the driver-level upsert binds them
 _INBOX_COLUMNS = ("connection", "task", "source_id", "received_at", "due_at")
 
 
@@ -1485,6 +1487,7 @@ class _DriverCompiled:
 #: the columns of a ``sync_record`` row, in table order (``Ledger._driver_record``)
 _RECORD_COLUMNS = tuple(c.name for c in sync_record.c)
 
+#: the columns of an audit row, in the order the driver-level insert binds them
 _AUDIT_COLUMNS = (
     "at",
     "connection",
