@@ -208,6 +208,36 @@ def test_ledger_down_is_503_enqueueing_nothing_and_the_retry_gets_through(
     assert h.sent == [("sync.customer", (5, "main"))]
 
 
+def test_an_unexpected_exception_is_a_500_from_the_server_storing_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the webhook's own code (not the ledger or the broker, which answer 503) reaches
+    uvicorn, which answers 500 as Starlette's error middleware would: not a 2xx, so ServiceTrade
+    retries, and nothing was stored or queued. Under the real server, not the test client."""
+    import httpx
+
+    import ingest.app as ingest_app
+    from worker.serve import ThreadServer, free_port
+
+    def broken(body: bytes) -> str | None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ingest_app, "_duplicate_key", broken)
+    server = ThreadServer(h.app, free_port())
+    try:
+        url = f"http://127.0.0.1:{server.port}/webhooks/servicetrade/{SECRET}"
+        body = json.dumps(delivery(("company", 5, "created"))).encode()
+        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 500
+        assert h.sent == [] and h.stored == []
+        monkeypatch.undo()  # the bug fixed and deployed: ServiceTrade's retry lands
+        assert httpx.post(url, content=body).status_code == 202
+        assert h.sent == [("sync.customer", (5, "main"))]
+        assert h.stored == [("main", "sync.customer", "5")]
+    finally:
+        server.stop()
+
+
 def test_other_methods_on_the_webhook_path_are_not_the_webhook(h: Harness) -> None:
     assert h.client.get(f"/webhooks/servicetrade/{SECRET}").status_code in (404, 405)
     assert h.client.post(f"/webhooks/servicetrade/{SECRET}/x", content=b"{}").status_code == 404
