@@ -941,14 +941,14 @@ def _soak(
         report.timings_s["voids_settled"] = round(time.monotonic() - t0, 1)
         if plan is not None and plan.changes:
             killer = RebillKiller(stack, plan, cfg, log) if cfg.kill_rebill else None
+            if killer is not None:
+                killer.start()  # holds the AR imports that go through, outage or not
             _changes_phase(stack, cfg, plan, report, log)
             if any(c.resource == "config" for c in plan.changes):
                 # Beat's re-enqueuer runs in a worker, which has reloaded the rewritten file
                 ctx.close()
                 stack.settings = load_settings(stack.settings.config_path, stack.env)
                 ctx = stack.context()
-            if killer is not None:
-                killer.start()  # the rebills run (again) from here on: after any outage
             report.settle_rounds += settle(stack, ctx, world, deadline, log)
             if killer is not None:
                 killer.finish(report)
@@ -1053,11 +1053,15 @@ class RebillKiller:
     reversal of the old revision and the new revision, one call Spectrum commits as a unit) and
     before the worker heard the answer or recorded either; start it again.
 
-    Spectrum is scripted to hold the answer of the next AR import (``timeout``: commit, then
-    answer late); when that import was not a rebill's (a split void's reversal, say), the next
-    one is held, up to ``MAX_ARMS`` times."""
+    From ``start`` (before the changes, so through any outage) Spectrum holds the answer of
+    every AR import that goes through (``FaultInjector.hold`` with ``timeout``: commit, then
+    answer late), up to ``MAX_HOLDS``, until a rebill's is caught. Imports that are not a
+    rebill's (a split void's reversal, say) time out and are found landed like any other
+    ambiguous write. Holding one import at a time let rebills through unheld: the outcome of a
+    held import is counted only when its late answer goes, so in the burst after the outage
+    every other import went by while the first was held."""
 
-    MAX_ARMS = 20
+    MAX_HOLDS = 40
 
     def __init__(self, stack: Stack, plan: ChangePlan, cfg: ChaosConfig, log: Log) -> None:
         self.stack, self.cfg, self.log = stack, cfg, log
@@ -1065,17 +1069,20 @@ class RebillKiller:
         self.killed_at: float | None = None
         self.invoice: int | None = None
         self.event = ""
-        self.arms = 0
+        self._inj = stack.sandbox.spectrum_injector
+        self._held0 = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rebill-killer", daemon=True)
 
     def start(self) -> None:
-        self._arm()
+        self._held0 = self._inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
+        self._inj.hold(AR_IMPORT, "timeout", self.MAX_HOLDS)
         self._thread.start()
 
-    def _arm(self) -> None:
-        self.stack.sandbox.spectrum_injector.script(AR_IMPORT, ["timeout"])
-        self.arms += 1
+    @property
+    def held(self) -> int:
+        """AR imports held so far (counted when their late answer went)."""
+        return self._inj.outcomes.get(f"{AR_IMPORT}:timeout", 0) - self._held0
 
     def _mid_rebill(self) -> Any:
         """The ledger row of a rebill whose documents are all in Spectrum while its worker
@@ -1105,8 +1112,6 @@ class RebillKiller:
     def _run(self) -> None:
         import psutil
 
-        inj = self.stack.sandbox.spectrum_injector
-        held = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
         while not self._stop.is_set():
             rec = self._mid_rebill()
             if rec is not None:
@@ -1118,6 +1123,7 @@ class RebillKiller:
                 name = next((n for n, p in self.stack.workers.items() if p.pid == parent), None)
                 if name is None:
                     continue
+                self._inj.release(AR_IMPORT)  # the imports after this one answer as usual
                 self.stack.kill_worker(name)
                 self.killed_at = time.monotonic()
                 self.invoice = int(rec.key.source_id)
@@ -1130,20 +1136,17 @@ class RebillKiller:
                 time.sleep(1.0)
                 self.stack.start_worker(name, self.cfg.concurrency, self.cfg.worker_loglevel)
                 return
-            now = inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)
-            if now > held and self.arms < self.MAX_ARMS:  # that held import was not a rebill's
-                held = now
-                self._arm()
             time.sleep(0.05)
 
     def finish(self, report: ChaosReport) -> None:
         self._stop.set()
         self._thread.join(timeout=120)
+        self._inj.release(AR_IMPORT)
         report.rebill_killed = self.invoice
         if self.killed_at is None:
             report.problems.append(
                 f"rebill kill: no rebill caught between Spectrum's commit and its answer "
-                f"({self.arms} import(s) held)"
+                f"({self.held} import(s) held)"
             )
         else:
             report.chaos_events.append(self.event)

@@ -116,6 +116,7 @@ class FaultInjector:
     _rng: random.Random = field(default_factory=random.Random)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _scripts: dict[str, deque[Outcome]] = field(default_factory=dict)
+    _holds: dict[str, tuple[Outcome, int]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     log: deque[RequestRecord] = field(default_factory=deque)
@@ -135,13 +136,27 @@ class FaultInjector:
         with self._lock:
             self._scripts.setdefault(service, deque()).extend(outcomes)
 
+    def hold(self, service: str, outcome: Outcome, limit: int) -> None:
+        """Serve the next ``limit`` calls of ``service`` that would be served ``ok`` as ``outcome``
+        instead, until ``release(service)``. Unlike ``script``, faults come first: during an
+        outage or when the dice say ``error`` the call still fails, so a hold armed before an
+        outage ends takes the first calls that go through after it, with no gap between."""
+        with self._lock:
+            self._holds[service] = (outcome, limit)
+
+    def release(self, service: str) -> None:
+        """End a ``hold`` of ``service``."""
+        with self._lock:
+            self._holds.pop(service, None)
+
     def reset(self) -> None:
-        """Clear counters, the log and scripts; knobs go back to defaults."""
+        """Clear counters, the log, scripts and holds; knobs go back to defaults."""
         with self._lock:
             self.calls.clear()
             self.outcomes.clear()
             self.log.clear()
             self._scripts.clear()
+            self._holds.clear()
             self.config = FaultConfig()
 
     def applies_to(self, service: str) -> bool:
@@ -153,22 +168,35 @@ class FaultInjector:
             script = self._scripts.get(service)
             if script:
                 return script.popleft()
-            cfg = self.config
-            if not self.applies_to(service):
-                return "ok"
-            if cfg.outage:
-                return "error"
-            roll = self._rng.random()
-            for outcome, rate in (
-                ("error", cfg.error_rate),
-                ("rate_limit", cfg.rate_limit_rate),
-                ("ghost", cfg.ghost_write_rate if is_write else 0.0),
-                ("timeout", cfg.timeout_rate if is_write else 0.0),
-            ):
-                if roll < rate:
-                    return outcome  # type: ignore[return-value]
-                roll -= rate
+            outcome = self._roll(service, is_write)
+            held = self._holds.get(service)
+            if outcome != "ok" or held is None:
+                return outcome
+            instead, left = held
+            if left <= 1:
+                del self._holds[service]
+            else:
+                self._holds[service] = (instead, left - 1)
+            return instead
+
+    def _roll(self, service: str, is_write: bool) -> Outcome:
+        """The knobs' outcome for a call (the caller holds the lock)."""
+        cfg = self.config
+        if not self.applies_to(service):
             return "ok"
+        if cfg.outage:
+            return "error"
+        roll = self._rng.random()
+        for outcome, rate in (
+            ("error", cfg.error_rate),
+            ("rate_limit", cfg.rate_limit_rate),
+            ("ghost", cfg.ghost_write_rate if is_write else 0.0),
+            ("timeout", cfg.timeout_rate if is_write else 0.0),
+        ):
+            if roll < rate:
+                return outcome  # type: ignore[return-value]
+            roll -= rate
+        return "ok"
 
     def set_outage(self, down: bool) -> None:
         """Take the simulated system down (every faultable call an ``error``) or bring it back."""

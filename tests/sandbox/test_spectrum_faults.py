@@ -212,3 +212,28 @@ def test_a_simulator_bug_answers_a_server_fault_and_is_logged(
     (rec,) = injector(client).requests("AddCustomer")
     assert (rec.status, rec.outcome) == (500, "server_error")
     assert db.count("CR_CUSTOMER_MASTER_MC", Customer_Code="C00077") == 0
+
+
+def test_a_hold_takes_only_calls_that_would_succeed_until_released() -> None:
+    """The rebill killer's hold (bench/chaos.py): armed during an outage it takes nothing; the
+    outage over, it turns every call that would go through into the held outcome, up to its
+    limit or until released, with no gap in which a call slips by."""
+    inj = FaultInjector(FaultConfig(error_rate=1.0))
+    inj.hold("ARMultiLineInvoice", "timeout", limit=3)
+    assert inj.decide("ARMultiLineInvoice", is_write=True) == "error"  # the outage comes first
+    inj.configure(FaultConfig())
+    assert inj.decide("GetJob", is_write=False) == "ok"  # other services are not held
+    assert [inj.decide("ARMultiLineInvoice", is_write=True) for _ in range(2)] == ["timeout"] * 2
+    inj.release("ARMultiLineInvoice")
+    assert inj.decide("ARMultiLineInvoice", is_write=True) == "ok"
+    inj.hold("ARMultiLineInvoice", "timeout", limit=2)
+    assert [inj.decide("ARMultiLineInvoice", is_write=True) for _ in range(3)] == [
+        "timeout",
+        "timeout",
+        "ok",  # the limit reached
+    ]
+    inj.script("ARMultiLineInvoice", ["error"])  # a script still comes before a hold
+    inj.hold("ARMultiLineInvoice", "timeout", limit=1)
+    assert inj.decide("ARMultiLineInvoice", is_write=True) == "error"
+    inj.reset()
+    assert inj.decide("ARMultiLineInvoice", is_write=True) == "ok"
