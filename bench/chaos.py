@@ -1082,7 +1082,7 @@ class RebillKiller:
     @property
     def held(self) -> int:
         """AR imports held so far (counted when their late answer went)."""
-        return self._inj.outcomes.get(f"{AR_IMPORT}:timeout", 0) - self._held0
+        return int(self._inj.outcomes.get(f"{AR_IMPORT}:timeout", 0)) - self._held0
 
     def _mid_rebill(self) -> Any:
         """The ledger row of a rebill whose documents are all in Spectrum while its worker
