@@ -1053,13 +1053,14 @@ class RebillKiller:
     reversal of the old revision and the new revision, one call Spectrum commits as a unit) and
     before the worker heard the answer or recorded either; start it again.
 
-    From ``start`` (before the changes, so through any outage) Spectrum holds the answer of
-    every AR import that goes through (``FaultInjector.hold`` with ``timeout``: commit, then
-    answer late), up to ``MAX_HOLDS``, until a rebill's is caught. Imports that are not a
-    rebill's (a split void's reversal, say) time out and are found landed like any other
-    ambiguous write. Holding one import at a time let rebills through unheld: the outcome of a
-    held import is counted only when its late answer goes, so in the burst after the outage
-    every other import went by while the first was held."""
+    From ``start`` (before the changes, so through any outage) Spectrum holds the answer of every
+    AR import that reaches it (``FaultInjector.hold`` with ``timeout``: commit, then answer
+    late; ahead of the dice, after the outage), up to ``MAX_HOLDS``, until a rebill's is
+    caught. Imports that are not a rebill's (a split void's reversal, say) time out and are
+    found landed like any other ambiguous write. Holding one import at a time let rebills
+    through unheld: the outcome of a held import is counted only when its late answer goes, so
+    in the burst after the outage every other import went by while the first was held; and a
+    hold behind the dice let a rebill through as a ghost write."""
 
     MAX_HOLDS = 40
 
@@ -1178,7 +1179,7 @@ def _changes_phase(
     half = len(plan.changes) // 2
     t0 = time.monotonic()
     if cfg.outage_s:
-        inj.configure(normal.model_copy(update={"error_rate": 1.0, "ghost_write_rate": 0.0}))
+        inj.set_outage(True)  # every call an error, ahead of the rebill killer's hold
         budget = retry_budget_s(stack.settings.reliability)
         report.outage = {
             "seconds": cfg.outage_s,

@@ -137,10 +137,10 @@ class FaultInjector:
             self._scripts.setdefault(service, deque()).extend(outcomes)
 
     def hold(self, service: str, outcome: Outcome, limit: int) -> None:
-        """Serve the next ``limit`` calls of ``service`` that would be served ``ok`` as ``outcome``
-        instead, until ``release(service)``. Unlike ``script``, faults come first: during an
-        outage or when the dice say ``error`` the call still fails, so a hold armed before an
-        outage ends takes the first calls that go through after it, with no gap between."""
+        """Serve the next ``limit`` calls of ``service`` as ``outcome``, ahead of the dice, until
+        ``release(service)``. Unlike ``script``, an ``outage`` comes first: while the system is
+        down its calls still fail, so a hold armed before an outage ends takes the first calls
+        that reach the system after it, with no gap between."""
         with self._lock:
             self._holds[service] = (outcome, limit)
 
@@ -168,16 +168,15 @@ class FaultInjector:
             script = self._scripts.get(service)
             if script:
                 return script.popleft()
-            outcome = self._roll(service, is_write)
             held = self._holds.get(service)
-            if outcome != "ok" or held is None:
-                return outcome
-            instead, left = held
+            if held is None or (self.config.outage and self.applies_to(service)):
+                return self._roll(service, is_write)
+            outcome, left = held
             if left <= 1:
                 del self._holds[service]
             else:
-                self._holds[service] = (instead, left - 1)
-            return instead
+                self._holds[service] = (outcome, left - 1)
+            return outcome
 
     def _roll(self, service: str, is_write: bool) -> Outcome:
         """The knobs' outcome for a call (the caller holds the lock)."""

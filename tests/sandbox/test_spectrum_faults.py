@@ -214,18 +214,19 @@ def test_a_simulator_bug_answers_a_server_fault_and_is_logged(
     assert db.count("CR_CUSTOMER_MASTER_MC", Customer_Code="C00077") == 0
 
 
-def test_a_hold_takes_only_calls_that_would_succeed_until_released() -> None:
+def test_a_hold_takes_the_calls_that_reach_the_system_until_released() -> None:
     """The rebill killer's hold (bench/chaos.py): armed during an outage it takes nothing; the
-    outage over, it turns every call that would go through into the held outcome, up to its
-    limit or until released, with no gap in which a call slips by."""
-    inj = FaultInjector(FaultConfig(error_rate=1.0))
+    outage over, it turns every call into the held outcome ahead of the dice (a dice fault must
+    not let a call slip by unheld), up to its limit or until released."""
+    inj = FaultInjector(FaultConfig(outage=True))
     inj.hold("ARMultiLineInvoice", "timeout", limit=3)
     assert inj.decide("ARMultiLineInvoice", is_write=True) == "error"  # the outage comes first
-    inj.configure(FaultConfig())
-    assert inj.decide("GetJob", is_write=False) == "ok"  # other services are not held
+    inj.configure(FaultConfig(error_rate=1.0))  # every roll of the dice a fault
+    assert inj.decide("GetJob", is_write=False) == "error"  # other services are not held
     assert [inj.decide("ARMultiLineInvoice", is_write=True) for _ in range(2)] == ["timeout"] * 2
     inj.release("ARMultiLineInvoice")
-    assert inj.decide("ARMultiLineInvoice", is_write=True) == "ok"
+    assert inj.decide("ARMultiLineInvoice", is_write=True) == "error"
+    inj.configure(FaultConfig())
     inj.hold("ARMultiLineInvoice", "timeout", limit=2)
     assert [inj.decide("ARMultiLineInvoice", is_write=True) for _ in range(3)] == [
         "timeout",
