@@ -942,7 +942,7 @@ def _soak(
         if plan is not None and plan.changes:
             killer = RebillKiller(stack, plan, cfg, log) if cfg.kill_rebill else None
             if killer is not None:
-                killer.start()  # holds the AR imports that go through, outage or not
+                killer.start()  # holds the AR imports that reach Spectrum (after any outage)
             _changes_phase(stack, cfg, plan, report, log)
             if any(c.resource == "config" for c in plan.changes):
                 # Beat's re-enqueuer runs in a worker, which has reloaded the rewritten file
