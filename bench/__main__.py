@@ -17,6 +17,7 @@ BENCHES = {
     "catch_up": "P4 weekly timecard catch-up over ~50,000 entries, 95 % synced",
     "chaos": "R1 chaos soak: every record exactly once under faults and crashes",
     "sandbox_throughput": "the simulators' own request rate on loopback",
+    "heal_wake": "the records waiting on a prerequisite, found among many failed rows",
 }
 
 

@@ -56,7 +56,7 @@ from tasks import _connection, heal
 from tasks.state import CustomerState, Result, State
 from worker.context import SyncContext, working_on
 from worker.infra import INFRASTRUCTURE_ERRORS, describe
-from worker.ledger import TERMINAL, Record, RecordKey, Status
+from worker.ledger import PREREQUISITE, TERMINAL, Record, RecordKey, Status
 
 log = logging.getLogger("stsync.sync")
 
@@ -225,7 +225,7 @@ def run_record(
             outcome = Outcome(Result.SKIPPED, key, rec.spectrum_key, str(exc))
         except PrerequisiteMissing as exc:
             run.state.waits_on = heal.waits_on(exc)
-            run.mark(Status.FAILED, error_kind="prerequisite", reason=str(exc))
+            run.mark(Status.FAILED, error_kind=PREREQUISITE, reason=str(exc))
             record_alert(ctx, key, "prerequisite", str(exc))
             if on_permanent:
                 _notify(ctx, run, on_permanent, exc)

@@ -24,8 +24,10 @@ keeps failing for the same reason is not retried in a loop and comments/alerts a
 
 The attempt's facts live in one state key, ``heal`` (``{"updated", "digest", "config"}``), written
 by the sync body right after it fetched the record. A record failed for a missing prerequisite
-also carries ``waits_on`` (``"job:123"``): when that prerequisite lands, ``wake_waiters`` queues the
-records that waited on it (invoices, timecards, jobs, sites), so nothing needs a person.
+also carries ``waits_on`` (``"job:123"``; ``Ledger.mark`` copies it into an indexed column, so
+finding the waiters does not read every failed row): when that prerequisite lands,
+``wake_waiters`` queues the records that waited on it (invoices, timecards, jobs, sites), so
+nothing needs a person.
 
 A record that waits for a person to fix a ServiceTrade *user* (an invoice whose job's salesperson
 has no Spectrum salesperson code, a timecard whose technician has no Spectrum employee) carries
@@ -52,7 +54,7 @@ from clients.servicetrade.models import User
 from mappers.invoice import salesperson_code_for
 from tasks.state import State
 from worker.context import SyncContext
-from worker.ledger import Record, RecordKey, Status
+from worker.ledger import PREREQUISITE, Record, RecordKey, Status
 from worker.settings import ConnectionSettings
 
 log = logging.getLogger("stsync.heal")
@@ -134,7 +136,7 @@ def reexamine_reason(rec: Record, *, now_facts: dict[str, Any] | None, config: s
     before = State.load(rec.state).heal or {}
     if rec.error_kind == "route":
         return "it was kept out by routing, and is asked for here now"
-    if rec.status is Status.FAILED and rec.error_kind == "prerequisite":
+    if rec.status is Status.FAILED and rec.error_kind == PREREQUISITE:
         return "a prerequisite it waited on is looked at again"
     if before.get("config") and before["config"] != config:
         return "the configuration it used changed"
@@ -230,14 +232,12 @@ WAKERS: dict[str, Callable[[SyncContext, Record], None]] = {
 
 
 def waiting_on(ctx: SyncContext, key: RecordKey) -> list[Record]:
-    """Failed records of ``key.connection`` that wait on the prerequisite ``key``."""
+    """Failed records of ``key.connection`` that wait on the prerequisite ``key`` (found by the
+    ledger's ``waits_on`` index: this runs after every first landing of a customer, site or job
+    and on every user webhook, however many failed rows the ledger holds)."""
     target = f"{key.record_type}:{key.source_id}"
-    recs = ctx.ledger.list_records(
-        statuses=(Status.FAILED,), connection=key.connection, limit=1_000_000
-    )
-    return [
-        r for r in recs if r.error_kind == "prerequisite" and State.load(r.state).waits_on == target
-    ]
+    recs = ctx.ledger.waiting(key.connection, on=target)
+    return [r for r in recs if State.load(r.state).waits_on == target]
 
 
 def wake_waiters(
@@ -344,13 +344,10 @@ def waited_users(ctx: SyncContext, connection: str) -> dict[int, datetime]:
     """ServiceTrade users failed records of ``connection`` wait on -> the latest time such a
     record was failed (the sweep compares it with the user's ``updated``)."""
     out: dict[int, datetime] = {}
-    recs = ctx.ledger.list_records(
-        statuses=(Status.FAILED,), connection=connection, limit=1_000_000
-    )
-    for rec in recs:
+    for rec in ctx.ledger.waiting(connection, on_type=USER):
         target = State.load(rec.state).waits_on or ""
         kind, _, ident = target.partition(":")
-        if rec.error_kind != "prerequisite" or kind != USER or not ident.isdigit():
+        if kind != USER or not ident.isdigit():
             continue
         uid = int(ident)
         out[uid] = max(out.get(uid, rec.updated_at), rec.updated_at)

@@ -113,8 +113,12 @@ sync_record = Table(
     Column("retry_since", DateTime(timezone=True)),
     #: retry_later rounds so far in the current streak (picks the next delay)
     Column("retry_rounds", Integer, nullable=False, default=0),
+    #: the prerequisite a row failed for waits on (``"job:123"``), copied from its state by
+    #: ``Ledger.mark``: what ``Ledger.waiting`` finds the waiters by when that prerequisite lands
+    Column("waits_on", String(128)),
     UniqueConstraint("connection", "record_type", "source_id", name="uq_sync_record_key"),
     Index("ix_sync_record_status", "connection", "status"),
+    Index("ix_sync_record_waits_on", "connection", "waits_on"),
     Index("ix_sync_record_due", "status", "next_attempt_at"),
     Index("ix_sync_record_spectrum_key", "connection", "record_type", "spectrum_key"),
 )
@@ -841,6 +845,7 @@ class Ledger:
             values["crashes"] = 0
         if state is not None:
             values["state"] = state
+            values["waits_on"] = waits_on_column(status, error_kind, state)
         return self._finish(key, None, **values)
 
     def reopen(self, key: RecordKey) -> Record:
@@ -1088,6 +1093,25 @@ class Ledger:
             q = q.where(sync_record.c.updated_at >= since)
         with self.engine.connect() as conn:
             return [Record.from_row(r) for r in conn.execute(q)]
+
+    def waiting(
+        self, connection: str, *, on: str | None = None, on_type: str | None = None
+    ) -> list[Record]:
+        """The rows of ``connection`` failed for a missing prerequisite that wait on ``on``
+        (``"job:123"``), or on any record of ``on_type`` (``"user"``), newest first: by the
+        indexed ``waits_on`` column (``mark`` keeps it), not by reading every failed row."""
+        c = sync_record.c
+        q = select(sync_record).where(
+            c.connection == connection,
+            c.status == Status.FAILED.value,
+            c.error_kind == PREREQUISITE,
+        )
+        if on is not None:
+            q = q.where(c.waits_on == on)
+        if on_type is not None:
+            q = q.where(c.waits_on.startswith(f"{on_type}:", autoescape=True))
+        with self.engine.connect() as conn:
+            return [Record.from_row(r) for r in conn.execute(q.order_by(c.updated_at.desc()))]
 
     def counts(self, connection: str | None = None) -> dict[tuple[str, str], int]:
         """``(record_type, status) -> n``."""
@@ -1482,6 +1506,19 @@ class _DriverCompiled:
             for f, v in zip(self.convert, (values[b] for b in self.binds), strict=True)
         ]
         return out if self.positional else dict(zip(self.binds, out, strict=True))
+
+
+#: the ``error_kind`` of a row failed for a missing prerequisite (``tasks/_pipeline.py``)
+PREREQUISITE = "prerequisite"
+
+
+def waits_on_column(status: Status, error_kind: str | None, state: dict[str, Any]) -> str | None:
+    """The ``waits_on`` column of a row ``mark`` leaves in ``status`` with ``state``: what its
+    state says it waits on, for a row failed for a missing prerequisite; else nothing."""
+    if status is not Status.FAILED or error_kind != PREREQUISITE:
+        return None
+    target = state.get("waits_on")
+    return str(target) if target else None
 
 
 #: the columns of a ``sync_record`` row, in table order (``Ledger._driver_record``)
