@@ -384,9 +384,10 @@ class LedgerWakeups:
 
     def __call__(self, entries: list[tuple[str, str, str]]) -> None:
         if self._ledger is None:
-            from worker.ledger import Ledger
+            from worker.ledger import Ledger, make_engine
 
-            self._ledger = Ledger(self.url)
+            # answered 2xx means stored: on SQLite, synced to disk at every commit
+            self._ledger = Ledger(self.url, engine=make_engine(self.url, durable_commits=True))
         self._ledger.inbox_put(entries, due_after_s=self.due_after_s)
 
     def close(self) -> None:

@@ -327,8 +327,13 @@ def holder_is_dead(owner: str | None) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for the ledger: WAL and a busy timeout on SQLite."""
+def make_engine(url: str, *, durable_commits: bool = False) -> Engine:
+    """An engine tuned for the ledger: WAL and a busy timeout on SQLite.
+
+    SQLite commits with ``synchronous=NORMAL``: a process crash loses nothing, a power loss or
+    OS crash may roll back the last commits. ``durable_commits`` (the ingest's inbox) syncs the
+    WAL at every commit (``FULL``), so a wake-up whose delivery was answered 2xx survives those
+    too; one sync per group commit (ingest/group.py) cost nothing measurable in P1."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -357,7 +362,7 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
             cur.close()
 
         return engine

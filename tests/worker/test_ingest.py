@@ -278,3 +278,30 @@ def test_send_job_endpoint_needs_the_token(tmp_path: Path) -> None:
     r = hh.client.post("/jobs/12/send?connection=main", headers={"x-stsync-token": "t" * 32})
     assert r.status_code == 202
     assert hh.sent == [("sync.job.send", (12, "main"))]
+
+
+def test_the_ingest_stores_wake_ups_synced_to_disk_on_sqlite(tmp_path: Path) -> None:
+    """Answered 2xx means stored even through a power loss: the ingest's inbox connection syncs
+    SQLite's WAL at every commit (``synchronous=FULL``); the workers' ledger keeps ``NORMAL``."""
+    from sqlalchemy import text
+
+    from ingest.app import LedgerWakeups
+    from worker.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    worker_ledger = Ledger(url)
+    worker_ledger.migrate()
+    env = demo_env(tmp_path, infolink_url="sqlite://", database_url=url)
+    wakeups = LedgerWakeups(load_settings(DEMO_CONFIG, env))
+    try:
+        wakeups([("main", "sync.customer", "5")])
+        assert [(e.connection, e.task, e.source_id) for e in worker_ledger.inbox_entries()] == [
+            ("main", "sync.customer", "5")
+        ]
+        with wakeups._ledger.engine.connect() as c:
+            assert c.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL
+        with worker_ledger.engine.connect() as c:
+            assert c.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+    finally:
+        wakeups.close()
+        worker_ledger.dispose()
