@@ -333,7 +333,8 @@ def make_engine(url: str, *, durable_commits: bool = False) -> Engine:
     SQLite commits with ``synchronous=NORMAL``: a process crash loses nothing, a power loss or
     OS crash may roll back the last commits. ``durable_commits`` (the ingest's inbox) syncs the
     WAL at every commit (``FULL``), so a wake-up whose delivery was answered 2xx survives those
-    too; one sync per group commit (ingest/group.py) cost nothing measurable in P1."""
+    too; one sync per group commit (ingest/group.py) cost up to ~13 % of P1's single-event
+    deliveries a second (docs/performance.md)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
