@@ -20,6 +20,7 @@ from clients.spectrum.formats import check_value, parse_date, parse_number
 from clients.spectrum.services import Field
 from sandbox.spectrum import assumptions as assume
 from sandbox.spectrum.admin_state import AdminState, Authorization, Module
+from sandbox.spectrum.db import Binds, bind_processors, plain_sqlite, run_on_driver
 from sandbox.spectrum.soap import Row
 
 #: Vendor text of an authorization failure on a Put service (reference §4, [C responses]).
@@ -96,7 +97,7 @@ class _Lookup:
 
     stmt: sa.Select[Any]
     sql: str
-    binds: tuple[Callable[[Any], Any] | None, ...]
+    binds: Binds
     names: tuple[str, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
 
@@ -124,7 +125,7 @@ def _lookup(table: Table, columns: tuple[str, ...], *, exists: bool, dialect: Di
     found = _LOOKUPS[key] = _Lookup(
         stmt=stmt,
         sql=f"SELECT {shown} FROM {quote(table.name)} WHERE {condition} LIMIT 1",
-        binds=tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in where),
+        binds=bind_processors(table, where, dialect),
         names=tuple(c.name for c in selected),
         results=tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in selected
@@ -145,16 +146,10 @@ def _first(
     """The first matching row as a column dict (``exists``: any true value), or None."""
     dialect = conn.dialect
     lookup = _lookup(table, tuple(where), exists=exists, dialect=dialect)
-    if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
+    if not plain_sqlite(dialect):
         row = conn.execute(lookup.stmt, _params(company, where)).first()
         return None if row is None else (True if exists else dict(row._mapping))
-    params = [
-        value if bind is None else bind(value)
-        for bind, value in zip(lookup.binds, (company, *where.values()), strict=True)
-    ]
-    driver = conn.connection.driver_connection
-    assert driver is not None  # an open Connection always has one
-    raw = driver.execute(lookup.sql, params).fetchone()
+    raw = run_on_driver(conn, lookup.sql, lookup.binds, [(company, *where.values())]).fetchone()
     if raw is None or exists:
         return raw is not None or None
     return {
@@ -210,8 +205,7 @@ class Checks:
             return True
         if self.exists(table, **{table_column or column: value}):
             return True
-        label = what or column.replace("_", " ").lower()
-        self.add("I", column, f"{column} is invalid, {label} {value} is not on file")
+        self._not_on_file(column, value, what)
         return False
 
     def ref_row(
@@ -227,12 +221,15 @@ class Checks:
         where ``ref`` then ``find`` took two."""
         if not value:
             return None
-        key = {table_column or column: value}
-        row = self.find(table, **key)
+        row = self.find(table, **{table_column or column: value})
         if row is None and self.ok(column):
-            label = what or column.replace("_", " ").lower()
-            self.add("I", column, f"{column} is invalid, {label} {value} is not on file")
+            self._not_on_file(column, value, what)
         return row
+
+    def _not_on_file(self, column: str, value: str, what: str) -> None:
+        """Refuse ``column``: its ``value`` is not in the table it refers to (``I``)."""
+        label = what or column.replace("_", " ").lower()
+        self.add("I", column, f"{column} is invalid, {label} {value} is not on file")
 
     def unique(self, column: str, value: str, table: Table) -> bool:
         """An add-only service's key must not exist yet (``I`` "<col> already exists")."""
