@@ -647,13 +647,16 @@ class Ledger:
 
         return self._driver_record(self._driver_run(update_sql.sql, params, work))
 
-    def _driver_compiled(self, name: Hashable, build: Callable[[], Any]) -> _DriverCompiled:
-        """Statement ``name`` (made by ``build``, with named bound parameters) compiled once per
-        ledger for the driver, with each parameter's conversion by its type."""
+    def _driver_compiled(
+        self, name: Hashable, build: Callable[[], Any], column_keys: Sequence[str] = ()
+    ) -> _DriverCompiled:
+        """Statement ``name`` (made by ``build``, with named bound parameters; an insert binds
+        ``column_keys`` by their column names) compiled once per ledger for the driver, with each
+        parameter's conversion by its type."""
         built: _DriverCompiled | None = self._stmts.get(name)
         if built is None:
             dialect = self.engine.dialect
-            compiled = build().compile(dialect=dialect)
+            compiled = build().compile(dialect=dialect, column_keys=list(column_keys) or None)
             binds = tuple(compiled.positiontup or compiled.binds)
             convert = tuple(
                 compiled.binds[b].type.dialect_impl(dialect).bind_processor(dialect) for b in binds
@@ -967,13 +970,17 @@ class Ledger:
         upsert = self._inbox_upsert()
         now = utcnow()
         # both timestamps have the received_at column's type: converted once for every row
-        stamp = upsert.convert[_INBOX_COLUMNS.index("received_at")] or (lambda v: v)
+        stamp = upsert.converter("received_at")
         received, due = stamp(now), stamp(now + timedelta(seconds=due_after_s))
-        rows = [upsert.params((c, t, s, received, due)) for c, t, s in unique]
+        times = {"received_at": received, "due_at": due}
+        rows = [
+            upsert.params({"connection": c, "task": t, "source_id": s, **times}, converted=True)
+            for c, t, s in unique
+        ]
         self._driver_write(upsert.sql, rows, many=True)
 
-    def _inbox_upsert(self) -> _DriverStatement:
-        """The inbox upsert as the driver takes it (``_driver_statement``), built once."""
+    def _inbox_upsert(self) -> _DriverCompiled:
+        """The inbox upsert as the driver takes it (``_driver_compiled``), built once."""
 
         def build() -> Any:
             ins = self._insert(inbox)
@@ -982,7 +989,7 @@ class Ledger:
                 set_={"received_at": ins.excluded.received_at, "due_at": ins.excluded.due_at},
             )
 
-        return self._driver_statement("inbox_driver", build, inbox, _INBOX_COLUMNS)
+        return self._driver_compiled("inbox_driver", build, _INBOX_COLUMNS)
 
     def inbox_due(self, now: datetime, *, limit: int = 1000) -> list[InboxEntry]:
         q = select(inbox).where(inbox.c.due_at <= now).order_by(inbox.c.due_at).limit(limit)
@@ -1214,35 +1221,8 @@ class Ledger:
             "spectrum_key": spectrum_key,
             "detail": (detail or "")[:2000] or None,
         }
-        insert = self._driver_statement(
-            "audit_driver", audit_event.insert, audit_event, _AUDIT_COLUMNS
-        )
-        values = [
-            c(row[n]) if c is not None else row[n]
-            for n, c in zip(_AUDIT_COLUMNS, insert.convert, strict=True)
-        ]
-        self._driver_write(insert.sql, insert.params(values))
-
-    def _driver_statement(
-        self, name: str, build: Callable[[], Any], table: Table, columns: tuple[str, ...]
-    ) -> _DriverStatement:
-        """Statement ``name`` (made by ``build``, binding ``columns`` of ``table``) compiled once
-        per ledger for the driver, with each column's conversion by its type as SQLAlchemy would
-        apply it (``_driver_write`` runs it; P1's inbox, P2's audit rows)."""
-        built: _DriverStatement | None = self._stmts.get(name)
-        if built is None:
-            dialect = self.engine.dialect
-            compiled = build().compile(dialect=dialect, column_keys=list(columns))
-            names: tuple[str, ...] | None = None
-            if compiled.positiontup is None:
-                names = columns
-            elif tuple(compiled.positiontup) != columns:
-                raise RuntimeError(f"{name} binds {compiled.positiontup}")
-            convert = tuple(
-                table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in columns
-            )
-            built = self._stmts[name] = _DriverStatement(compiled.string, names, convert)
-        return built
+        insert = self._driver_compiled("audit_driver", audit_event.insert, _AUDIT_COLUMNS)
+        self._driver_write(insert.sql, insert.params(row))
 
     def _driver_write(self, sql: str, params: Any, *, many: bool = False) -> None:
         """One statement that returns nothing (run for each parameter set of ``params`` when
@@ -1467,25 +1447,8 @@ def _returned_or_current(cursor: Any, select_sql: _DriverCompiled, params: dict[
     return rows[0]
 
 
-#: the columns of an inbox row, in the order the driver-level upsert binds them
+#: the columns an inbox row's driver-level upsert binds
 _INBOX_COLUMNS = ("connection", "task", "source_id", "received_at", "due_at")
-
-
-@dataclass(frozen=True)
-class _DriverStatement:
-    """A statement compiled for the driver (``Ledger._driver_statement``)."""
-
-    sql: str
-    #: the driver's parameter names, or None: positional, in the columns' order
-    names: tuple[str, ...] | None
-    #: each column's conversion by its type (None: passed as it is)
-    convert: tuple[Callable[[Any], Any] | None, ...]
-
-    def params(self, values: Sequence[Any]) -> Any:
-        """The driver's parameters for ``values`` in the columns' order."""
-        if self.names is None:
-            return list(values)
-        return dict(zip(self.names, values, strict=True))
 
 
 @dataclass(frozen=True)
@@ -1502,16 +1465,24 @@ class _DriverCompiled:
     #: the values the statement itself binds (literals such as ``attempts=0``), by name
     fixed: dict[str, Any]
 
-    def params(self, values: dict[str, Any]) -> Any:
+    def params(self, values: dict[str, Any], *, converted: bool = False) -> Any:
         """The driver's parameters from ``values`` by bound parameter name (and the
-        statement's own literals)."""
+        statement's own literals), each converted by its type unless the caller ``converted``
+        them already (``converter``)."""
         if self.fixed:
             values = {**self.fixed, **values}
-        out = [
-            v if f is None else f(v)
-            for f, v in zip(self.convert, (values[b] for b in self.binds), strict=True)
-        ]
+        ordered = [values[b] for b in self.binds]
+        out = (
+            ordered
+            if converted
+            else [v if f is None else f(v) for f, v in zip(self.convert, ordered, strict=True)]
+        )
         return out if self.positional else dict(zip(self.binds, out, strict=True))
+
+    def converter(self, bind: str) -> Callable[[Any], Any]:
+        """The conversion of bound parameter ``bind`` (the identity when it has none)."""
+        f = self.convert[self.binds.index(bind)]
+        return f if f is not None else (lambda v: v)
 
 
 #: the ``error_kind`` of a row failed for a missing prerequisite (``tasks/_pipeline.py``)
@@ -1530,7 +1501,7 @@ def waits_on_column(status: Status, error_kind: str | None, state: dict[str, Any
 #: the columns of a ``sync_record`` row, in table order (``Ledger._driver_record``)
 _RECORD_COLUMNS = tuple(c.name for c in sync_record.c)
 
-#: the columns of an audit row, in the order the driver-level insert binds them
+#: the columns an audit row's driver-level insert binds
 _AUDIT_COLUMNS = (
     "at",
     "connection",
